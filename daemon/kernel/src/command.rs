@@ -1,0 +1,69 @@
+//! The Raft log payload.
+//!
+//! The leader wraps every [`Command`] in a [`Proposal`] stamped with its
+//! clock; `apply` reads time only from there. Variants are only ever appended
+//! (the log encoding is positional), never reordered or removed.
+
+use crate::signing::Signature;
+use crate::tenant::TenantSpec;
+use crate::trust_store::KeySpec;
+use serde::{Deserialize, Serialize};
+
+/// A state change request, as replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Installs the root keys; the first command of every cluster.
+    BootstrapTrust {
+        /// Keys holding the ROOT purpose.
+        root_keys: Vec<KeySpec>,
+    },
+    /// Adds a non-root key, admitted by root signatures.
+    AddKey {
+        /// The key.
+        spec: KeySpec,
+        /// Root signatures over `spec.signing_payload()`.
+        signatures: Vec<Signature>,
+    },
+    /// Publishes one engine version.
+    PublishEngineVersion {
+        /// Manifest JSON as sent.
+        manifest: Vec<u8>,
+        /// Publisher signatures over the canonical payload.
+        signatures: Vec<Signature>,
+    },
+    /// Creates a tenant.
+    CreateTenant {
+        /// The new tenant.
+        spec: TenantSpec,
+    },
+    /// Replaces a tenant's writable fields.
+    UpdateTenant {
+        /// The new values; `tenant_id` selects the tenant.
+        spec: TenantSpec,
+        /// Compare-and-set etag.
+        expected_etag: Option<String>,
+    },
+}
+
+/// What the leader proposes: a command and the leader's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The leader's wall clock when it proposed, Unix ms. `apply` uses
+    /// `max(previous entry time, this)`, so time never runs backwards.
+    pub leader_time_ms: u64,
+    /// The change.
+    pub command: Command,
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.command {
+            Command::BootstrapTrust { .. } => "bootstrap_trust",
+            Command::AddKey { .. } => "add_key",
+            Command::PublishEngineVersion { .. } => "publish_engine_version",
+            Command::CreateTenant { .. } => "create_tenant",
+            Command::UpdateTenant { .. } => "update_tenant",
+        };
+        write!(f, "{kind}@{}", self.leader_time_ms)
+    }
+}

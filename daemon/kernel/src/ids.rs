@@ -1,0 +1,84 @@
+//! Validated names. A value of these types has passed [`Name::parse`], so code
+//! past the edge never re-checks shape.
+//!
+//! Names are 1..=[`NAME_BYTES_MAX`] bytes of lowercase ASCII letters, digits,
+//! `-`, `_` and `.`, starting with a letter or digit. No `/`, so they embed in
+//! resource names (`engines/{name}`) without escaping.
+
+use crate::limits::{Limit, NAME_BYTES_MAX};
+use crate::Rejection;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A validated name (engine, tenant, region, zone, action, capability).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Name(String);
+
+impl Name {
+    /// Validates `value` as a name; `field` names the request field in the rejection.
+    pub fn parse(field: &'static str, value: &str) -> Result<Name, Rejection> {
+        if value.is_empty() {
+            return Err(Rejection::FieldRequired { field: field.into() });
+        }
+        if value.len() > NAME_BYTES_MAX {
+            return Err(Rejection::LimitExceeded { limit: Limit::NameBytes, actual: value.len() });
+        }
+        let mut chars = value.chars();
+        let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_well = value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
+        if !starts_well || !rest_well {
+            return Err(Rejection::FieldInvalid {
+                field: field.into(),
+                problem: "must be lowercase letters, digits, '-', '_' or '.', starting with a letter or digit".into(),
+            });
+        }
+        Ok(Name(value.to_owned()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = Rejection;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Name::parse("name", &value)
+    }
+}
+
+impl From<Name> for String {
+    fn from(name: Name) -> String {
+        name.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a free-text field against [`crate::limits::DESCRIPTION_BYTES_MAX`].
+pub fn check_description(text: &str) -> Result<(), Rejection> {
+    Limit::DescriptionBytes.check(text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_accept_the_documented_alphabet_only() {
+        for good in ["a", "billing-engine", "0x.v2_beta", &"a".repeat(NAME_BYTES_MAX)] {
+            assert!(Name::parse("name", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-lead", "Upper", "has/slash", "space d", "é", &"a".repeat(NAME_BYTES_MAX + 1)] {
+            assert!(Name::parse("name", bad).is_err(), "{bad}");
+        }
+    }
+}

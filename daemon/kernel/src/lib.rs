@@ -1,0 +1,28 @@
+//! Keel's deterministic core: the replicated state machine.
+//!
+//! Everything here is a pure function of its inputs. There are no clocks
+//! (time comes from the leader-stamped [`Proposal`]), no randomness, no I/O,
+//! no async and no hash-ordered maps, so applying the same log yields the same
+//! [`StateDigest`] on every node. `tests/purity.rs` checks the dependency list
+//! and `clippy.toml` disallows clock and random APIs.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod command;
+pub mod event;
+pub mod ids;
+pub mod limits;
+pub mod manifest;
+pub mod registry;
+pub mod rejection;
+pub mod signing;
+pub mod state;
+pub mod tenant;
+pub mod trust_store;
+
+pub use command::{Command, Proposal};
+pub use event::{Event, EventKind};
+pub use ids::Name;
+pub use rejection::{Rejection, RejectionClass};
+pub use state::{Applied, KernelState, Outcome, SnapshotError, StateDigest};

@@ -1,0 +1,105 @@
+//! Every limit Keel enforces, as a named constant (DESIGN.md §8).
+//!
+//! The node checks them at the API edge to fail fast; the kernel checks them
+//! again in `apply`, which is the authority. Over a limit, the rejection names
+//! the constant (see [`crate::Rejection::LimitExceeded`]).
+
+/// Bytes in any name: engine, tenant, region, zone, action, capability.
+pub const NAME_BYTES_MAX: usize = 256;
+/// Bytes in any free-text description or display name.
+pub const DESCRIPTION_BYTES_MAX: usize = 4 * 1024;
+/// Bytes in a manifest as sent (before canonicalisation).
+pub const MANIFEST_BYTES_MAX: usize = 256 * 1024;
+/// Bytes in a user event payload.
+pub const EVENT_PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes in a capability token.
+pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
+/// Permissions in one capability token.
+pub const TOKEN_PERMISSIONS_MAX: usize = 100;
+/// Lifetime of one capability token.
+pub const TOKEN_LIFETIME_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Dependencies declared by one engine version.
+pub const DEPENDENCIES_PER_ENGINE_MAX: usize = 64;
+/// Actions declared by one engine version.
+pub const ACTIONS_PER_ENGINE_MAX: usize = 256;
+/// Capabilities declared by one engine version.
+pub const CAPABILITIES_PER_ENGINE_MAX: usize = 64;
+/// Keys holding one purpose (role) in the trust store.
+pub const KEYS_PER_ROLE_MAX: usize = 64;
+/// Signatures attached to one request.
+pub const SIGNATURES_PER_REQUEST_MAX: usize = 16;
+/// Root keys given at bootstrap.
+pub const BOOTSTRAP_ROOT_KEYS_MAX: usize = KEYS_PER_ROLE_MAX;
+/// Engines enabled for one tenant.
+pub const ENABLED_ENGINES_PER_TENANT_MAX: usize = 1024;
+/// Concurrent watchers on one node.
+pub const WATCHERS_PER_NODE_MAX: usize = 10_000;
+/// Bytes in one gRPC message, either direction.
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Items in one page of a list response.
+pub const PAGE_SIZE_MAX: usize = 1000;
+/// Items in a page when the request does not say.
+pub const PAGE_SIZE_DEFAULT: usize = 100;
+
+const _: () = assert!(MANIFEST_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
+const _: () = assert!(DESCRIPTION_BYTES_MAX < MANIFEST_BYTES_MAX);
+
+/// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)]
+pub enum Limit {
+    NameBytes,
+    DescriptionBytes,
+    ManifestBytes,
+    DependenciesPerEngine,
+    ActionsPerEngine,
+    CapabilitiesPerEngine,
+    KeysPerRole,
+    SignaturesPerRequest,
+    BootstrapRootKeys,
+    EnabledEnginesPerTenant,
+}
+
+impl Limit {
+    /// The constant's name, stable for clients.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::NameBytes => "NAME_BYTES_MAX",
+            Limit::DescriptionBytes => "DESCRIPTION_BYTES_MAX",
+            Limit::ManifestBytes => "MANIFEST_BYTES_MAX",
+            Limit::DependenciesPerEngine => "DEPENDENCIES_PER_ENGINE_MAX",
+            Limit::ActionsPerEngine => "ACTIONS_PER_ENGINE_MAX",
+            Limit::CapabilitiesPerEngine => "CAPABILITIES_PER_ENGINE_MAX",
+            Limit::KeysPerRole => "KEYS_PER_ROLE_MAX",
+            Limit::SignaturesPerRequest => "SIGNATURES_PER_REQUEST_MAX",
+            Limit::BootstrapRootKeys => "BOOTSTRAP_ROOT_KEYS_MAX",
+            Limit::EnabledEnginesPerTenant => "ENABLED_ENGINES_PER_TENANT_MAX",
+        }
+    }
+
+    /// The constant's value.
+    pub fn value(self) -> usize {
+        match self {
+            Limit::NameBytes => NAME_BYTES_MAX,
+            Limit::DescriptionBytes => DESCRIPTION_BYTES_MAX,
+            Limit::ManifestBytes => MANIFEST_BYTES_MAX,
+            Limit::DependenciesPerEngine => DEPENDENCIES_PER_ENGINE_MAX,
+            Limit::ActionsPerEngine => ACTIONS_PER_ENGINE_MAX,
+            Limit::CapabilitiesPerEngine => CAPABILITIES_PER_ENGINE_MAX,
+            Limit::KeysPerRole => KEYS_PER_ROLE_MAX,
+            Limit::SignaturesPerRequest => SIGNATURES_PER_REQUEST_MAX,
+            Limit::BootstrapRootKeys => BOOTSTRAP_ROOT_KEYS_MAX,
+            Limit::EnabledEnginesPerTenant => ENABLED_ENGINES_PER_TENANT_MAX,
+        }
+    }
+
+    /// Fails with [`crate::Rejection::LimitExceeded`] when `actual` is over this limit.
+    pub fn check(self, actual: usize) -> Result<(), crate::Rejection> {
+        if actual > self.value() {
+            return Err(crate::Rejection::LimitExceeded { limit: self, actual });
+        }
+        Ok(())
+    }
+}

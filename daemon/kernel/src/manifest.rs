@@ -1,0 +1,185 @@
+//! Engine manifests: the JSON document a publisher signs.
+//!
+//! Parsing is strict (unknown keys are refused) and fully validated here, so
+//! a [`Manifest`] value is always well formed. The canonical form is RFC 8785
+//! JSON of the document as sent; its SHA-256 identifies the content.
+
+use crate::ids::{check_description, Name};
+use crate::limits::{Limit, MANIFEST_BYTES_MAX};
+use crate::rejection::Rejection;
+use crate::signing;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Isolation tier, from most to least trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Tier {
+    Core,
+    Critical,
+    Standard,
+    Experimental,
+}
+
+/// Kinds of data an engine handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum DataClass {
+    Public,
+    Confidential,
+    Pii,
+    Pci,
+    Phi,
+}
+
+/// A dependency on another engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    /// The engine depended on.
+    pub name: Name,
+    /// A semver requirement, e.g. `^1.2`.
+    pub requirement: String,
+}
+
+/// One action an engine offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// Unique within the manifest.
+    pub name: Name,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the input.
+    #[serde(default)]
+    pub input_schema: Option<serde_json::Value>,
+    /// JSON Schema of the output.
+    #[serde(default)]
+    pub output_schema: Option<serde_json::Value>,
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The engine's name.
+    pub name: Name,
+    /// Semver, without build metadata.
+    pub version: String,
+    /// Isolation tier.
+    pub tier: Tier,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Engines this version needs.
+    #[serde(default)]
+    pub dependencies: Vec<Dependency>,
+    /// What it can do.
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    /// Data it handles.
+    #[serde(default)]
+    pub data_classes: BTreeSet<DataClass>,
+    /// Capabilities it requires from the host.
+    #[serde(default)]
+    pub capabilities: BTreeSet<Name>,
+}
+
+/// A manifest with its canonical bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedManifest {
+    /// The validated document.
+    pub manifest: Manifest,
+    /// The parsed version.
+    pub version: semver::Version,
+    /// RFC 8785 bytes of the document as sent.
+    pub canonical: Vec<u8>,
+}
+
+impl ParsedManifest {
+    /// The bytes publishers sign.
+    pub fn signing_payload(&self) -> Vec<u8> {
+        signing::payload(signing::MANIFEST_PAYLOAD_PREFIX, &self.canonical)
+    }
+}
+
+/// Parses, validates and canonicalises manifest bytes.
+pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, Rejection> {
+    if bytes.is_empty() {
+        return Err(Rejection::FieldRequired { field: "manifest".into() });
+    }
+    Limit::ManifestBytes.check(bytes.len())?;
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })?;
+    let manifest: Manifest = serde_json::from_value(value.clone()).map_err(|error| {
+        // A field-level rejection (e.g. a bad name) surfaces as its own reason.
+        Rejection::ManifestMalformed { detail: error.to_string() }
+    })?;
+    let version = validate(&manifest)?;
+    let canonical = signing::canonical_json(&value)?;
+    // Canonical JSON is never larger than compact JSON, but the limit is the contract.
+    if canonical.len() > MANIFEST_BYTES_MAX {
+        return Err(Rejection::LimitExceeded { limit: Limit::ManifestBytes, actual: canonical.len() });
+    }
+    Ok(ParsedManifest { manifest, version, canonical })
+}
+
+fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
+    let version = parse_version("manifest.version", &manifest.version)?;
+    check_description(&manifest.description)?;
+    Limit::DependenciesPerEngine.check(manifest.dependencies.len())?;
+    Limit::ActionsPerEngine.check(manifest.actions.len())?;
+    Limit::CapabilitiesPerEngine.check(manifest.capabilities.len())?;
+    let mut dependency_names = BTreeSet::new();
+    for dependency in &manifest.dependencies {
+        semver::VersionReq::parse(&dependency.requirement).map_err(|_| Rejection::VersionInvalid {
+            field: "manifest.dependencies.requirement".into(),
+            value: dependency.requirement.clone(),
+        })?;
+        if dependency.name == manifest.name {
+            return Err(Rejection::FieldInvalid {
+                field: "manifest.dependencies".into(),
+                problem: "an engine cannot depend on itself".into(),
+            });
+        }
+        if !dependency_names.insert(&dependency.name) {
+            return Err(Rejection::FieldInvalid {
+                field: "manifest.dependencies".into(),
+                problem: "each engine may be listed once".into(),
+            });
+        }
+    }
+    let mut action_names = BTreeSet::new();
+    for action in &manifest.actions {
+        check_description(&action.description)?;
+        if !action_names.insert(&action.name) {
+            return Err(Rejection::FieldInvalid { field: "manifest.actions".into(), problem: "action names must be unique".into() });
+        }
+        for schema in [&action.input_schema, &action.output_schema].into_iter().flatten() {
+            if !(schema.is_object() || schema.is_boolean()) {
+                return Err(Rejection::FieldInvalid {
+                    field: "manifest.actions.schema".into(),
+                    problem: "a JSON Schema is an object or a boolean".into(),
+                });
+            }
+        }
+    }
+    Ok(version)
+}
+
+/// Parses an engine version: semver without build metadata (build metadata
+/// has no precedence, so `1.0.0+a` and `1.0.0+b` would be ambiguous).
+pub fn parse_version(field: &'static str, value: &str) -> Result<semver::Version, Rejection> {
+    if value.is_empty() {
+        return Err(Rejection::FieldRequired { field: field.into() });
+    }
+    let version =
+        semver::Version::parse(value).map_err(|_| Rejection::VersionInvalid { field: field.into(), value: value.to_owned() })?;
+    if !version.build.is_empty() {
+        return Err(Rejection::VersionInvalid { field: field.into(), value: value.to_owned() });
+    }
+    Ok(version)
+}

@@ -1,0 +1,144 @@
+//! Rejections: the deterministic refusals of [`crate::KernelState::apply`].
+//!
+//! A rejection is replicated outcome data, not a failure of the node: every
+//! node applying the same entry reaches the same rejection and changes nothing.
+//! Each variant has a stable reason (`UPPER_SNAKE`, listed in
+//! `keel.v1.ErrorReason`); the node maps it to a gRPC status in one place.
+
+use crate::limits::Limit;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// Why an entry was refused. Structured fields, never free-form messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum Rejection {
+    #[error("field {field} is required")]
+    FieldRequired { field: Cow<'static, str> },
+    #[error("field {field} is invalid: {problem}")]
+    FieldInvalid { field: Cow<'static, str>, problem: Cow<'static, str> },
+    #[error("{} exceeded: {actual} > {}", limit.name(), limit.value())]
+    LimitExceeded { limit: Limit, actual: usize },
+    #[error("manifest is malformed: {detail}")]
+    ManifestMalformed { detail: String },
+    #[error("{field} is not valid semver: {value}")]
+    VersionInvalid { field: Cow<'static, str>, value: String },
+
+    #[error("no trusted key has id {key_id}")]
+    KeyUnknown { key_id: String },
+    #[error("key {key_id} lacks the {required} purpose")]
+    KeyPurposeMismatch { key_id: String, required: Cow<'static, str> },
+    #[error("key {key_id} expired at {not_after_ms} ms (entry time {at_ms} ms)")]
+    KeyExpired { key_id: String, not_after_ms: u64, at_ms: u64 },
+    #[error("key {key_id} is not valid before {not_before_ms} ms (entry time {at_ms} ms)")]
+    KeyNotYetValid { key_id: String, not_before_ms: u64, at_ms: u64 },
+    #[error("signature by {key_id} does not verify")]
+    SignatureInvalid { key_id: String },
+    #[error("{valid} valid signature(s) from {required_purpose} keys, {threshold} required")]
+    SignatureThresholdNotMet { required_purpose: Cow<'static, str>, valid: usize, threshold: usize },
+    #[error("key {key_id} already exists with different attributes")]
+    KeyAlreadyExists { key_id: String },
+    #[error("the trust store has no root keys yet")]
+    TrustNotBootstrapped,
+    #[error("the trust store was already bootstrapped with other root keys")]
+    TrustAlreadyBootstrapped,
+    #[error("key validity window is empty: not_before {not_before_ms} >= not_after {not_after_ms}")]
+    KeyValidityInvalid { not_before_ms: u64, not_after_ms: u64 },
+
+    #[error("{engine}@{version} is already published with different content")]
+    VersionAlreadyPublished { engine: String, version: String },
+
+    #[error("tenant {tenant_id} does not exist")]
+    TenantNotFound { tenant_id: String },
+    #[error("tenant {tenant_id} already exists")]
+    TenantAlreadyExists { tenant_id: String },
+    #[error("etag mismatch: expected {expected}, current {current}")]
+    EtagMismatch { expected: String, current: String },
+}
+
+impl Rejection {
+    /// The stable reason, one of `keel.v1.ErrorReason`'s names.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::FieldRequired { .. } => "FIELD_REQUIRED",
+            Rejection::FieldInvalid { .. } => "FIELD_INVALID",
+            Rejection::LimitExceeded { .. } => "LIMIT_EXCEEDED",
+            Rejection::ManifestMalformed { .. } => "MANIFEST_MALFORMED",
+            Rejection::VersionInvalid { .. } => "VERSION_INVALID",
+            Rejection::KeyUnknown { .. } => "KEY_UNKNOWN",
+            Rejection::KeyPurposeMismatch { .. } => "KEY_PURPOSE_MISMATCH",
+            Rejection::KeyExpired { .. } => "KEY_EXPIRED",
+            Rejection::KeyNotYetValid { .. } => "KEY_NOT_YET_VALID",
+            Rejection::SignatureInvalid { .. } => "SIGNATURE_INVALID",
+            Rejection::SignatureThresholdNotMet { .. } => "SIGNATURE_THRESHOLD_NOT_MET",
+            Rejection::KeyAlreadyExists { .. } => "KEY_ALREADY_EXISTS",
+            Rejection::TrustNotBootstrapped => "TRUST_NOT_BOOTSTRAPPED",
+            Rejection::TrustAlreadyBootstrapped => "TRUST_ALREADY_BOOTSTRAPPED",
+            Rejection::KeyValidityInvalid { .. } => "KEY_VALIDITY_INVALID",
+            Rejection::VersionAlreadyPublished { .. } => "VERSION_ALREADY_PUBLISHED",
+            Rejection::TenantNotFound { .. } => "TENANT_NOT_FOUND",
+            Rejection::TenantAlreadyExists { .. } => "TENANT_ALREADY_EXISTS",
+            Rejection::EtagMismatch { .. } => "ETAG_MISMATCH",
+        }
+    }
+
+    /// Every reason a rejection can carry; a node test checks each against the proto registry.
+    pub const ALL_REASONS: &'static [&'static str] = &[
+        "FIELD_REQUIRED",
+        "FIELD_INVALID",
+        "LIMIT_EXCEEDED",
+        "MANIFEST_MALFORMED",
+        "VERSION_INVALID",
+        "KEY_UNKNOWN",
+        "KEY_PURPOSE_MISMATCH",
+        "KEY_EXPIRED",
+        "KEY_NOT_YET_VALID",
+        "SIGNATURE_INVALID",
+        "SIGNATURE_THRESHOLD_NOT_MET",
+        "KEY_ALREADY_EXISTS",
+        "TRUST_NOT_BOOTSTRAPPED",
+        "TRUST_ALREADY_BOOTSTRAPPED",
+        "KEY_VALIDITY_INVALID",
+        "VERSION_ALREADY_PUBLISHED",
+        "TENANT_NOT_FOUND",
+        "TENANT_ALREADY_EXISTS",
+        "ETAG_MISMATCH",
+    ];
+
+    /// What kind of refusal this is, which fixes its gRPC status code.
+    pub fn class(&self) -> RejectionClass {
+        match self {
+            Rejection::FieldRequired { .. }
+            | Rejection::FieldInvalid { .. }
+            | Rejection::ManifestMalformed { .. }
+            | Rejection::VersionInvalid { .. }
+            | Rejection::KeyValidityInvalid { .. } => RejectionClass::InvalidArgument,
+            Rejection::LimitExceeded { .. } => RejectionClass::InvalidArgument,
+            Rejection::KeyUnknown { .. }
+            | Rejection::KeyPurposeMismatch { .. }
+            | Rejection::KeyExpired { .. }
+            | Rejection::KeyNotYetValid { .. }
+            | Rejection::SignatureInvalid { .. }
+            | Rejection::SignatureThresholdNotMet { .. } => RejectionClass::PermissionDenied,
+            Rejection::KeyAlreadyExists { .. }
+            | Rejection::TrustAlreadyBootstrapped
+            | Rejection::VersionAlreadyPublished { .. }
+            | Rejection::TenantAlreadyExists { .. } => RejectionClass::AlreadyExists,
+            Rejection::TenantNotFound { .. } => RejectionClass::NotFound,
+            Rejection::TrustNotBootstrapped | Rejection::EtagMismatch { .. } => {
+                RejectionClass::FailedPrecondition
+            }
+        }
+    }
+}
+
+/// The families of rejection; each maps to one gRPC status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum RejectionClass {
+    InvalidArgument,
+    PermissionDenied,
+    AlreadyExists,
+    NotFound,
+    FailedPrecondition,
+}

@@ -1,0 +1,15 @@
+//! Keel's protobuf API, generated from `proto/keel/v1/*.proto`.
+//!
+//! This crate holds generated code only. The node converts these types into
+//! kernel types in one place (`keel-node`'s `convert` module); the kernel
+//! never sees them.
+
+#![allow(missing_docs, clippy::all)]
+
+/// The public API, package `keel.v1`.
+pub mod v1 {
+    tonic::include_proto!("keel.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every Keel proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("keel_descriptor");
