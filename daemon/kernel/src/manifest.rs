@@ -4,7 +4,7 @@
 //! a [`Manifest`] value is always well formed. The canonical form is RFC 8785
 //! JSON of the document as sent; its SHA-256 identifies the content.
 
-use crate::ids::{check_description, Name};
+use crate::ids::{Name, check_description};
 use crate::limits::{Limit, MANIFEST_BYTES_MAX};
 use crate::rejection::Rejection;
 use crate::signing;
@@ -109,22 +109,35 @@ impl ParsedManifest {
 /// Parses, validates and canonicalises manifest bytes.
 pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, Rejection> {
     if bytes.is_empty() {
-        return Err(Rejection::FieldRequired { field: "manifest".into() });
+        return Err(Rejection::FieldRequired {
+            field: "manifest".into(),
+        });
     }
     Limit::ManifestBytes.check(bytes.len())?;
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|error| Rejection::ManifestMalformed {
+            detail: error.to_string(),
+        })?;
     let manifest: Manifest = serde_json::from_value(value.clone()).map_err(|error| {
         // A field-level rejection (e.g. a bad name) surfaces as its own reason.
-        Rejection::ManifestMalformed { detail: error.to_string() }
+        Rejection::ManifestMalformed {
+            detail: error.to_string(),
+        }
     })?;
     let version = validate(&manifest)?;
     let canonical = signing::canonical_json(&value)?;
     // Canonical JSON is never larger than compact JSON, but the limit is the contract.
     if canonical.len() > MANIFEST_BYTES_MAX {
-        return Err(Rejection::LimitExceeded { limit: Limit::ManifestBytes, actual: canonical.len() });
+        return Err(Rejection::LimitExceeded {
+            limit: Limit::ManifestBytes,
+            actual: canonical.len(),
+        });
     }
-    Ok(ParsedManifest { manifest, version, canonical })
+    Ok(ParsedManifest {
+        manifest,
+        version,
+        canonical,
+    })
 }
 
 fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
@@ -135,9 +148,11 @@ fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
     Limit::CapabilitiesPerEngine.check(manifest.capabilities.len())?;
     let mut dependency_names = BTreeSet::new();
     for dependency in &manifest.dependencies {
-        semver::VersionReq::parse(&dependency.requirement).map_err(|_| Rejection::VersionInvalid {
-            field: "manifest.dependencies.requirement".into(),
-            value: dependency.requirement.clone(),
+        semver::VersionReq::parse(&dependency.requirement).map_err(|_| {
+            Rejection::VersionInvalid {
+                field: "manifest.dependencies.requirement".into(),
+                value: dependency.requirement.clone(),
+            }
         })?;
         if dependency.name == manifest.name {
             return Err(Rejection::FieldInvalid {
@@ -156,9 +171,15 @@ fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
     for action in &manifest.actions {
         check_description(&action.description)?;
         if !action_names.insert(&action.name) {
-            return Err(Rejection::FieldInvalid { field: "manifest.actions".into(), problem: "action names must be unique".into() });
+            return Err(Rejection::FieldInvalid {
+                field: "manifest.actions".into(),
+                problem: "action names must be unique".into(),
+            });
         }
-        for schema in [&action.input_schema, &action.output_schema].into_iter().flatten() {
+        for schema in [&action.input_schema, &action.output_schema]
+            .into_iter()
+            .flatten()
+        {
             if !(schema.is_object() || schema.is_boolean()) {
                 return Err(Rejection::FieldInvalid {
                     field: "manifest.actions.schema".into(),
@@ -174,12 +195,19 @@ fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
 /// has no precedence, so `1.0.0+a` and `1.0.0+b` would be ambiguous).
 pub fn parse_version(field: &'static str, value: &str) -> Result<semver::Version, Rejection> {
     if value.is_empty() {
-        return Err(Rejection::FieldRequired { field: field.into() });
+        return Err(Rejection::FieldRequired {
+            field: field.into(),
+        });
     }
-    let version =
-        semver::Version::parse(value).map_err(|_| Rejection::VersionInvalid { field: field.into(), value: value.to_owned() })?;
+    let version = semver::Version::parse(value).map_err(|_| Rejection::VersionInvalid {
+        field: field.into(),
+        value: value.to_owned(),
+    })?;
     if !version.build.is_empty() {
-        return Err(Rejection::VersionInvalid { field: field.into(), value: value.to_owned() });
+        return Err(Rejection::VersionInvalid {
+            field: field.into(),
+            value: value.to_owned(),
+        });
     }
     Ok(version)
 }
