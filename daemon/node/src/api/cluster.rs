@@ -1,0 +1,173 @@
+//! `keel.v1.ClusterService` and the node status report shared with `/diagz`.
+
+use super::context::ApiContext;
+use keel_proto::v1 as pb;
+use openraft::ServerState;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+/// keeld's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// Raft node id.
+    pub node_id: u64,
+    /// Region name.
+    pub region: String,
+    /// Zone name.
+    pub zone: String,
+    /// Client address.
+    pub client_addr: String,
+    /// Peer address.
+    pub peer_addr: String,
+    /// Voter (true) or learner.
+    pub is_voter: bool,
+}
+
+/// This node's view of itself and the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: u64,
+    /// Its region.
+    pub region: String,
+    /// Its zone.
+    pub zone: String,
+    /// keeld version.
+    pub version: &'static str,
+    /// Raft role: leader, follower, candidate, learner, shutdown.
+    pub role: &'static str,
+    /// Raft term.
+    pub term: u64,
+    /// Leader id, when known.
+    pub leader_id: Option<u64>,
+    /// Index of the last log entry this node holds.
+    pub last_log_index: u64,
+    /// Index of the last applied entry (the revision).
+    pub applied_index: u64,
+    /// SHA-256 of the kernel state at `applied_index`.
+    pub state_digest: String,
+    /// Members of the cluster.
+    pub members: Vec<MemberStatus>,
+    /// Keys in the trust store.
+    pub key_count: usize,
+    /// Engines in the registry.
+    pub engine_count: usize,
+    /// Engine versions in the registry.
+    pub engine_version_count: usize,
+    /// Tenants.
+    pub tenant_count: usize,
+    /// Whether root keys are installed.
+    pub is_trust_bootstrapped: bool,
+    /// Unix ms at which this process started.
+    pub boot_time_ms: u64,
+    /// Whether the Raft core is running (false after a fatal error).
+    pub is_raft_running: bool,
+}
+
+impl NodeStatus {
+    /// Collects the report.
+    pub fn collect(ctx: &ApiContext, boot_time_ms: u64) -> NodeStatus {
+        let metrics = ctx.raft.metrics().borrow().clone();
+        let (applied_index, digest) = ctx.shared.digest();
+        let applied = ctx.shared.read();
+        let membership = applied.membership.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                node_id: *id,
+                region: node.region.clone(),
+                zone: node.zone.clone(),
+                client_addr: node.client_addr.clone(),
+                peer_addr: node.peer_addr.clone(),
+                is_voter: voters.contains(id),
+            })
+            .collect();
+        let kernel = &applied.kernel;
+        NodeStatus {
+            node_id: ctx.identity.node_id,
+            region: ctx.identity.region.clone(),
+            zone: ctx.identity.zone.clone(),
+            version: VERSION,
+            role: match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index,
+            state_digest: digest.to_string(),
+            members,
+            key_count: kernel.trust().len(),
+            engine_count: kernel.registry().engine_count(),
+            engine_version_count: kernel.registry().version_count(),
+            tenant_count: kernel.tenants().len(),
+            is_trust_bootstrapped: kernel.trust().is_bootstrapped(),
+            boot_time_ms,
+            is_raft_running: metrics.running_state.is_ok(),
+        }
+    }
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// The service.
+pub struct ClusterApi {
+    pub(crate) ctx: ApiContext,
+    pub(crate) boot_time_ms: u64,
+}
+
+#[tonic::async_trait]
+impl pb::cluster_service_server::ClusterService for ClusterApi {
+    async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        let status = NodeStatus::collect(&self.ctx, self.boot_time_ms);
+        let role = match status.role {
+            "leader" => pb::RaftRole::Leader,
+            "follower" => pb::RaftRole::Follower,
+            "candidate" => pb::RaftRole::Candidate,
+            "learner" => pb::RaftRole::Learner,
+            _ => pb::RaftRole::Shutdown,
+        };
+        let message = pb::ClusterStatus {
+            node_id: status.node_id,
+            region: status.region,
+            zone: status.zone,
+            version: status.version.to_owned(),
+            role: role as i32,
+            term: status.term,
+            leader_id: status.leader_id.unwrap_or(0),
+            // openraft 0.9 does not expose the commit index in metrics; on a
+            // single node everything applied is committed.
+            commit_index: status.applied_index,
+            applied_index: status.applied_index,
+            state_digest: status.state_digest,
+            members: status
+                .members
+                .into_iter()
+                .map(|m| pb::Member {
+                    node_id: m.node_id,
+                    region: m.region,
+                    zone: m.zone,
+                    client_addr: m.client_addr,
+                    peer_addr: m.peer_addr,
+                    is_voter: m.is_voter,
+                })
+                .collect(),
+            key_count: count(status.key_count),
+            engine_count: count(status.engine_count),
+            engine_version_count: count(status.engine_version_count),
+            tenant_count: count(status.tenant_count),
+            boot_time_ms: i64::try_from(status.boot_time_ms).unwrap_or(i64::MAX),
+        };
+        Ok(self.ctx.reply(message, status.applied_index))
+    }
+}

@@ -1,0 +1,280 @@
+//! What every service needs: the Raft handle, the applied state, this node's
+//! identity, and the common request mechanics (leader-stamped proposals,
+//! consistent reads, deadlines, response metadata, page tokens).
+//!
+//! ```text
+//!  handler ──propose(Command)──► stamp leader_time_ms (monotonic) ──► raft.client_write ──► ApplyResponse
+//!  handler ──read(consistency)─► [LINEARIZABLE: raft.ensure_linearizable] ──► SharedState (read lock)
+//!  handler ──reply(msg, revision)──► + keel-node-id, keel-region, keel-revision, keel-leader
+//! ```
+
+use super::error::ApiError;
+use crate::raft::shared_state::{AppliedState, SharedState};
+use crate::raft::{ApplyResponse, KeelRaft};
+use base64::Engine as _;
+use keel_kernel::limits::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+use keel_kernel::{Applied, Command, Proposal};
+use keel_proto::v1 as pb;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response};
+
+/// Deadline for a write when the caller sets none.
+pub const WRITE_DEADLINE_DEFAULT_MS: u64 = 10_000;
+/// Deadline for a linearizable read barrier when the caller sets none.
+pub const READ_DEADLINE_DEFAULT_MS: u64 = 5_000;
+/// The longest deadline honoured; longer ones are capped.
+pub const DEADLINE_MAX_MS: u64 = 60_000;
+
+/// Who this node is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Raft node id.
+    pub node_id: u64,
+    /// Region name.
+    pub region: String,
+    /// Zone name.
+    pub zone: String,
+}
+
+/// Shared by every service.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// The Raft handle.
+    pub raft: KeelRaft,
+    /// The applied state.
+    pub shared: Arc<SharedState>,
+    /// This node.
+    pub identity: Arc<Identity>,
+    /// Last time stamped on a proposal, Unix ms, so stamps never go backwards.
+    last_stamp_ms: Arc<AtomicU64>,
+}
+
+/// Current wall clock, Unix ms (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl ApiContext {
+    /// A context for one node.
+    pub fn new(raft: KeelRaft, shared: Arc<SharedState>, identity: Identity) -> ApiContext {
+        ApiContext { raft, shared, identity: Arc::new(identity), last_stamp_ms: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Proposes `command` stamped with this node's clock and waits for it to
+    /// apply. Returns the outcome and the entry's revision.
+    pub async fn propose(&self, command: Command, deadline: Duration) -> Result<(Applied, u64), ApiError> {
+        let now = now_ms();
+        let previous = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
+        let proposal = Proposal { leader_time_ms: previous.max(now), command };
+        let write = self.raft.client_write(proposal);
+        let response = tokio::time::timeout(deadline, write)
+            .await
+            .map_err(|_| ApiError::DeadlineExceeded { after_ms: duration_ms(deadline) })?;
+        match response {
+            Ok(response) => match response.data {
+                ApplyResponse::Applied(applied) => Ok((applied, response.log_id.index)),
+                ApplyResponse::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+                ApplyResponse::NoCommand => {
+                    Err(ApiError::internal(anyhow::anyhow!("a command entry was answered as a non-command entry")))
+                }
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(self.not_leader(
+                forward.leader_id,
+                forward.leader_node.map(|node| node.client_addr),
+            )),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(ApiError::internal(anyhow::Error::new(error)))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(ApiError::NodeUnavailable { detail: fatal.to_string() }),
+        }
+    }
+
+    fn not_leader(&self, leader_id: Option<u64>, leader_addr: Option<String>) -> ApiError {
+        match leader_id {
+            None => ApiError::NoLeader,
+            Some(leader_id) => ApiError::NotLeader { leader_id: Some(leader_id), leader_addr },
+        }
+    }
+
+    /// Waits until a read at `consistency` may be served from local state.
+    pub async fn read_barrier(&self, consistency: i32, deadline: Duration) -> Result<(), ApiError> {
+        match pb::ReadConsistency::try_from(consistency) {
+            Ok(pb::ReadConsistency::Serializable) => Ok(()),
+            Ok(pb::ReadConsistency::Linearizable | pb::ReadConsistency::Unspecified) => {
+                let barrier = self.raft.ensure_linearizable();
+                match tokio::time::timeout(deadline, barrier).await {
+                    Err(_) => Err(ApiError::DeadlineExceeded { after_ms: duration_ms(deadline) }),
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => Err(self
+                        .not_leader(forward.leader_id, forward.leader_node.map(|node| node.client_addr))),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(ApiError::NoLeader),
+                    Ok(Err(RaftError::Fatal(fatal))) => Err(ApiError::NodeUnavailable { detail: fatal.to_string() }),
+                }
+            }
+            Err(_) => Err(ApiError::Rejected(keel_kernel::Rejection::FieldInvalid {
+                field: "consistency".into(),
+                problem: "unknown read consistency".into(),
+            })),
+        }
+    }
+
+    /// Runs `read` against the applied state after the barrier; returns its
+    /// result and the revision it saw.
+    pub async fn read<T>(
+        &self,
+        consistency: i32,
+        deadline: Duration,
+        read: impl FnOnce(&AppliedState) -> Result<T, ApiError>,
+    ) -> Result<(T, u64), ApiError> {
+        self.read_barrier(consistency, deadline).await?;
+        let applied = self.shared.read();
+        let value = read(&applied)?;
+        Ok((value, applied.revision()))
+    }
+
+    /// Wraps `message` with the response metadata every RPC carries.
+    pub fn reply<T>(&self, message: T, revision: u64) -> Response<T> {
+        let mut response = Response::new(message);
+        self.stamp_metadata(response.metadata_mut(), revision);
+        response
+    }
+
+    /// Answers an RPC: the message with metadata at its revision, or the error as a status.
+    pub fn answer<T>(&self, result: Result<(T, u64), ApiError>) -> Result<Response<T>, tonic::Status> {
+        result.map(|(message, revision)| self.reply(message, revision)).map_err(|error| self.fail(error))
+    }
+
+    /// Maps an error to a status carrying the same metadata as a reply.
+    pub fn fail(&self, error: ApiError) -> tonic::Status {
+        let revision = self.shared.read().revision();
+        let mut status = error.into_status();
+        self.stamp_metadata(status.metadata_mut(), revision);
+        status
+    }
+
+    fn stamp_metadata(&self, metadata: &mut tonic::metadata::MetadataMap, revision: u64) {
+        metadata.insert("keel-node-id", MetadataValue::from(self.identity.node_id));
+        if let Ok(region) = MetadataValue::try_from(self.identity.region.as_str()) {
+            metadata.insert("keel-region", region);
+        }
+        metadata.insert("keel-revision", MetadataValue::from(revision));
+        if let Some(leader) = self.raft.metrics().borrow().current_leader {
+            metadata.insert("keel-leader", MetadataValue::from(leader));
+        }
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The caller's deadline from the `grpc-timeout` header, else `default_ms`,
+/// capped at [`DEADLINE_MAX_MS`].
+pub fn deadline<T>(request: &Request<T>, default_ms: u64) -> Duration {
+    let requested = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    requested.unwrap_or(Duration::from_millis(default_ms)).min(Duration::from_millis(DEADLINE_MAX_MS))
+}
+
+/// Parses the gRPC wire timeout format: up to 8 digits and a unit (H M S m u n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at_checked(split)?;
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    match unit {
+        "H" => Some(Duration::from_secs(amount.checked_mul(3600)?)),
+        "M" => Some(Duration::from_secs(amount.checked_mul(60)?)),
+        "S" => Some(Duration::from_secs(amount)),
+        "m" => Some(Duration::from_millis(amount)),
+        "u" => Some(Duration::from_micros(amount)),
+        "n" => Some(Duration::from_nanos(amount)),
+        _ => None,
+    }
+}
+
+/// A page request, validated.
+#[derive(Debug)]
+pub struct Page {
+    /// Items to return.
+    pub size: usize,
+    /// Resume strictly after this key.
+    pub after: Option<String>,
+}
+
+/// Validates `page_size` and decodes `page_token` issued for `query`.
+pub fn page(query: &str, page_size: i32, page_token: &str) -> Result<Page, ApiError> {
+    let size = match page_size {
+        0 => PAGE_SIZE_DEFAULT,
+        n if n < 0 => {
+            return Err(ApiError::Rejected(keel_kernel::Rejection::FieldInvalid {
+                field: "page_size".into(),
+                problem: "must not be negative".into(),
+            }));
+        }
+        n => usize::try_from(n).unwrap_or(PAGE_SIZE_MAX).min(PAGE_SIZE_MAX),
+    };
+    if page_token.is_empty() {
+        return Ok(Page { size, after: None });
+    }
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(page_token)
+        .map_err(|_| ApiError::PageTokenInvalid)?;
+    let decoded = String::from_utf8(decoded).map_err(|_| ApiError::PageTokenInvalid)?;
+    let after = decoded
+        .strip_prefix(query)
+        .and_then(|rest| rest.strip_prefix('\n'))
+        .ok_or(ApiError::PageTokenInvalid)?;
+    Ok(Page { size, after: Some(after.to_owned()) })
+}
+
+/// Cuts `items` (fetched as `size + 1`) to one page and makes the token that
+/// resumes after its last item, or an empty token when nothing follows.
+pub fn paginate<T>(mut items: Vec<T>, page: &Page, query: &str, key: impl Fn(&T) -> &str) -> (Vec<T>, String) {
+    if items.len() <= page.size {
+        return (items, String::new());
+    }
+    items.truncate(page.size);
+    let token = items.last().map(|last| page_token(query, key(last))).unwrap_or_default();
+    (items, token)
+}
+
+/// The token that resumes `query` after `last`.
+pub fn page_token(query: &str, last: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{query}\n{last}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_per_the_wire_format() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_are_bound_to_their_query() {
+        let token = page_token("tenants", "acme");
+        assert_eq!(page("tenants", 10, &token).map(|p| p.after).ok().flatten().as_deref(), Some("acme"));
+        assert!(matches!(page("engines", 10, &token), Err(ApiError::PageTokenInvalid)));
+        assert!(matches!(page("tenants", 10, "!!"), Err(ApiError::PageTokenInvalid)));
+        assert_eq!(page("tenants", 0, "").map(|p| p.size).ok(), Some(PAGE_SIZE_DEFAULT));
+        assert_eq!(page("tenants", 1_000_000, "").map(|p| p.size).ok(), Some(PAGE_SIZE_MAX));
+        assert!(page("tenants", -1, "").is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! The one place protobuf meets the kernel.
+//!
+//! `pb::X → kernel` conversions validate shape and return a [`Rejection`]
+//! naming the field; `kernel → pb::X` conversions build responses. No other
+//! module looks inside generated types' fields for validation.
+
+use keel_kernel::limits::{Limit, NAME_BYTES_MAX};
+use keel_kernel::manifest::Tier;
+use keel_kernel::registry::EngineVersion;
+use keel_kernel::signing::Signature;
+use keel_kernel::tenant::{Tenant, TenantSpec, TenantStatus, TenantTier};
+use keel_kernel::trust_store::{KeyPurpose, KeySpec, TrustedKey};
+use keel_kernel::{Name, Rejection};
+use keel_proto::v1 as pb;
+use std::collections::BTreeSet;
+
+/// Bytes in a key id as sent (hex of `KEY_ID_BYTES`).
+const KEY_ID_HEX_LEN: usize = keel_kernel::signing::KEY_ID_BYTES * 2;
+
+fn required(field: &'static str) -> Rejection {
+    Rejection::FieldRequired { field: field.into() }
+}
+
+fn invalid(field: &'static str, problem: &'static str) -> Rejection {
+    Rejection::FieldInvalid { field: field.into(), problem: problem.into() }
+}
+
+/// Unix ms of a timestamp; before 1970 is refused.
+fn timestamp_ms(field: &'static str, timestamp: &prost_types::Timestamp) -> Result<u64, Rejection> {
+    if timestamp.seconds < 0 || !(0..1_000_000_000).contains(&timestamp.nanos) {
+        return Err(invalid(field, "must be a valid time at or after 1970-01-01"));
+    }
+    let seconds = u64::try_from(timestamp.seconds).map_err(|_| invalid(field, "out of range"))?;
+    seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(u64::try_from(timestamp.nanos / 1_000_000).ok()?))
+        .ok_or_else(|| invalid(field, "out of range"))
+}
+
+fn timestamp_of(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn ms_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A key id as sent: exactly the hex length of a key id.
+pub fn key_id(field: &'static str, value: &str) -> Result<String, Rejection> {
+    if value.is_empty() {
+        return Err(required(field));
+    }
+    if value.len() != KEY_ID_HEX_LEN || !value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(invalid(field, "a key id is 32 lowercase hex characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Signatures as sent.
+pub fn signatures(list: Vec<pb::Signature>) -> Result<Vec<Signature>, Rejection> {
+    Limit::SignaturesPerRequest.check(list.len())?;
+    list.into_iter()
+        .map(|sig| {
+            Ok(Signature { key_id: key_id("signatures.key_id", &sig.key_id)?, signature: sig.signature })
+        })
+        .collect()
+}
+
+/// A key purpose; UNSPECIFIED is refused.
+pub fn purpose(value: i32) -> Result<KeyPurpose, Rejection> {
+    match pb::KeyPurpose::try_from(value) {
+        Ok(pb::KeyPurpose::Root) => Ok(KeyPurpose::Root),
+        Ok(pb::KeyPurpose::EnginePublisher) => Ok(KeyPurpose::EnginePublisher),
+        Ok(pb::KeyPurpose::ApiToken) => Ok(KeyPurpose::ApiToken),
+        Ok(pb::KeyPurpose::Unspecified) | Err(_) => Err(invalid("spec.purposes", "unknown key purpose")),
+    }
+}
+
+fn purpose_to_pb(purpose: KeyPurpose) -> pb::KeyPurpose {
+    match purpose {
+        KeyPurpose::Root => pb::KeyPurpose::Root,
+        KeyPurpose::EnginePublisher => pb::KeyPurpose::EnginePublisher,
+        KeyPurpose::ApiToken => pb::KeyPurpose::ApiToken,
+    }
+}
+
+/// A key spec as sent.
+pub fn key_spec(spec: Option<pb::KeySpec>) -> Result<KeySpec, Rejection> {
+    let spec = spec.ok_or_else(|| required("spec"))?;
+    if spec.public_key.is_empty() {
+        return Err(required("spec.public_key"));
+    }
+    let public_key: [u8; 32] = spec
+        .public_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| invalid("spec.public_key", "an Ed25519 public key is 32 bytes"))?;
+    if spec.purposes.is_empty() {
+        return Err(required("spec.purposes"));
+    }
+    let purposes = spec.purposes.iter().map(|p| purpose(*p)).collect::<Result<BTreeSet<_>, _>>()?;
+    let not_before_ms = spec.not_before.as_ref().map(|t| timestamp_ms("spec.not_before", t)).transpose()?;
+    let not_after_ms = spec.not_after.as_ref().map(|t| timestamp_ms("spec.not_after", t)).transpose()?;
+    let spec = KeySpec { public_key, purposes, not_before_ms: not_before_ms.unwrap_or(0), not_after_ms };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// A stored key for the wire.
+pub fn key_to_pb(key: &TrustedKey) -> pb::Key {
+    pb::Key {
+        name: format!("keys/{}", key.key_id),
+        key_id: key.key_id.clone(),
+        spec: Some(pb::KeySpec {
+            public_key: key.spec.public_key.to_vec(),
+            purposes: key.spec.purposes.iter().map(|p| purpose_to_pb(*p) as i32).collect(),
+            not_before: Some(timestamp_of(key.spec.not_before_ms)),
+            not_after: key.spec.not_after_ms.map(timestamp_of),
+        }),
+        create_revision: key.create_revision,
+        signed_by: key.signed_by.clone(),
+    }
+}
+
+/// `keys/{id}` or a bare id.
+pub fn key_name(name: &str) -> Result<String, Rejection> {
+    key_id("name", name.strip_prefix("keys/").unwrap_or(name))
+}
+
+/// An engine name as sent.
+pub fn engine_name(field: &'static str, value: &str) -> Result<Name, Rejection> {
+    Name::parse(field, value.strip_prefix("engines/").unwrap_or(value))
+}
+
+fn tier_to_pb(tier: Tier) -> pb::Tier {
+    match tier {
+        Tier::Core => pb::Tier::Core,
+        Tier::Critical => pb::Tier::Critical,
+        Tier::Standard => pb::Tier::Standard,
+        Tier::Experimental => pb::Tier::Experimental,
+    }
+}
+
+/// A published version for the wire.
+pub fn engine_version_to_pb(version: &EngineVersion) -> pb::EngineVersion {
+    pb::EngineVersion {
+        name: format!("engines/{}/versions/{}", version.engine, version.version),
+        engine: version.engine.to_string(),
+        version: version.version.to_string(),
+        tier: tier_to_pb(version.tier) as i32,
+        description: version.description.clone(),
+        manifest: version.manifest.clone(),
+        manifest_sha256: version.manifest_sha256.clone(),
+        signatures: version
+            .signatures
+            .iter()
+            .map(|s| pb::Signature { key_id: s.key_id.clone(), signature: s.signature.clone() })
+            .collect(),
+        publish_revision: version.publish_revision,
+        publish_time_ms: ms_i64(version.publish_time_ms),
+    }
+}
+
+fn tenant_tier(value: i32) -> Result<TenantTier, Rejection> {
+    match pb::TenantTier::try_from(value) {
+        Ok(pb::TenantTier::Basic) => Ok(TenantTier::Basic),
+        Ok(pb::TenantTier::StandardTenant) => Ok(TenantTier::Standard),
+        Ok(pb::TenantTier::Enterprise) => Ok(TenantTier::Enterprise),
+        Ok(pb::TenantTier::Unspecified) => Err(required("tenant.tier")),
+        Err(_) => Err(invalid("tenant.tier", "unknown tenant tier")),
+    }
+}
+
+fn tenant_status(value: i32) -> Result<TenantStatus, Rejection> {
+    match pb::TenantStatus::try_from(value) {
+        Ok(pb::TenantStatus::Active | pb::TenantStatus::Unspecified) => Ok(TenantStatus::Active),
+        Ok(pb::TenantStatus::Suspended) => Ok(TenantStatus::Suspended),
+        Err(_) => Err(invalid("tenant.status", "unknown tenant status")),
+    }
+}
+
+/// A tenant's writable fields as sent.
+pub fn tenant_spec(tenant: Option<pb::Tenant>) -> Result<TenantSpec, Rejection> {
+    let tenant = tenant.ok_or_else(|| required("tenant"))?;
+    let tenant_id = Name::parse("tenant.tenant_id", tenant.tenant_id.strip_prefix("tenants/").unwrap_or(&tenant.tenant_id))?;
+    if tenant.display_name.is_empty() {
+        return Err(required("tenant.display_name"));
+    }
+    keel_kernel::ids::check_description(&tenant.display_name)?;
+    Limit::EnabledEnginesPerTenant.check(tenant.enabled_engines.len())?;
+    let enabled_engines = tenant
+        .enabled_engines
+        .iter()
+        .map(|engine| Name::parse("tenant.enabled_engines", engine))
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    Ok(TenantSpec {
+        tenant_id,
+        display_name: tenant.display_name,
+        tier: tenant_tier(tenant.tier)?,
+        home_region: Name::parse("tenant.home_region", &tenant.home_region)?,
+        status: tenant_status(tenant.status)?,
+        enabled_engines,
+    })
+}
+
+/// `tenants/{id}` or a bare id.
+pub fn tenant_name(name: &str) -> Result<Name, Rejection> {
+    Name::parse("name", name.strip_prefix("tenants/").unwrap_or(name))
+}
+
+/// A stored tenant for the wire.
+pub fn tenant_to_pb(tenant: &Tenant) -> pb::Tenant {
+    let spec = &tenant.spec;
+    pb::Tenant {
+        name: format!("tenants/{}", spec.tenant_id),
+        tenant_id: spec.tenant_id.to_string(),
+        display_name: spec.display_name.clone(),
+        tier: match spec.tier {
+            TenantTier::Basic => pb::TenantTier::Basic,
+            TenantTier::Standard => pb::TenantTier::StandardTenant,
+            TenantTier::Enterprise => pb::TenantTier::Enterprise,
+        } as i32,
+        home_region: spec.home_region.to_string(),
+        status: match spec.status {
+            TenantStatus::Active => pb::TenantStatus::Active,
+            TenantStatus::Suspended => pb::TenantStatus::Suspended,
+        } as i32,
+        enabled_engines: spec.enabled_engines.iter().map(Name::to_string).collect(),
+        etag: tenant.etag(),
+        create_revision: tenant.create_revision,
+        update_revision: tenant.update_revision,
+        create_time_ms: ms_i64(tenant.create_time_ms),
+        update_time_ms: ms_i64(tenant.update_time_ms),
+    }
+}
+
+/// Checks the manifest's size before anything else reads it.
+pub fn manifest_bytes(bytes: &[u8]) -> Result<(), Rejection> {
+    if bytes.is_empty() {
+        return Err(required("manifest"));
+    }
+    Limit::ManifestBytes.check(bytes.len())
+}
+
+const _: () = assert!(KEY_ID_HEX_LEN <= NAME_BYTES_MAX);

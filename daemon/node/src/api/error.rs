@@ -1,0 +1,287 @@
+//! API errors and their one mapping to `tonic::Status`.
+//!
+//! Every error a client sees is built here: a canonical gRPC code, a
+//! `google.rpc.ErrorInfo{reason, domain: "keel", metadata}` whose reason is a
+//! name of `keel.v1.ErrorReason` (the one reason registry; a test checks every
+//! reason the node or kernel can produce against it), and further details
+//! where they fit (`BadRequest`, `RetryInfo`, `QuotaFailure`).
+//! Internal errors reach the client as `INTERNAL` with a request id; the full
+//! chain goes to the log, once, here.
+
+use keel_kernel::limits::Limit;
+use keel_kernel::{Rejection, RejectionClass};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every Keel error.
+pub const ERROR_DOMAIN: &str = "keel";
+/// How long clients should wait before retrying when no leader is known.
+pub const NO_LEADER_RETRY_DELAY_MS: u64 = 200;
+
+/// An error returned to an API caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A deterministic refusal, from edge validation or from `apply`.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The named resource does not exist.
+    #[error("{resource} not found")]
+    NotFound {
+        /// `ENGINE_NOT_FOUND`, `ENGINE_VERSION_NOT_FOUND`, `KEY_UNKNOWN`, `TENANT_NOT_FOUND`.
+        reason: &'static str,
+        /// The resource name asked for.
+        resource: String,
+    },
+    /// The page token was not issued for this query.
+    #[error("page token is not valid for this query")]
+    PageTokenInvalid,
+    /// Another node leads; the client should go there.
+    #[error("this node is not the leader")]
+    NotLeader {
+        /// The leader's id, when known.
+        leader_id: Option<u64>,
+        /// The leader's client address, when known.
+        leader_addr: Option<String>,
+    },
+    /// No leader is known right now.
+    #[error("no leader is known; retry shortly")]
+    NoLeader,
+    /// The Raft core stopped or the node is shutting down.
+    #[error("this node is unavailable: {detail}")]
+    NodeUnavailable {
+        /// What stopped.
+        detail: String,
+    },
+    /// The caller's deadline passed first; the write may still apply.
+    #[error("deadline exceeded after {after_ms} ms; the operation may still complete")]
+    DeadlineExceeded {
+        /// The deadline that passed.
+        after_ms: u64,
+    },
+    /// A bug or a storage failure. Logged in full here; the client gets the request id.
+    #[error("internal error (request {request_id})")]
+    Internal {
+        /// Correlates the client's error with the log line.
+        request_id: String,
+        /// The full chain, for the log only.
+        source: anyhow::Error,
+    },
+}
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+impl ApiError {
+    /// An internal error with a fresh request id; logs the chain once.
+    pub fn internal(source: impl Into<anyhow::Error>) -> ApiError {
+        let request_id = format!("req-{}", REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed));
+        let source = source.into();
+        tracing::error!(%request_id, error = ?source, "internal error");
+        ApiError::Internal { request_id, source }
+    }
+
+    /// The stable reason, a name of `keel.v1.ErrorReason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Rejected(rejection) => rejection.reason(),
+            ApiError::NotFound { reason, .. } => reason,
+            ApiError::PageTokenInvalid => "PAGE_TOKEN_INVALID",
+            ApiError::NotLeader { .. } => "NOT_LEADER",
+            ApiError::NoLeader => "NO_LEADER",
+            ApiError::NodeUnavailable { .. } => "NODE_UNAVAILABLE",
+            ApiError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            ApiError::Internal { .. } => "INTERNAL",
+        }
+    }
+
+    /// Reasons produced by the node itself (rejections add the kernel's).
+    pub const NODE_REASONS: &'static [&'static str] = &[
+        "ENGINE_NOT_FOUND",
+        "ENGINE_VERSION_NOT_FOUND",
+        "KEY_UNKNOWN",
+        "TENANT_NOT_FOUND",
+        "PAGE_TOKEN_INVALID",
+        "NOT_LEADER",
+        "NO_LEADER",
+        "NODE_UNAVAILABLE",
+        "DEADLINE_EXCEEDED",
+        "INTERNAL",
+    ];
+
+    fn code(&self) -> Code {
+        match self {
+            ApiError::Rejected(Rejection::LimitExceeded { limit, .. }) if is_capacity_limit(*limit) => {
+                Code::ResourceExhausted
+            }
+            ApiError::Rejected(rejection) => match rejection.class() {
+                RejectionClass::InvalidArgument => Code::InvalidArgument,
+                RejectionClass::PermissionDenied => Code::PermissionDenied,
+                RejectionClass::AlreadyExists => Code::AlreadyExists,
+                RejectionClass::NotFound => Code::NotFound,
+                RejectionClass::FailedPrecondition => Code::FailedPrecondition,
+            },
+            ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::PageTokenInvalid => Code::InvalidArgument,
+            ApiError::NotLeader { .. } | ApiError::NoLeader | ApiError::NodeUnavailable { .. } => Code::Unavailable,
+            ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            ApiError::Internal { .. } => Code::Internal,
+        }
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        let mut metadata = HashMap::new();
+        match self {
+            ApiError::Rejected(rejection) => rejection_metadata(rejection, &mut metadata),
+            ApiError::NotFound { resource, .. } => {
+                metadata.insert("resource".into(), resource.clone());
+            }
+            ApiError::NotLeader { leader_id, leader_addr } => {
+                if let Some(leader_id) = leader_id {
+                    metadata.insert("leader_id".into(), leader_id.to_string());
+                }
+                if let Some(leader_addr) = leader_addr {
+                    metadata.insert("leader_addr".into(), leader_addr.clone());
+                }
+            }
+            ApiError::Internal { request_id, .. } => {
+                metadata.insert("request_id".into(), request_id.clone());
+            }
+            ApiError::PageTokenInvalid
+            | ApiError::NoLeader
+            | ApiError::NodeUnavailable { .. }
+            | ApiError::DeadlineExceeded { .. } => {}
+        }
+        metadata
+    }
+
+    /// The wire form.
+    pub fn into_status(self) -> Status {
+        let mut details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, self.metadata());
+        match &self {
+            ApiError::Rejected(Rejection::FieldRequired { field }) => {
+                details.add_bad_request_violation(field.to_string(), "is required");
+            }
+            ApiError::Rejected(Rejection::FieldInvalid { field, problem }) => {
+                details.add_bad_request_violation(field.to_string(), problem.to_string());
+            }
+            ApiError::Rejected(Rejection::VersionInvalid { field, value }) => {
+                details.add_bad_request_violation(field.to_string(), format!("{value:?} is not valid semver"));
+            }
+            ApiError::Rejected(Rejection::LimitExceeded { limit, actual }) => {
+                details.add_quota_failure_violation(
+                    limit.name(),
+                    format!("{actual} exceeds {} = {}", limit.name(), limit.value()),
+                );
+            }
+            ApiError::NoLeader => {
+                details.set_retry_info(Some(Duration::from_millis(NO_LEADER_RETRY_DELAY_MS)));
+            }
+            _ => {}
+        }
+        Status::with_error_details(self.code(), self.to_string(), details)
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Status {
+        error.into_status()
+    }
+}
+
+/// Limits on accumulated state rather than on one request's shape.
+fn is_capacity_limit(limit: Limit) -> bool {
+    matches!(limit, Limit::KeysPerRole)
+}
+
+fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, String>) {
+    let mut put = |key: &str, value: String| {
+        metadata.insert(key.to_owned(), value);
+    };
+    match rejection {
+        Rejection::FieldRequired { field } => put("field", field.to_string()),
+        Rejection::FieldInvalid { field, .. } | Rejection::VersionInvalid { field, .. } => {
+            put("field", field.to_string())
+        }
+        Rejection::LimitExceeded { limit, actual } => {
+            put("limit", limit.name().to_owned());
+            put("limit_value", limit.value().to_string());
+            put("actual", actual.to_string());
+        }
+        Rejection::KeyUnknown { key_id }
+        | Rejection::SignatureInvalid { key_id }
+        | Rejection::KeyAlreadyExists { key_id } => put("key_id", key_id.clone()),
+        Rejection::KeyPurposeMismatch { key_id, required } => {
+            put("key_id", key_id.clone());
+            put("required_purpose", required.to_string());
+        }
+        Rejection::KeyExpired { key_id, not_after_ms, at_ms } => {
+            put("key_id", key_id.clone());
+            put("not_after_ms", not_after_ms.to_string());
+            put("at_ms", at_ms.to_string());
+        }
+        Rejection::KeyNotYetValid { key_id, not_before_ms, at_ms } => {
+            put("key_id", key_id.clone());
+            put("not_before_ms", not_before_ms.to_string());
+            put("at_ms", at_ms.to_string());
+        }
+        Rejection::SignatureThresholdNotMet { required_purpose, valid, threshold } => {
+            put("required_purpose", required_purpose.to_string());
+            put("valid", valid.to_string());
+            put("threshold", threshold.to_string());
+        }
+        Rejection::VersionAlreadyPublished { engine, version } => {
+            put("engine", engine.clone());
+            put("version", version.clone());
+        }
+        Rejection::TenantNotFound { tenant_id } | Rejection::TenantAlreadyExists { tenant_id } => {
+            put("tenant_id", tenant_id.clone())
+        }
+        Rejection::EtagMismatch { expected, current } => {
+            put("expected_etag", expected.clone());
+            put("current_etag", current.clone());
+        }
+        Rejection::KeyValidityInvalid { not_before_ms, not_after_ms } => {
+            put("not_before_ms", not_before_ms.to_string());
+            put("not_after_ms", not_after_ms.to_string());
+        }
+        Rejection::ManifestMalformed { .. }
+        | Rejection::TrustNotBootstrapped
+        | Rejection::TrustAlreadyBootstrapped => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_proto::v1::ErrorReason;
+
+    /// One registry: every reason the node or the kernel can produce is a name
+    /// of `keel.v1.ErrorReason`, and every registry name is produced somewhere.
+    #[test]
+    fn every_reason_is_in_the_proto_registry() {
+        let produced: std::collections::BTreeSet<&str> =
+            Rejection::ALL_REASONS.iter().chain(ApiError::NODE_REASONS).copied().collect();
+        for reason in &produced {
+            assert!(ErrorReason::from_str_name(reason).is_some(), "{reason} is missing from keel.v1.ErrorReason");
+        }
+        for value in 1..=200 {
+            if let Ok(reason) = ErrorReason::try_from(value) {
+                assert!(produced.contains(reason.as_str_name()), "{} is never produced", reason.as_str_name());
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_carry_error_info_with_the_reason() {
+        let status = ApiError::Rejected(Rejection::LimitExceeded { limit: Limit::ManifestBytes, actual: 300_000 })
+            .into_status();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let info = status.get_details_error_info().expect("error info is attached");
+        assert_eq!(info.reason, "LIMIT_EXCEEDED");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata.get("limit").map(String::as_str), Some("MANIFEST_BYTES_MAX"));
+        assert_eq!(ApiError::NoLeader.into_status().get_details_retry_info().is_some(), true);
+    }
+}

@@ -1,0 +1,18 @@
+//! The gRPC API (`keel.v1`): one module per service, plus the shared
+//! context, the wire↔kernel conversion and the error mapping.
+//!
+//! ```text
+//!  tonic ──► service (trust/registry/tenant/cluster)
+//!              │ convert::*  (pb → kernel, validated)       error::ApiError → Status (one place)
+//!              ▼
+//!            context::ApiContext ── propose ──► Raft ──► KernelState::apply
+//!                                └─ read ─────► SharedState
+//! ```
+
+pub mod cluster;
+pub mod context;
+pub mod convert;
+pub mod error;
+pub mod registry;
+pub mod tenant;
+pub mod trust;

@@ -1,0 +1,145 @@
+//! `keel.v1.RegistryService`: publish and read engine versions.
+
+use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use super::convert;
+use super::error::ApiError;
+use keel_kernel::{Command, Outcome};
+use keel_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+/// The service.
+pub struct RegistryApi {
+    pub(crate) ctx: ApiContext,
+}
+
+#[tonic::async_trait]
+impl pb::registry_service_server::RegistryService for RegistryApi {
+    async fn publish_engine_version(
+        &self,
+        request: Request<pb::PublishEngineVersionRequest>,
+    ) -> Result<Response<pb::PublishEngineVersionResponse>, Status> {
+        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let body = request.into_inner();
+            convert::manifest_bytes(&body.manifest)?;
+            // Stateless checks fail fast here, before anything reaches the log;
+            // apply repeats them and adds the signature and immutability checks.
+            keel_kernel::manifest::parse(&body.manifest)?;
+            let signatures = convert::signatures(body.signatures)?;
+            if signatures.is_empty() {
+                return Err(ApiError::Rejected(keel_kernel::Rejection::FieldRequired { field: "signatures".into() }));
+            }
+            let command = Command::PublishEngineVersion { manifest: body.manifest, signatures };
+            let (applied, revision) = self.ctx.propose(command, deadline).await?;
+            match applied.outcome {
+                Outcome::EngineVersionPublished { version, created } => Ok((
+                    pb::PublishEngineVersionResponse {
+                        engine_version: Some(convert::engine_version_to_pb(&version)),
+                        created,
+                    },
+                    revision,
+                )),
+                other => Err(ApiError::internal(anyhow::anyhow!("PublishEngineVersion answered with {other:?}"))),
+            }
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn get_engine_version(
+        &self,
+        request: Request<pb::GetEngineVersionRequest>,
+    ) -> Result<Response<pb::EngineVersion>, Status> {
+        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let body = request.into_inner();
+        let result = async {
+            let engine = convert::engine_name("engine", &body.engine)?;
+            let version = match body.version.as_str() {
+                "" => None,
+                text => Some(keel_kernel::manifest::parse_version("version", text)?),
+            };
+            self.ctx
+                .read(body.consistency, deadline, |state| {
+                    let registry = state.kernel.registry();
+                    match registry.get(&engine, version.as_ref()) {
+                        Some(found) => Ok(convert::engine_version_to_pb(found)),
+                        None if version.is_some() && registry.get(&engine, None).is_some() => {
+                            Err(ApiError::NotFound {
+                                reason: "ENGINE_VERSION_NOT_FOUND",
+                                resource: format!("engines/{engine}/versions/{}", body.version),
+                            })
+                        }
+                        None => Err(ApiError::NotFound { reason: "ENGINE_NOT_FOUND", resource: format!("engines/{engine}") }),
+                    }
+                })
+                .await
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn list_engines(
+        &self,
+        request: Request<pb::ListEnginesRequest>,
+    ) -> Result<Response<pb::ListEnginesResponse>, Status> {
+        const QUERY: &str = "engines";
+        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let body = request.into_inner();
+        let result = async {
+            let page = context::page(QUERY, body.page_size, &body.page_token)?;
+            let after = page.after.as_deref().map(|name| convert::engine_name("page_token", name)).transpose()?;
+            self.ctx
+                .read(body.consistency, deadline, |state| {
+                    let engines: Vec<pb::Engine> = state
+                        .kernel
+                        .registry()
+                        .engines_from(after.as_ref())
+                        .take(page.size + 1)
+                        .map(|(name, versions)| pb::Engine {
+                            name: format!("engines/{name}"),
+                            engine: name.to_string(),
+                            latest_version: versions.keys().next_back().map(ToString::to_string).unwrap_or_default(),
+                            version_count: u32::try_from(versions.len()).unwrap_or(u32::MAX),
+                        })
+                        .collect();
+                    let (engines, next_page_token) = context::paginate(engines, &page, QUERY, |item| &item.engine);
+                    Ok(pb::ListEnginesResponse { engines, next_page_token })
+                })
+                .await
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn list_engine_versions(
+        &self,
+        request: Request<pb::ListEngineVersionsRequest>,
+    ) -> Result<Response<pb::ListEngineVersionsResponse>, Status> {
+        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let body = request.into_inner();
+        let result = async {
+            let engine = convert::engine_name("engine", &body.engine)?;
+            let query = format!("versions/{engine}");
+            let page = context::page(&query, body.page_size, &body.page_token)?;
+            let after = page
+                .after
+                .as_deref()
+                .map(|v| keel_kernel::manifest::parse_version("page_token", v))
+                .transpose()
+                .map_err(|_| ApiError::PageTokenInvalid)?;
+            self.ctx
+                .read(body.consistency, deadline, |state| {
+                    let versions = state.kernel.registry().versions_from(&engine, after.as_ref()).ok_or_else(|| {
+                        ApiError::NotFound { reason: "ENGINE_NOT_FOUND", resource: format!("engines/{engine}") }
+                    })?;
+                    let versions: Vec<pb::EngineVersion> =
+                        versions.take(page.size + 1).map(convert::engine_version_to_pb).collect();
+                    let (versions, next_page_token) = context::paginate(versions, &page, &query, |item| &item.version);
+                    Ok(pb::ListEngineVersionsResponse { versions, next_page_token })
+                })
+                .await
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+}

@@ -1,0 +1,305 @@
+//! keeld's configuration.
+//!
+//! Built once in `main` with figment, in this order (later wins): defaults →
+//! the TOML file given by `--config` → environment variables `KEEL_*` (nested
+//! with `__`, e.g. `KEEL_NODE__REGION=eu-west`) → command-line flags. Unknown
+//! keys are refused, and [`Config::validate`] names the offending key.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default client gRPC port.
+pub const CLIENT_PORT_DEFAULT: u16 = 7400;
+/// Default peer (Raft) port.
+pub const PEER_PORT_DEFAULT: u16 = 7401;
+/// Default ops HTTP port.
+pub const OPS_PORT_DEFAULT: u16 = 7402;
+/// Data directory of `keeld --dev`.
+pub const DEV_DATA_DIR: &str = "./keel-data";
+/// Environment variables with the `KEEL_` prefix that belong to `keelctl`, not keeld.
+const CLIENT_ENV_KEYS: &[&str] = &["endpoints", "output", "timeout_ms"];
+
+/// Raft timing bounds (checked by `validate`).
+pub const HEARTBEAT_INTERVAL_MS_MIN: u64 = 10;
+/// The least gap between heartbeat and election timeout, as a factor.
+pub const ELECTION_TO_HEARTBEAT_RATIO_MIN: u64 = 3;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Development mode: single node, plaintext, loopback only, a generated root key.
+    pub dev: bool,
+    /// Where RocksDB and the dev root key live.
+    pub data_dir: PathBuf,
+    /// Who this node is.
+    pub node: NodeConfig,
+    /// Listen addresses.
+    pub listen: ListenConfig,
+    /// Addresses others use to reach this node (default: the listen addresses).
+    pub advertise: AdvertiseConfig,
+    /// Raft timing and snapshots.
+    pub raft: RaftConfig,
+    /// Trust roots installed at bootstrap.
+    pub trust: TrustConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Node identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Raft node id, unique in the cluster, > 0.
+    pub id: u64,
+    /// Region name.
+    pub region: String,
+    /// Zone name.
+    pub zone: String,
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Client gRPC.
+    pub client: SocketAddr,
+    /// Peer Raft traffic.
+    pub peer: SocketAddr,
+    /// Ops HTTP (/healthz, /readyz, /diagz, /metrics).
+    pub ops: SocketAddr,
+}
+
+/// Advertised addresses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiseConfig {
+    /// host:port for clients.
+    pub client: Option<String>,
+    /// host:port for peers.
+    pub peer: Option<String>,
+}
+
+/// Raft settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Keep this many entries in the log after a snapshot (for lagging peers).
+    pub logs_kept_after_snapshot: u64,
+}
+
+/// Trust roots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Files holding root public keys (`keelctl keys generate` `.pub` format),
+    /// installed when the cluster is bootstrapped. In dev mode, empty means
+    /// "generate `<data_dir>/dev-root.key` and use it".
+    pub root_public_keys: Vec<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// text or json.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info,openraft=warn`.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Config {
+            dev: false,
+            data_dir: PathBuf::from(DEV_DATA_DIR),
+            node: NodeConfig { id: 1, region: "local".into(), zone: "local-a".into() },
+            listen: ListenConfig {
+                client: loopback(CLIENT_PORT_DEFAULT),
+                peer: loopback(PEER_PORT_DEFAULT),
+                ops: loopback(OPS_PORT_DEFAULT),
+            },
+            advertise: AdvertiseConfig::default(),
+            raft: RaftConfig {
+                heartbeat_interval_ms: 250,
+                election_timeout_min_ms: 1000,
+                election_timeout_max_ms: 2000,
+                snapshot_after_entries: 5000,
+                logs_kept_after_snapshot: 1000,
+            },
+            trust: TrustConfig::default(),
+            log: LogConfig { format: LogFormat::Text, filter: "info,openraft=warn".into() },
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Figment could not read or merge a source (its message names the key and source).
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is present but wrong.
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `listen.client`.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+impl Config {
+    /// Merges the sources. `overrides` come from flags (only the flags given).
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(invalid("--config", format!("file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let env = Env::prefixed("KEEL_").split("__").ignore(CLIENT_ENV_KEYS);
+        figment = figment.merge(env).merge(overrides);
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks relationships and ranges; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.id == 0 {
+            return Err(invalid("node.id", "must be greater than 0"));
+        }
+        for (key, value) in [("node.region", &self.node.region), ("node.zone", &self.node.zone)] {
+            keel_kernel::Name::parse("name", value).map_err(|rejection| invalid(key, rejection.to_string()))?;
+        }
+        let listens = [
+            ("listen.client", self.listen.client),
+            ("listen.peer", self.listen.peer),
+            ("listen.ops", self.listen.ops),
+        ];
+        for (i, (key, addr)) in listens.iter().enumerate() {
+            // TLS arrives with the cluster slice; until then nothing listens in plaintext off loopback.
+            if !addr.ip().is_loopback() {
+                return Err(invalid(
+                    key,
+                    format!("{addr} is not a loopback address; plaintext listeners are loopback-only (TLS is not configured)"),
+                ));
+            }
+            if addr.port() != 0 && listens[..i].iter().any(|(_, other)| other == addr) {
+                return Err(invalid(key, format!("{addr} is already used by another listener")));
+            }
+        }
+        let raft = &self.raft;
+        if raft.heartbeat_interval_ms < HEARTBEAT_INTERVAL_MS_MIN {
+            return Err(invalid("raft.heartbeat_interval_ms", format!("must be at least {HEARTBEAT_INTERVAL_MS_MIN}")));
+        }
+        if raft.election_timeout_min_ms < raft.heartbeat_interval_ms * ELECTION_TO_HEARTBEAT_RATIO_MIN {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                format!("must be at least {ELECTION_TO_HEARTBEAT_RATIO_MIN} × raft.heartbeat_interval_ms"),
+            ));
+        }
+        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
+            return Err(invalid("raft.election_timeout_max_ms", "must be greater than raft.election_timeout_min_ms"));
+        }
+        if raft.snapshot_after_entries == 0 {
+            return Err(invalid("raft.snapshot_after_entries", "must be greater than 0"));
+        }
+        if !self.dev && self.trust.root_public_keys.is_empty() {
+            return Err(invalid("trust.root_public_keys", "at least one root public key file is required outside dev mode"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Peer address others should use.
+    pub fn advertised_peer(&self) -> String {
+        self.advertise.peer.clone().unwrap_or_else(|| self.listen.peer.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn no_flags() -> Figment {
+        Figment::new()
+    }
+
+    #[test]
+    fn sources_merge_in_order_file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "keel.toml",
+                r#"
+                dev = true
+                [node]
+                id = 3
+                region = "eu-west"
+                zone = "eu-west-1a"
+                "#,
+            )?;
+            jail.set_env("KEEL_NODE__ZONE", "eu-west-1b");
+            jail.set_env("KEEL_ENDPOINTS", "http://127.0.0.1:7400");
+            let flags = Figment::from(Serialized::default("node.id", 9));
+            let config = Config::load(Some(Path::new("keel.toml")), flags).map_err(|e| e.to_string())?;
+            assert_eq!(config.node.id, 9);
+            assert_eq!(config.node.region, "eu-west");
+            assert_eq!(config.node.zone, "eu-west-1b");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.create_file("keel.toml", "dev = true\n[node]\nid = 1\nregion = \"r\"\nzone = \"z\"\ncolour = \"red\"\n")?;
+            let error = Config::load(Some(Path::new("keel.toml")), no_flags()).expect_err("unknown key").to_string();
+            assert!(error.contains("colour"), "{error}");
+
+            jail.create_file("bad.toml", "dev = true\n[listen]\nclient = \"0.0.0.0:7400\"\npeer = \"127.0.0.1:7401\"\nops = \"127.0.0.1:7402\"\n")?;
+            let error = Config::load(Some(Path::new("bad.toml")), no_flags()).expect_err("non-loopback").to_string();
+            assert!(error.contains("listen.client"), "{error}");
+
+            let error = Config::load(None, no_flags()).expect_err("no roots outside dev").to_string();
+            assert!(error.contains("trust.root_public_keys"), "{error}");
+
+            jail.set_env("KEEL_RAFT__ELECTION_TIMEOUT_MAX_MS", "10");
+            let flags = Figment::from(Serialized::default("dev", true));
+            let error = Config::load(None, flags).expect_err("inverted timeouts").to_string();
+            assert!(error.contains("raft.election_timeout_max_ms"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,13 @@
+//! `keel-node`: everything in Keel that performs I/O.
+//!
+//! Configuration, Raft wiring over RocksDB, the gRPC API and its single
+//! wire↔kernel conversion and error mapping, ops HTTP and telemetry. The
+//! binary `keeld` (src/main.rs) only parses flags and calls [`server::run`].
+
+pub mod api;
+pub mod config;
+pub mod ops;
+pub mod raft;
+pub mod server;
+pub mod telemetry;
+pub mod trust_roots;

@@ -1,0 +1,80 @@
+//! Ops HTTP: `/healthz` (alive), `/readyz` (serving), `/diagz` (JSON status),
+//! `/metrics` (Prometheus text).
+
+use crate::api::cluster::NodeStatus;
+use crate::api::context::ApiContext;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::fmt::Write as _;
+
+#[derive(Clone)]
+struct OpsState {
+    ctx: ApiContext,
+    boot_time_ms: u64,
+}
+
+/// The ops router.
+pub fn router(ctx: ApiContext, boot_time_ms: u64) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/diagz", get(diagz))
+        .route("/metrics", get(metrics))
+        .with_state(OpsState { ctx, boot_time_ms })
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Why the node is not ready, or `None` when it is.
+pub fn not_ready_reason(status: &NodeStatus) -> Option<&'static str> {
+    if !status.is_raft_running {
+        return Some("raft core stopped");
+    }
+    if status.leader_id.is_none() {
+        return Some("no leader known");
+    }
+    if !status.is_trust_bootstrapped {
+        return Some("trust store not bootstrapped yet");
+    }
+    if status.applied_index < status.last_log_index && status.role == "leader" {
+        return Some("applying committed entries");
+    }
+    None
+}
+
+async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
+    let status = NodeStatus::collect(&state.ctx, state.boot_time_ms);
+    match not_ready_reason(&status) {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+    }
+}
+
+async fn diagz(State(state): State<OpsState>) -> Json<NodeStatus> {
+    Json(NodeStatus::collect(&state.ctx, state.boot_time_ms))
+}
+
+async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    let status = NodeStatus::collect(&state.ctx, state.boot_time_ms);
+    let labels = format!("node_id=\"{}\",region=\"{}\"", status.node_id, status.region);
+    let gauges: [(&str, &str, u64); 8] = [
+        ("keel_raft_term", "Current Raft term.", status.term),
+        ("keel_raft_is_leader", "1 when this node leads.", u64::from(status.role == "leader")),
+        ("keel_raft_last_log_index", "Index of the last log entry held.", status.last_log_index),
+        ("keel_raft_applied_index", "Index of the last applied entry.", status.applied_index),
+        ("keel_trust_keys", "Keys in the trust store.", status.key_count as u64),
+        ("keel_registry_engines", "Engines in the registry.", status.engine_count as u64),
+        ("keel_registry_engine_versions", "Engine versions in the registry.", status.engine_version_count as u64),
+        ("keel_tenants", "Tenants.", status.tenant_count as u64),
+    ];
+    let mut body = String::new();
+    for (name, help, value) in gauges {
+        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

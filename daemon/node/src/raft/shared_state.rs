@@ -1,0 +1,64 @@
+//! The applied state, shared between the state machine (writer) and the API
+//! (readers).
+//!
+//! Readers take the read lock only long enough to copy out what they answer
+//! with; the state machine takes the write lock per applied batch. The digest
+//! is computed on demand and cached for the applied index it was taken at.
+
+use super::{KeelNode, LogId, NodeId};
+use keel_kernel::{KernelState, StateDigest};
+use openraft::StoredMembership;
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Everything the state machine has applied.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedState {
+    /// The kernel state.
+    pub kernel: KernelState,
+    /// Last applied log id (`None` before the first entry).
+    pub last_applied: Option<LogId>,
+    /// Last applied membership.
+    pub membership: StoredMembership<NodeId, KeelNode>,
+}
+
+impl AppliedState {
+    /// The revision: index of the last applied entry, 0 before any.
+    pub fn revision(&self) -> u64 {
+        self.last_applied.map_or(0, |id| id.index)
+    }
+}
+
+/// Shared handle to the applied state.
+#[derive(Debug, Default)]
+pub struct SharedState {
+    applied: RwLock<AppliedState>,
+    digest_cache: Mutex<Option<(u64, StateDigest)>>,
+}
+
+impl SharedState {
+    /// Read access. A poisoned lock means a writer panicked mid-apply, which
+    /// is fatal; readers still see the last consistent state the guard holds.
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        self.applied.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Write access, for the state machine only.
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, AppliedState> {
+        self.applied.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `(applied_index, digest)` of the current state, cached per index.
+    pub fn digest(&self) -> (u64, StateDigest) {
+        let applied = self.read();
+        let revision = applied.revision();
+        let mut cache = self.digest_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached_revision, digest)) = *cache
+            && cached_revision == revision
+        {
+            return (revision, digest);
+        }
+        let digest = applied.kernel.digest();
+        *cache = Some((revision, digest));
+        (revision, digest)
+    }
+}

@@ -1,0 +1,274 @@
+//! Starting and stopping a node.
+//!
+//! ```text
+//!  run(config)
+//!   ├─ root keys (files, or the generated dev root key)
+//!   ├─ RocksDB stores ─► openraft Raft (initialised as a single-node cluster on first start)
+//!   ├─ bind client gRPC + ops HTTP listeners (port 0 → OS-assigned; printed on stdout)
+//!   ├─ bootstrap task: once leader, install root keys if the trust store has none
+//!   └─ serve until SIGINT/SIGTERM, then stop serving and shut Raft down
+//! ```
+
+use crate::api::cluster::ClusterApi;
+use crate::api::context::{self, ApiContext, Identity};
+use crate::api::registry::RegistryApi;
+use crate::api::tenant::TenantApi;
+use crate::api::trust::TrustApi;
+use crate::config::Config;
+use crate::raft::network::NoPeerNetwork;
+use crate::raft::shared_state::SharedState;
+use crate::raft::{KeelNode, KeelRaft};
+use crate::trust_roots;
+use anyhow::Context as _;
+use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
+use keel_kernel::trust_store::KeySpec;
+use keel_kernel::Command;
+use keel_proto::v1 as pb;
+use openraft::{ServerState, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// HTTP/2 keep-alive ping period on client connections.
+pub const HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+/// How long a keep-alive ping may go unanswered.
+pub const HTTP2_KEEPALIVE_TIMEOUT_MS: u64 = 5_000;
+/// How long bootstrap waits to become leader before retrying.
+const BOOTSTRAP_LEADER_WAIT_MS: u64 = 5_000;
+/// Deadline of the bootstrap proposal.
+const BOOTSTRAP_WRITE_DEADLINE_MS: u64 = 10_000;
+/// Attempts to install the root keys before giving up (the node keeps serving, not ready).
+const BOOTSTRAP_ATTEMPTS_MAX: u32 = 20;
+/// Directory under `data_dir` holding RocksDB.
+pub const RAFT_DIR: &str = "raft";
+
+/// Runs a node until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let boot_time_ms = context::now_ms();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    let roots = root_keys(&config)?;
+
+    let shared = Arc::new(SharedState::default());
+    let (log_store, state_machine) = crate::raft::open_rocks(&config.data_dir.join(RAFT_DIR), shared.clone())
+        .await
+        .with_context(|| format!("opening RocksDB under {}", config.data_dir.display()))?;
+
+    let client_listener = TcpListener::bind(config.listen.client)
+        .await
+        .with_context(|| format!("binding listen.client {}", config.listen.client))?;
+    let ops_listener =
+        TcpListener::bind(config.listen.ops).await.with_context(|| format!("binding listen.ops {}", config.listen.ops))?;
+    let client_addr = client_listener.local_addr()?;
+    let ops_addr = ops_listener.local_addr()?;
+
+    let raft_config = openraft::Config {
+        cluster_name: "keel".into(),
+        heartbeat_interval: config.raft.heartbeat_interval_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
+        ..Default::default()
+    }
+    .validate()
+    .context("raft settings")?;
+    let raft = KeelRaft::new(config.node.id, Arc::new(raft_config), NoPeerNetwork, log_store, state_machine)
+        .await
+        .context("starting raft")?;
+
+    let this_node = KeelNode {
+        client_addr: config.advertise.client.clone().unwrap_or_else(|| client_addr.to_string()),
+        peer_addr: config.advertised_peer(),
+        region: config.node.region.clone(),
+        zone: config.node.zone.clone(),
+    };
+    if !raft.is_initialized().await? {
+        tracing::info!(node_id = config.node.id, "initialising a new single-node cluster");
+        raft.initialize(BTreeMap::from([(config.node.id, this_node)])).await.context("initialising the cluster")?;
+    }
+
+    let identity =
+        Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
+    let ctx = ApiContext::new(raft.clone(), shared, identity);
+    tokio::spawn(bootstrap_trust(ctx.clone(), roots));
+
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "listening",
+            "node_id": config.node.id,
+            "region": config.node.region,
+            "client": client_addr.to_string(),
+            "ops": ops_addr.to_string(),
+            "data_dir": config.data_dir.display().to_string(),
+        })
+    );
+    tracing::info!(%client_addr, %ops_addr, node_id = config.node.id, region = %config.node.region, "serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ops = tokio::spawn(serve_ops(ops_listener, ctx.clone(), boot_time_ms, stop_rx.clone()));
+    let grpc = tokio::spawn(serve_grpc(client_listener, ctx, boot_time_ms, stop_rx));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = grpc.await;
+    let _ = ops.await;
+    raft.shutdown().await.map_err(|error| anyhow::anyhow!("raft shutdown: {error}"))?;
+    Ok(())
+}
+
+fn root_keys(config: &Config) -> anyhow::Result<Vec<KeySpec>> {
+    if config.dev && config.trust.root_public_keys.is_empty() {
+        let (spec, path) = trust_roots::ensure_dev_root_key(&config.data_dir)?;
+        println!(
+            "{}",
+            serde_json::json!({"event": "dev_root_key", "path": path.display().to_string(), "key_id": spec.key_id()})
+        );
+        tracing::warn!(path = %path.display(), "dev mode: the root key is a local file; sign with `keelctl ... --signer {}`", path.display());
+        return Ok(vec![spec]);
+    }
+    config
+        .trust
+        .root_public_keys
+        .iter()
+        .map(|path| trust_roots::read_root_public_key(path).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// Installs the configured root keys once this node leads, unless the trust
+/// store already has them. Bounded retries; failures leave the node not ready.
+async fn bootstrap_trust(ctx: ApiContext, roots: Vec<KeySpec>) {
+    for attempt in 1..=BOOTSTRAP_ATTEMPTS_MAX {
+        let leader = ctx
+            .raft
+            .wait(Some(Duration::from_millis(BOOTSTRAP_LEADER_WAIT_MS)))
+            .state(ServerState::Leader, "bootstrap trust")
+            .await;
+        if leader.is_err() {
+            tracing::debug!(attempt, "not leader yet; waiting to bootstrap trust");
+            continue;
+        }
+        if ctx.shared.read().kernel.trust().is_bootstrapped() {
+            return;
+        }
+        let command = Command::BootstrapTrust { root_keys: roots.clone() };
+        match ctx.propose(command, Duration::from_millis(BOOTSTRAP_WRITE_DEADLINE_MS)).await {
+            Ok(_) => {
+                tracing::info!(n_root_keys = roots.len(), "trust store bootstrapped");
+                return;
+            }
+            Err(error) => tracing::warn!(attempt, %error, "bootstrapping the trust store failed; retrying"),
+        }
+    }
+    tracing::error!("could not bootstrap the trust store; the node stays not ready");
+}
+
+async fn serve_grpc(
+    listener: TcpListener,
+    ctx: ApiContext,
+    boot_time_ms: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<pb::registry_service_server::RegistryServiceServer<RegistryApi>>().await;
+    health_reporter.set_serving::<pb::trust_service_server::TrustServiceServer<TrustApi>>().await;
+    health_reporter.set_serving::<pb::tenant_service_server::TenantServiceServer<TenantApi>>().await;
+    health_reporter.set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterApi>>().await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keel_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let node_id = ctx.identity.node_id;
+    let region = ctx.identity.region.clone();
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS)))
+        .trace_fn(move |request| {
+            tracing::info_span!("rpc", rpc.method = %request.uri().path(), node_id, region = %region)
+        })
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(limit(pb::trust_service_server::TrustServiceServer::new(TrustApi { ctx: ctx.clone() })))
+        .add_service(limit(pb::registry_service_server::RegistryServiceServer::new(RegistryApi { ctx: ctx.clone() })))
+        .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
+        .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+        .context("gRPC server")
+}
+
+/// Applies the gRPC message size limit to a generated server.
+trait MessageLimits {
+    fn with_limits(self, bytes: usize) -> Self;
+}
+
+macro_rules! message_limits {
+    ($($server:ty),*) => {$(
+        impl MessageLimits for $server {
+            fn with_limits(self, bytes: usize) -> Self {
+                self.max_decoding_message_size(bytes).max_encoding_message_size(bytes)
+            }
+        }
+    )*};
+}
+
+message_limits!(
+    pb::trust_service_server::TrustServiceServer<TrustApi>,
+    pb::registry_service_server::RegistryServiceServer<RegistryApi>,
+    pb::tenant_service_server::TenantServiceServer<TenantApi>,
+    pb::cluster_service_server::ClusterServiceServer<ClusterApi>
+);
+
+fn limit<S: MessageLimits>(server: S) -> S {
+    server.with_limits(GRPC_MESSAGE_BYTES_MAX)
+}
+
+async fn serve_ops(
+    listener: TcpListener,
+    ctx: ApiContext,
+    boot_time_ms: u64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    axum::serve(listener, crate::ops::router(ctx, boot_time_ms))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+        .context("ops HTTP server")
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
