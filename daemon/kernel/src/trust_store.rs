@@ -79,18 +79,13 @@ impl KeySpec {
             not_after_ms: self.not_after_ms,
             _spec: std::marker::PhantomData,
         };
-        Ok(signing::payload(
-            signing::KEY_PAYLOAD_PREFIX,
-            &signing::canonical_json(&payload)?,
-        ))
+        Ok(signing::payload(signing::KEY_PAYLOAD_PREFIX, &signing::canonical_json(&payload)?))
     }
 
     /// Shape checks that need no state.
     pub fn validate(&self) -> Result<(), Rejection> {
         if self.purposes.is_empty() {
-            return Err(Rejection::FieldRequired {
-                field: "spec.purposes".into(),
-            });
+            return Err(Rejection::FieldRequired { field: "spec.purposes".into() });
         }
         if ed25519_dalek::VerifyingKey::from_bytes(&self.public_key).is_err() {
             return Err(Rejection::FieldInvalid {
@@ -101,10 +96,7 @@ impl KeySpec {
         if let Some(not_after_ms) = self.not_after_ms
             && not_after_ms <= self.not_before_ms
         {
-            return Err(Rejection::KeyValidityInvalid {
-                not_before_ms: self.not_before_ms,
-                not_after_ms,
-            });
+            return Err(Rejection::KeyValidityInvalid { not_before_ms: self.not_before_ms, not_after_ms });
         }
         Ok(())
     }
@@ -112,20 +104,12 @@ impl KeySpec {
     /// Whether the key is inside its validity window at `at_ms`.
     fn check_valid_at(&self, at_ms: u64) -> Result<(), Rejection> {
         if at_ms < self.not_before_ms {
-            return Err(Rejection::KeyNotYetValid {
-                key_id: self.key_id(),
-                not_before_ms: self.not_before_ms,
-                at_ms,
-            });
+            return Err(Rejection::KeyNotYetValid { key_id: self.key_id(), not_before_ms: self.not_before_ms, at_ms });
         }
         if let Some(not_after_ms) = self.not_after_ms
             && at_ms >= not_after_ms
         {
-            return Err(Rejection::KeyExpired {
-                key_id: self.key_id(),
-                not_after_ms,
-                at_ms,
-            });
+            return Err(Rejection::KeyExpired { key_id: self.key_id(), not_after_ms, at_ms });
         }
         Ok(())
     }
@@ -172,17 +156,12 @@ impl TrustStore {
     }
 
     /// Keys in id order, strictly after `after` when given.
-    pub fn iter_from<'a>(
-        &'a self,
-        after: Option<&str>,
-    ) -> impl Iterator<Item = &'a TrustedKey> + 'a {
+    pub fn iter_from<'a>(&'a self, after: Option<&str>) -> impl Iterator<Item = &'a TrustedKey> + 'a {
         let start = match after {
             Some(after) => std::ops::Bound::Excluded(after.to_owned()),
             None => std::ops::Bound::Unbounded,
         };
-        self.keys
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, key)| key)
+        self.keys.range((start, std::ops::Bound::Unbounded)).map(|(_, key)| key)
     }
 
     /// Number of keys.
@@ -224,13 +203,11 @@ impl TrustStore {
         if valid.len() >= requirement.threshold && requirement.threshold > 0 {
             return Ok(valid.into_iter().collect());
         }
-        Err(
-            first_failure.unwrap_or(Rejection::SignatureThresholdNotMet {
-                required_purpose: requirement.purpose.name().into(),
-                valid: valid.len(),
-                threshold: requirement.threshold,
-            }),
-        )
+        Err(first_failure.unwrap_or(Rejection::SignatureThresholdNotMet {
+            required_purpose: requirement.purpose.name().into(),
+            valid: valid.len(),
+            threshold: requirement.threshold,
+        }))
     }
 
     fn verify_one(
@@ -243,33 +220,31 @@ impl TrustStore {
         let key = self
             .keys
             .get(&signature.key_id)
-            .ok_or_else(|| Rejection::KeyUnknown {
-                key_id: signature.key_id.clone(),
-            })?;
+            .ok_or_else(|| Rejection::KeyUnknown { key_id: signature.key_id.clone() })?;
         if !key.spec.purposes.contains(&purpose) {
-            return Err(Rejection::KeyPurposeMismatch {
-                key_id: key.key_id.clone(),
-                required: purpose.name().into(),
-            });
+            return Err(Rejection::KeyPurposeMismatch { key_id: key.key_id.clone(), required: purpose.name().into() });
         }
         key.spec.check_valid_at(at_ms)?;
         signing::verify(&key.spec.public_key, message, signature)
     }
 
     /// Installs the root keys. Idempotent for the same set.
-    pub(crate) fn bootstrap(
-        &mut self,
-        roots: &[KeySpec],
-        revision: u64,
-    ) -> Result<bool, Rejection> {
+    pub(crate) fn bootstrap(&mut self, roots: &[KeySpec], revision: u64) -> Result<bool, Rejection> {
         if roots.is_empty() {
-            return Err(Rejection::FieldRequired {
-                field: "root_keys".into(),
-            });
+            return Err(Rejection::FieldRequired { field: "root_keys".into() });
         }
         Limit::BootstrapRootKeys.check(roots.len())?;
+        // A key listed twice would be stored once, so the same list could
+        // never be replayed idempotently; refuse it instead.
+        let mut key_ids = BTreeSet::new();
         for root in roots {
             root.validate()?;
+            if !key_ids.insert(root.key_id()) {
+                return Err(Rejection::FieldInvalid {
+                    field: "root_keys".into(),
+                    problem: "each key may be listed once".into(),
+                });
+            }
             if !root.purposes.contains(&KeyPurpose::Root) {
                 return Err(Rejection::FieldInvalid {
                     field: "root_keys.purposes".into(),
@@ -279,25 +254,14 @@ impl TrustStore {
         }
         if self.is_bootstrapped {
             let same = roots.len() == self.count_with(KeyPurpose::Root)
-                && roots
-                    .iter()
-                    .all(|r| self.keys.get(&r.key_id()).is_some_and(|k| &k.spec == r));
-            return if same {
-                Ok(false)
-            } else {
-                Err(Rejection::TrustAlreadyBootstrapped)
-            };
+                && roots.iter().all(|r| self.keys.get(&r.key_id()).is_some_and(|k| &k.spec == r));
+            return if same { Ok(false) } else { Err(Rejection::TrustAlreadyBootstrapped) };
         }
         for root in roots {
             let key_id = root.key_id();
             self.keys.insert(
                 key_id.clone(),
-                TrustedKey {
-                    key_id,
-                    spec: root.clone(),
-                    create_revision: revision,
-                    signed_by: Vec::new(),
-                },
+                TrustedKey { key_id, spec: root.clone(), create_revision: revision, signed_by: Vec::new() },
             );
         }
         self.is_bootstrapped = true;
@@ -324,10 +288,7 @@ impl TrustStore {
             });
         }
         let signed_by = self.verify(
-            Requirement {
-                purpose: KeyPurpose::Root,
-                threshold: 1,
-            },
+            Requirement { purpose: KeyPurpose::Root, threshold: 1 },
             &spec.signing_payload()?,
             signatures,
             at_ms,
@@ -343,20 +304,12 @@ impl TrustStore {
         for purpose in &spec.purposes {
             Limit::KeysPerRole.check(self.count_with(*purpose) + 1)?;
         }
-        let key = TrustedKey {
-            key_id: key_id.clone(),
-            spec: spec.clone(),
-            create_revision: revision,
-            signed_by,
-        };
+        let key = TrustedKey { key_id: key_id.clone(), spec: spec.clone(), create_revision: revision, signed_by };
         self.keys.insert(key_id, key.clone());
         Ok((key, true))
     }
 
     fn count_with(&self, purpose: KeyPurpose) -> usize {
-        self.keys
-            .values()
-            .filter(|k| k.spec.purposes.contains(&purpose))
-            .count()
+        self.keys.values().filter(|k| k.spec.purposes.contains(&purpose)).count()
     }
 }
