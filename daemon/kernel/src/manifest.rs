@@ -109,35 +109,50 @@ impl ParsedManifest {
 /// Parses, validates and canonicalises manifest bytes.
 pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, Rejection> {
     if bytes.is_empty() {
-        return Err(Rejection::FieldRequired {
-            field: "manifest".into(),
-        });
+        return Err(Rejection::FieldRequired { field: "manifest".into() });
     }
     Limit::ManifestBytes.check(bytes.len())?;
     let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|error| Rejection::ManifestMalformed {
-            detail: error.to_string(),
-        })?;
-    let manifest: Manifest = serde_json::from_value(value.clone()).map_err(|error| {
-        // A field-level rejection (e.g. a bad name) surfaces as its own reason.
-        Rejection::ManifestMalformed {
-            detail: error.to_string(),
-        }
-    })?;
+        serde_json::from_slice(bytes).map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })?;
+    // Names are checked before typed decoding, because serde flattens their
+    // rejection into a string and a bad name must surface as its own reason.
+    check_names(&value)?;
+    let manifest: Manifest = serde_json::from_value(value.clone())
+        .map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })?;
     let version = validate(&manifest)?;
     let canonical = signing::canonical_json(&value)?;
     // Canonical JSON is never larger than compact JSON, but the limit is the contract.
     if canonical.len() > MANIFEST_BYTES_MAX {
-        return Err(Rejection::LimitExceeded {
-            limit: Limit::ManifestBytes,
-            actual: canonical.len(),
-        });
+        return Err(Rejection::LimitExceeded { limit: Limit::ManifestBytes, actual: canonical.len() });
     }
-    Ok(ParsedManifest {
-        manifest,
-        version,
-        canonical,
-    })
+    Ok(ParsedManifest { manifest, version, canonical })
+}
+
+/// Refuses a bad name anywhere in the document with its own reason
+/// (`FIELD_REQUIRED`, `FIELD_INVALID`, or `LIMIT_EXCEEDED` naming
+/// `NAME_BYTES_MAX`) instead of `MANIFEST_MALFORMED`. Values of the wrong JSON
+/// type are left to typed decoding, which refuses them as malformed.
+fn check_names(document: &serde_json::Value) -> Result<(), Rejection> {
+    fn name_at(field: &'static str, value: Option<&serde_json::Value>) -> Result<(), Rejection> {
+        match value {
+            Some(serde_json::Value::String(text)) => Name::parse(field, text).map(drop),
+            _ => Ok(()),
+        }
+    }
+    name_at("manifest.name", document.get("name"))?;
+    for (list, field) in [("dependencies", "manifest.dependencies.name"), ("actions", "manifest.actions.name")] {
+        if let Some(serde_json::Value::Array(items)) = document.get(list) {
+            for item in items {
+                name_at(field, item.get("name"))?;
+            }
+        }
+    }
+    if let Some(serde_json::Value::Array(items)) = document.get("capabilities") {
+        for item in items {
+            name_at("manifest.capabilities", Some(item))?;
+        }
+    }
+    Ok(())
 }
 
 fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
@@ -148,11 +163,9 @@ fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
     Limit::CapabilitiesPerEngine.check(manifest.capabilities.len())?;
     let mut dependency_names = BTreeSet::new();
     for dependency in &manifest.dependencies {
-        semver::VersionReq::parse(&dependency.requirement).map_err(|_| {
-            Rejection::VersionInvalid {
-                field: "manifest.dependencies.requirement".into(),
-                value: dependency.requirement.clone(),
-            }
+        semver::VersionReq::parse(&dependency.requirement).map_err(|_| Rejection::VersionInvalid {
+            field: "manifest.dependencies.requirement".into(),
+            value: dependency.requirement.clone(),
         })?;
         if dependency.name == manifest.name {
             return Err(Rejection::FieldInvalid {
@@ -176,10 +189,7 @@ fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
                 problem: "action names must be unique".into(),
             });
         }
-        for schema in [&action.input_schema, &action.output_schema]
-            .into_iter()
-            .flatten()
-        {
+        for schema in [&action.input_schema, &action.output_schema].into_iter().flatten() {
             if !(schema.is_object() || schema.is_boolean()) {
                 return Err(Rejection::FieldInvalid {
                     field: "manifest.actions.schema".into(),
@@ -195,19 +205,12 @@ fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
 /// has no precedence, so `1.0.0+a` and `1.0.0+b` would be ambiguous).
 pub fn parse_version(field: &'static str, value: &str) -> Result<semver::Version, Rejection> {
     if value.is_empty() {
-        return Err(Rejection::FieldRequired {
-            field: field.into(),
-        });
+        return Err(Rejection::FieldRequired { field: field.into() });
     }
-    let version = semver::Version::parse(value).map_err(|_| Rejection::VersionInvalid {
-        field: field.into(),
-        value: value.to_owned(),
-    })?;
+    let version = semver::Version::parse(value)
+        .map_err(|_| Rejection::VersionInvalid { field: field.into(), value: value.to_owned() })?;
     if !version.build.is_empty() {
-        return Err(Rejection::VersionInvalid {
-            field: field.into(),
-            value: value.to_owned(),
-        });
+        return Err(Rejection::VersionInvalid { field: field.into(), value: value.to_owned() });
     }
     Ok(version)
 }
