@@ -1,0 +1,870 @@
+//! Data-driven tests of `KernelState::apply`, all through one [`check`] helper.
+//!
+//! A case is a setup (proposals that must all apply), one proposal, and what
+//! it must produce: the events of a change, or the label of a rejection (see
+//! `fixture::label`). `check` also enforces the kernel's contract on every
+//! case: a rejection or an idempotent replay leaves the state and its digest
+//! exactly as they were; a change alters the digest; the snapshot
+//! round-trips. (Same log, same digest is `tests/properties.rs`'s job.)
+
+mod fixture;
+
+use fixture::*;
+use keel_kernel::command::{Command, Proposal};
+use keel_kernel::limits::{
+    ACTIONS_PER_ENGINE_MAX, BOOTSTRAP_ROOT_KEYS_MAX, CAPABILITIES_PER_ENGINE_MAX, DEPENDENCIES_PER_ENGINE_MAX,
+    DESCRIPTION_BYTES_MAX, ENABLED_ENGINES_PER_TENANT_MAX, KEYS_PER_ROLE_MAX, MANIFEST_BYTES_MAX, NAME_BYTES_MAX,
+    SIGNATURES_PER_REQUEST_MAX,
+};
+use keel_kernel::signing::Signature;
+use keel_kernel::trust_store::{KeyPurpose, KeySpec};
+use keel_kernel::{Applied, Event, EventKind, KernelState, Outcome, Rejection};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// What one proposal must produce.
+enum Expect {
+    /// A change with exactly these events, each at the proposal's revision.
+    Events(Vec<EventKind>),
+    /// An idempotent success: no events, nothing changes.
+    NoChange,
+    /// A rejection with this label (`reason`, then the limit or field).
+    Rejected(&'static str),
+}
+
+/// Applies `setup` at revisions 1..=n (each must succeed), then `proposal` at
+/// n+1, and checks the outcome against `expect` and the kernel's contract.
+/// Returns the state after the proposal and its result, for extra assertions.
+fn check(setup: &[Proposal], proposal: Proposal, expect: Expect) -> Checked {
+    let mut state = KernelState::default();
+    for (index, entry) in setup.iter().enumerate() {
+        if let Err(rejection) = state.apply(index as u64 + 1, entry) {
+            panic!("setup entry {index} ({entry}) was rejected: {rejection}");
+        }
+    }
+    let revision = setup.len() as u64 + 1;
+    let before = state.clone();
+    let digest_before = state.digest();
+    let result = state.apply(revision, &proposal);
+
+    match (&expect, &result) {
+        (Expect::Events(kinds), Ok(applied)) => {
+            let expected: Vec<Event> = kinds.iter().cloned().map(|kind| Event { revision, kind }).collect();
+            assert_eq!(applied.events, expected, "events of {proposal}");
+            assert_ne!(state.digest(), digest_before, "a change must move the digest");
+        }
+        (Expect::NoChange, Ok(applied)) => {
+            assert_eq!(applied.events, Vec::new(), "an idempotent replay emits no events");
+            assert_unchanged(&before, digest_before, &state);
+        }
+        (Expect::Rejected(label_expected), Err(rejection)) => {
+            assert_eq!(label(rejection), *label_expected, "rejection of {proposal}: {rejection}");
+            assert!(Rejection::ALL_REASONS.contains(&rejection.reason()), "{} is not registered", rejection.reason());
+            assert_unchanged(&before, digest_before, &state);
+        }
+        (Expect::Rejected(label_expected), Ok(applied)) => {
+            panic!("{proposal} should be rejected with {label_expected}, but applied: {applied:?}")
+        }
+        (_, Err(rejection)) => panic!("{proposal} should apply, but was rejected: {} ({rejection})", label(rejection)),
+    }
+
+    let decoded = KernelState::decode_snapshot(&state.encode_snapshot()).expect("own snapshot decodes");
+    assert_eq!(decoded, state, "snapshot round trip");
+    Checked { state, result }
+}
+
+/// The state after a checked proposal, and the proposal's result.
+struct Checked {
+    state: KernelState,
+    result: Result<Applied, Rejection>,
+}
+
+fn assert_unchanged(before: &KernelState, digest_before: keel_kernel::StateDigest, after: &KernelState) {
+    assert_eq!(after.digest(), digest_before, "digest must not change");
+    assert_eq!(after, before, "state must equal its clone from before");
+}
+
+fn applied(result: Result<Applied, Rejection>) -> Applied {
+    result.expect("check already asserted success")
+}
+
+/// Setup: ROOT bootstrapped.
+fn trust() -> Vec<Proposal> {
+    vec![now(bootstrap(&[ROOT]))]
+}
+
+/// Setup: ROOT bootstrapped, PUBLISHER added.
+fn trust_and_publisher() -> Vec<Proposal> {
+    vec![now(bootstrap(&[ROOT])), now(add_key(publisher_spec(PUBLISHER), &[ROOT]))]
+}
+
+fn published(engine: &str, version: &str) -> EventKind {
+    EventKind::EngineVersionPublished { engine: name(engine), version: version.to_owned() }
+}
+
+/// A manifest with one field replaced.
+fn manifest_with(field: &str, value: serde_json::Value) -> Vec<u8> {
+    let mut document = manifest_value("echo", "1.0.0");
+    document[field] = value;
+    json_bytes(&document)
+}
+
+/// A manifest with one field removed.
+fn manifest_without(field: &str) -> Vec<u8> {
+    let mut document = manifest_value("echo", "1.0.0");
+    document.as_object_mut().expect("manifest is an object").remove(field);
+    json_bytes(&document)
+}
+
+/// Checks a publish of `manifest_bytes`, signed by PUBLISHER, after the usual setup.
+fn check_publish(manifest_bytes: Vec<u8>, expect: Expect) -> Checked {
+    check(&trust_and_publisher(), now(publish(manifest_bytes, PUBLISHER)), expect)
+}
+
+// ---------------------------------------------------------------- bootstrap
+
+#[test]
+fn bootstrap_installs_root_keys() {
+    let Checked { state, result } = check(
+        &[],
+        now(bootstrap(&[ROOT, ROOT2])),
+        Expect::Events(vec![EventKind::TrustBootstrapped { root_key_ids: vec![key_id(ROOT), key_id(ROOT2)] }]),
+    );
+    assert_eq!(applied(result).outcome, Outcome::TrustBootstrapped { created: true });
+    assert!(state.trust().is_bootstrapped());
+    assert_eq!(state.trust().len(), 2);
+    let root = state.trust().get(&key_id(ROOT)).expect("root installed");
+    assert_eq!((root.create_revision, root.signed_by.as_slice()), (1, &[][..]));
+    assert_eq!(state.clock_ms(), T0_MS);
+}
+
+#[test]
+fn bootstrap_again_with_the_same_roots_is_idempotent() {
+    let Checked { result, .. } =
+        check(&[now(bootstrap(&[ROOT, ROOT2]))], now(bootstrap(&[ROOT, ROOT2])), Expect::NoChange);
+    assert_eq!(applied(result).outcome, Outcome::TrustBootstrapped { created: false });
+}
+
+#[test]
+fn bootstrap_again_with_the_same_roots_in_another_order_is_idempotent() {
+    check(&[now(bootstrap(&[ROOT, ROOT2]))], now(bootstrap(&[ROOT2, ROOT])), Expect::NoChange);
+}
+
+#[test]
+fn bootstrap_again_with_different_roots_is_refused() {
+    check(&trust(), now(bootstrap(&[ROOT2])), Expect::Rejected("TRUST_ALREADY_BOOTSTRAPPED"));
+}
+
+#[test]
+fn bootstrap_again_with_a_superset_or_subset_is_refused() {
+    check(&trust(), now(bootstrap(&[ROOT, ROOT2])), Expect::Rejected("TRUST_ALREADY_BOOTSTRAPPED"));
+    check(&[now(bootstrap(&[ROOT, ROOT2]))], now(bootstrap(&[ROOT])), Expect::Rejected("TRUST_ALREADY_BOOTSTRAPPED"));
+}
+
+#[test]
+fn bootstrap_again_with_the_same_key_but_other_attributes_is_refused() {
+    let changed = with_window(root_spec(ROOT), 5, None);
+    check(
+        &trust(),
+        now(Command::BootstrapTrust { root_keys: vec![changed] }),
+        Expect::Rejected("TRUST_ALREADY_BOOTSTRAPPED"),
+    );
+}
+
+#[test]
+fn bootstrap_without_keys_is_refused() {
+    check(&[], now(Command::BootstrapTrust { root_keys: vec![] }), Expect::Rejected("FIELD_REQUIRED root_keys"));
+}
+
+#[test]
+fn bootstrap_with_a_non_root_key_is_refused() {
+    let root_keys = vec![root_spec(ROOT), publisher_spec(PUBLISHER)];
+    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("FIELD_INVALID root_keys.purposes"));
+}
+
+#[test]
+fn bootstrap_with_a_key_without_purposes_is_refused() {
+    let root_keys = vec![key_spec(ROOT, &[])];
+    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("FIELD_REQUIRED spec.purposes"));
+}
+
+#[test]
+fn bootstrap_with_an_invalid_public_key_is_refused() {
+    let root_keys = vec![KeySpec { public_key: invalid_public_key(), ..root_spec(ROOT) }];
+    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("FIELD_INVALID spec.public_key"));
+}
+
+#[test]
+fn bootstrap_with_an_empty_validity_window_is_refused() {
+    let root_keys = vec![with_window(root_spec(ROOT), 10, Some(10))];
+    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("KEY_VALIDITY_INVALID"));
+}
+
+#[test]
+fn bootstrap_with_too_many_keys_is_refused() {
+    let seeds: Vec<u8> = (0..=BOOTSTRAP_ROOT_KEYS_MAX as u8).collect();
+    assert_eq!(seeds.len(), BOOTSTRAP_ROOT_KEYS_MAX + 1);
+    check(&[], now(bootstrap(&seeds)), Expect::Rejected("LIMIT_EXCEEDED BOOTSTRAP_ROOT_KEYS_MAX"));
+    let Checked { state, .. } = check(
+        &[],
+        now(bootstrap(&seeds[1..])),
+        Expect::Events(vec![EventKind::TrustBootstrapped {
+            root_key_ids: seeds[1..].iter().map(|&seed| key_id(seed)).collect(),
+        }]),
+    );
+    assert_eq!(state.trust().len(), BOOTSTRAP_ROOT_KEYS_MAX);
+}
+
+#[test]
+fn bootstrap_listing_a_key_twice_is_refused() {
+    check(&[], now(bootstrap(&[ROOT, ROOT])), Expect::Rejected("FIELD_INVALID root_keys"));
+    let same_key_two_specs = vec![root_spec(ROOT), key_spec(ROOT, &[KeyPurpose::Root, KeyPurpose::ApiToken])];
+    check(
+        &[],
+        now(Command::BootstrapTrust { root_keys: same_key_two_specs }),
+        Expect::Rejected("FIELD_INVALID root_keys"),
+    );
+}
+
+// ---------------------------------------------------------------- add key
+
+#[test]
+fn add_key_signed_by_root_is_added() {
+    let Checked { state, result } = check(
+        &trust(),
+        now(add_key(publisher_spec(PUBLISHER), &[ROOT])),
+        Expect::Events(vec![EventKind::KeyAdded { key_id: key_id(PUBLISHER) }]),
+    );
+    let Outcome::KeyAdded { key, created } = applied(result).outcome else { panic!("wrong outcome") };
+    assert!(created);
+    assert_eq!((key.create_revision, key.signed_by.clone()), (2, vec![key_id(ROOT)]));
+    assert_eq!(state.trust().get(&key_id(PUBLISHER)), Some(&key));
+}
+
+#[test]
+fn add_key_before_bootstrap_is_refused() {
+    check(&[], now(add_key(publisher_spec(PUBLISHER), &[ROOT])), Expect::Rejected("TRUST_NOT_BOOTSTRAPPED"));
+}
+
+#[test]
+fn add_key_signed_by_an_unknown_key_is_refused() {
+    check(&trust(), now(add_key(publisher_spec(PUBLISHER), &[STRANGER])), Expect::Rejected("KEY_UNKNOWN"));
+}
+
+#[test]
+fn add_key_signed_by_a_key_without_root_purpose_is_refused() {
+    check(
+        &trust_and_publisher(),
+        now(add_key(publisher_spec(PUBLISHER2), &[PUBLISHER])),
+        Expect::Rejected("KEY_PURPOSE_MISMATCH ROOT"),
+    );
+}
+
+#[test]
+fn add_key_signed_by_an_expired_root_is_refused() {
+    let root = with_window(root_spec(ROOT), 0, Some(T0_MS));
+    let setup = [at(T0_MS - 10, Command::BootstrapTrust { root_keys: vec![root] })];
+    // `not_after_ms` is exclusive: the last valid instant is one ms before it.
+    check(
+        &setup,
+        at(T0_MS - 1, add_key(publisher_spec(PUBLISHER), &[ROOT])),
+        Expect::Events(vec![EventKind::KeyAdded { key_id: key_id(PUBLISHER) }]),
+    );
+    check(&setup, at(T0_MS, add_key(publisher_spec(PUBLISHER), &[ROOT])), Expect::Rejected("KEY_EXPIRED"));
+}
+
+#[test]
+fn add_key_signed_by_a_root_not_yet_valid_is_refused() {
+    let root = with_window(root_spec(ROOT), T0_MS, None);
+    let setup = [at(T0_MS - 10, Command::BootstrapTrust { root_keys: vec![root] })];
+    check(&setup, at(T0_MS - 1, add_key(publisher_spec(PUBLISHER), &[ROOT])), Expect::Rejected("KEY_NOT_YET_VALID"));
+    // `not_before_ms` is inclusive.
+    check(
+        &setup,
+        at(T0_MS, add_key(publisher_spec(PUBLISHER), &[ROOT])),
+        Expect::Events(vec![EventKind::KeyAdded { key_id: key_id(PUBLISHER) }]),
+    );
+}
+
+#[test]
+fn add_key_with_a_tampered_spec_is_refused() {
+    let signed = publisher_spec(PUBLISHER);
+    let sent = with_window(publisher_spec(PUBLISHER), 0, Some(T0_MS * 2));
+    let signatures = vec![sign_key_spec(&signed, ROOT)];
+    check(&trust(), now(Command::AddKey { spec: sent, signatures }), Expect::Rejected("SIGNATURE_INVALID"));
+}
+
+#[test]
+fn add_key_with_a_signature_over_another_kind_of_payload_is_refused() {
+    // The root signs the spec's canonical JSON under the manifest prefix: the
+    // domain separation must stop it verifying as a key admission.
+    let spec = publisher_spec(PUBLISHER);
+    let key_payload = spec.signing_payload().expect("canonicalises");
+    let canonical = &key_payload[keel_kernel::signing::KEY_PAYLOAD_PREFIX.len()..];
+    let wrong_domain = keel_kernel::signing::payload(keel_kernel::signing::MANIFEST_PAYLOAD_PREFIX, canonical);
+    let signatures = vec![sign(ROOT, &wrong_domain)];
+    check(&trust(), now(Command::AddKey { spec, signatures }), Expect::Rejected("SIGNATURE_INVALID"));
+}
+
+#[test]
+fn add_key_with_a_malformed_signature_is_refused() {
+    for bytes in [vec![], vec![0; 63], vec![0; 64], vec![0; 65]] {
+        let signatures = vec![Signature { key_id: key_id(ROOT), signature: bytes }];
+        let proposal = now(Command::AddKey { spec: publisher_spec(PUBLISHER), signatures });
+        check(&trust(), proposal, Expect::Rejected("SIGNATURE_INVALID"));
+    }
+}
+
+#[test]
+fn add_key_without_signatures_is_refused() {
+    check(
+        &trust(),
+        now(Command::AddKey { spec: publisher_spec(PUBLISHER), signatures: vec![] }),
+        Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"),
+    );
+}
+
+#[test]
+fn add_key_with_too_many_signatures_is_refused() {
+    let signers = vec![ROOT; SIGNATURES_PER_REQUEST_MAX + 1];
+    check(
+        &trust(),
+        now(add_key(publisher_spec(PUBLISHER), &signers)),
+        Expect::Rejected("LIMIT_EXCEEDED SIGNATURES_PER_REQUEST_MAX"),
+    );
+}
+
+#[test]
+fn add_key_counts_the_valid_signature_among_invalid_ones() {
+    let Checked { result, .. } = check(
+        &[now(bootstrap(&[ROOT, ROOT2]))],
+        now(add_key(publisher_spec(PUBLISHER), &[STRANGER, ROOT2, ROOT2])),
+        Expect::Events(vec![EventKind::KeyAdded { key_id: key_id(PUBLISHER) }]),
+    );
+    let Outcome::KeyAdded { key, .. } = applied(result).outcome else { panic!("wrong outcome") };
+    assert_eq!(key.signed_by, vec![key_id(ROOT2)], "each valid key counts once; invalid ones not at all");
+}
+
+#[test]
+fn add_key_with_root_purpose_is_refused() {
+    check(&trust(), now(add_key(root_spec(ROOT2), &[ROOT])), Expect::Rejected("FIELD_INVALID spec.purposes"));
+    let mixed = key_spec(ROOT2, &[KeyPurpose::Root, KeyPurpose::EnginePublisher]);
+    check(&trust(), now(add_key(mixed, &[ROOT])), Expect::Rejected("FIELD_INVALID spec.purposes"));
+}
+
+#[test]
+fn add_key_without_purposes_is_refused() {
+    check(&trust(), now(add_key(key_spec(PUBLISHER, &[]), &[ROOT])), Expect::Rejected("FIELD_REQUIRED spec.purposes"));
+}
+
+#[test]
+fn add_key_with_an_invalid_public_key_is_refused() {
+    let spec = KeySpec { public_key: invalid_public_key(), ..publisher_spec(PUBLISHER) };
+    check(&trust(), now(add_key(spec, &[ROOT])), Expect::Rejected("FIELD_INVALID spec.public_key"));
+}
+
+#[test]
+fn add_key_with_an_empty_validity_window_is_refused() {
+    let spec = with_window(publisher_spec(PUBLISHER), T0_MS, Some(T0_MS - 1));
+    check(&trust(), now(add_key(spec, &[ROOT])), Expect::Rejected("KEY_VALIDITY_INVALID"));
+}
+
+#[test]
+fn add_key_again_with_the_same_spec_is_idempotent() {
+    let Checked { result, .. } =
+        check(&trust_and_publisher(), now(add_key(publisher_spec(PUBLISHER), &[ROOT])), Expect::NoChange);
+    let Outcome::KeyAdded { key, created } = applied(result).outcome else { panic!("wrong outcome") };
+    assert!(!created);
+    assert_eq!(key.create_revision, 2, "the replay answers with the original key");
+}
+
+#[test]
+fn add_key_again_with_other_attributes_is_refused() {
+    let changed = with_window(publisher_spec(PUBLISHER), 0, Some(T0_MS * 2));
+    check(&trust_and_publisher(), now(add_key(changed, &[ROOT])), Expect::Rejected("KEY_ALREADY_EXISTS"));
+    let more_purposes = key_spec(PUBLISHER, &[KeyPurpose::EnginePublisher, KeyPurpose::ApiToken]);
+    check(&trust_and_publisher(), now(add_key(more_purposes, &[ROOT])), Expect::Rejected("KEY_ALREADY_EXISTS"));
+}
+
+#[test]
+fn add_key_over_keys_per_role_is_refused() {
+    // Setup entries must all apply, so the setup itself shows the last key
+    // within the limit is accepted.
+    let mut setup = trust();
+    let seeds: Vec<u8> = (100u8..).take(KEYS_PER_ROLE_MAX + 1).collect();
+    let (within, over) = seeds.split_at(KEYS_PER_ROLE_MAX);
+    setup.extend(within.iter().map(|&seed| now(add_key(publisher_spec(seed), &[ROOT]))));
+    check(&setup, now(add_key(publisher_spec(over[0]), &[ROOT])), Expect::Rejected("LIMIT_EXCEEDED KEYS_PER_ROLE_MAX"));
+    // Other roles are counted separately.
+    check(
+        &setup,
+        now(add_key(key_spec(over[0], &[KeyPurpose::ApiToken]), &[ROOT])),
+        Expect::Events(vec![EventKind::KeyAdded { key_id: key_id(over[0]) }]),
+    );
+}
+
+// ---------------------------------------------------------------- publish
+
+#[test]
+fn publish_stores_the_canonical_manifest() {
+    let bytes = manifest("echo", "1.0.0");
+    let Checked { state, result } = check_publish(bytes.clone(), Expect::Events(vec![published("echo", "1.0.0")]));
+    let Outcome::EngineVersionPublished { version, created } = applied(result).outcome else { panic!("wrong outcome") };
+    assert!(created);
+    let canonical = serde_json_canonicalizer::to_vec(&manifest_value("echo", "1.0.0")).expect("canonicalises");
+    assert_eq!(version.manifest, canonical);
+    assert_eq!(version.manifest_sha256, hex::encode(Sha256::digest(&canonical)));
+    assert_eq!((version.publish_revision, version.publish_time_ms), (3, T0_MS));
+    assert_eq!(version.description, "Echoes its input.");
+    assert_eq!(version.signatures, vec![sign_manifest(&bytes, PUBLISHER)]);
+    assert_eq!(state.registry().get(&name("echo"), None), Some(&*version));
+    assert_eq!((state.registry().engine_count(), state.registry().version_count()), (1, 1));
+}
+
+#[test]
+fn publish_of_a_new_version_adds_it_beside_the_old_one() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(publish(manifest("echo", "1.0.0"), PUBLISHER)));
+    let Checked { state, .. } = check(
+        &setup,
+        now(publish(manifest("echo", "1.1.0-beta.1"), PUBLISHER)),
+        Expect::Events(vec![published("echo", "1.1.0-beta.1")]),
+    );
+    assert_eq!(state.registry().version_count(), 2);
+    let latest = state.registry().get(&name("echo"), None).expect("has versions");
+    assert_eq!(latest.version.to_string(), "1.1.0-beta.1");
+}
+
+#[test]
+fn publish_before_bootstrap_is_refused() {
+    check(&[], now(publish(manifest("echo", "1.0.0"), PUBLISHER)), Expect::Rejected("TRUST_NOT_BOOTSTRAPPED"));
+}
+
+#[test]
+fn publish_signed_by_an_unknown_key_is_refused() {
+    check(&trust_and_publisher(), now(publish(manifest("echo", "1.0.0"), STRANGER)), Expect::Rejected("KEY_UNKNOWN"));
+}
+
+#[test]
+fn publish_signed_by_a_key_without_publisher_purpose_is_refused() {
+    let expected = Expect::Rejected("KEY_PURPOSE_MISMATCH ENGINE_PUBLISHER");
+    check(&trust_and_publisher(), now(publish(manifest("echo", "1.0.0"), ROOT)), expected);
+    let mut setup = trust();
+    setup.push(now(add_key(key_spec(TOKEN, &[KeyPurpose::ApiToken]), &[ROOT])));
+    let expected = Expect::Rejected("KEY_PURPOSE_MISMATCH ENGINE_PUBLISHER");
+    check(&setup, now(publish(manifest("echo", "1.0.0"), TOKEN)), expected);
+}
+
+#[test]
+fn publish_signed_by_an_expired_publisher_is_refused() {
+    let publisher = with_window(publisher_spec(PUBLISHER), 0, Some(T0_MS + 100));
+    let setup = [now(bootstrap(&[ROOT])), now(add_key(publisher, &[ROOT]))];
+    check(
+        &setup,
+        at(T0_MS + 99, publish(manifest("echo", "1.0.0"), PUBLISHER)),
+        Expect::Events(vec![published("echo", "1.0.0")]),
+    );
+    check(&setup, at(T0_MS + 100, publish(manifest("echo", "1.0.0"), PUBLISHER)), Expect::Rejected("KEY_EXPIRED"));
+}
+
+#[test]
+fn publish_signed_by_a_publisher_not_yet_valid_is_refused() {
+    let publisher = with_window(publisher_spec(PUBLISHER), T0_MS + 100, None);
+    let setup = [now(bootstrap(&[ROOT])), now(add_key(publisher, &[ROOT]))];
+    check(&setup, at(T0_MS + 99, publish(manifest("echo", "1.0.0"), PUBLISHER)), Expect::Rejected("KEY_NOT_YET_VALID"));
+    check(
+        &setup,
+        at(T0_MS + 100, publish(manifest("echo", "1.0.0"), PUBLISHER)),
+        Expect::Events(vec![published("echo", "1.0.0")]),
+    );
+}
+
+#[test]
+fn publish_of_other_bytes_than_were_signed_is_refused() {
+    let signatures = vec![sign_manifest(&manifest("echo", "1.0.0"), PUBLISHER)];
+    let tampered = manifest_with("description", json!("Echoes its input, and exfiltrates it."));
+    let proposal = now(Command::PublishEngineVersion { manifest: tampered, signatures });
+    check(&trust_and_publisher(), proposal, Expect::Rejected("SIGNATURE_INVALID"));
+}
+
+#[test]
+fn publish_without_signatures_is_refused() {
+    let proposal = now(Command::PublishEngineVersion { manifest: manifest("echo", "1.0.0"), signatures: vec![] });
+    check(&trust_and_publisher(), proposal, Expect::Rejected("FIELD_REQUIRED signatures"));
+}
+
+#[test]
+fn publish_of_the_identical_manifest_again_is_idempotent() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(publish(manifest("echo", "1.0.0"), PUBLISHER)));
+    let Checked { result, .. } =
+        check(&setup, at(T0_MS + 5, publish(manifest("echo", "1.0.0"), PUBLISHER)), Expect::NoChange);
+    let Outcome::EngineVersionPublished { version, created } = applied(result).outcome else { panic!("wrong outcome") };
+    assert!(!created);
+    assert_eq!((version.publish_revision, version.publish_time_ms), (3, T0_MS), "the original record");
+}
+
+#[test]
+fn publish_of_the_same_canonical_json_formatted_differently_is_idempotent() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(publish(manifest("echo", "1.0.0"), PUBLISHER)));
+    // Keys in another order, pretty-printed, with an escaped character: same RFC 8785 form.
+    let reordered = br#"{
+        "capabilities": ["net.none"],
+        "data_classes": ["public"],
+        "actions": [{"output_schema": true, "input_schema": {"type": "object"},
+                     "description": "Returns the input.", "name": "echo"}],
+        "dependencies": [ { "requirement": "^1.2", "name": "base" } ],
+        "description": "Echoes its input\u002e",
+        "tier": "standard",
+        "version": "1.0.0",
+        "name": "echo"
+    }"#
+    .to_vec();
+    assert_ne!(reordered, manifest("echo", "1.0.0"));
+    check(&setup, now(publish(reordered, PUBLISHER)), Expect::NoChange);
+}
+
+#[test]
+fn publish_of_different_content_under_a_published_version_is_refused() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(publish(manifest("echo", "1.0.0"), PUBLISHER)));
+    let other = manifest_with("description", json!("A different build."));
+    check(&setup, now(publish(other, PUBLISHER)), Expect::Rejected("VERSION_ALREADY_PUBLISHED"));
+}
+
+#[test]
+fn publish_checks_the_signature_before_idempotency() {
+    // A replay must still be signed by a currently valid publisher.
+    let mut setup = trust_and_publisher();
+    setup.push(now(publish(manifest("echo", "1.0.0"), PUBLISHER)));
+    check(&setup, now(publish(manifest("echo", "1.0.0"), STRANGER)), Expect::Rejected("KEY_UNKNOWN"));
+}
+
+#[test]
+fn publish_with_an_invalid_version_is_refused() {
+    for version in ["1.0", "v1.0.0", "1.0.0.0", "01.0.0", " 1.0.0", "latest"] {
+        check_publish(manifest("echo", version), Expect::Rejected("VERSION_INVALID manifest.version"));
+    }
+    check_publish(manifest("echo", ""), Expect::Rejected("FIELD_REQUIRED manifest.version"));
+    check_publish(manifest_with("version", json!(1)), Expect::Rejected("MANIFEST_MALFORMED"));
+}
+
+#[test]
+fn publish_with_build_metadata_is_refused() {
+    check_publish(manifest("echo", "1.0.0+build.7"), Expect::Rejected("VERSION_INVALID manifest.version"));
+    check_publish(manifest("echo", "1.0.0-rc.1+sha.abc"), Expect::Rejected("VERSION_INVALID manifest.version"));
+}
+
+#[test]
+fn publish_of_an_oversized_manifest_is_refused() {
+    // Valid JSON padded with whitespace: the limit applies to the bytes as sent.
+    let mut bytes = manifest("echo", "1.0.0");
+    let padding = MANIFEST_BYTES_MAX - bytes.len();
+    bytes.splice(1..1, std::iter::repeat_n(b' ', padding));
+    assert_eq!(bytes.len(), MANIFEST_BYTES_MAX);
+    check_publish(bytes.clone(), Expect::Events(vec![published("echo", "1.0.0")]));
+    bytes.insert(1, b' ');
+    check_publish(bytes, Expect::Rejected("LIMIT_EXCEEDED MANIFEST_BYTES_MAX"));
+}
+
+#[test]
+fn publish_with_a_name_over_the_limit_is_refused() {
+    let at_limit = "e".repeat(NAME_BYTES_MAX);
+    check_publish(manifest(&at_limit, "1.0.0"), Expect::Events(vec![published(&at_limit, "1.0.0")]));
+    check_publish(
+        manifest(&"e".repeat(NAME_BYTES_MAX + 1), "1.0.0"),
+        Expect::Rejected("LIMIT_EXCEEDED NAME_BYTES_MAX"),
+    );
+}
+
+#[test]
+fn publish_with_an_invalid_name_is_refused() {
+    check_publish(manifest("Echo", "1.0.0"), Expect::Rejected("FIELD_INVALID manifest.name"));
+    check_publish(manifest("", "1.0.0"), Expect::Rejected("FIELD_REQUIRED manifest.name"));
+    check_publish(manifest_with("name", json!(7)), Expect::Rejected("MANIFEST_MALFORMED"));
+}
+
+#[test]
+fn publish_with_invalid_names_inside_is_refused() {
+    let long = "a".repeat(NAME_BYTES_MAX + 1);
+    let cases = [
+        ("dependencies", json!([{"name": "Base", "requirement": "^1"}]), "FIELD_INVALID manifest.dependencies.name"),
+        ("dependencies", json!([{"name": long, "requirement": "^1"}]), "LIMIT_EXCEEDED NAME_BYTES_MAX"),
+        ("actions", json!([{"name": "has space"}]), "FIELD_INVALID manifest.actions.name"),
+        ("actions", json!([{"name": ""}]), "FIELD_REQUIRED manifest.actions.name"),
+        ("capabilities", json!(["net/raw"]), "FIELD_INVALID manifest.capabilities"),
+        ("capabilities", json!([long]), "LIMIT_EXCEEDED NAME_BYTES_MAX"),
+    ];
+    for (field, value, expected) in cases {
+        check_publish(manifest_with(field, value), Expect::Rejected(expected));
+    }
+}
+
+#[test]
+fn publish_with_a_description_over_the_limit_is_refused() {
+    let at_limit = "d".repeat(DESCRIPTION_BYTES_MAX);
+    check_publish(manifest_with("description", json!(at_limit)), Expect::Events(vec![published("echo", "1.0.0")]));
+    let over = "d".repeat(DESCRIPTION_BYTES_MAX + 1);
+    check_publish(manifest_with("description", json!(over)), Expect::Rejected("LIMIT_EXCEEDED DESCRIPTION_BYTES_MAX"));
+    let action = json!([{"name": "echo", "description": over}]);
+    check_publish(manifest_with("actions", action), Expect::Rejected("LIMIT_EXCEEDED DESCRIPTION_BYTES_MAX"));
+}
+
+#[test]
+fn publish_of_malformed_json_is_refused() {
+    let cases: [&[u8]; 6] = [b"{", b"not json", b"[]", b"null", b"{\"name\": \"echo\",}", b"\xff\xfe"];
+    for bytes in cases {
+        check_publish(bytes.to_vec(), Expect::Rejected("MANIFEST_MALFORMED"));
+    }
+    let mut trailing = manifest("echo", "1.0.0");
+    trailing.extend_from_slice(b" {}");
+    check_publish(trailing, Expect::Rejected("MANIFEST_MALFORMED"));
+    check_publish(b"{\"s\": \"\\ud800\"}".to_vec(), Expect::Rejected("MANIFEST_MALFORMED"));
+}
+
+#[test]
+fn publish_of_an_empty_manifest_is_refused() {
+    check_publish(Vec::new(), Expect::Rejected("FIELD_REQUIRED manifest"));
+}
+
+#[test]
+fn publish_without_required_fields_is_refused() {
+    for field in ["name", "version", "tier"] {
+        check_publish(manifest_without(field), Expect::Rejected("MANIFEST_MALFORMED"));
+    }
+}
+
+#[test]
+fn publish_without_optional_fields_is_accepted() {
+    let minimal = json_bytes(&json!({"name": "echo", "version": "1.0.0", "tier": "core"}));
+    check_publish(minimal, Expect::Events(vec![published("echo", "1.0.0")]));
+}
+
+#[test]
+fn publish_with_unknown_fields_is_refused() {
+    check_publish(manifest_with("homepage", json!("https://example.com")), Expect::Rejected("MANIFEST_MALFORMED"));
+    let action = json!([{"name": "echo", "timeout_ms": 5}]);
+    check_publish(manifest_with("actions", action), Expect::Rejected("MANIFEST_MALFORMED"));
+    let dependency = json!([{"name": "base", "requirement": "^1", "optional": true}]);
+    check_publish(manifest_with("dependencies", dependency), Expect::Rejected("MANIFEST_MALFORMED"));
+}
+
+#[test]
+fn publish_with_unknown_enum_values_is_refused() {
+    check_publish(manifest_with("tier", json!("platinum")), Expect::Rejected("MANIFEST_MALFORMED"));
+    check_publish(manifest_with("data_classes", json!(["secret"])), Expect::Rejected("MANIFEST_MALFORMED"));
+}
+
+#[test]
+fn publish_with_duplicate_actions_is_refused() {
+    let actions = json!([{"name": "echo"}, {"name": "other"}, {"name": "echo"}]);
+    check_publish(manifest_with("actions", actions), Expect::Rejected("FIELD_INVALID manifest.actions"));
+}
+
+#[test]
+fn publish_with_a_schema_that_is_not_an_object_is_refused() {
+    let actions = json!([{"name": "echo", "input_schema": "object"}]);
+    check_publish(manifest_with("actions", actions), Expect::Rejected("FIELD_INVALID manifest.actions.schema"));
+}
+
+#[test]
+fn publish_with_too_many_actions_is_refused() {
+    let actions = |count: usize| json!((0..count).map(|i| json!({"name": format!("a{i}")})).collect::<Vec<_>>());
+    check_publish(
+        manifest_with("actions", actions(ACTIONS_PER_ENGINE_MAX)),
+        Expect::Events(vec![published("echo", "1.0.0")]),
+    );
+    check_publish(
+        manifest_with("actions", actions(ACTIONS_PER_ENGINE_MAX + 1)),
+        Expect::Rejected("LIMIT_EXCEEDED ACTIONS_PER_ENGINE_MAX"),
+    );
+}
+
+#[test]
+fn publish_with_too_many_dependencies_is_refused() {
+    let dependencies = |count: usize| {
+        json!((0..count).map(|i| json!({"name": format!("d{i}"), "requirement": "^1"})).collect::<Vec<_>>())
+    };
+    check_publish(
+        manifest_with("dependencies", dependencies(DEPENDENCIES_PER_ENGINE_MAX)),
+        Expect::Events(vec![published("echo", "1.0.0")]),
+    );
+    check_publish(
+        manifest_with("dependencies", dependencies(DEPENDENCIES_PER_ENGINE_MAX + 1)),
+        Expect::Rejected("LIMIT_EXCEEDED DEPENDENCIES_PER_ENGINE_MAX"),
+    );
+}
+
+#[test]
+fn publish_with_too_many_capabilities_is_refused() {
+    let capabilities = |count: usize| json!((0..count).map(|i| format!("c{i}")).collect::<Vec<_>>());
+    check_publish(
+        manifest_with("capabilities", capabilities(CAPABILITIES_PER_ENGINE_MAX)),
+        Expect::Events(vec![published("echo", "1.0.0")]),
+    );
+    check_publish(
+        manifest_with("capabilities", capabilities(CAPABILITIES_PER_ENGINE_MAX + 1)),
+        Expect::Rejected("LIMIT_EXCEEDED CAPABILITIES_PER_ENGINE_MAX"),
+    );
+}
+
+#[test]
+fn publish_with_a_bad_dependency_requirement_is_refused() {
+    for requirement in ["", "not a range", "^1.x.y", ">>1"] {
+        let dependencies = json!([{"name": "base", "requirement": requirement}]);
+        check_publish(
+            manifest_with("dependencies", dependencies),
+            Expect::Rejected("VERSION_INVALID manifest.dependencies.requirement"),
+        );
+    }
+}
+
+#[test]
+fn publish_with_a_self_or_repeated_dependency_is_refused() {
+    let own = json!([{"name": "echo", "requirement": "^1"}]);
+    check_publish(manifest_with("dependencies", own), Expect::Rejected("FIELD_INVALID manifest.dependencies"));
+    let twice = json!([{"name": "base", "requirement": "^1"}, {"name": "base", "requirement": "^2"}]);
+    check_publish(manifest_with("dependencies", twice), Expect::Rejected("FIELD_INVALID manifest.dependencies"));
+}
+
+#[test]
+fn publish_with_too_many_signatures_is_refused() {
+    let bytes = manifest("echo", "1.0.0");
+    let signatures = vec![sign_manifest(&bytes, PUBLISHER); SIGNATURES_PER_REQUEST_MAX + 1];
+    let proposal = now(Command::PublishEngineVersion { manifest: bytes, signatures });
+    check(&trust_and_publisher(), proposal, Expect::Rejected("LIMIT_EXCEEDED SIGNATURES_PER_REQUEST_MAX"));
+}
+
+// ---------------------------------------------------------------- tenants
+
+#[test]
+fn tenant_create_stores_it() {
+    let Checked { state, result } = check(
+        &[],
+        now(create_tenant("acme", "Acme Corp")),
+        Expect::Events(vec![EventKind::TenantCreated { tenant_id: name("acme") }]),
+    );
+    let Outcome::TenantWritten { tenant } = applied(result).outcome else { panic!("wrong outcome") };
+    assert_eq!(tenant.spec, tenant_spec("acme", "Acme Corp"));
+    assert_eq!((tenant.create_revision, tenant.update_revision, tenant.etag()), (1, 1, "r1".to_owned()));
+    assert_eq!((tenant.create_time_ms, tenant.update_time_ms), (T0_MS, T0_MS));
+    assert_eq!(state.tenants().get(&name("acme")), Some(&tenant));
+}
+
+#[test]
+fn tenant_create_of_an_existing_id_is_refused() {
+    let setup = [now(create_tenant("acme", "Acme Corp"))];
+    check(&setup, now(create_tenant("acme", "Acme Corp")), Expect::Rejected("TENANT_ALREADY_EXISTS"));
+    check(&setup, now(create_tenant("acme", "Other")), Expect::Rejected("TENANT_ALREADY_EXISTS"));
+}
+
+#[test]
+fn tenant_create_with_an_empty_display_name_is_refused() {
+    check(&[], now(create_tenant("acme", "")), Expect::Rejected("FIELD_REQUIRED tenant.display_name"));
+}
+
+#[test]
+fn tenant_create_with_a_display_name_over_the_limit_is_refused() {
+    let over = "n".repeat(DESCRIPTION_BYTES_MAX + 1);
+    check(&[], now(create_tenant("acme", &over)), Expect::Rejected("LIMIT_EXCEEDED DESCRIPTION_BYTES_MAX"));
+}
+
+#[test]
+fn tenant_create_with_too_many_enabled_engines_is_refused() {
+    let mut spec = tenant_spec("acme", "Acme Corp");
+    spec.enabled_engines = (0..=ENABLED_ENGINES_PER_TENANT_MAX).map(|i| name(&format!("e{i}"))).collect();
+    check(&[], now(Command::CreateTenant { spec }), Expect::Rejected("LIMIT_EXCEEDED ENABLED_ENGINES_PER_TENANT_MAX"));
+}
+
+#[test]
+fn tenant_update_replaces_its_fields() {
+    let setup = [now(create_tenant("acme", "Acme Corp"))];
+    let Checked { result, .. } = check(
+        &setup,
+        at(T0_MS + 7, update_tenant("acme", "Acme Inc", None)),
+        Expect::Events(vec![EventKind::TenantUpdated { tenant_id: name("acme") }]),
+    );
+    let Outcome::TenantWritten { tenant } = applied(result).outcome else { panic!("wrong outcome") };
+    assert_eq!(tenant.spec.display_name, "Acme Inc");
+    assert_eq!((tenant.create_revision, tenant.update_revision, tenant.etag()), (1, 2, "r2".to_owned()));
+    assert_eq!((tenant.create_time_ms, tenant.update_time_ms), (T0_MS, T0_MS + 7));
+}
+
+#[test]
+fn tenant_update_of_a_missing_tenant_is_refused() {
+    check(&[], now(update_tenant("acme", "Acme Corp", None)), Expect::Rejected("TENANT_NOT_FOUND"));
+    let setup = [now(create_tenant("acme", "Acme Corp"))];
+    check(&setup, now(update_tenant("other", "Other", None)), Expect::Rejected("TENANT_NOT_FOUND"));
+}
+
+#[test]
+fn tenant_update_with_the_current_etag_applies() {
+    let setup = [now(create_tenant("acme", "Acme Corp")), now(update_tenant("acme", "Acme Inc", None))];
+    check(
+        &setup,
+        now(update_tenant("acme", "Acme Ltd", Some("r2"))),
+        Expect::Events(vec![EventKind::TenantUpdated { tenant_id: name("acme") }]),
+    );
+}
+
+#[test]
+fn tenant_update_with_a_stale_etag_is_refused() {
+    let setup = [now(create_tenant("acme", "Acme Corp")), now(update_tenant("acme", "Acme Inc", None))];
+    for stale in ["r1", "r3", "", "2"] {
+        check(&setup, now(update_tenant("acme", "Acme Ltd", Some(stale))), Expect::Rejected("ETAG_MISMATCH"));
+    }
+}
+
+#[test]
+fn tenant_update_with_an_empty_display_name_is_refused() {
+    let setup = [now(create_tenant("acme", "Acme Corp"))];
+    check(&setup, now(update_tenant("acme", "", Some("r1"))), Expect::Rejected("FIELD_REQUIRED tenant.display_name"));
+}
+
+// ---------------------------------------------------------------- leader time
+
+#[test]
+fn an_earlier_leader_time_uses_the_previous_time() {
+    let setup = [at(T0_MS, create_tenant("acme", "Acme Corp"))];
+    let Checked { state, result } = check(
+        &setup,
+        at(T0_MS - 60_000, create_tenant("globex", "Globex")),
+        Expect::Events(vec![EventKind::TenantCreated { tenant_id: name("globex") }]),
+    );
+    let Outcome::TenantWritten { tenant } = applied(result).outcome else { panic!("wrong outcome") };
+    assert_eq!(tenant.create_time_ms, T0_MS);
+    assert_eq!(state.clock_ms(), T0_MS);
+}
+
+#[test]
+fn a_later_leader_time_moves_the_clock() {
+    let setup = [at(T0_MS, create_tenant("acme", "Acme Corp"))];
+    let Checked { state, .. } = check(
+        &setup,
+        at(T0_MS + 1, create_tenant("globex", "Globex")),
+        Expect::Events(vec![EventKind::TenantCreated { tenant_id: name("globex") }]),
+    );
+    assert_eq!(state.clock_ms(), T0_MS + 1);
+}
+
+#[test]
+fn key_validity_is_judged_at_the_monotonic_time() {
+    // The root expires at T0 + 10. The tenant entry moved the clock to T0 + 20,
+    // so a later entry stamped T0 (a leader with a slow clock) still sees the
+    // root as expired.
+    let root = with_window(root_spec(ROOT), 0, Some(T0_MS + 10));
+    let setup =
+        [at(T0_MS, Command::BootstrapTrust { root_keys: vec![root] }), at(T0_MS + 20, create_tenant("acme", "Acme"))];
+    check(&setup, at(T0_MS, add_key(publisher_spec(PUBLISHER), &[ROOT])), Expect::Rejected("KEY_EXPIRED"));
+}
+
+#[test]
+fn rejected_and_idempotent_entries_do_not_move_the_clock() {
+    let setup = [at(T0_MS, create_tenant("acme", "Acme Corp")), at(T0_MS, bootstrap(&[ROOT]))];
+    let Checked { state, .. } =
+        check(&setup, at(T0_MS + 5, create_tenant("acme", "Again")), Expect::Rejected("TENANT_ALREADY_EXISTS"));
+    assert_eq!(state.clock_ms(), T0_MS);
+    let Checked { state, .. } = check(&setup, at(T0_MS + 5, bootstrap(&[ROOT])), Expect::NoChange);
+    assert_eq!(state.clock_ms(), T0_MS);
+}
