@@ -19,23 +19,15 @@ impl Name {
     /// Validates `value` as a name; `field` names the request field in the rejection.
     pub fn parse(field: &'static str, value: &str) -> Result<Name, Rejection> {
         if value.is_empty() {
-            return Err(Rejection::FieldRequired {
-                field: field.into(),
-            });
+            return Err(Rejection::FieldRequired { field: field.into() });
         }
         if value.len() > NAME_BYTES_MAX {
-            return Err(Rejection::LimitExceeded {
-                limit: Limit::NameBytes,
-                actual: value.len(),
-            });
+            return Err(Rejection::LimitExceeded { limit: Limit::NameBytes, actual: value.len() });
         }
         let mut chars = value.chars();
-        let starts_well = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        let rest_well = value.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
-        });
+        let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_well =
+            value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
         if !starts_well || !rest_well {
             return Err(Rejection::FieldInvalid {
                 field: field.into(),
@@ -81,23 +73,10 @@ mod tests {
 
     #[test]
     fn names_accept_the_documented_alphabet_only() {
-        for good in [
-            "a",
-            "billing-engine",
-            "0x.v2_beta",
-            &"a".repeat(NAME_BYTES_MAX),
-        ] {
+        for good in ["a", "billing-engine", "0x.v2_beta", &"a".repeat(NAME_BYTES_MAX)] {
             assert!(Name::parse("name", good).is_ok(), "{good}");
         }
-        for bad in [
-            "",
-            "-lead",
-            "Upper",
-            "has/slash",
-            "space d",
-            "é",
-            &"a".repeat(NAME_BYTES_MAX + 1),
-        ] {
+        for bad in ["", "-lead", "Upper", "has/slash", "space d", "é", &"a".repeat(NAME_BYTES_MAX + 1)] {
             assert!(Name::parse("name", bad).is_err(), "{bad}");
         }
     }

@@ -98,10 +98,7 @@ impl Limit {
     /// Fails with [`crate::Rejection::LimitExceeded`] when `actual` is over this limit.
     pub fn check(self, actual: usize) -> Result<(), crate::Rejection> {
         if actual > self.value() {
-            return Err(crate::Rejection::LimitExceeded {
-                limit: self,
-                actual,
-            });
+            return Err(crate::Rejection::LimitExceeded { limit: self, actual });
         }
         Ok(())
     }

@@ -15,10 +15,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// Signatures a manifest needs in v1: one valid engine-publisher key.
-pub const PUBLISH_REQUIREMENT: Requirement = Requirement {
-    purpose: KeyPurpose::EnginePublisher,
-    threshold: 1,
-};
+pub const PUBLISH_REQUIREMENT: Requirement = Requirement { purpose: KeyPurpose::EnginePublisher, threshold: 1 };
 
 /// One published engine version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,22 +61,11 @@ impl Registry {
         }
         let parsed = manifest::parse(manifest_bytes)?;
         if signatures.is_empty() {
-            return Err(Rejection::FieldRequired {
-                field: "signatures".into(),
-            });
+            return Err(Rejection::FieldRequired { field: "signatures".into() });
         }
-        trust.verify(
-            PUBLISH_REQUIREMENT,
-            &parsed.signing_payload(),
-            signatures,
-            at_ms,
-        )?;
+        trust.verify(PUBLISH_REQUIREMENT, &parsed.signing_payload(), signatures, at_ms)?;
         let name = parsed.manifest.name.clone();
-        if let Some(existing) = self
-            .engines
-            .get(&name)
-            .and_then(|versions| versions.get(&parsed.version))
-        {
+        if let Some(existing) = self.engines.get(&name).and_then(|versions| versions.get(&parsed.version)) {
             return if existing.manifest == parsed.canonical {
                 Ok((existing.clone(), false))
             } else {
@@ -100,10 +86,7 @@ impl Registry {
             publish_revision: revision,
             publish_time_ms: at_ms,
         };
-        self.engines
-            .entry(name)
-            .or_default()
-            .insert(parsed.version, record.clone());
+        self.engines.entry(name).or_default().insert(parsed.version, record.clone());
         Ok((record, true))
     }
 
@@ -139,11 +122,7 @@ impl Registry {
             Some(after) => std::ops::Bound::Excluded(after.clone()),
             None => std::ops::Bound::Unbounded,
         };
-        Some(
-            versions
-                .range((start, std::ops::Bound::Unbounded))
-                .map(|(_, v)| v),
-        )
+        Some(versions.range((start, std::ops::Bound::Unbounded)).map(|(_, v)| v))
     }
 
     /// Number of engines.

@@ -16,47 +16,26 @@ pub enum Rejection {
     #[error("field {field} is required")]
     FieldRequired { field: Cow<'static, str> },
     #[error("field {field} is invalid: {problem}")]
-    FieldInvalid {
-        field: Cow<'static, str>,
-        problem: Cow<'static, str>,
-    },
+    FieldInvalid { field: Cow<'static, str>, problem: Cow<'static, str> },
     #[error("{} exceeded: {actual} > {}", limit.name(), limit.value())]
     LimitExceeded { limit: Limit, actual: usize },
     #[error("manifest is malformed: {detail}")]
     ManifestMalformed { detail: String },
     #[error("{field} is not valid semver: {value}")]
-    VersionInvalid {
-        field: Cow<'static, str>,
-        value: String,
-    },
+    VersionInvalid { field: Cow<'static, str>, value: String },
 
     #[error("no trusted key has id {key_id}")]
     KeyUnknown { key_id: String },
     #[error("key {key_id} lacks the {required} purpose")]
-    KeyPurposeMismatch {
-        key_id: String,
-        required: Cow<'static, str>,
-    },
+    KeyPurposeMismatch { key_id: String, required: Cow<'static, str> },
     #[error("key {key_id} expired at {not_after_ms} ms (entry time {at_ms} ms)")]
-    KeyExpired {
-        key_id: String,
-        not_after_ms: u64,
-        at_ms: u64,
-    },
+    KeyExpired { key_id: String, not_after_ms: u64, at_ms: u64 },
     #[error("key {key_id} is not valid before {not_before_ms} ms (entry time {at_ms} ms)")]
-    KeyNotYetValid {
-        key_id: String,
-        not_before_ms: u64,
-        at_ms: u64,
-    },
+    KeyNotYetValid { key_id: String, not_before_ms: u64, at_ms: u64 },
     #[error("signature by {key_id} does not verify")]
     SignatureInvalid { key_id: String },
     #[error("{valid} valid signature(s) from {required_purpose} keys, {threshold} required")]
-    SignatureThresholdNotMet {
-        required_purpose: Cow<'static, str>,
-        valid: usize,
-        threshold: usize,
-    },
+    SignatureThresholdNotMet { required_purpose: Cow<'static, str>, valid: usize, threshold: usize },
     #[error("key {key_id} already exists with different attributes")]
     KeyAlreadyExists { key_id: String },
     #[error("the trust store has no root keys yet")]
@@ -64,10 +43,7 @@ pub enum Rejection {
     #[error("the trust store was already bootstrapped with other root keys")]
     TrustAlreadyBootstrapped,
     #[error("key validity window is empty: not_before {not_before_ms} >= not_after {not_after_ms}")]
-    KeyValidityInvalid {
-        not_before_ms: u64,
-        not_after_ms: u64,
-    },
+    KeyValidityInvalid { not_before_ms: u64, not_after_ms: u64 },
 
     #[error("{engine}@{version} is already published with different content")]
     VersionAlreadyPublished { engine: String, version: String },
@@ -149,9 +125,7 @@ impl Rejection {
             | Rejection::VersionAlreadyPublished { .. }
             | Rejection::TenantAlreadyExists { .. } => RejectionClass::AlreadyExists,
             Rejection::TenantNotFound { .. } => RejectionClass::NotFound,
-            Rejection::TrustNotBootstrapped | Rejection::EtagMismatch { .. } => {
-                RejectionClass::FailedPrecondition
-            }
+            Rejection::TrustNotBootstrapped | Rejection::EtagMismatch { .. } => RejectionClass::FailedPrecondition,
         }
     }
 }

@@ -42,27 +42,15 @@ pub fn payload(prefix: &[u8], canonical: &[u8]) -> Vec<u8> {
 
 /// Verifies one signature with `verify_strict` (rejects malleable and
 /// small-order encodings). Any malformed input is a failed verification.
-pub fn verify(
-    public_key: &[u8; 32],
-    message: &[u8],
-    signature: &Signature,
-) -> Result<(), Rejection> {
-    let invalid = || Rejection::SignatureInvalid {
-        key_id: signature.key_id.clone(),
-    };
+pub fn verify(public_key: &[u8; 32], message: &[u8], signature: &Signature) -> Result<(), Rejection> {
+    let invalid = || Rejection::SignatureInvalid { key_id: signature.key_id.clone() };
     let key = ed25519_dalek::VerifyingKey::from_bytes(public_key).map_err(|_| invalid())?;
-    let bytes: [u8; 64] = signature
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| invalid())?;
+    let bytes: [u8; 64] = signature.signature.as_slice().try_into().map_err(|_| invalid())?;
     let sig = ed25519_dalek::Signature::from_bytes(&bytes);
     key.verify_strict(message, &sig).map_err(|_| invalid())
 }
 
 /// RFC 8785 canonical JSON of any serialisable value.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, Rejection> {
-    serde_json_canonicalizer::to_vec(value).map_err(|error| Rejection::ManifestMalformed {
-        detail: error.to_string(),
-    })
+    serde_json_canonicalizer::to_vec(value).map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })
 }

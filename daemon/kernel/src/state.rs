@@ -47,20 +47,10 @@ pub struct Applied {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub enum Outcome {
-    TrustBootstrapped {
-        created: bool,
-    },
-    KeyAdded {
-        key: TrustedKey,
-        created: bool,
-    },
-    EngineVersionPublished {
-        version: Box<EngineVersion>,
-        created: bool,
-    },
-    TenantWritten {
-        tenant: Tenant,
-    },
+    TrustBootstrapped { created: bool },
+    KeyAdded { key: TrustedKey, created: bool },
+    EngineVersionPublished { version: Box<EngineVersion>, created: bool },
+    TenantWritten { tenant: Tenant },
 }
 
 /// Why a snapshot could not be decoded. Fatal for the node that reads it.
@@ -91,42 +81,23 @@ impl KernelState {
                 let created = self.trust.bootstrap(root_keys, revision)?;
                 let events = if created {
                     let root_key_ids = root_keys.iter().map(|k| k.key_id()).collect();
-                    vec![Event {
-                        revision,
-                        kind: EventKind::TrustBootstrapped { root_key_ids },
-                    }]
+                    vec![Event { revision, kind: EventKind::TrustBootstrapped { root_key_ids } }]
                 } else {
                     Vec::new()
                 };
-                Applied {
-                    outcome: Outcome::TrustBootstrapped { created },
-                    events,
-                }
+                Applied { outcome: Outcome::TrustBootstrapped { created }, events }
             }
             Command::AddKey { spec, signatures } => {
                 let (key, created) = self.trust.add_key(spec, signatures, revision, at_ms)?;
                 let events = if created {
-                    vec![Event {
-                        revision,
-                        kind: EventKind::KeyAdded {
-                            key_id: key.key_id.clone(),
-                        },
-                    }]
+                    vec![Event { revision, kind: EventKind::KeyAdded { key_id: key.key_id.clone() } }]
                 } else {
                     Vec::new()
                 };
-                Applied {
-                    outcome: Outcome::KeyAdded { key, created },
-                    events,
-                }
+                Applied { outcome: Outcome::KeyAdded { key, created }, events }
             }
-            Command::PublishEngineVersion {
-                manifest,
-                signatures,
-            } => {
-                let (version, created) =
-                    self.registry
-                        .publish(&self.trust, manifest, signatures, revision, at_ms)?;
+            Command::PublishEngineVersion { manifest, signatures } => {
+                let (version, created) = self.registry.publish(&self.trust, manifest, signatures, revision, at_ms)?;
                 let events = if created {
                     let kind = EventKind::EngineVersionPublished {
                         engine: version.engine.clone(),
@@ -136,38 +107,17 @@ impl KernelState {
                 } else {
                     Vec::new()
                 };
-                Applied {
-                    outcome: Outcome::EngineVersionPublished {
-                        version: Box::new(version),
-                        created,
-                    },
-                    events,
-                }
+                Applied { outcome: Outcome::EngineVersionPublished { version: Box::new(version), created }, events }
             }
             Command::CreateTenant { spec } => {
                 let tenant = self.tenants.create(spec, revision, at_ms)?;
-                let kind = EventKind::TenantCreated {
-                    tenant_id: spec.tenant_id.clone(),
-                };
-                Applied {
-                    outcome: Outcome::TenantWritten { tenant },
-                    events: vec![Event { revision, kind }],
-                }
+                let kind = EventKind::TenantCreated { tenant_id: spec.tenant_id.clone() };
+                Applied { outcome: Outcome::TenantWritten { tenant }, events: vec![Event { revision, kind }] }
             }
-            Command::UpdateTenant {
-                spec,
-                expected_etag,
-            } => {
-                let tenant =
-                    self.tenants
-                        .update(spec, expected_etag.as_deref(), revision, at_ms)?;
-                let kind = EventKind::TenantUpdated {
-                    tenant_id: spec.tenant_id.clone(),
-                };
-                Applied {
-                    outcome: Outcome::TenantWritten { tenant },
-                    events: vec![Event { revision, kind }],
-                }
+            Command::UpdateTenant { spec, expected_etag } => {
+                let tenant = self.tenants.update(spec, expected_etag.as_deref(), revision, at_ms)?;
+                let kind = EventKind::TenantUpdated { tenant_id: spec.tenant_id.clone() };
+                Applied { outcome: Outcome::TenantWritten { tenant }, events: vec![Event { revision, kind }] }
             }
         };
         // Only a change moves the clock, so a rejected or no-op entry leaves the digest as it was.
@@ -204,23 +154,17 @@ impl KernelState {
         bytes.extend_from_slice(SNAPSHOT_MAGIC);
         bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
         // Serialising plain data (ordered maps, strings, integers) into a Vec cannot fail.
-        bincode::serialize_into(&mut bytes, self)
-            .expect("bincode serialises kernel state into a Vec");
+        bincode::serialize_into(&mut bytes, self).expect("bincode serialises kernel state into a Vec");
         bytes
     }
 
     /// Decodes [`Self::encode_snapshot`]'s output.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<KernelState, SnapshotError> {
-        let body = bytes
-            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
-            .ok_or(SnapshotError::BadMagic)?;
+        let body = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()).ok_or(SnapshotError::BadMagic)?;
         let (version, body) = body.split_at_checked(2).ok_or(SnapshotError::BadMagic)?;
         let found = u16::from_le_bytes([version[0], version[1]]);
         if found != SNAPSHOT_FORMAT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion {
-                found,
-                supported: SNAPSHOT_FORMAT_VERSION,
-            });
+            return Err(SnapshotError::UnsupportedVersion { found, supported: SNAPSHOT_FORMAT_VERSION });
         }
         Ok(bincode::deserialize(body)?)
     }

@@ -46,9 +46,7 @@ pub struct TenantSpec {
 impl TenantSpec {
     fn validate(&self) -> Result<(), Rejection> {
         if self.display_name.is_empty() {
-            return Err(Rejection::FieldRequired {
-                field: "tenant.display_name".into(),
-            });
+            return Err(Rejection::FieldRequired { field: "tenant.display_name".into() });
         }
         check_description(&self.display_name)?;
         Limit::EnabledEnginesPerTenant.check(self.enabled_engines.len())
@@ -84,17 +82,10 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    pub(crate) fn create(
-        &mut self,
-        spec: &TenantSpec,
-        revision: u64,
-        at_ms: u64,
-    ) -> Result<Tenant, Rejection> {
+    pub(crate) fn create(&mut self, spec: &TenantSpec, revision: u64, at_ms: u64) -> Result<Tenant, Rejection> {
         spec.validate()?;
         if self.tenants.contains_key(&spec.tenant_id) {
-            return Err(Rejection::TenantAlreadyExists {
-                tenant_id: spec.tenant_id.to_string(),
-            });
+            return Err(Rejection::TenantAlreadyExists { tenant_id: spec.tenant_id.to_string() });
         }
         let tenant = Tenant {
             spec: spec.clone(),
@@ -115,19 +106,14 @@ impl Tenants {
         at_ms: u64,
     ) -> Result<Tenant, Rejection> {
         spec.validate()?;
-        let tenant =
-            self.tenants
-                .get_mut(&spec.tenant_id)
-                .ok_or_else(|| Rejection::TenantNotFound {
-                    tenant_id: spec.tenant_id.to_string(),
-                })?;
+        let tenant = self
+            .tenants
+            .get_mut(&spec.tenant_id)
+            .ok_or_else(|| Rejection::TenantNotFound { tenant_id: spec.tenant_id.to_string() })?;
         if let Some(expected) = expected_etag
             && expected != tenant.etag()
         {
-            return Err(Rejection::EtagMismatch {
-                expected: expected.to_owned(),
-                current: tenant.etag(),
-            });
+            return Err(Rejection::EtagMismatch { expected: expected.to_owned(), current: tenant.etag() });
         }
         tenant.spec = spec.clone();
         tenant.update_revision = revision;
@@ -146,9 +132,7 @@ impl Tenants {
             Some(after) => std::ops::Bound::Excluded(after.clone()),
             None => std::ops::Bound::Unbounded,
         };
-        self.tenants
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, t)| t)
+        self.tenants.range((start, std::ops::Bound::Unbounded)).map(|(_, t)| t)
     }
 
     /// Number of tenants.
