@@ -1,1 +1,9 @@
-//! tests
+//! Keel's multi-process tests: real `keeld` processes (path from `KEELD_BIN`,
+//! else next to this binary) talking gRPC on OS-assigned loopback ports.
+//! One test binary; modules by scenario.
+
+mod bad_input;
+mod cli;
+mod fixture;
+mod harness;
+mod single_node;
