@@ -1,1 +1,65 @@
-//! Keel client.
+//! `keel-client`: a typed client of Keel's public gRPC API (`keel.v1`) and
+//! the library behind `keelctl`.
+//!
+//! This crate is an independent client of the public API, like a client in
+//! any other language: it depends on the generated protobuf code
+//! (`keel-proto`) and never on the server's crates. Signing payloads are
+//! rebuilt here from the rules documented in the `.proto` files.
+//!
+//! ```text
+//!   KeyPair ─┬─ KeySpec::add_key_request ──────────┐
+//!            └─ SignedManifest::sign ─ bundle file ─┤
+//!                                                   ▼
+//!   ClientConfig ─▶ KeelClient ── typed calls (trust, registry, tenant, cluster)
+//!                     │  Connection: endpoints in order, one kept channel, HTTP/2 keep-alive
+//!                     │  deadline per call, bounded retries (retry), leader redirects
+//!                     ▼
+//!                   Served<T>{value, meta: ResponseMeta}  |  ClientError{reason, …}
+//! ```
+//!
+//! Map of the crate:
+//! - [`client`]: [`KeelClient`], [`ClientConfig`], the call loop and paging;
+//!   `trust`, `registry`, `tenant` and `cluster` add one typed method per RPC.
+//! - [`connection`] (private): endpoint list and channel; [`retry`]: which
+//!   failures are retried and the backoff.
+//! - [`served`]: [`Served`] and [`ResponseMeta`] (the `keel-*` headers).
+//! - [`error`]: [`ClientError`], the one conversion from `tonic::Status`;
+//!   [`local_error`]: [`LocalError`] for files and arguments.
+//! - [`signing`]: payload rules; [`key_spec`]: [`KeySpec`]; [`key_pair`] and
+//!   [`public_key`]: key files; [`signed_manifest`]: bundles.
+//! - [`limits`]: every bound as a named constant.
+//! - [`cli`]: the `keelctl` command line (the binary only parses and runs it).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod client;
+mod cluster;
+mod connection;
+pub mod error;
+pub mod key_pair;
+pub mod key_spec;
+pub mod limits;
+pub mod local_error;
+mod local_file;
+pub mod public_key;
+mod registry;
+pub mod retry;
+pub mod served;
+pub mod signed_manifest;
+pub mod signing;
+mod tenant;
+mod trust;
+
+/// The generated `keel.v1` protobuf types.
+pub use keel_proto::v1 as pb;
+
+pub use client::{ClientConfig, KeelClient};
+pub use error::{ClientError, ErrorClass};
+pub use key_pair::{KeyFilePaths, KeyPair};
+pub use key_spec::KeySpec;
+pub use local_error::LocalError;
+pub use public_key::PublicKey;
+pub use served::{ResponseMeta, Served};
+pub use signed_manifest::SignedManifest;

@@ -1,0 +1,1 @@
+//! The `keelctl` command line (in progress).

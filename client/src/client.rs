@@ -1,0 +1,300 @@
+//! [`KeelClient`]: one shared channel, a deadline per call, and retries.
+//!
+//! ```text
+//!   typed method ──call(method, request, send)──┐
+//!                                                ▼
+//!        deadline = now + call_timeout ── loop (bounded) ────────────────────────────┐
+//!          Connection::current() ─▶ send(channel, request with grpc-timeout) ─▶ Ok ─▶ Served{value, meta}
+//!                                         │ Err(status)
+//!                                         ▼
+//!                        ClientError::from_status ─▶ retry_action ─▶ Stop ─▶ Err
+//!                                                       │ Same/Next endpoint: backoff (RetryInfo-aware)
+//!                                                       │ Redirect: connect to the leader, go again
+//!                                                       └──────────────────────────────────────┘
+//! ```
+//!
+//! The deadline covers the whole call, retries and reconnects included: the
+//! remaining time is sent as `grpc-timeout` so the server can give up too,
+//! and enforced locally so a silent peer cannot hold the caller. A backoff
+//! that would end past the deadline is not slept; the last real error is
+//! returned instead, which says more than "deadline exceeded".
+
+use crate::connection::Connection;
+use crate::error::ClientError;
+use crate::limits::{
+    CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS, ENDPOINTS_MAX, LEADER_REDIRECTS_MAX, LIST_PAGES_MAX,
+    RETRY_ATTEMPTS_MAX,
+};
+use crate::retry::{self, RetryAction};
+use crate::served::Served;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+/// How to reach the cluster and how long calls may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// `http://host:port` addresses, tried in order.
+    pub endpoints: Vec<String>,
+    /// Deadline of one call, retries included.
+    pub call_timeout: Duration,
+    /// Time allowed to connect to one endpoint.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with default timeouts.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        ClientConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            call_timeout: Duration::from_millis(CALL_TIMEOUT_DEFAULT_MS),
+            connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_DEFAULT_MS),
+        }
+    }
+
+    /// Sets the per-call deadline.
+    pub fn with_call_timeout(mut self, call_timeout: Duration) -> Self {
+        self.call_timeout = call_timeout;
+        self
+    }
+
+    /// Sets the per-endpoint connect timeout.
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Checks the configuration; errors name the field.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        if self.endpoints.is_empty() {
+            return Err(ClientError::ConfigInvalid { field: "endpoints", problem: "is empty".into() });
+        }
+        if self.endpoints.len() > ENDPOINTS_MAX {
+            return Err(ClientError::ConfigInvalid {
+                field: "endpoints",
+                problem: format!("has {} entries; at most {ENDPOINTS_MAX} are allowed", self.endpoints.len()),
+            });
+        }
+        if self.call_timeout.is_zero() {
+            return Err(ClientError::ConfigInvalid { field: "call_timeout", problem: "must be positive".into() });
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ClientError::ConfigInvalid { field: "connect_timeout", problem: "must be positive".into() });
+        }
+        Ok(())
+    }
+}
+
+/// A client of Keel's public gRPC API. Cheap to clone; clones share the
+/// channel.
+#[derive(Debug, Clone)]
+pub struct KeelClient {
+    connection: Arc<Connection>,
+    call_timeout: Duration,
+}
+
+impl KeelClient {
+    /// A client that connects on its first call.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        config.validate()?;
+        let connection = Connection::new(&config.endpoints, config.connect_timeout)?;
+        Ok(KeelClient { connection: Arc::new(connection), call_timeout: config.call_timeout })
+    }
+
+    /// A client that has connected: each endpoint is tried once, in order,
+    /// within the call timeout. Fails with [`ClientError::Connect`] when none
+    /// accepts.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        let client = KeelClient::new(config)?;
+        client.connection.current(Instant::now() + client.call_timeout).await?;
+        Ok(client)
+    }
+
+    /// A client sharing this one's channel, with another per-call deadline.
+    pub fn with_call_timeout(&self, call_timeout: Duration) -> Self {
+        KeelClient { connection: Arc::clone(&self.connection), call_timeout }
+    }
+
+    /// The per-call deadline.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// The configured endpoints.
+    pub fn endpoints(&self) -> &[String] {
+        self.connection.addresses()
+    }
+
+    /// Runs one RPC with the deadline and retry rules of this module.
+    /// `send` performs a single attempt on a channel.
+    pub(crate) async fn call<Request, Response, Attempt>(
+        &self,
+        method: &'static str,
+        request: Request,
+        send: impl Fn(Channel, tonic::Request<Request>) -> Attempt,
+    ) -> Result<Served<Response>, ClientError>
+    where
+        Request: Clone,
+        Attempt: Future<Output = Result<tonic::Response<Response>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.call_timeout;
+        let deadline_exceeded = || ClientError::DeadlineExceeded {
+            method,
+            timeout_ms: u64::try_from(self.call_timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut n_retries: u32 = 0;
+        let mut n_redirects: u32 = 0;
+        let mut redirect_to: Option<String> = None;
+        // Bounded: every pass either returns or increments `n_retries`
+        // (at most RETRY_ATTEMPTS_MAX - 1) or `n_redirects` (at most
+        // LEADER_REDIRECTS_MAX).
+        loop {
+            let current = match redirect_to.take() {
+                Some(address) => self.connection.redirect(&address, deadline).await,
+                None => self.connection.current(deadline).await,
+            };
+            let error = match current {
+                Err(error) => error,
+                Ok(current) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if remaining.is_zero() {
+                        return Err(deadline_exceeded());
+                    }
+                    let mut attempt = tonic::Request::new(request.clone());
+                    attempt.set_timeout(remaining);
+                    match tokio::time::timeout(remaining, send(current.channel.clone(), attempt)).await {
+                        Err(_elapsed) => return Err(deadline_exceeded()),
+                        Ok(Ok(response)) => return Ok(Served::from_response(response)),
+                        Ok(Err(status)) => {
+                            let error = ClientError::from_status(&status, &current.address);
+                            if matches!(
+                                retry::retry_action(&error),
+                                RetryAction::NextEndpoint | RetryAction::Redirect { .. }
+                            ) {
+                                self.connection.mark_failed(&current);
+                            }
+                            error
+                        }
+                    }
+                }
+            };
+            match retry::retry_action(&error) {
+                RetryAction::Stop => return Err(error),
+                RetryAction::Redirect { address } if n_redirects < LEADER_REDIRECTS_MAX => {
+                    n_redirects += 1;
+                    redirect_to = Some(address);
+                    continue;
+                }
+                RetryAction::Redirect { .. } | RetryAction::SameEndpoint | RetryAction::NextEndpoint => {}
+            }
+            if n_retries + 1 >= RETRY_ATTEMPTS_MAX {
+                return Err(error);
+            }
+            let delay = retry::retry_delay(n_retries, retry::random_jitter(), &error);
+            n_retries += 1;
+            if Instant::now() + delay >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Fetches every page of a list: `fetch(page_token)` gets one page and
+/// `split` takes it apart into items and the next token. Stops at an empty
+/// token; refuses a repeated token (a server bug that would loop forever) and
+/// more than [`LIST_PAGES_MAX`] pages. Each page has its own deadline; pages
+/// may reflect different revisions. The metadata is the last page's.
+pub(crate) async fn collect_pages<Page, Item, Fetch>(
+    method: &'static str,
+    mut fetch: impl FnMut(String) -> Fetch,
+    split: impl Fn(Page) -> (Vec<Item>, String),
+) -> Result<Served<Vec<Item>>, ClientError>
+where
+    Fetch: Future<Output = Result<Served<Page>, ClientError>>,
+{
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    let mut seen_tokens = BTreeSet::new();
+    for _ in 0..LIST_PAGES_MAX {
+        let served = fetch(page_token).await?;
+        let (page, next_page_token) = split(served.value);
+        items.extend(page);
+        if next_page_token.is_empty() {
+            return Ok(Served { value: items, meta: served.meta });
+        }
+        if !seen_tokens.insert(next_page_token.clone()) {
+            return Err(ClientError::ResponseInvalid {
+                method,
+                field: "next_page_token",
+                problem: format!("{next_page_token:?} was returned twice"),
+            });
+        }
+        page_token = next_page_token;
+    }
+    Err(ClientError::TooManyPages { method, pages_max: LIST_PAGES_MAX })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::served::ResponseMeta;
+
+    #[test]
+    fn config_validation_names_the_field() {
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            ClientConfig::new(none).validate(),
+            Err(ClientError::ConfigInvalid { field: "endpoints", .. })
+        ));
+        let too_many = ClientConfig::new((0..=ENDPOINTS_MAX).map(|i| format!("http://h{i}:1")));
+        assert!(matches!(too_many.validate(), Err(ClientError::ConfigInvalid { field: "endpoints", .. })));
+        let zero = ClientConfig::new(["http://h:1"]).with_call_timeout(Duration::ZERO);
+        assert!(matches!(zero.validate(), Err(ClientError::ConfigInvalid { field: "call_timeout", .. })));
+        assert!(KeelClient::new(ClientConfig::new(["h:1"])).is_err(), "scheme required");
+        assert!(KeelClient::new(ClientConfig::new(["http://h:1", "http://h:2"])).is_ok());
+    }
+
+    fn page(items: &[u32], next: &str) -> Result<Served<(Vec<u32>, String)>, ClientError> {
+        Ok(Served { value: (items.to_vec(), next.to_owned()), meta: ResponseMeta::default() })
+    }
+
+    #[tokio::test]
+    async fn collect_pages_follows_tokens_until_empty() {
+        let pages = [page(&[1, 2], "a"), page(&[3], "b"), page(&[], "")];
+        let mut pages = pages.into_iter();
+        let mut requested = Vec::new();
+        let result = collect_pages(
+            "List",
+            |token| {
+                requested.push(token);
+                let next = pages.next().unwrap_or_else(|| page(&[], ""));
+                async move { next }
+            },
+            |(items, next)| (items, next),
+        )
+        .await
+        .expect("pages");
+        assert_eq!(result.value, [1, 2, 3]);
+        assert_eq!(requested, ["", "a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn collect_pages_refuses_a_repeated_token() {
+        let result = collect_pages("List", |_| async { page(&[1], "same") }, |(items, next)| (items, next)).await;
+        assert!(matches!(result, Err(ClientError::ResponseInvalid { field: "next_page_token", .. })));
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_when_nothing_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        drop(listener);
+        let config = ClientConfig::new([address]).with_call_timeout(Duration::from_secs(2));
+        let error = KeelClient::connect(config).await.expect_err("nothing listens");
+        assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
+    }
+}

@@ -1,0 +1,78 @@
+//! [`KeelClient`]'s `keel.v1.TrustService` calls: add, get and list keys.
+//!
+//! `AddKey` is idempotent on the server (adding an identical key again
+//! answers with the existing key), so it is safe to retry.
+
+use crate::client::{KeelClient, collect_pages};
+use crate::error::ClientError;
+use crate::key_pair::KeyPair;
+use crate::key_spec::KeySpec;
+use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
+use crate::served::Served;
+use keel_proto::v1 as pb;
+use keel_proto::v1::trust_service_client::TrustServiceClient;
+use tonic::transport::Channel;
+
+fn trust_service(channel: Channel) -> TrustServiceClient<Channel> {
+    TrustServiceClient::new(channel)
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+}
+
+impl KeelClient {
+    /// `TrustService.AddKey`.
+    pub async fn add_key(&self, request: pb::AddKeyRequest) -> Result<Served<pb::AddKeyResponse>, ClientError> {
+        self.call("AddKey", request, |channel, request| async move { trust_service(channel).add_key(request).await })
+            .await
+    }
+
+    /// Signs `spec` with every key in `signers` and adds it.
+    pub async fn add_key_signed(
+        &self,
+        spec: &KeySpec,
+        signers: &[&KeyPair],
+    ) -> Result<Served<pb::AddKeyResponse>, ClientError> {
+        self.add_key(spec.add_key_request(signers)?).await
+    }
+
+    /// `TrustService.GetKey` by bare key id (or `keys/{key_id}`).
+    pub async fn get_key(
+        &self,
+        key_id: &str,
+        consistency: pb::ReadConsistency,
+    ) -> Result<Served<pb::Key>, ClientError> {
+        let request = pb::GetKeyRequest { name: key_id.to_owned(), consistency: consistency.into() };
+        self.call("GetKey", request, |channel, request| async move { trust_service(channel).get_key(request).await })
+            .await
+    }
+
+    /// `TrustService.ListKeys`: one page.
+    pub async fn list_keys(&self, request: pb::ListKeysRequest) -> Result<Served<pb::ListKeysResponse>, ClientError> {
+        self.call(
+            "ListKeys",
+            request,
+            |channel, request| async move { trust_service(channel).list_keys(request).await },
+        )
+        .await
+    }
+
+    /// Every key (with `purpose`, when given), fetching all pages.
+    pub async fn list_all_keys(
+        &self,
+        purpose: Option<pb::KeyPurpose>,
+        consistency: pb::ReadConsistency,
+    ) -> Result<Served<Vec<pb::Key>>, ClientError> {
+        let template = pb::ListKeysRequest {
+            page_size: LIST_PAGE_SIZE,
+            page_token: String::new(),
+            consistency: consistency.into(),
+            purpose: purpose.map_or(0, i32::from),
+        };
+        collect_pages(
+            "ListKeys",
+            |page_token| self.list_keys(pb::ListKeysRequest { page_token, ..template.clone() }),
+            |page: pb::ListKeysResponse| (page.keys, page.next_page_token),
+        )
+        .await
+    }
+}
