@@ -16,6 +16,7 @@ use crate::registry::{EngineVersion, Registry};
 use crate::rejection::Rejection;
 use crate::tenant::{Tenant, Tenants};
 use crate::trust_store::{TrustStore, TrustedKey};
+use bincode::Options;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -166,7 +167,11 @@ impl KernelState {
         if found != SNAPSHOT_FORMAT_VERSION {
             return Err(SnapshotError::UnsupportedVersion { found, supported: SNAPSHOT_FORMAT_VERSION });
         }
-        Ok(bincode::deserialize(body)?)
+        // The options `bincode::serialize` writes with (fixed-width integers,
+        // little endian), except that bytes after the state are refused: a
+        // snapshot with a tail is not one this build wrote.
+        let options = bincode::DefaultOptions::new().with_fixint_encoding().reject_trailing_bytes();
+        Ok(options.deserialize(body)?)
     }
 
     /// SHA-256 of the canonical encoding.
