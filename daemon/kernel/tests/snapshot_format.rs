@@ -1,0 +1,192 @@
+//! Golden bytes of the snapshot format, and how decoding fails.
+//!
+//! Snapshots are persisted and sent between nodes, so their bytes are a
+//! contract: a node must read what an older build of the same format version
+//! wrote, and a state must encode to the same bytes on every node (the digest
+//! is their hash). The fixed state below uses fixed keys and times, so its
+//! encoding never changes unless the format does.
+
+mod fixture;
+
+use fixture::*;
+use keel_kernel::command::Proposal;
+use keel_kernel::state::{SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
+use keel_kernel::trust_store::KeyPurpose;
+use keel_kernel::{KernelState, SnapshotError};
+
+/// The fixed state's snapshot, as written by format version 1.
+const GOLDEN_SNAPSHOT_HEX: &str = concat!(
+    "4b45454c534e41500100a077e5cf8b0100000300000000000000200000000000000033343735306639386264353966636663",
+    "3934366461343561616162653933336220000000000000003334373530663938626435396663666339343664613435616161",
+    "6265393333628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c010000000000000000000000",
+    "0000000000000000000100000000000000000000000000000020000000000000003530366566313837396437343863653037",
+    "3133623064643031646133326164322000000000000000353036656631383739643734386365303731336230646430316461",
+    "333261643243a72e714401762df66b68c26dfbdf2682aaec9f2474eca4613e424a0fbafd3c02000000000000000100000002",
+    "0000000068e5cf8b010000010094962793010000020000000000000001000000000000002000000000000000366133383033",
+    "6435663035393930326131633664616662633962613437323932200000000000000036613338303364356630353939303261",
+    "3163366461666263396261343732393220000000000000003661333830336435663035393930326131633664616662633962",
+    "6134373239328139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394010000000000000000000000",
+    "0000000000000000000100000000000000000000000000000001010000000000000004000000000000006563686f01000000",
+    "000000000a00000000000000312e302e302d72632e3104000000000000006563686f0a00000000000000312e302e302d7263",
+    "2e310000000001000000000000006562000000000000007b226361706162696c6974696573223a5b226e65742e6e6f6e6522",
+    "5d2c226465736372697074696f6e223a2265222c226e616d65223a226563686f222c2274696572223a22636f7265222c2276",
+    "657273696f6e223a22312e302e302d72632e31227d4000000000000000323663626163663933346165303631333732656234",
+    "3433363633626263383931323438323363396161363534346262666134366637396666366437633136363501000000000000",
+    "002000000000000000353036656631383739643734386365303731336230646430316461333261643240000000000000005f",
+    "95cc7b699cecc399573478348813808f6b01303da6b69aafcbe450335e5f87afa0a3f77c10d8a67bffccfd8cc95d8240ef87",
+    "557a573da34cd144e98c315c0b0300000000000000d06fe5cf8b0100000100000000000000040000000000000061636d6504",
+    "0000000000000061636d65080000000000000041636d6520496e6301000000070000000000000065752d7765737400000000",
+    "010000000000000004000000000000006563686f04000000000000000500000000000000b873e5cf8b010000a077e5cf8b01",
+    "0000",
+);
+
+/// SHA-256 of [`GOLDEN_SNAPSHOT_HEX`]'s bytes: the fixed state's digest.
+const GOLDEN_DIGEST_HEX: &str = "50b396723783e3415da1739c6c48d3e02aa711d9712078357e90bfab4715f93a";
+
+/// A small state touching every part of the kernel: roots, an added key with
+/// a validity window, a published manifest, a tenant created then updated.
+fn fixed_log() -> Vec<Proposal> {
+    let publisher = with_window(
+        key_spec(PUBLISHER, &[KeyPurpose::EnginePublisher, KeyPurpose::ApiToken]),
+        T0_MS,
+        Some(T0_MS + 365 * 24 * 60 * 60 * 1000),
+    );
+    let manifest =
+        br#"{"name":"echo","version":"1.0.0-rc.1","tier":"core","description":"e","capabilities":["net.none"]}"#;
+    vec![
+        at(T0_MS, bootstrap(&[ROOT, ROOT2])),
+        at(T0_MS + 1_000, add_key(publisher, &[ROOT2])),
+        at(T0_MS + 2_000, publish(manifest.to_vec(), PUBLISHER)),
+        at(T0_MS + 3_000, create_tenant("acme", "Acme Corp")),
+        at(T0_MS + 4_000, update_tenant("acme", "Acme Inc", Some("r4"))),
+    ]
+}
+
+fn fixed_state() -> KernelState {
+    let mut state = KernelState::default();
+    for (index, entry) in fixed_log().iter().enumerate() {
+        state.apply(index as u64 + 1, entry).unwrap_or_else(|rejection| panic!("{entry} rejected: {rejection}"));
+    }
+    state
+}
+
+fn golden_bytes() -> Vec<u8> {
+    hex::decode(GOLDEN_SNAPSHOT_HEX).expect("the golden snapshot is hex")
+}
+
+/// The hex as Rust source, for pasting into [`GOLDEN_SNAPSHOT_HEX`].
+fn as_source(bytes: &[u8]) -> String {
+    let hex = hex::encode(bytes);
+    let lines: Vec<String> =
+        hex.as_bytes().chunks(100).map(|line| format!("    \"{}\",", String::from_utf8_lossy(line))).collect();
+    format!("concat!(\n{}\n)", lines.join("\n"))
+}
+
+#[test]
+fn the_encoding_of_a_fixed_state_has_not_changed() {
+    let bytes = fixed_state().encode_snapshot();
+    assert!(
+        hex::encode(&bytes) == GOLDEN_SNAPSHOT_HEX,
+        "The snapshot encoding changed. Snapshots are persisted and exchanged between nodes, so if this is on \
+         purpose: bump SNAPSHOT_FORMAT_VERSION (now {SNAPSHOT_FORMAT_VERSION}), decide what decode_snapshot does \
+         with the old version, and paste the new bytes here:\n{}",
+        as_source(&bytes),
+    );
+}
+
+#[test]
+fn the_digest_of_a_fixed_state_has_not_changed() {
+    assert_eq!(fixed_state().digest().to_string(), GOLDEN_DIGEST_HEX);
+}
+
+#[test]
+fn the_golden_snapshot_decodes_to_the_fixed_state() {
+    let decoded = KernelState::decode_snapshot(&golden_bytes()).expect("the golden snapshot decodes");
+    assert_eq!(decoded, fixed_state());
+    assert_eq!(decoded.digest().to_string(), GOLDEN_DIGEST_HEX);
+}
+
+#[test]
+fn a_snapshot_starts_with_the_magic_and_the_format_version() {
+    let bytes = KernelState::default().encode_snapshot();
+    assert_eq!(&bytes[..8], SNAPSHOT_MAGIC);
+    assert_eq!(&bytes[8..10], &SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    assert_eq!(KernelState::decode_snapshot(&bytes).expect("decodes"), KernelState::default());
+}
+
+#[test]
+fn bytes_without_the_magic_are_refused() {
+    let mut wrong_magic = golden_bytes();
+    wrong_magic[0] ^= 0x20;
+    let cases: [&[u8]; 5] =
+        [b"", b"KEEL", b"garbage that is long enough to hold a header", b"keelsnap\x01\x00", &wrong_magic];
+    for bytes in cases {
+        let error = KernelState::decode_snapshot(bytes).expect_err("no magic");
+        assert!(matches!(error, SnapshotError::BadMagic), "{bytes:?}: {error}");
+    }
+}
+
+#[test]
+fn a_header_cut_short_is_refused() {
+    for bytes in [&SNAPSHOT_MAGIC[..], &[&SNAPSHOT_MAGIC[..], &[1]].concat()] {
+        let error = KernelState::decode_snapshot(bytes).expect_err("no version");
+        assert!(matches!(error, SnapshotError::BadMagic), "{bytes:?}: {error}");
+    }
+}
+
+#[test]
+fn other_format_versions_are_refused() {
+    for found in [0, SNAPSHOT_FORMAT_VERSION + 1, u16::MAX] {
+        let mut bytes = golden_bytes();
+        bytes[8..10].copy_from_slice(&found.to_le_bytes());
+        let error = KernelState::decode_snapshot(&bytes).expect_err("other version");
+        assert!(
+            matches!(error, SnapshotError::UnsupportedVersion { found: f, supported } if f == found && supported == SNAPSHOT_FORMAT_VERSION),
+            "{found}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_body_is_refused() {
+    let bytes = golden_bytes();
+    for length in 10..bytes.len() {
+        let error = KernelState::decode_snapshot(&bytes[..length]).expect_err("truncated");
+        assert!(matches!(error, SnapshotError::Corrupt(_)), "length {length}: {error}");
+    }
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut bytes = golden_bytes();
+    bytes.push(0);
+    let error = KernelState::decode_snapshot(&bytes).expect_err("trailing byte");
+    assert!(matches!(error, SnapshotError::Corrupt(_)), "{error}");
+}
+
+#[test]
+fn corrupted_bytes_never_panic() {
+    // Every single-byte change either decodes to some state, which then
+    // re-encodes deterministically, or is refused; none panics or allocates
+    // without bound (lengths are checked against the input).
+    let golden = golden_bytes();
+    for index in 10..golden.len() {
+        for replacement in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+            let mut bytes = golden.clone();
+            bytes[index] = replacement;
+            if let Ok(state) = KernelState::decode_snapshot(&bytes) {
+                assert_eq!(KernelState::decode_snapshot(&state.encode_snapshot()).ok(), Some(state.clone()));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_huge_length_prefix_is_refused_without_allocating_it() {
+    // The body opens with the clock (u64) and then the trust store's key map,
+    // whose length is a u64: claim 2^64 - 1 entries.
+    let mut bytes = golden_bytes();
+    bytes[18..26].copy_from_slice(&u64::MAX.to_le_bytes());
+    let error = KernelState::decode_snapshot(&bytes).expect_err("impossible length");
+    assert!(matches!(error, SnapshotError::Corrupt(_)), "{error}");
+}
