@@ -114,6 +114,9 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, Rejection> {
     Limit::ManifestBytes.check(bytes.len())?;
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })?;
+    // serde_json keeps the last of repeated keys; refuse them instead (below).
+    serde_json::from_slice::<UniqueKeys>(bytes)
+        .map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })?;
     // Names are checked before typed decoding, because serde flattens their
     // rejection into a string and a bad name must surface as its own reason.
     check_names(&value)?;
@@ -121,11 +124,76 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedManifest, Rejection> {
         .map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })?;
     let version = validate(&manifest)?;
     let canonical = signing::canonical_json(&value)?;
-    // Canonical JSON is never larger than compact JSON, but the limit is the contract.
+    // Canonical JSON can be larger than what was sent (`1e20` is written out in
+    // full), and what is stored and signed is the canonical form.
     if canonical.len() > MANIFEST_BYTES_MAX {
         return Err(Rejection::LimitExceeded { limit: Limit::ManifestBytes, actual: canonical.len() });
     }
     Ok(ParsedManifest { manifest, version, canonical })
+}
+
+/// Deserialising into this checks that no JSON object repeats a key, and
+/// keeps nothing.
+///
+/// RFC 8785 canonicalises I-JSON, which forbids repeated keys, and parsers
+/// disagree on which of two repeated values wins. Accepting them would let a
+/// reviewer's tool show one manifest while Keel stores and verifies another,
+/// so a manifest with a repeated key is malformed.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+        while items.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Self::Value, A::Error> {
+        let mut keys = BTreeSet::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            if keys.contains(&key) {
+                return Err(serde::de::Error::custom(format_args!("key {key:?} is repeated")));
+            }
+            keys.insert(key);
+            entries.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
 }
 
 /// Refuses a bad name anywhere in the document with its own reason
