@@ -624,6 +624,41 @@ fn publish_of_malformed_json_is_refused() {
 }
 
 #[test]
+fn publish_with_a_repeated_key_is_refused() {
+    // Parsers disagree on which repeated value wins; the canonical form must not depend on it.
+    let top_level = br#"{"name":"echo","version":"1.0.0","tier":"core","description":"a","description":"b"}"#;
+    check_publish(top_level.to_vec(), Expect::Rejected("MANIFEST_MALFORMED"));
+    let nested = br#"{"name":"echo","version":"1.0.0","tier":"core",
+        "actions":[{"name":"run","input_schema":{"type":"object","type":"string"}}]}"#;
+    check_publish(nested.to_vec(), Expect::Rejected("MANIFEST_MALFORMED"));
+    let escaped = br#"{"name":"echo","version":"1.0.0","tier":"core","name":"echo"}"#;
+    check_publish(escaped.to_vec(), Expect::Rejected("MANIFEST_MALFORMED"));
+    // The same key in different objects is fine.
+    let distinct = br#"{"name":"echo","version":"1.0.0","tier":"core",
+        "actions":[{"name":"run","input_schema":{"name":{"name":"x"}}}]}"#;
+    check_publish(distinct.to_vec(), Expect::Events(vec![published("echo", "1.0.0")]));
+}
+
+#[test]
+fn publish_of_deeply_nested_json_is_refused_without_overflowing_the_stack() {
+    let depth = 100_000;
+    let schema = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let bytes = format!(
+        r#"{{"name":"echo","version":"1.0.0","tier":"core","actions":[{{"name":"a","input_schema":{{"x":{schema}}}}}]}}"#
+    );
+    check_publish(bytes.into_bytes(), Expect::Rejected("MANIFEST_MALFORMED"));
+}
+
+#[test]
+fn publish_of_a_manifest_whose_canonical_form_is_over_the_limit_is_refused() {
+    // `1e20` is 4 bytes as sent and 21 canonical bytes (`100000000000000000000`).
+    let numbers = vec![json!(1e20); MANIFEST_BYTES_MAX / 21 + 1];
+    let bytes = manifest_with("actions", json!([{"name": "a", "input_schema": {"enum": numbers}}]));
+    assert!(bytes.len() < MANIFEST_BYTES_MAX, "{} bytes as sent", bytes.len());
+    check_publish(bytes, Expect::Rejected("LIMIT_EXCEEDED MANIFEST_BYTES_MAX"));
+}
+
+#[test]
 fn publish_of_an_empty_manifest_is_refused() {
     check_publish(Vec::new(), Expect::Rejected("FIELD_REQUIRED manifest"));
 }
