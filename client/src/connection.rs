@@ -199,7 +199,7 @@ mod tests {
         let connection = Connection::new(std::slice::from_ref(&address), Duration::from_secs(1)).expect("valid");
         let error = connection.current(Instant::now() + Duration::from_secs(2)).await.expect_err("closed");
         let ClientError::Connect { endpoints, last_error } = &error else { panic!("{error:?}") };
-        assert_eq!(endpoints, &[address.clone()]);
+        assert_eq!(endpoints, std::slice::from_ref(&address));
         assert!(last_error.starts_with(&address), "{last_error}");
     }
 }

@@ -1,1 +1,138 @@
-//! The `keelctl` command line (in progress).
+//! The `keelctl` command line: argument definitions and dispatch.
+//!
+//! ```text
+//!   argv ──clap──▶ Cli{global, command} ──run()──▶ keys | trust | engine | tenant | cluster
+//!                                                    │ local work (key files, signing)
+//!                                                    │ KeelClient call(s)
+//!                                                    ▼
+//!                                  Output: table or JSON on stdout, "served by" on stderr
+//!                                  CliError: "error: REASON: message" on stderr + exit code
+//! ```
+//!
+//! It lives in the library, rather than in the binary, so that parsing and
+//! commands are unit-tested with the crate; `src/bin/keelctl.rs` only parses
+//! arguments, runs [`run`] and maps the result to an exit code.
+
+pub mod cluster;
+pub mod engine;
+pub mod error;
+pub mod keys;
+pub mod output;
+pub mod table;
+pub mod tenant;
+pub mod timestamp;
+pub mod trust;
+
+use crate::client::{ClientConfig, KeelClient};
+use crate::limits::{CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS};
+use crate::pb;
+use error::CliError;
+use output::{Output, OutputFormat};
+use std::time::Duration;
+
+/// Endpoint used when neither `--endpoints` nor `KEEL_ENDPOINTS` is set.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+
+/// `keelctl`: administer a Keel cluster.
+#[derive(Debug, clap::Parser)]
+#[command(name = "keelctl", version, about = "Administer a Keel cluster: keys, engines, tenants, status.")]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Comma-separated `http://host:port` addresses, tried in order.
+    #[arg(long, global = true, env = "KEEL_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINT)]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Deadline of each call in milliseconds, retries included.
+    #[arg(
+        long,
+        global = true,
+        env = "KEEL_TIMEOUT_MS",
+        default_value_t = CALL_TIMEOUT_DEFAULT_MS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout_ms: u64,
+}
+
+/// The command groups.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Generate Ed25519 key files.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Manage the trust store.
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
+    /// Sign, publish and read engine versions.
+    #[command(subcommand)]
+    Engine(engine::EngineCommand),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+}
+
+/// `--consistency` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConsistencyArg {
+    /// Reflects every write acknowledged before the read (through the leader).
+    #[default]
+    Linearizable,
+    /// Served from the node's local state; may be stale.
+    Serializable,
+}
+
+impl From<ConsistencyArg> for pb::ReadConsistency {
+    fn from(consistency: ConsistencyArg) -> Self {
+        match consistency {
+            ConsistencyArg::Linearizable => pb::ReadConsistency::Linearizable,
+            ConsistencyArg::Serializable => pb::ReadConsistency::Serializable,
+        }
+    }
+}
+
+/// Runs one parsed command, writing results to `stdout` and notes to `stderr`.
+pub async fn run(cli: Cli, stdout: &mut dyn std::io::Write, stderr: &mut dyn std::io::Write) -> Result<(), CliError> {
+    let mut output = Output::new(cli.global.output, stdout, stderr);
+    let global = &cli.global;
+    match cli.command {
+        Command::Keys(command) => keys::run(command, &mut output),
+        Command::Trust(command) => trust::run(command, global, &mut output).await,
+        Command::Engine(command) => engine::run(command, global, &mut output).await,
+        Command::Tenant(command) => tenant::run(command, global, &mut output).await,
+        Command::Cluster(command) => cluster::run(command, global, &mut output).await,
+    }
+}
+
+/// A connected client for the global options.
+pub(crate) async fn connect(global: &GlobalArgs) -> Result<KeelClient, CliError> {
+    let call_timeout = Duration::from_millis(global.timeout_ms);
+    let endpoints: Vec<String> =
+        global.endpoints.iter().map(|endpoint| endpoint.trim().to_owned()).filter(|e| !e.is_empty()).collect();
+    let config = ClientConfig::new(endpoints)
+        .with_call_timeout(call_timeout)
+        .with_connect_timeout(call_timeout.min(Duration::from_millis(CONNECT_TIMEOUT_DEFAULT_MS)));
+    Ok(KeelClient::connect(config).await?)
+}
+
+/// The name of a protobuf enum value, or `UNKNOWN(<n>)` for a value this
+/// client does not know (a newer server may add values).
+pub(crate) fn enum_name(value: i32, name_of: impl Fn(i32) -> Option<&'static str>) -> String {
+    name_of(value).map_or_else(|| format!("UNKNOWN({value})"), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+//! Tests of argument parsing and of local-only commands.
+
+use super::engine::EngineCommand;
+use super::error::{CliError, EXIT_USAGE};
+use super::keys::KeysCommand;
+use super::output::OutputFormat;
+use super::tenant::{TenantCommand, TenantStatusArg, TenantTierArg, UpdateTenantArgs, apply_update};
+use super::trust::{PurposeArg, TrustCommand};
+use super::*;
+use clap::Parser;
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("keelctl").chain(args.iter().copied()))
+}
+
+#[test]
+fn global_defaults() {
+    // The default endpoint applies when KEEL_ENDPOINTS is unset; tests must
+    // not depend on the environment, so pass the flag explicitly elsewhere.
+    let cli = parse(&["--endpoints", DEFAULT_ENDPOINT, "cluster", "status"]).expect("parses");
+    assert_eq!(cli.global.endpoints, [DEFAULT_ENDPOINT]);
+    assert_eq!(cli.global.output, OutputFormat::Table);
+    assert!(matches!(cli.command, Command::Cluster(cluster::ClusterCommand::Status)));
+}
+
+#[test]
+fn global_flags_go_before_or_after_the_command() {
+    let cli = parse(&[
+        "cluster",
+        "status",
+        "--endpoints",
+        "http://a:1,http://b:2",
+        "--output",
+        "json",
+        "--timeout-ms",
+        "250",
+    ])
+    .expect("parses");
+    assert_eq!(cli.global.endpoints, ["http://a:1", "http://b:2"]);
+    assert_eq!(cli.global.output, OutputFormat::Json);
+    assert_eq!(cli.global.timeout_ms, 250);
+    assert!(parse(&["--timeout-ms", "0", "cluster", "status"]).is_err(), "zero timeout");
+    assert!(parse(&["--output", "yaml", "cluster", "status"]).is_err());
+}
+
+#[test]
+fn keys_generate_needs_out() {
+    let cli = parse(&["keys", "generate", "--out", "/tmp/publisher"]).expect("parses");
+    let Command::Keys(KeysCommand::Generate { out }) = cli.command else { panic!("wrong command") };
+    assert_eq!(out, std::path::Path::new("/tmp/publisher"));
+    assert!(parse(&["keys", "generate"]).is_err());
+}
+
+#[test]
+fn trust_add_key_parses_purposes_and_times() {
+    let cli = parse(&[
+        "trust",
+        "add-key",
+        "--public",
+        "p.pub",
+        "--purpose",
+        "engine-publisher",
+        "--purpose",
+        "api-token",
+        "--not-before",
+        "2026-01-01T00:00:00Z",
+        "--not-after",
+        "1798761600000",
+        "--signer",
+        "root.key",
+    ])
+    .expect("parses");
+    let Command::Trust(TrustCommand::AddKey(args)) = cli.command else { panic!("wrong command") };
+    assert_eq!(args.purpose, [PurposeArg::EnginePublisher, PurposeArg::ApiToken]);
+    assert_eq!(args.not_before, Some(1_767_225_600_000));
+    assert_eq!(args.not_after, Some(1_798_761_600_000));
+    assert_eq!(args.signer, std::path::Path::new("root.key"));
+}
+
+#[test]
+fn trust_add_key_refuses_root_purpose_missing_purpose_and_bad_times() {
+    let base = ["trust", "add-key", "--public", "p.pub", "--signer", "r.key"];
+    assert!(parse(&base).is_err(), "purpose is required");
+    assert!(parse(&[&base[..], &["--purpose", "root"]].concat()).is_err(), "root is not offered");
+    let bad_time = [&base[..], &["--purpose", "api-token", "--not-after", "next week"]].concat();
+    assert!(parse(&bad_time).is_err());
+}
+
+#[test]
+fn trust_list_and_get() {
+    let cli = parse(&["trust", "list", "--purpose", "api-token", "--consistency", "serializable"]).expect("parses");
+    let Command::Trust(TrustCommand::List { purpose, consistency }) = cli.command else { panic!("wrong command") };
+    assert_eq!(purpose, Some(PurposeArg::ApiToken));
+    assert_eq!(consistency, ConsistencyArg::Serializable);
+    let cli = parse(&["trust", "get", "fe812c12f3ab4ce6ac5db69ac352f906"]).expect("parses");
+    let Command::Trust(TrustCommand::Get { key_id, consistency }) = cli.command else { panic!("wrong command") };
+    assert_eq!(key_id, "fe812c12f3ab4ce6ac5db69ac352f906");
+    assert_eq!(consistency, ConsistencyArg::Linearizable);
+}
+
+#[test]
+fn engine_commands_parse() {
+    let cli =
+        parse(&["engine", "sign", "--manifest", "m.json", "--key", "p.key", "--out", "m.signed.json"]).expect("sign");
+    assert!(matches!(cli.command, Command::Engine(EngineCommand::Sign { out: Some(_), .. })));
+    let cli = parse(&["engine", "publish", "m.signed.json"]).expect("publish bundle");
+    assert!(matches!(cli.command, Command::Engine(EngineCommand::Publish { bundle: Some(_), manifest: None, .. })));
+    let cli = parse(&["engine", "publish", "--manifest", "m.json", "--key", "p.key"]).expect("publish manifest");
+    let Command::Engine(EngineCommand::Publish { bundle, manifest, key }) = cli.command else {
+        panic!("wrong command")
+    };
+    assert_eq!((bundle, manifest.is_some(), key.len()), (None, true, 1));
+    assert!(parse(&["engine", "publish"]).is_err(), "a source is required");
+    assert!(parse(&["engine", "publish", "b.json", "--manifest", "m.json"]).is_err(), "only one source");
+    let cli = parse(&["engine", "get", "echo", "--version", "1.2.0", "--consistency", "serializable"]).expect("get");
+    let Command::Engine(EngineCommand::Get { name, version, consistency }) = cli.command else {
+        panic!("wrong command")
+    };
+    assert_eq!((name.as_str(), version.as_deref(), consistency), ("echo", Some("1.2.0"), ConsistencyArg::Serializable));
+    assert!(matches!(parse(&["engine", "list"]).expect("list").command, Command::Engine(EngineCommand::List { .. })));
+    assert!(matches!(
+        parse(&["engine", "versions", "echo"]).expect("versions").command,
+        Command::Engine(EngineCommand::Versions { .. })
+    ));
+}
+
+#[test]
+fn tenant_commands_parse() {
+    let cli = parse(&[
+        "tenant",
+        "create",
+        "acme",
+        "--display-name",
+        "Acme Corp",
+        "--tier",
+        "enterprise",
+        "--home-region",
+        "eu-west",
+        "--enable-engine",
+        "echo",
+        "--enable-engine",
+        "ocr",
+    ])
+    .expect("create");
+    let Command::Tenant(TenantCommand::Create { tenant_id, tier, enable_engines, status, .. }) = cli.command else {
+        panic!("wrong command")
+    };
+    assert_eq!((tenant_id.as_str(), tier, status), ("acme", TenantTierArg::Enterprise, TenantStatusArg::Active));
+    assert_eq!(enable_engines, ["echo", "ocr"]);
+    assert!(
+        parse(&["tenant", "create", "acme", "--display-name", "A", "--home-region", "eu"]).is_err(),
+        "tier required"
+    );
+    let cli = parse(&["tenant", "update", "acme", "--status", "suspended", "--etag", "e1"]).expect("update");
+    let Command::Tenant(TenantCommand::Update(args)) = cli.command else { panic!("wrong command") };
+    assert_eq!((args.status, args.etag.as_deref()), (Some(TenantStatusArg::Suspended), Some("e1")));
+    assert!(matches!(parse(&["tenant", "list"]).expect("list").command, Command::Tenant(TenantCommand::List { .. })));
+    assert!(matches!(
+        parse(&["tenant", "get", "acme"]).expect("get").command,
+        Command::Tenant(TenantCommand::Get { .. })
+    ));
+}
+
+fn update_args(args: &[&str]) -> UpdateTenantArgs {
+    let cli = parse(&[&["tenant", "update", "acme"][..], args].concat()).expect("parses");
+    let Command::Tenant(TenantCommand::Update(args)) = cli.command else { panic!("wrong command") };
+    args
+}
+
+#[test]
+fn tenant_update_applies_flags_to_the_current_tenant() {
+    let mut tenant = pb::Tenant {
+        tenant_id: "acme".into(),
+        display_name: "Acme".into(),
+        tier: pb::TenantTier::Basic.into(),
+        home_region: "eu".into(),
+        status: pb::TenantStatus::Active.into(),
+        enabled_engines: vec!["echo".into(), "ocr".into()],
+        ..pb::Tenant::default()
+    };
+    let args = update_args(&[
+        "--tier",
+        "standard",
+        "--disable-engine",
+        "echo",
+        "--enable-engine",
+        "pdf",
+        "--enable-engine",
+        "ocr",
+    ]);
+    apply_update(&mut tenant, &args).expect("applies");
+    assert_eq!(tenant.tier, i32::from(pb::TenantTier::StandardTenant));
+    assert_eq!(tenant.enabled_engines, ["ocr", "pdf"]);
+    assert_eq!(tenant.display_name, "Acme", "unchanged fields stay");
+    let nothing = apply_update(&mut tenant, &update_args(&[])).expect_err("nothing to update");
+    assert_eq!(nothing.exit_code(), EXIT_USAGE);
+    let both = apply_update(&mut tenant, &update_args(&["--enable-engine", "x", "--disable-engine", "x"]));
+    assert!(matches!(both, Err(CliError::Usage { .. })));
+}
+
+/// Runs a local-only command and returns (result, stdout, stderr).
+fn run_local(args: &[&str]) -> (Result<(), CliError>, String, String) {
+    let cli = parse(args).expect("parses");
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let result = runtime.block_on(run(cli, &mut stdout, &mut stderr));
+    (result, String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+}
+
+#[test]
+fn keys_generate_then_engine_sign_locally() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let prefix = dir.path().join("publisher");
+    let prefix = prefix.to_str().expect("utf-8 path");
+    let (result, stdout, _) = run_local(&["--output", "json", "keys", "generate", "--out", prefix]);
+    result.expect("generate");
+    let generated: serde_json::Value = serde_json::from_str(&stdout).expect("json output");
+    let key_id = generated["key_id"].as_str().expect("key_id").to_owned();
+    assert_eq!(key_id.len(), 32);
+
+    let (again, _, _) = run_local(&["keys", "generate", "--out", prefix]);
+    assert_eq!(again.expect_err("no overwrite").exit_code(), EXIT_USAGE);
+
+    let manifest = dir.path().join("m.json");
+    std::fs::write(&manifest, r#"{"name": "echo", "version": "1.0.0", "tier": "core"}"#).expect("write manifest");
+    let manifest = manifest.to_str().expect("utf-8 path");
+    let key = format!("{prefix}.key");
+    let (result, stdout, _) = run_local(&["engine", "sign", "--manifest", manifest, "--key", &key]);
+    result.expect("sign");
+    let bundle = crate::SignedManifest::parse("stdout", stdout.as_bytes()).expect("bundle on stdout");
+    let public = crate::PublicKey::read_file(std::path::Path::new(&format!("{prefix}.pub"))).expect("public");
+    assert!(bundle.is_signed_by(&public));
+    assert_eq!(bundle.signatures()[0].key_id, key_id);
+}
+
+#[test]
+fn engine_publish_of_an_unsigned_manifest_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("m.json");
+    std::fs::write(&manifest, r#"{"name": "echo", "version": "1.0.0", "tier": "core"}"#).expect("write manifest");
+    let (result, _, _) = run_local(&["engine", "publish", manifest.to_str().expect("utf-8")]);
+    let error = result.expect_err("unsigned");
+    assert!(matches!(error, CliError::Usage { .. }), "{error:?}");
+}
+
+#[test]
+fn a_missing_key_file_is_a_usage_error_naming_the_file() {
+    let (result, _, _) = run_local(&[
+        "trust",
+        "add-key",
+        "--public",
+        "/nonexistent/p.pub",
+        "--purpose",
+        "api-token",
+        "--signer",
+        "/nonexistent/root.key",
+    ]);
+    let error = result.expect_err("missing file");
+    assert_eq!(error.exit_code(), EXIT_USAGE);
+    assert!(error.message().contains("/nonexistent/p.pub"), "{}", error.message());
+}

@@ -1,0 +1,229 @@
+//! `keelctl trust`: add, list and show trust-store keys.
+//!
+//! `add-key` builds the key's spec from a public key file, signs its payload
+//! with a root key file and sends `AddKey`:
+//!
+//! ```text
+//!   --public p.pub ─┐
+//!   --purpose …     ├─▶ KeySpec ──payload──▶ sign with --signer root.key ──▶ AddKey
+//!   --not-before/after ┘
+//! ```
+
+use super::error::CliError;
+use super::output::Output;
+use super::table::Table;
+use super::timestamp::{format_rfc3339, now_ms_rounded_to_second, parse_time_ms};
+use super::{ConsistencyArg, GlobalArgs, connect, enum_name};
+use crate::key_pair::KeyPair;
+use crate::key_spec::{KeySpec, ms_from_timestamp};
+use crate::pb;
+use crate::public_key::PublicKey;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// `keelctl trust …`
+#[derive(Debug, clap::Subcommand)]
+pub enum TrustCommand {
+    /// Add a key, signed by a root key.
+    AddKey(AddKeyArgs),
+    /// List keys.
+    List {
+        /// Only keys with this purpose.
+        #[arg(long, value_enum)]
+        purpose: Option<PurposeArg>,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t)]
+        consistency: ConsistencyArg,
+    },
+    /// Show one key.
+    Get {
+        /// The key id.
+        key_id: String,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t)]
+        consistency: ConsistencyArg,
+    },
+}
+
+/// `keelctl trust add-key` arguments.
+#[derive(Debug, clap::Args)]
+pub struct AddKeyArgs {
+    /// The key to add: a public key file (a secret key file also works).
+    #[arg(long)]
+    pub public: PathBuf,
+    /// What the key may sign (repeat for several).
+    #[arg(long, value_enum, required = true)]
+    pub purpose: Vec<PurposeArg>,
+    /// Valid from (RFC 3339 or Unix ms). Default: now, rounded down to the second.
+    #[arg(long, value_parser = parse_time_ms)]
+    pub not_before: Option<u64>,
+    /// Valid until, exclusive (RFC 3339 or Unix ms). Default: no expiry.
+    #[arg(long, value_parser = parse_time_ms)]
+    pub not_after: Option<u64>,
+    /// The root key's secret key file that signs the addition.
+    #[arg(long)]
+    pub signer: PathBuf,
+}
+
+/// Purposes a key added with `add-key` may hold (root keys are installed at
+/// bootstrap only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PurposeArg {
+    /// Signs engine manifests.
+    EnginePublisher,
+    /// Signs API capability tokens.
+    ApiToken,
+}
+
+impl From<PurposeArg> for pb::KeyPurpose {
+    fn from(purpose: PurposeArg) -> Self {
+        match purpose {
+            PurposeArg::EnginePublisher => pb::KeyPurpose::EnginePublisher,
+            PurposeArg::ApiToken => pb::KeyPurpose::ApiToken,
+        }
+    }
+}
+
+/// A key as `keelctl` shows it.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    /// `keys/{key_id}`.
+    pub name: String,
+    /// The key id.
+    pub key_id: String,
+    /// Lowercase hex public key.
+    pub public_key: String,
+    /// Purpose names, e.g. `ENGINE_PUBLISHER`.
+    pub purposes: Vec<String>,
+    /// Valid from, Unix ms.
+    pub not_before_ms: Option<u64>,
+    /// Valid from, RFC 3339.
+    pub not_before: Option<String>,
+    /// Valid until (exclusive), Unix ms; `null` when it never expires.
+    pub not_after_ms: Option<u64>,
+    /// Valid until, RFC 3339.
+    pub not_after: Option<String>,
+    /// Revision at which it was added.
+    pub create_revision: u64,
+    /// Root keys that admitted it.
+    pub signed_by: Vec<String>,
+}
+
+impl KeyView {
+    /// The view of a key from the server.
+    pub fn from_proto(key: &pb::Key) -> Self {
+        let spec = key.spec.clone().unwrap_or_default();
+        let not_before_ms = spec.not_before.as_ref().and_then(ms_from_timestamp);
+        let not_after_ms = spec.not_after.as_ref().and_then(ms_from_timestamp);
+        KeyView {
+            name: key.name.clone(),
+            key_id: key.key_id.clone(),
+            public_key: hex::encode(&spec.public_key),
+            purposes: spec.purposes.iter().map(|purpose| purpose_name(*purpose)).collect(),
+            not_before_ms,
+            not_before: not_before_ms.map(time_text),
+            not_after_ms,
+            not_after: not_after_ms.map(time_text),
+            create_revision: key.create_revision,
+            signed_by: key.signed_by.clone(),
+        }
+    }
+
+    fn add_fields(&self, table: &mut Table) {
+        table
+            .field("key_id", &self.key_id)
+            .field("public_key", &self.public_key)
+            .field("purposes", self.purposes.join(","))
+            .field("not_before", self.not_before.as_deref().unwrap_or("-"))
+            .field("not_after", self.not_after.as_deref().unwrap_or("never"))
+            .field("create_revision", self.create_revision)
+            .field("signed_by", if self.signed_by.is_empty() { "-".into() } else { self.signed_by.join(",") });
+    }
+}
+
+/// What `add-key` reports.
+#[derive(Debug, Serialize)]
+pub struct AddedKeyView {
+    /// Whether this call added the key (false: it was already present).
+    pub created: bool,
+    /// The key.
+    pub key: Option<KeyView>,
+}
+
+fn purpose_name(purpose: i32) -> String {
+    enum_name(purpose, |value| pb::KeyPurpose::try_from(value).ok().map(|purpose| purpose.as_str_name()))
+}
+
+fn time_text(unix_ms: u64) -> String {
+    format_rfc3339(i64::try_from(unix_ms).unwrap_or(i64::MAX))
+}
+
+/// Runs a `trust` command.
+pub async fn run(command: TrustCommand, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
+    match command {
+        TrustCommand::AddKey(args) => add_key(args, global, output).await,
+        TrustCommand::List { purpose, consistency } => {
+            let client = connect(global).await?;
+            let served = client.list_all_keys(purpose.map(pb::KeyPurpose::from), consistency.into()).await?;
+            let views: Vec<KeyView> = served.value.iter().map(KeyView::from_proto).collect();
+            output.show(&views, |views| {
+                let mut table =
+                    Table::with_header(&["KEY_ID", "PURPOSES", "NOT_BEFORE", "NOT_AFTER", "REVISION", "SIGNED_BY"]);
+                for view in views {
+                    table.row([
+                        view.key_id.clone(),
+                        view.purposes.join(","),
+                        view.not_before.clone().unwrap_or_else(|| "-".into()),
+                        view.not_after.clone().unwrap_or_else(|| "never".into()),
+                        view.create_revision.to_string(),
+                        if view.signed_by.is_empty() { "-".into() } else { view.signed_by.join(",") },
+                    ]);
+                }
+                table
+            })?;
+            output.served_by(&served.meta);
+            Ok(())
+        }
+        TrustCommand::Get { key_id, consistency } => {
+            let client = connect(global).await?;
+            let served = client.get_key(&key_id, consistency.into()).await?;
+            output.show(&KeyView::from_proto(&served.value), |view| {
+                let mut table = Table::fields();
+                view.add_fields(&mut table);
+                table
+            })?;
+            output.served_by(&served.meta);
+            Ok(())
+        }
+    }
+}
+
+/// Builds, signs and sends an `AddKey` request.
+async fn add_key(args: AddKeyArgs, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
+    let public = PublicKey::read_file(&args.public)?;
+    let signer = KeyPair::read_secret_file(&args.signer)?;
+    let not_before_ms = match args.not_before {
+        Some(not_before_ms) => not_before_ms,
+        None => now_ms_rounded_to_second().map_err(|problem| CliError::Usage { problem })?,
+    };
+    let spec = KeySpec::new(
+        *public.bytes(),
+        args.purpose.iter().copied().map(pb::KeyPurpose::from),
+        not_before_ms,
+        args.not_after,
+    )?;
+    let request = spec.add_key_request(&[&signer])?;
+    let client = connect(global).await?;
+    let served = client.add_key(request).await?;
+    let view = AddedKeyView { created: served.value.created, key: served.value.key.as_ref().map(KeyView::from_proto) };
+    output.show(&view, |view| {
+        let mut table = Table::fields();
+        table.field("created", view.created);
+        if let Some(key) = &view.key {
+            key.add_fields(&mut table);
+        }
+        table
+    })?;
+    output.served_by(&served.meta);
+    Ok(())
+}
