@@ -50,6 +50,10 @@ const TOKENS_FORBIDDEN: &[(&str, &str)] = &[
     ("f64", "no floats in replicated state"),
 ];
 
+/// Exceptions to [`TOKENS_FORBIDDEN`]: (file under `src/`, token, why it is harmless).
+const TOKENS_ALLOWED_IN: &[(&str, &str, &str)] =
+    &[("manifest.rs", "f64", "UniqueKeys visits JSON numbers while checking for repeated keys and keeps nothing")];
+
 fn kernel_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -285,7 +289,14 @@ fn the_source_names_no_clock_randomness_io_or_hash_map() {
     let mut findings = Vec::new();
     for file in &files {
         let code = code_only(&read(file));
+        let relative = file.strip_prefix(kernel_dir().join("src")).expect("under src").to_string_lossy().into_owned();
         for (token, why) in TOKENS_FORBIDDEN {
+            if TOKENS_ALLOWED_IN
+                .iter()
+                .any(|(allowed_file, allowed_token, _)| *allowed_file == relative && allowed_token == token)
+            {
+                continue;
+            }
             for line in token_lines(&code, token) {
                 findings.push(format!("{}:{line}: `{token}` ({why})", file.display()));
             }
