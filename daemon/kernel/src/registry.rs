@@ -32,7 +32,9 @@ pub struct EngineVersion {
     pub manifest: Vec<u8>,
     /// Lowercase hex SHA-256 of `manifest`.
     pub manifest_sha256: String,
-    /// The signatures as sent.
+    /// The signatures that verified at publish time: the first valid one of
+    /// each key, in the order sent. Unverified ones are not kept, so every key
+    /// listed here did sign; a check of signers for revocation can rely on it.
     pub signatures: Vec<Signature>,
     /// Revision of the publish.
     pub publish_revision: u64,
@@ -63,7 +65,7 @@ impl Registry {
         if signatures.is_empty() {
             return Err(Rejection::FieldRequired { field: "signatures".into() });
         }
-        trust.verify(PUBLISH_REQUIREMENT, &parsed.signing_payload(), signatures, at_ms)?;
+        let signatures = trust.counted_signatures(PUBLISH_REQUIREMENT, &parsed.signing_payload(), signatures, at_ms)?;
         let name = parsed.manifest.name.clone();
         if let Some(existing) = self.engines.get(&name).and_then(|versions| versions.get(&parsed.version)) {
             return if existing.manifest == parsed.canonical {
@@ -82,7 +84,7 @@ impl Registry {
             description: parsed.manifest.description.clone(),
             manifest_sha256: hex::encode(Sha256::digest(&parsed.canonical)),
             manifest: parsed.canonical,
-            signatures: signatures.to_vec(),
+            signatures,
             publish_revision: revision,
             publish_time_ms: at_ms,
         };

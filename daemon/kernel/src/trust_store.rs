@@ -175,7 +175,7 @@ impl TrustStore {
     }
 
     /// Checks that `signatures` meet `requirement` over `message` at `at_ms`.
-    /// Returns the ids of the keys whose signatures counted.
+    /// Returns the ids of the keys whose signatures counted, in id order.
     ///
     /// Signatures are counted per distinct key. When too few are valid, the
     /// refusal is the first failing signature's own reason (unknown key,
@@ -187,25 +187,46 @@ impl TrustStore {
         signatures: &[Signature],
         at_ms: u64,
     ) -> Result<Vec<String>, Rejection> {
+        let counted = self.counted_signatures(requirement, message, signatures, at_ms)?;
+        let key_ids: BTreeSet<String> = counted.into_iter().map(|signature| signature.key_id).collect();
+        Ok(key_ids.into_iter().collect())
+    }
+
+    /// Like [`Self::verify`], but returns the signatures that counted: the
+    /// first valid signature of each key, in the order sent. Anything else
+    /// (unknown keys, bad bytes, repeats) is dropped, so what callers store
+    /// as provenance was actually verified.
+    pub fn counted_signatures(
+        &self,
+        requirement: Requirement,
+        message: &[u8],
+        signatures: &[Signature],
+        at_ms: u64,
+    ) -> Result<Vec<Signature>, Rejection> {
         Limit::SignaturesPerRequest.check(signatures.len())?;
-        let mut valid: BTreeSet<String> = BTreeSet::new();
+        let mut valid_key_ids: BTreeSet<&str> = BTreeSet::new();
+        let mut counted = Vec::new();
         let mut first_failure: Option<Rejection> = None;
         for signature in signatures {
+            if valid_key_ids.contains(signature.key_id.as_str()) {
+                continue;
+            }
             match self.verify_one(requirement.purpose, message, signature, at_ms) {
                 Ok(()) => {
-                    valid.insert(signature.key_id.clone());
+                    valid_key_ids.insert(&signature.key_id);
+                    counted.push(signature.clone());
                 }
                 Err(rejection) => {
                     first_failure.get_or_insert(rejection);
                 }
             }
         }
-        if valid.len() >= requirement.threshold && requirement.threshold > 0 {
-            return Ok(valid.into_iter().collect());
+        if counted.len() >= requirement.threshold && requirement.threshold > 0 {
+            return Ok(counted);
         }
         Err(first_failure.unwrap_or(Rejection::SignatureThresholdNotMet {
             required_purpose: requirement.purpose.name().into(),
-            valid: valid.len(),
+            valid: counted.len(),
             threshold: requirement.threshold,
         }))
     }

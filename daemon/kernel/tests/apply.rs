@@ -436,6 +436,30 @@ fn publish_of_a_new_version_adds_it_beside_the_old_one() {
 }
 
 #[test]
+fn publish_keeps_only_the_signatures_that_verified() {
+    // A valid publisher signature carries the publish; the others (an unknown
+    // key, a repeat, a known publisher's bad bytes, a root) must not be
+    // recorded as if those keys had signed.
+    let mut setup = trust_and_publisher();
+    setup.push(now(add_key(publisher_spec(PUBLISHER2), &[ROOT])));
+    let bytes = manifest("echo", "1.0.0");
+    let valid = sign_manifest(&bytes, PUBLISHER);
+    let forged = Signature { key_id: key_id(PUBLISHER2), signature: valid.signature.clone() };
+    let signatures = vec![
+        sign_manifest(&bytes, STRANGER),
+        forged,
+        valid.clone(),
+        sign_manifest(&bytes, ROOT),
+        valid.clone(),
+        sign_manifest(&bytes, PUBLISHER2),
+    ];
+    let proposal = now(Command::PublishEngineVersion { manifest: bytes.clone(), signatures });
+    let Checked { state, .. } = check(&setup, proposal, Expect::Events(vec![published("echo", "1.0.0")]));
+    let stored = state.registry().get(&name("echo"), None).expect("published");
+    assert_eq!(stored.signatures, vec![valid, sign_manifest(&bytes, PUBLISHER2)]);
+}
+
+#[test]
 fn publish_before_bootstrap_is_refused() {
     check(&[], now(publish(manifest("echo", "1.0.0"), PUBLISHER)), Expect::Rejected("TRUST_NOT_BOOTSTRAPPED"));
 }
