@@ -49,7 +49,9 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     /// The leader's wall clock when it proposed, Unix ms. `apply` uses
-    /// `max(previous entry time, this)`, so time never runs backwards.
+    /// `max(time of the last entry that changed state, this)`, so time never
+    /// runs backwards; rejected and no-op entries do not move the clock, so
+    /// they leave the state (and its digest) exactly as it was.
     pub leader_time_ms: u64,
     /// The change.
     pub command: Command,
