@@ -1,10 +1,12 @@
-//! Golden bytes of the snapshot format, and how decoding fails.
+//! Golden bytes of the kernel's formats: the snapshot (and how decoding it
+//! fails), and the signing payloads clients must rebuild byte for byte.
 //!
 //! Snapshots are persisted and sent between nodes, so their bytes are a
 //! contract: a node must read what an older build of the same format version
 //! wrote, and a state must encode to the same bytes on every node (the digest
 //! is their hash). The fixed state below uses fixed keys and times, so its
-//! encoding never changes unless the format does.
+//! encoding never changes unless the format does. Signing payloads are a
+//! contract with every client in every language (`proto/keel/v1/*.proto`).
 
 mod fixture;
 
@@ -189,4 +191,63 @@ fn a_huge_length_prefix_is_refused_without_allocating_it() {
     bytes[18..26].copy_from_slice(&u64::MAX.to_le_bytes());
     let error = KernelState::decode_snapshot(&bytes).expect_err("impossible length");
     assert!(matches!(error, SnapshotError::Corrupt(_)), "{error}");
+}
+
+// ---------------------------------------------------------------- signing payloads
+
+/// PUBLISHER's public key and id, spelled out so the payload goldens below
+/// do not depend on the fixtures' derivation.
+const PUBLISHER_PUBLIC_KEY_HEX: &str = "43a72e714401762df66b68c26dfbdf2682aaec9f2474eca4613e424a0fbafd3c";
+const PUBLISHER_KEY_ID: &str = "506ef1879d748ce0713b0dd01da32ad2";
+
+#[test]
+fn the_key_id_is_the_first_16_bytes_of_the_public_keys_sha256() {
+    assert_eq!(hex::encode(public_key(PUBLISHER)), PUBLISHER_PUBLIC_KEY_HEX);
+    assert_eq!(key_id(PUBLISHER), PUBLISHER_KEY_ID);
+}
+
+#[test]
+fn the_key_signing_payload_has_not_changed() {
+    // Purposes are listed in enum order (ROOT, ENGINE_PUBLISHER, API_TOKEN),
+    // not alphabetically, whatever order they were given in.
+    let spec = with_window(
+        key_spec(PUBLISHER, &[KeyPurpose::ApiToken, KeyPurpose::EnginePublisher]),
+        T0_MS,
+        Some(T0_MS + 1_000),
+    );
+    let expected = concat!(
+        "keel/v1/key\n",
+        r#"{"key_id":"506ef1879d748ce0713b0dd01da32ad2","not_after_ms":1700000001000,"not_before_ms":1700000000000,"#,
+        r#""public_key":"43a72e714401762df66b68c26dfbdf2682aaec9f2474eca4613e424a0fbafd3c","#,
+        r#""purposes":["ENGINE_PUBLISHER","API_TOKEN"]}"#,
+    );
+    assert_eq!(String::from_utf8(spec.signing_payload().expect("canonicalises")).expect("UTF-8"), expected);
+}
+
+#[test]
+fn the_key_signing_payload_omits_an_open_end() {
+    let spec = key_spec(PUBLISHER, &[KeyPurpose::EnginePublisher]);
+    let expected = concat!(
+        "keel/v1/key\n",
+        r#"{"key_id":"506ef1879d748ce0713b0dd01da32ad2","not_before_ms":0,"#,
+        r#""public_key":"43a72e714401762df66b68c26dfbdf2682aaec9f2474eca4613e424a0fbafd3c","#,
+        r#""purposes":["ENGINE_PUBLISHER"]}"#,
+    );
+    assert_eq!(String::from_utf8(spec.signing_payload().expect("canonicalises")).expect("UTF-8"), expected);
+}
+
+#[test]
+fn the_manifest_signing_payload_is_rfc_8785_of_the_document_as_sent() {
+    // Keys sorted, whitespace dropped, numbers in ECMAScript form, escapes
+    // resolved except the ones JSON requires.
+    let sent = br#"{ "version": "2.0.0", "name": "coffee", "tier": "critical",
+        "description": "caf\u00e9 \ud83d\ude00\t\"/",
+        "actions": [{"name": "run", "input_schema": {"maximum": 1E3, "minimum": -0.0, "multipleOf": 0.10}}] }"#;
+    let expected = concat!(
+        "keel/v1/manifest\n",
+        r#"{"actions":[{"input_schema":{"maximum":1000,"minimum":0,"multipleOf":0.1},"name":"run"}],"#,
+        r#""description":"café 😀\t\"/","name":"coffee","tier":"critical","version":"2.0.0"}"#,
+    );
+    let parsed = keel_kernel::manifest::parse(sent).expect("a valid manifest");
+    assert_eq!(String::from_utf8(parsed.signing_payload()).expect("UTF-8"), expected);
 }
