@@ -20,7 +20,7 @@
 //! returned instead, which says more than "deadline exceeded".
 
 use crate::connection::Connection;
-use crate::error::ClientError;
+use crate::error::{self, ClientError};
 use crate::limits::{
     CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS, ENDPOINTS_MAX, LEADER_REDIRECTS_MAX, LIST_PAGES_MAX,
     RETRY_ATTEMPTS_MAX,
@@ -168,6 +168,7 @@ impl KeelClient {
                     match tokio::time::timeout(remaining, send(current.channel.clone(), attempt)).await {
                         Err(_elapsed) => return Err(deadline_exceeded()),
                         Ok(Ok(response)) => return Ok(Served::from_response(response)),
+                        Ok(Err(status)) if error::is_client_timeout(&status) => return Err(deadline_exceeded()),
                         Ok(Err(status)) => {
                             let error = ClientError::from_status(&status, &current.address);
                             if matches!(

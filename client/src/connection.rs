@@ -13,7 +13,7 @@
 //! Every endpoint gets HTTP/2 keep-alive (without it a channel may not
 //! recover after a partition heals) and a connect timeout.
 
-use crate::error::ClientError;
+use crate::error::{self, ClientError};
 use crate::limits::{HTTP2_KEEP_ALIVE_INTERVAL_MS, HTTP2_KEEP_ALIVE_TIMEOUT_MS, TCP_KEEPALIVE_MS};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -134,7 +134,7 @@ impl Connection {
         // bounds the whole handshake and respects the caller's deadline.
         match tokio::time::timeout(remaining.min(self.connect_timeout), endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(error)) => Err(describe(&error)),
+            Ok(Err(error)) => Err(error::error_chain(&error)),
             Err(_) => Err(format!("no connection within {} ms", remaining.min(self.connect_timeout).as_millis())),
         }
     }
@@ -151,7 +151,7 @@ fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, Client
     if rest.is_empty() {
         return Err(invalid("has no host".into()));
     }
-    let endpoint = Endpoint::from_shared(address.to_owned()).map_err(|error| invalid(describe(&error)))?;
+    let endpoint = Endpoint::from_shared(address.to_owned()).map_err(|error| invalid(error::error_chain(&error)))?;
     Ok(endpoint
         .connect_timeout(connect_timeout)
         .http2_keep_alive_interval(Duration::from_millis(HTTP2_KEEP_ALIVE_INTERVAL_MS))
@@ -159,18 +159,6 @@ fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, Client
         .keep_alive_while_idle(true)
         .tcp_keepalive(Some(Duration::from_millis(TCP_KEEPALIVE_MS)))
         .tcp_nodelay(true))
-}
-
-/// An error with its causes.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

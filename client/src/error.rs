@@ -224,8 +224,22 @@ impl ClientError {
     }
 }
 
+/// Whether `status` is tonic's own client-side timeout (the channel enforces
+/// the `grpc-timeout` the client sent), as opposed to an answer.
+pub(crate) fn is_client_timeout(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    for _ in 0..ERROR_CHAIN_DEPTH_MAX {
+        let Some(cause) = source else { return false };
+        if cause.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// An error's message followed by its causes, `": "`-separated.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     // The chain is finite in practice; bound it anyway.

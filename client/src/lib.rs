@@ -33,11 +33,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(test)]
+mod call_tests;
 pub mod cli;
 pub mod client;
 mod cluster;
 mod connection;
 pub mod error;
+#[cfg(test)]
+mod fake_node;
 pub mod key_pair;
 pub mod key_spec;
 pub mod limits;

@@ -135,4 +135,6 @@ pub(crate) fn enum_name(value: i32, name_of: impl Fn(i32) -> Option<&'static str
 }
 
 #[cfg(test)]
+mod command_tests;
+#[cfg(test)]
 mod tests;
