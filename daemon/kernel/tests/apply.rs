@@ -51,10 +51,12 @@ fn check(setup: &[Proposal], proposal: Proposal, expect: Expect) -> Checked {
         (Expect::Events(kinds), Ok(applied)) => {
             let expected: Vec<Event> = kinds.iter().cloned().map(|kind| Event { revision, kind }).collect();
             assert_eq!(applied.events, expected, "events of {proposal}");
+            assert_ne!(created(&applied.outcome), Some(false), "a change reports created: {:?}", applied.outcome);
             assert_ne!(state.digest(), digest_before, "a change must move the digest");
         }
         (Expect::NoChange, Ok(applied)) => {
             assert_eq!(applied.events, Vec::new(), "an idempotent replay emits no events");
+            assert_eq!(created(&applied.outcome), Some(false), "a replay reports !created: {:?}", applied.outcome);
             assert_unchanged(&before, digest_before, &state);
         }
         (Expect::Rejected(label_expected), Err(rejection)) => {
@@ -77,6 +79,16 @@ fn check(setup: &[Proposal], proposal: Proposal, expect: Expect) -> Checked {
 struct Checked {
     state: KernelState,
     result: Result<Applied, Rejection>,
+}
+
+/// The outcome's `created` flag, for outcomes that have one.
+fn created(outcome: &Outcome) -> Option<bool> {
+    match outcome {
+        Outcome::TrustBootstrapped { created }
+        | Outcome::KeyAdded { created, .. }
+        | Outcome::EngineVersionPublished { created, .. } => Some(*created),
+        Outcome::TenantWritten { .. } => None,
+    }
 }
 
 fn assert_unchanged(before: &KernelState, digest_before: keel_kernel::StateDigest, after: &KernelState) {
