@@ -372,6 +372,60 @@ proptest! {
     }
 }
 
+/// Any JSON value: every kind of number (huge, negative zero, subnormal),
+/// any Unicode string, nested arrays and objects.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter_map("JSON has no NaN or infinity", |number| {
+            serde_json::Number::from_f64(number).map(Value::Number)
+        }),
+        ".{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 24, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            proptest::collection::btree_map(".{0,8}", inner, 0..5)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: config().cases / 2, ..config() })]
+
+    /// The stored manifest is a fixed point of canonicalisation: publishing
+    /// it again (re-signed over its own payload) changes nothing, whatever
+    /// JSON the schemas carry.
+    #[test]
+    fn canonical_manifests_are_a_fixed_point(constant in json_value()) {
+        let mut document = manifest_value("echo", "1.0.0");
+        document["actions"][0]["input_schema"] = serde_json::json!({ "const": constant });
+        let setup = [
+            at(T0_MS, bootstrap(&[ROOT])),
+            at(T0_MS, add_key(publisher_spec(2), &[ROOT])),
+        ];
+        let mut state = KernelState::default();
+        for (index, entry) in setup.iter().enumerate() {
+            state.apply(index as u64 + 1, entry).expect("setup applies");
+        }
+        let first = state.apply(3, &at(T0_MS, publish(json_bytes(&document), 2)));
+        let Ok(Applied { outcome: Outcome::EngineVersionPublished { version, created: true }, .. }) = first else {
+            panic!("a manifest with any JSON in its schema publishes: {}", describe(&first));
+        };
+        let reparsed = keel_kernel::manifest::parse(&version.manifest).expect("the stored manifest parses");
+        assert_eq!(reparsed.canonical, version.manifest, "canonicalising the canonical form changes it");
+        let before = state.clone();
+        let again = state.apply(4, &at(T0_MS, publish(version.manifest.clone(), 2)));
+        assert!(matches!(&again, Ok(applied) if applied.events.is_empty()), "republish: {}", describe(&again));
+        assert_eq!(state, before);
+    }
+}
+
 /// A result in one line, for assertion messages.
 fn describe(result: &Result<Applied, Rejection>) -> String {
     match result {
