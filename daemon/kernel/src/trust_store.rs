@@ -87,11 +87,16 @@ impl KeySpec {
         if self.purposes.is_empty() {
             return Err(Rejection::FieldRequired { field: "spec.purposes".into() });
         }
-        if ed25519_dalek::VerifyingKey::from_bytes(&self.public_key).is_err() {
-            return Err(Rejection::FieldInvalid {
-                field: "spec.public_key".into(),
-                problem: "not a valid Ed25519 public key".into(),
-            });
+        let problem = match ed25519_dalek::VerifyingKey::from_bytes(&self.public_key) {
+            Err(_) => Some("not a valid Ed25519 public key"),
+            // `verify_strict` refuses every signature by a small-order key, so
+            // storing one would take a slot (or, at bootstrap, the whole root
+            // of trust) for a key that can never sign.
+            Ok(key) if key.is_weak() => Some("a small-order Ed25519 key, which can never sign"),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Err(Rejection::FieldInvalid { field: "spec.public_key".into(), problem: problem.into() });
         }
         if let Some(not_after_ms) = self.not_after_ms
             && not_after_ms <= self.not_before_ms

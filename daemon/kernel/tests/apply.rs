@@ -376,6 +376,17 @@ fn add_key_with_an_invalid_public_key_is_refused() {
 }
 
 #[test]
+fn add_key_with_a_small_order_public_key_is_refused() {
+    // The identity point (y = 1) decodes, but no signature by it ever verifies.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let spec = KeySpec { public_key: identity, ..publisher_spec(PUBLISHER) };
+    check(&trust(), now(add_key(spec, &[ROOT])), Expect::Rejected("FIELD_INVALID spec.public_key"));
+    let root_keys = vec![KeySpec { public_key: identity, ..root_spec(ROOT) }];
+    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("FIELD_INVALID spec.public_key"));
+}
+
+#[test]
 fn add_key_with_an_empty_validity_window_is_refused() {
     let spec = with_window(publisher_spec(PUBLISHER), T0_MS, Some(T0_MS - 1));
     check(&trust(), now(add_key(spec, &[ROOT])), Expect::Rejected("KEY_VALIDITY_INVALID"));
