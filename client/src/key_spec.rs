@@ -203,6 +203,40 @@ mod tests {
         assert!(text.ends_with(r#""purposes":["ROOT","API_TOKEN"]}"#), "{text}");
     }
 
+    /// The same vectors as the kernel's golden test
+    /// (`daemon/kernel/tests/snapshot_format.rs`, key seed 10), so a change on
+    /// either side breaks a test on that side.
+    #[test]
+    fn signing_payload_matches_the_servers_golden_vectors() {
+        let public_key = KeyPair::from_secret_bytes([10u8; 32]).public_key();
+        let spec = KeySpec::new(
+            public_key,
+            [pb::KeyPurpose::ApiToken, pb::KeyPurpose::EnginePublisher],
+            1_700_000_000_000,
+            Some(1_700_000_001_000),
+        )
+        .expect("valid");
+        assert_eq!(
+            String::from_utf8(spec.signing_payload().expect("payload")).expect("utf-8"),
+            concat!(
+                "keel/v1/key\n",
+                r#"{"key_id":"506ef1879d748ce0713b0dd01da32ad2","not_after_ms":1700000001000,"not_before_ms":1700000000000,"#,
+                r#""public_key":"43a72e714401762df66b68c26dfbdf2682aaec9f2474eca4613e424a0fbafd3c","#,
+                r#""purposes":["ENGINE_PUBLISHER","API_TOKEN"]}"#,
+            )
+        );
+        let open_ended = KeySpec::new(public_key, [pb::KeyPurpose::EnginePublisher], 0, None).expect("valid");
+        assert_eq!(
+            String::from_utf8(open_ended.signing_payload().expect("payload")).expect("utf-8"),
+            concat!(
+                "keel/v1/key\n",
+                r#"{"key_id":"506ef1879d748ce0713b0dd01da32ad2","not_before_ms":0,"#,
+                r#""public_key":"43a72e714401762df66b68c26dfbdf2682aaec9f2474eca4613e424a0fbafd3c","#,
+                r#""purposes":["ENGINE_PUBLISHER"]}"#,
+            )
+        );
+    }
+
     #[test]
     fn signatures_are_deterministic() {
         let spec = KeySpec::new(publisher().public_key(), [pb::KeyPurpose::EnginePublisher], 1_767_225_600_000, None)

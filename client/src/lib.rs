@@ -20,7 +20,7 @@
 //! Map of the crate:
 //! - [`client`]: [`KeelClient`], [`ClientConfig`], the call loop and paging;
 //!   `trust`, `registry`, `tenant` and `cluster` add one typed method per RPC.
-//! - [`connection`] (private): endpoint list and channel; [`retry`]: which
+//! - `connection` (private): endpoint list and channel; [`retry`]: which
 //!   failures are retried and the backoff.
 //! - [`served`]: [`Served`] and [`ResponseMeta`] (the `keel-*` headers).
 //! - [`error`]: [`ClientError`], the one conversion from `tonic::Status`;

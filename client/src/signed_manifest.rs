@@ -232,6 +232,23 @@ mod tests {
         );
     }
 
+    /// The kernel's golden manifest vector (`daemon/kernel/tests/snapshot_format.rs`).
+    #[test]
+    fn manifest_payload_matches_the_servers_golden_vector() {
+        let sent = br#"{ "version": "2.0.0", "name": "coffee", "tier": "critical",
+        "description": "caf\u00e9 \ud83d\ude00\t\"/",
+        "actions": [{"name": "run", "input_schema": {"maximum": 1E3, "minimum": -0.0, "multipleOf": 0.10}}] }"#;
+        let bundle = SignedManifest::parse("m.json", sent).expect("manifest");
+        assert_eq!(
+            String::from_utf8(bundle.signing_payload()).expect("utf-8"),
+            concat!(
+                "keel/v1/manifest\n",
+                r#"{"actions":[{"input_schema":{"maximum":1000,"minimum":0,"multipleOf":0.1},"name":"run"}],"#,
+                r#""description":"café 😀\t\"/","name":"coffee","tier":"critical","version":"2.0.0"}"#,
+            )
+        );
+    }
+
     #[test]
     fn a_bundle_round_trips_and_signatures_verify() {
         let publisher = KeyPair::from_secret_bytes([7u8; 32]);

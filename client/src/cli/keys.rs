@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// `keelctl keys …`
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// Generate a key pair: writes <OUT>.key (secret, mode 0600) and <OUT>.pub.
+    /// Generate a key pair: writes OUT.key (secret, mode 0600) and OUT.pub.
     Generate {
         /// Path prefix of the two files; existing files are never overwritten.
         #[arg(long)]
