@@ -53,7 +53,7 @@ pub struct Fixture {
 impl Fixture {
     /// Loads the dev root key keeld generated.
     pub async fn new(node: &KeelProcess) -> Result<Fixture> {
-        let root = KeyPair::read_file(&node.dev_root_key()).context("reading the dev root key")?;
+        let root = KeyPair::read_secret_file(&node.dev_root_key()).context("reading the dev root key")?;
         Ok(Fixture { root })
     }
 
@@ -77,12 +77,12 @@ impl Fixture {
     fn spec(key: &KeyPair, options: &KeyOptions) -> Result<(pb::KeySpec, Vec<u8>)> {
         let not_before_ms = options.not_before_ms.unwrap_or_else(|| now_ms().saturating_sub(60_000));
         let payload =
-            keel_client::signing::key_payload(key.public_key(), &options.purposes, not_before_ms, options.not_after_ms)?;
+            keel_client::signing::key_payload(&key.public_key(), &options.purposes, not_before_ms, options.not_after_ms)?;
         let spec = pb::KeySpec {
             public_key: key.public_key().to_vec(),
             purposes: options.purposes.iter().map(|p| *p as i32).collect(),
-            not_before: Some(keel_client::timestamp_from_ms(not_before_ms)),
-            not_after: options.not_after_ms.map(keel_client::timestamp_from_ms),
+            not_before: Some(keel_client::key_spec::timestamp_from_ms(not_before_ms)),
+            not_after: options.not_after_ms.map(keel_client::key_spec::timestamp_from_ms),
         };
         Ok((spec, payload))
     }
