@@ -11,12 +11,28 @@
 //! ```
 //!
 //! `mem_store` offers the same traits without disk for tests and simulation.
+//! `rocks_db` opens the one RocksDB both stores share ([`open_rocks`]);
+//! `codec` is the versioned byte layout of everything persisted;
+//! `snapshot_store` keeps the current snapshot; `network` is the (for now
+//! peerless) Raft network.
 
+pub mod codec;
 pub mod log_store;
 pub mod mem_store;
 pub mod network;
+pub mod rocks_db;
 pub mod shared_state;
+pub mod snapshot_store;
 pub mod state_machine;
+#[cfg(test)]
+mod tests;
+
+pub use log_store::RocksLogStore;
+pub use mem_store::{MemLogStore, open_memory};
+pub use network::NoPeerNetwork;
+pub use rocks_db::{StorageOpenError, open_rocks};
+pub use shared_state::SharedState;
+pub use state_machine::KernelStateMachine;
 
 use keel_kernel::{Applied, Proposal, Rejection};
 use serde::{Deserialize, Serialize};
