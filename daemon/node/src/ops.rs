@@ -1,7 +1,7 @@
 //! Ops HTTP: `/healthz` (alive), `/readyz` (serving), `/diagz` (JSON status),
 //! `/metrics` (Prometheus text).
 
-use crate::api::cluster::NodeStatus;
+use crate::api::cluster::{NodeStatus, Role};
 use crate::api::context::ApiContext;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -41,7 +41,7 @@ pub fn not_ready_reason(status: &NodeStatus) -> Option<&'static str> {
     if !status.is_trust_bootstrapped {
         return Some("trust store not bootstrapped yet");
     }
-    if status.applied_index < status.last_log_index && status.role == "leader" {
+    if status.applied_index < status.last_log_index && status.role == Role::Leader {
         return Some("applying committed entries");
     }
     None
@@ -64,7 +64,7 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     let labels = format!("node_id=\"{}\",region=\"{}\"", status.node_id, status.region);
     let gauges: [(&str, &str, u64); 8] = [
         ("keel_raft_term", "Current Raft term.", status.term),
-        ("keel_raft_is_leader", "1 when this node leads.", u64::from(status.role == "leader")),
+        ("keel_raft_is_leader", "1 when this node leads.", u64::from(status.role == Role::Leader)),
         ("keel_raft_last_log_index", "Index of the last log entry held.", status.last_log_index),
         ("keel_raft_applied_index", "Index of the last applied entry.", status.applied_index),
         ("keel_trust_keys", "Keys in the trust store.", status.key_count as u64),

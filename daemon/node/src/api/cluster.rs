@@ -26,6 +26,42 @@ pub struct MemberStatus {
     pub is_voter: bool,
 }
 
+/// A node's Raft role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+impl From<ServerState> for Role {
+    fn from(state: ServerState) -> Role {
+        match state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        }
+    }
+}
+
+impl From<Role> for pb::RaftRole {
+    fn from(role: Role) -> pb::RaftRole {
+        match role {
+            Role::Leader => pb::RaftRole::Leader,
+            Role::Follower => pb::RaftRole::Follower,
+            Role::Candidate => pb::RaftRole::Candidate,
+            Role::Learner => pb::RaftRole::Learner,
+            Role::Shutdown => pb::RaftRole::Shutdown,
+        }
+    }
+}
+
 /// This node's view of itself and the cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
@@ -37,8 +73,8 @@ pub struct NodeStatus {
     pub zone: String,
     /// keeld version.
     pub version: &'static str,
-    /// Raft role: leader, follower, candidate, learner, shutdown.
-    pub role: &'static str,
+    /// Raft role.
+    pub role: Role,
     /// Raft term.
     pub term: u64,
     /// Leader id, when known.
@@ -92,13 +128,7 @@ impl NodeStatus {
             region: ctx.identity.region.clone(),
             zone: ctx.identity.zone.clone(),
             version: VERSION,
-            role: match metrics.state {
-                ServerState::Leader => "leader",
-                ServerState::Follower => "follower",
-                ServerState::Candidate => "candidate",
-                ServerState::Learner => "learner",
-                ServerState::Shutdown => "shutdown",
-            },
+            role: metrics.state.into(),
             term: metrics.current_term,
             leader_id: metrics.current_leader,
             last_log_index: metrics.last_log_index.unwrap_or(0),
@@ -130,19 +160,12 @@ pub struct ClusterApi {
 impl pb::cluster_service_server::ClusterService for ClusterApi {
     async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
         let status = NodeStatus::collect(&self.ctx, self.boot_time_ms);
-        let role = match status.role {
-            "leader" => pb::RaftRole::Leader,
-            "follower" => pb::RaftRole::Follower,
-            "candidate" => pb::RaftRole::Candidate,
-            "learner" => pb::RaftRole::Learner,
-            _ => pb::RaftRole::Shutdown,
-        };
         let message = pb::ClusterStatus {
             node_id: status.node_id,
             region: status.region,
             zone: status.zone,
             version: status.version.to_owned(),
-            role: role as i32,
+            role: pb::RaftRole::from(status.role) as i32,
             term: status.term,
             leader_id: status.leader_id.unwrap_or(0),
             // openraft 0.9 does not expose the commit index in metrics; on a
