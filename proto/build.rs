@@ -18,8 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("keel_descriptor.bin"))
-        .compile_with_config(config, PROTOS, &["."])?;
+    tonic_prost_build::configure().file_descriptor_set_path(out_dir.join("keel_descriptor.bin")).compile_with_config(
+        config,
+        PROTOS,
+        &["."],
+    )?;
     Ok(())
 }

@@ -55,7 +55,9 @@ async fn bad_publishes_are_refused_and_change_nothing() -> Result<()> {
     // Malformed manifest and missing fields.
     let result = fixture.publish_bytes(&node, b"{not json", &[&publisher]).await;
     assert_refused(&node, &digest, "malformed manifest", result, Code::InvalidArgument, "MANIFEST_MALFORMED").await?;
-    let result = fixture.publish_value(&node, &serde_json::json!({"name": "noversion", "tier": "standard"}), &[&publisher]).await;
+    let result = fixture
+        .publish_value(&node, &serde_json::json!({"name": "noversion", "tier": "standard"}), &[&publisher])
+        .await;
     let status = result.as_ref().err().cloned();
     assert!(
         matches!(status.as_ref().map(reason_of).as_deref(), Some("FIELD_REQUIRED" | "MANIFEST_MALFORMED")),
@@ -112,7 +114,11 @@ async fn bad_keys_are_refused_and_change_nothing() -> Result<()> {
     let token_key = Fixture::generate_key();
     fixture.add_key(&node, &token_key, KeyOptions::purpose(pb::KeyPurpose::ApiToken), None).await?;
     let expired = Fixture::generate_key();
-    let options = KeyOptions { not_before_ms: Some(now_ms - 2 * HOUR_MS), not_after_ms: Some(now_ms - HOUR_MS), ..KeyOptions::publisher() };
+    let options = KeyOptions {
+        not_before_ms: Some(now_ms - 2 * HOUR_MS),
+        not_after_ms: Some(now_ms - HOUR_MS),
+        ..KeyOptions::publisher()
+    };
     fixture.add_key(&node, &expired, options, None).await?;
     let future = Fixture::generate_key();
     let options = KeyOptions { not_before_ms: Some(now_ms + HOUR_MS), ..KeyOptions::publisher() };
@@ -132,15 +138,24 @@ async fn bad_keys_are_refused_and_change_nothing() -> Result<()> {
     let signed_by_self = fixture.add_key(&node, &candidate, KeyOptions::publisher(), Some(&candidate)).await;
     assert_refused(&node, &digest, "self-signed key", signed_by_self, Code::PermissionDenied, "KEY_UNKNOWN").await?;
     let signed_by_publisher = fixture.add_key(&node, &candidate, KeyOptions::publisher(), Some(&token_key)).await;
-    assert_refused(&node, &digest, "non-root signer", signed_by_publisher, Code::PermissionDenied, "KEY_PURPOSE_MISMATCH")
-        .await?;
+    assert_refused(
+        &node,
+        &digest,
+        "non-root signer",
+        signed_by_publisher,
+        Code::PermissionDenied,
+        "KEY_PURPOSE_MISMATCH",
+    )
+    .await?;
     let unsigned = fixture.add_key_raw(&node, &candidate, KeyOptions::publisher(), Vec::new()).await;
     assert_refused(&node, &digest, "unsigned key", unsigned, Code::PermissionDenied, "SIGNATURE_THRESHOLD_NOT_MET")
         .await?;
     let forged = vec![pb::Signature { key_id: fixture.root_key_id(), signature: vec![7; 64] }];
     let forged = fixture.add_key_raw(&node, &candidate, KeyOptions::publisher(), forged).await;
-    assert_refused(&node, &digest, "forged root signature", forged, Code::PermissionDenied, "SIGNATURE_INVALID").await?;
-    let inverted = KeyOptions { not_before_ms: Some(now_ms), not_after_ms: Some(now_ms - 1), ..KeyOptions::publisher() };
+    assert_refused(&node, &digest, "forged root signature", forged, Code::PermissionDenied, "SIGNATURE_INVALID")
+        .await?;
+    let inverted =
+        KeyOptions { not_before_ms: Some(now_ms), not_after_ms: Some(now_ms - 1), ..KeyOptions::publisher() };
     let inverted = fixture.add_key(&node, &candidate, inverted, None).await;
     assert_refused(&node, &digest, "inverted window", inverted, Code::InvalidArgument, "KEY_VALIDITY_INVALID").await?;
     Ok(())
@@ -173,7 +188,9 @@ async fn bad_tenants_are_refused_and_change_nothing() -> Result<()> {
     assert_refused(&node, &digest, "missing tenant", result, Code::NotFound, "TENANT_NOT_FOUND").await?;
     let result = client.get_tenant(pb::GetTenantRequest { name: "ghost".into(), consistency: 0 }).await;
     assert_refused(&node, &digest, "get missing tenant", result, Code::NotFound, "TENANT_NOT_FOUND").await?;
-    let result = client.list_tenants(pb::ListTenantsRequest { page_size: 5, page_token: "garbage".into(), consistency: 0 }).await;
+    let result = client
+        .list_tenants(pb::ListTenantsRequest { page_size: 5, page_token: "garbage".into(), consistency: 0 })
+        .await;
     assert_refused(&node, &digest, "bad page token", result, Code::InvalidArgument, "PAGE_TOKEN_INVALID").await?;
     Ok(())
 }

@@ -35,7 +35,11 @@ async fn readme_walkthrough_with_keelctl() -> Result<()> {
 
     ok(&node, &dir, &["keys", "generate", "--out", "publisher"])?;
     ensure!(dir.join("publisher.key").exists() && dir.join("publisher.pub").exists());
-    ok(&node, &dir, &["trust", "add-key", "--public", "publisher.pub", "--purpose", "engine-publisher", "--signer", root])?;
+    ok(
+        &node,
+        &dir,
+        &["trust", "add-key", "--public", "publisher.pub", "--purpose", "engine-publisher", "--signer", root],
+    )?;
     let keys: serde_json::Value = serde_json::from_str(&ok(&node, &dir, &["--output", "json", "trust", "list"])?)?;
     ensure!(keys.to_string().contains("ENGINE_PUBLISHER"), "{keys}");
 
@@ -46,17 +50,34 @@ async fn readme_walkthrough_with_keelctl() -> Result<()> {
         "data_classes": ["pci"]
     });
     std::fs::write(dir.join("billing.json"), serde_json::to_vec_pretty(&manifest)?)?;
-    ok(&node, &dir, &["engine", "sign", "--manifest", "billing.json", "--key", "publisher.key", "--out", "billing.signed.json"])?;
+    ok(
+        &node,
+        &dir,
+        &["engine", "sign", "--manifest", "billing.json", "--key", "publisher.key", "--out", "billing.signed.json"],
+    )?;
     ok(&node, &dir, &["engine", "publish", "billing.signed.json"])?;
     let engine = ok(&node, &dir, &["--output", "json", "engine", "get", "billing"])?;
     ensure!(engine.contains("1.0.0") && engine.contains("billing"), "{engine}");
     let table = ok(&node, &dir, &["engine", "list"])?;
     ensure!(table.contains("billing"), "{table}");
 
-    ok(&node, &dir, &[
-        "tenant", "create", "acme", "--display-name", "Acme Corp", "--tier", "enterprise", "--home-region", "eu-west",
-        "--enable-engine", "billing",
-    ])?;
+    ok(
+        &node,
+        &dir,
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--display-name",
+            "Acme Corp",
+            "--tier",
+            "enterprise",
+            "--home-region",
+            "eu-west",
+            "--enable-engine",
+            "billing",
+        ],
+    )?;
     let tenant = ok(&node, &dir, &["--output", "json", "tenant", "get", "acme"])?;
     ensure!(tenant.contains("Acme Corp"), "{tenant}");
     let status = ok(&node, &dir, &["--output", "json", "cluster", "status"])?;

@@ -76,8 +76,12 @@ impl Fixture {
     /// locally: these tests need the server to see them.
     fn spec(key: &KeyPair, options: &KeyOptions) -> Result<(pb::KeySpec, Vec<u8>)> {
         let not_before_ms = options.not_before_ms.unwrap_or_else(|| now_ms().saturating_sub(60_000));
-        let payload =
-            keel_client::signing::key_payload(&key.public_key(), &options.purposes, not_before_ms, options.not_after_ms)?;
+        let payload = keel_client::signing::key_payload(
+            &key.public_key(),
+            &options.purposes,
+            not_before_ms,
+            options.not_after_ms,
+        )?;
         let spec = pb::KeySpec {
             public_key: key.public_key().to_vec(),
             purposes: options.purposes.iter().map(|p| *p as i32).collect(),
@@ -194,7 +198,8 @@ impl Fixture {
         manifest: Vec<u8>,
         signatures: Vec<pb::Signature>,
     ) -> Result<pb::PublishEngineVersionResponse, tonic::Status> {
-        let mut client = crate::single_node::registry(node).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client =
+            crate::single_node::registry(node).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         Ok(client.publish_engine_version(pb::PublishEngineVersionRequest { manifest, signatures }).await?.into_inner())
     }
 

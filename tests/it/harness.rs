@@ -93,7 +93,8 @@ impl KeelProcess {
                 if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
                     && value["event"] == "listening"
                 {
-                    let _ = tx.send((value["client"].as_str().map(str::to_owned), value["ops"].as_str().map(str::to_owned)));
+                    let _ = tx
+                        .send((value["client"].as_str().map(str::to_owned), value["ops"].as_str().map(str::to_owned)));
                 }
             }
         });

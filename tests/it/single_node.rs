@@ -24,7 +24,8 @@ async fn published_engine_survives_kill_9_with_the_same_digest() -> Result<()> {
 
     let after = registry(&node).await?.get_engine_version(get("billing", "1.0.0")).await?.into_inner();
     assert_eq!(after, before, "the same manifest, signatures and revisions after restart");
-    let tenant_after = tenants(&node).await?.get_tenant(pb::GetTenantRequest { name: "acme".into(), consistency: 0 }).await?;
+    let tenant_after =
+        tenants(&node).await?.get_tenant(pb::GetTenantRequest { name: "acme".into(), consistency: 0 }).await?;
     assert_eq!(tenant_after.into_inner(), tenant);
     let status_after = node.status().await?;
     // A restart may append a blank leader entry, so compare the digest: the state itself is identical.

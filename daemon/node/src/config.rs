@@ -5,8 +5,8 @@
 //! with `__`, e.g. `KEEL_NODE__REGION=eu-west`) → command-line flags. Unknown
 //! keys are refused, and [`Config::validate`] names the offending key.
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -200,17 +200,16 @@ impl Config {
         for (key, value) in [("node.region", &self.node.region), ("node.zone", &self.node.zone)] {
             keel_kernel::Name::parse("name", value).map_err(|rejection| invalid(key, rejection.to_string()))?;
         }
-        let listens = [
-            ("listen.client", self.listen.client),
-            ("listen.peer", self.listen.peer),
-            ("listen.ops", self.listen.ops),
-        ];
+        let listens =
+            [("listen.client", self.listen.client), ("listen.peer", self.listen.peer), ("listen.ops", self.listen.ops)];
         for (i, (key, addr)) in listens.iter().enumerate() {
             // TLS arrives with the cluster slice; until then nothing listens in plaintext off loopback.
             if !addr.ip().is_loopback() {
                 return Err(invalid(
                     key,
-                    format!("{addr} is not a loopback address; plaintext listeners are loopback-only (TLS is not configured)"),
+                    format!(
+                        "{addr} is not a loopback address; plaintext listeners are loopback-only (TLS is not configured)"
+                    ),
                 ));
             }
             if addr.port() != 0 && listens[..i].iter().any(|(_, other)| other == addr) {
@@ -234,7 +233,10 @@ impl Config {
             return Err(invalid("raft.snapshot_after_entries", "must be greater than 0"));
         }
         if !self.dev && self.trust.root_public_keys.is_empty() {
-            return Err(invalid("trust.root_public_keys", "at least one root public key file is required outside dev mode"));
+            return Err(invalid(
+                "trust.root_public_keys",
+                "at least one root public key file is required outside dev mode",
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
@@ -284,7 +286,10 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         Jail::expect_with(|jail| {
-            jail.create_file("keel.toml", "dev = true\n[node]\nid = 1\nregion = \"r\"\nzone = \"z\"\ncolour = \"red\"\n")?;
+            jail.create_file(
+                "keel.toml",
+                "dev = true\n[node]\nid = 1\nregion = \"r\"\nzone = \"z\"\ncolour = \"red\"\n",
+            )?;
             let error = Config::load(Some(Path::new("keel.toml")), no_flags()).expect_err("unknown key").to_string();
             assert!(error.contains("colour"), "{error}");
 

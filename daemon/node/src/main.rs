@@ -4,8 +4,8 @@
 //! plaintext on loopback ports 7400 (gRPC), 7401 (peer), 7402 (ops HTTP).
 
 use clap::Parser;
-use figment::providers::Serialized;
 use figment::Figment;
+use figment::providers::Serialized;
 use keel_node::config::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;

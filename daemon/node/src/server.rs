@@ -20,9 +20,9 @@ use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
 use crate::trust_roots;
 use anyhow::Context as _;
+use keel_kernel::Command;
 use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
 use keel_kernel::trust_store::KeySpec;
-use keel_kernel::Command;
 use keel_proto::v1 as pb;
 use openraft::{ServerState, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -59,8 +59,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let client_listener = TcpListener::bind(config.listen.client)
         .await
         .with_context(|| format!("binding listen.client {}", config.listen.client))?;
-    let ops_listener =
-        TcpListener::bind(config.listen.ops).await.with_context(|| format!("binding listen.ops {}", config.listen.ops))?;
+    let ops_listener = TcpListener::bind(config.listen.ops)
+        .await
+        .with_context(|| format!("binding listen.ops {}", config.listen.ops))?;
     let client_addr = client_listener.local_addr()?;
     let ops_addr = ops_listener.local_addr()?;
 
@@ -193,9 +194,9 @@ async fn serve_grpc(
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS)))
         .http2_keepalive_timeout(Some(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS)))
-        .trace_fn(move |request| {
-            tracing::info_span!("rpc", rpc.method = %request.uri().path(), node_id, region = %region)
-        })
+        .trace_fn(
+            move |request| tracing::info_span!("rpc", rpc.method = %request.uri().path(), node_id, region = %region),
+        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

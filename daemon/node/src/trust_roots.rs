@@ -84,10 +84,8 @@ pub fn ensure_dev_root_key(data_dir: &Path) -> Result<(KeySpec, PathBuf), RootKe
         public_key: hex::encode(public_key),
         secret_key: Some(hex::encode(signing_key.to_bytes())),
     };
-    let json = serde_json::to_vec_pretty(&file).map_err(|e| RootKeyError::Malformed {
-        path: path.clone(),
-        problem: e.to_string(),
-    })?;
+    let json = serde_json::to_vec_pretty(&file)
+        .map_err(|e| RootKeyError::Malformed { path: path.clone(), problem: e.to_string() })?;
     write_private(&path, &json).map_err(io)?;
     Ok((root_spec(public_key), path))
 }

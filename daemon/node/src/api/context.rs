@@ -82,10 +82,9 @@ impl ApiContext {
                     Err(ApiError::internal(anyhow::anyhow!("a command entry was answered as a non-command entry")))
                 }
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(self.not_leader(
-                forward.leader_id,
-                forward.leader_node.map(|node| node.client_addr),
-            )),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(forward.leader_id, forward.leader_node.map(|node| node.client_addr)))
+            }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
                 Err(ApiError::internal(anyhow::Error::new(error)))
             }
@@ -109,8 +108,9 @@ impl ApiContext {
                 match tokio::time::timeout(deadline, barrier).await {
                     Err(_) => Err(ApiError::DeadlineExceeded { after_ms: duration_ms(deadline) }),
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => Err(self
-                        .not_leader(forward.leader_id, forward.leader_node.map(|node| node.client_addr))),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
+                        Err(self.not_leader(forward.leader_id, forward.leader_node.map(|node| node.client_addr)))
+                    }
                     Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(ApiError::NoLeader),
                     Ok(Err(RaftError::Fatal(fatal))) => Err(ApiError::NodeUnavailable { detail: fatal.to_string() }),
                 }
@@ -175,11 +175,8 @@ fn duration_ms(duration: Duration) -> u64 {
 /// The caller's deadline from the `grpc-timeout` header, else `default_ms`,
 /// capped at [`DEADLINE_MAX_MS`].
 pub fn deadline<T>(request: &Request<T>, default_ms: u64) -> Duration {
-    let requested = request
-        .metadata()
-        .get("grpc-timeout")
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_grpc_timeout);
+    let requested =
+        request.metadata().get("grpc-timeout").and_then(|value| value.to_str().ok()).and_then(parse_grpc_timeout);
     requested.unwrap_or(Duration::from_millis(default_ms)).min(Duration::from_millis(DEADLINE_MAX_MS))
 }
 
@@ -226,14 +223,11 @@ pub fn page(query: &str, page_size: i32, page_token: &str) -> Result<Page, ApiEr
     if page_token.is_empty() {
         return Ok(Page { size, after: None });
     }
-    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(page_token)
-        .map_err(|_| ApiError::PageTokenInvalid)?;
+    let decoded =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(page_token).map_err(|_| ApiError::PageTokenInvalid)?;
     let decoded = String::from_utf8(decoded).map_err(|_| ApiError::PageTokenInvalid)?;
-    let after = decoded
-        .strip_prefix(query)
-        .and_then(|rest| rest.strip_prefix('\n'))
-        .ok_or(ApiError::PageTokenInvalid)?;
+    let after =
+        decoded.strip_prefix(query).and_then(|rest| rest.strip_prefix('\n')).ok_or(ApiError::PageTokenInvalid)?;
     Ok(Page { size, after: Some(after.to_owned()) })
 }
 

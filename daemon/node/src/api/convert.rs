@@ -63,9 +63,7 @@ pub fn key_id(field: &'static str, value: &str) -> Result<String, Rejection> {
 pub fn signatures(list: Vec<pb::Signature>) -> Result<Vec<Signature>, Rejection> {
     Limit::SignaturesPerRequest.check(list.len())?;
     list.into_iter()
-        .map(|sig| {
-            Ok(Signature { key_id: key_id("signatures.key_id", &sig.key_id)?, signature: sig.signature })
-        })
+        .map(|sig| Ok(Signature { key_id: key_id("signatures.key_id", &sig.key_id)?, signature: sig.signature }))
         .collect()
 }
 
@@ -185,7 +183,8 @@ fn tenant_status(value: i32) -> Result<TenantStatus, Rejection> {
 /// A tenant's writable fields as sent.
 pub fn tenant_spec(tenant: Option<pb::Tenant>) -> Result<TenantSpec, Rejection> {
     let tenant = tenant.ok_or_else(|| required("tenant"))?;
-    let tenant_id = Name::parse("tenant.tenant_id", tenant.tenant_id.strip_prefix("tenants/").unwrap_or(&tenant.tenant_id))?;
+    let tenant_id =
+        Name::parse("tenant.tenant_id", tenant.tenant_id.strip_prefix("tenants/").unwrap_or(&tenant.tenant_id))?;
     if tenant.display_name.is_empty() {
         return Err(required("tenant.display_name"));
     }

@@ -246,9 +246,8 @@ fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, Stri
             put("not_before_ms", not_before_ms.to_string());
             put("not_after_ms", not_after_ms.to_string());
         }
-        Rejection::ManifestMalformed { .. }
-        | Rejection::TrustNotBootstrapped
-        | Rejection::TrustAlreadyBootstrapped => {}
+        Rejection::ManifestMalformed { .. } | Rejection::TrustNotBootstrapped | Rejection::TrustAlreadyBootstrapped => {
+        }
     }
 }
 
@@ -275,8 +274,8 @@ mod tests {
 
     #[test]
     fn statuses_carry_error_info_with_the_reason() {
-        let status = ApiError::Rejected(Rejection::LimitExceeded { limit: Limit::ManifestBytes, actual: 300_000 })
-            .into_status();
+        let status =
+            ApiError::Rejected(Rejection::LimitExceeded { limit: Limit::ManifestBytes, actual: 300_000 }).into_status();
         assert_eq!(status.code(), Code::InvalidArgument);
         let info = status.get_details_error_info().expect("error info is attached");
         assert_eq!(info.reason, "LIMIT_EXCEEDED");

@@ -63,13 +63,14 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
                     let registry = state.kernel.registry();
                     match registry.get(&engine, version.as_ref()) {
                         Some(found) => Ok(convert::engine_version_to_pb(found)),
-                        None if version.is_some() && registry.get(&engine, None).is_some() => {
-                            Err(ApiError::NotFound {
-                                reason: "ENGINE_VERSION_NOT_FOUND",
-                                resource: format!("engines/{engine}/versions/{}", body.version),
-                            })
-                        }
-                        None => Err(ApiError::NotFound { reason: "ENGINE_NOT_FOUND", resource: format!("engines/{engine}") }),
+                        None if version.is_some() && registry.get(&engine, None).is_some() => Err(ApiError::NotFound {
+                            reason: "ENGINE_VERSION_NOT_FOUND",
+                            resource: format!("engines/{engine}/versions/{}", body.version),
+                        }),
+                        None => Err(ApiError::NotFound {
+                            reason: "ENGINE_NOT_FOUND",
+                            resource: format!("engines/{engine}"),
+                        }),
                     }
                 })
                 .await

@@ -72,7 +72,8 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         let body = request.into_inner();
         let result = async {
             let page = context::page(QUERY, body.page_size, &body.page_token)?;
-            let after = page.after.as_deref().map(convert::tenant_name).transpose().map_err(|_| ApiError::PageTokenInvalid)?;
+            let after =
+                page.after.as_deref().map(convert::tenant_name).transpose().map_err(|_| ApiError::PageTokenInvalid)?;
             self.ctx
                 .read(body.consistency, deadline, |state| {
                     let tenants: Vec<pb::Tenant> = state

@@ -35,18 +35,19 @@ impl pb::trust_service_server::TrustService for TrustApi {
     async fn get_key(&self, request: Request<pb::GetKeyRequest>) -> Result<Response<pb::Key>, Status> {
         let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
         let body = request.into_inner();
-        let result = async {
-            let key_id = convert::key_name(&body.name)?;
-            self.ctx
-                .read(body.consistency, deadline, |state| {
-                    state.kernel.trust().get(&key_id).map(convert::key_to_pb).ok_or_else(|| ApiError::NotFound {
-                        reason: "KEY_UNKNOWN",
-                        resource: format!("keys/{key_id}"),
+        let result =
+            async {
+                let key_id = convert::key_name(&body.name)?;
+                self.ctx
+                    .read(body.consistency, deadline, |state| {
+                        state.kernel.trust().get(&key_id).map(convert::key_to_pb).ok_or_else(|| ApiError::NotFound {
+                            reason: "KEY_UNKNOWN",
+                            resource: format!("keys/{key_id}"),
+                        })
                     })
-                })
-                .await
-        }
-        .await;
+                    .await
+            }
+            .await;
         self.ctx.answer(result)
     }
 
