@@ -195,62 +195,57 @@ async fn single_node_raft_on_rocks_survives_restart() -> TestResult {
     );
 
     let first = Arc::new(SharedState::default());
-    let (db, raft) = start_raft(&dir, Arc::clone(&first), &config).await?;
+    let raft = start_raft(&dir, Arc::clone(&first), &config).await?;
     raft.initialize(BTreeMap::from([(1, node("127.0.0.1:7401"))])).await?;
     raft.wait(Some(RAFT_WAIT)).state(ServerState::Leader, "leader after initialize").await?;
+    let mut last_written = None;
     for (i, tenant) in ["acme", "beta", "gamma"].into_iter().enumerate() {
         let written = raft.client_write(create_tenant(tenant, 1_000 * i as u64)).await?;
         assert!(matches!(written.data, ApplyResponse::Applied(_)), "{:?}", written.data);
+        last_written = Some(written.log_id);
     }
+    // client_write returns once its entry is applied, so the snapshot covers it exactly.
     raft.trigger().snapshot().await?;
-    let snapshot_at = raft.metrics().borrow().last_applied.ok_or("applied entries")?;
+    let snapshot_at = last_written.ok_or("entries written")?;
     raft.wait(Some(RAFT_WAIT)).snapshot(snapshot_at, "snapshot built").await?;
     let rejected = raft.client_write(create_tenant("acme", 9_000)).await?;
     assert!(matches!(rejected.data, ApplyResponse::Rejected(_)), "{:?}", rejected.data);
     raft.client_write(create_tenant("delta", 10_000)).await?;
     let before = first.digest();
-    stop_raft(raft, db).await?;
+    raft.shutdown().await?;
 
     let second = Arc::new(SharedState::default());
-    let (db, raft) = start_raft(&dir, Arc::clone(&second), &config).await?;
+    let raft = start_raft(&dir, Arc::clone(&second), &config).await?;
     raft.wait(Some(RAFT_WAIT)).applied_index(Some(before.0), "committed log re-applied").await?;
     assert_eq!(second.digest(), before);
     raft.wait(Some(RAFT_WAIT)).state(ServerState::Leader, "leader after restart").await?;
     let written = raft.client_write(create_tenant("epsilon", 11_000)).await?;
     assert!(matches!(written.data, ApplyResponse::Applied(_)), "{:?}", written.data);
     assert!(second.read().kernel.tenants().get(&name("delta")).is_some());
-    stop_raft(raft, db).await
+    raft.shutdown().await?;
+    Ok(())
 }
 
-/// Opens the stores the way [`open_rocks`] does, but keeps a weak handle on
-/// the database so the test can tell when Raft's tasks have released it.
+/// Starts Raft on the RocksDB stores in `dir`. Openraft does not join its
+/// state-machine task at shutdown, so a previous instance may still be closing
+/// the database: opening is retried, until a deadline, while RocksDB reports
+/// its lock held.
 async fn start_raft(
     dir: &TempDir,
     shared: Arc<SharedState>,
     config: &Arc<openraft::Config>,
-) -> Result<(std::sync::Weak<RaftDb>, KeelRaft), Box<dyn std::error::Error>> {
-    let db = Arc::new(RaftDb::open(dir.path())?);
-    let weak = Arc::downgrade(&db);
-    let snapshots = SnapshotStore::load_rocks(Arc::clone(&db))?;
-    let state_machine = KernelStateMachine::open(shared, snapshots).await?;
-    let log_store = RocksLogStore::new(db);
-    let raft = KeelRaft::new(1, Arc::clone(config), NoPeerNetwork, log_store, state_machine).await?;
-    Ok((weak, raft))
-}
-
-/// Shuts Raft down and waits (with a deadline) until its state-machine task,
-/// which openraft does not join, has dropped the database.
-async fn stop_raft(raft: KeelRaft, db: std::sync::Weak<RaftDb>) -> TestResult {
-    raft.shutdown().await?;
-    drop(raft);
+) -> Result<KeelRaft, Box<dyn std::error::Error>> {
     let deadline = tokio::time::Instant::now() + RAFT_WAIT;
-    while db.strong_count() > 0 {
-        if tokio::time::Instant::now() > deadline {
-            return Err("Raft tasks did not release the database".into());
+    let (log_store, state_machine) = loop {
+        match open_rocks(dir.path(), Arc::clone(&shared)).await {
+            Ok(stores) => break stores,
+            Err(StorageOpenError::Open { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(error) => return Err(error.into()),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
+    };
+    Ok(KeelRaft::new(1, Arc::clone(config), NoPeerNetwork, log_store, state_machine).await?)
 }
 
 // Golden bytes: the persisted log format. If one of these changes, the on-disk
