@@ -34,6 +34,8 @@ pub const STORE_META_FORMAT_VERSION: u8 = 1;
 /// Largest encoded log entry this store decodes. Proposals arrive through
 /// gRPC messages of at most 4 MiB, so anything larger is corruption.
 pub const LOG_ENTRY_BYTES_MAX: u64 = 16 * 1024 * 1024;
+// A proposal that fits a gRPC message must always decode from the log.
+const _: () = assert!(LOG_ENTRY_BYTES_MAX > keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX as u64);
 /// Largest vote or log-pointer record this store decodes.
 const STORE_META_BYTES_MAX: u64 = 4 * 1024;
 
