@@ -251,6 +251,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment::Error, whose size is not ours to choose.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

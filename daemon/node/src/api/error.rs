@@ -281,6 +281,6 @@ mod tests {
         assert_eq!(info.reason, "LIMIT_EXCEEDED");
         assert_eq!(info.domain, ERROR_DOMAIN);
         assert_eq!(info.metadata.get("limit").map(String::as_str), Some("MANIFEST_BYTES_MAX"));
-        assert_eq!(ApiError::NoLeader.into_status().get_details_retry_info().is_some(), true);
+        assert!(ApiError::NoLeader.into_status().get_details_retry_info().is_some());
     }
 }
