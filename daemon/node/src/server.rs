@@ -10,7 +10,7 @@
 //! ```
 
 use crate::api::cluster::ClusterApi;
-use crate::api::context::{self, ApiContext, Identity};
+use crate::api::context::{self, ApiContext, Identity, NoLeaderLink};
 use crate::api::registry::RegistryApi;
 use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
@@ -93,7 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let identity =
         Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
-    let ctx = ApiContext::new(raft.clone(), shared, identity);
+    let ctx = ApiContext::new(raft.clone(), shared, identity, Arc::new(NoLeaderLink));
     tokio::spawn(bootstrap_trust(ctx.clone(), roots));
 
     println!(

@@ -10,7 +10,7 @@
 
 use super::error::ApiError;
 use crate::raft::shared_state::{AppliedState, SharedState};
-use crate::raft::{ApplyResponse, KeelRaft};
+use crate::raft::{ApplyResponse, KeelNode, KeelRaft};
 use base64::Engine as _;
 use keel_kernel::limits::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 use keel_kernel::{Applied, Command, Proposal};
@@ -51,6 +51,62 @@ pub struct ApiContext {
     pub identity: Arc<Identity>,
     /// Last time stamped on a proposal, Unix ms, so stamps never go backwards.
     last_stamp_ms: Arc<AtomicU64>,
+    /// How this node reaches the leader when it does not lead.
+    leader_link: Arc<dyn LeaderLink>,
+}
+
+/// Where a proposal went.
+#[derive(Debug)]
+pub enum Route {
+    /// Applied here: the response and the entry's revision.
+    Applied(ApplyResponse, u64),
+    /// Another node leads; send the command there.
+    Leader {
+        /// The leader's node id.
+        leader_id: u64,
+        /// Its addresses.
+        leader: KeelNode,
+        /// The command, not yet proposed.
+        command: Command,
+    },
+}
+
+/// How a follower reaches the leader: forwarded writes and read indices.
+/// The peer transport implements it; a lone node uses [`NoLeaderLink`].
+#[tonic::async_trait]
+pub trait LeaderLink: Send + Sync + 'static {
+    /// Has the leader propose `command`; returns its apply response and revision.
+    async fn forward(
+        &self,
+        leader_id: u64,
+        leader: &KeelNode,
+        command: Command,
+        deadline: Duration,
+    ) -> Result<(ApplyResponse, u64), ApiError>;
+
+    /// The leader's read index, after it confirmed its leadership with a quorum.
+    async fn read_index(&self, leader_id: u64, leader: &KeelNode, deadline: Duration) -> Result<u64, ApiError>;
+}
+
+/// No path to a leader: callers are told where the leader is and go there themselves.
+#[derive(Debug, Default)]
+pub struct NoLeaderLink;
+
+#[tonic::async_trait]
+impl LeaderLink for NoLeaderLink {
+    async fn forward(
+        &self,
+        leader_id: u64,
+        leader: &KeelNode,
+        _command: Command,
+        _deadline: Duration,
+    ) -> Result<(ApplyResponse, u64), ApiError> {
+        Err(ApiError::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr.clone()) })
+    }
+
+    async fn read_index(&self, leader_id: u64, leader: &KeelNode, _deadline: Duration) -> Result<u64, ApiError> {
+        Err(ApiError::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr.clone()) })
+    }
 }
 
 /// Current wall clock, Unix ms (0 if the clock is before 1970).
@@ -60,13 +116,49 @@ pub fn now_ms() -> u64 {
 
 impl ApiContext {
     /// A context for one node.
-    pub fn new(raft: KeelRaft, shared: Arc<SharedState>, identity: Identity) -> ApiContext {
-        ApiContext { raft, shared, identity: Arc::new(identity), last_stamp_ms: Arc::new(AtomicU64::new(0)) }
+    pub fn new(
+        raft: KeelRaft,
+        shared: Arc<SharedState>,
+        identity: Identity,
+        leader_link: Arc<dyn LeaderLink>,
+    ) -> ApiContext {
+        ApiContext {
+            raft,
+            shared,
+            identity: Arc::new(identity),
+            last_stamp_ms: Arc::new(AtomicU64::new(0)),
+            leader_link,
+        }
     }
 
-    /// Proposes `command` stamped with this node's clock and waits for it to
-    /// apply. Returns the outcome and the entry's revision.
+    /// Proposes `command` and waits for it to apply, here if this node leads,
+    /// else through the leader (the [`LeaderLink`]). Returns the outcome and the
+    /// entry's revision.
     pub async fn propose(&self, command: Command, deadline: Duration) -> Result<(Applied, u64), ApiError> {
+        let (response, revision) = match self.propose_here(command, deadline).await? {
+            Route::Applied(response, revision) => (response, revision),
+            Route::Leader { leader_id, leader, command } => {
+                self.leader_link.forward(leader_id, &leader, command, deadline).await?
+            }
+        };
+        match response {
+            ApplyResponse::Applied(applied) => Ok((applied, revision)),
+            ApplyResponse::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+            ApplyResponse::NoCommand => {
+                Err(ApiError::internal(anyhow::anyhow!("a command entry was answered as a non-command entry")))
+            }
+        }
+    }
+
+    /// Proposes `command` on this node, stamped with its clock (monotonic), if
+    /// it leads; otherwise hands the command back with the leader to send it to.
+    /// A forwarded write lands here on the leader. Leadership is checked before
+    /// proposing because `client_write` consumes the command; if leadership is
+    /// lost in between, the caller gets `NOT_LEADER` and retries.
+    pub async fn propose_here(&self, command: Command, deadline: Duration) -> Result<Route, ApiError> {
+        if let Some((leader_id, leader)) = self.other_leader() {
+            return Ok(Route::Leader { leader_id, leader, command });
+        }
         let now = now_ms();
         let previous = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
         let proposal = Proposal { leader_time_ms: previous.max(now), command };
@@ -75,13 +167,7 @@ impl ApiContext {
             .await
             .map_err(|_| ApiError::DeadlineExceeded { after_ms: duration_ms(deadline) })?;
         match response {
-            Ok(response) => match response.data {
-                ApplyResponse::Applied(applied) => Ok((applied, response.log_id.index)),
-                ApplyResponse::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
-                ApplyResponse::NoCommand => {
-                    Err(ApiError::internal(anyhow::anyhow!("a command entry was answered as a non-command entry")))
-                }
-            },
+            Ok(response) => Ok(Route::Applied(response.data, response.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(self.not_leader(forward.leader_id, forward.leader_node.map(|node| node.client_addr)))
             }
@@ -90,6 +176,18 @@ impl ApiContext {
             }
             Err(RaftError::Fatal(fatal)) => Err(ApiError::NodeUnavailable { detail: fatal.to_string() }),
         }
+    }
+
+    /// The leader and its addresses when another node leads.
+    fn other_leader(&self) -> Option<(u64, KeelNode)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader_id = metrics.current_leader?;
+        if leader_id == self.identity.node_id {
+            return None;
+        }
+        let leader = metrics.membership_config.membership().get_node(&leader_id)?.clone();
+        Some((leader_id, leader))
     }
 
     fn not_leader(&self, leader_id: Option<u64>, leader_addr: Option<String>) -> ApiError {
@@ -109,7 +207,12 @@ impl ApiContext {
                     Err(_) => Err(ApiError::DeadlineExceeded { after_ms: duration_ms(deadline) }),
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
-                        Err(self.not_leader(forward.leader_id, forward.leader_node.map(|node| node.client_addr)))
+                        match (forward.leader_id, forward.leader_node) {
+                            (Some(leader_id), Some(leader)) => {
+                                self.follower_read_barrier(leader_id, &leader, deadline).await
+                            }
+                            (leader_id, _) => Err(self.not_leader(leader_id, None)),
+                        }
                     }
                     Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(ApiError::NoLeader),
                     Ok(Err(RaftError::Fatal(fatal))) => Err(ApiError::NodeUnavailable { detail: fatal.to_string() }),
@@ -120,6 +223,32 @@ impl ApiContext {
                 problem: "unknown read consistency".into(),
             })),
         }
+    }
+
+    /// A follower's linearizable read: the leader confirms its leadership with a
+    /// quorum and names its read index; this node waits until it has applied it.
+    async fn follower_read_barrier(
+        &self,
+        leader_id: u64,
+        leader: &KeelNode,
+        deadline: Duration,
+    ) -> Result<(), ApiError> {
+        let started = tokio::time::Instant::now();
+        let read_index = self.leader_link.read_index(leader_id, leader, deadline).await?;
+        let remaining = deadline.saturating_sub(started.elapsed());
+        self.raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(read_index), "linearizable read on a follower")
+            .await
+            .map(|_| ())
+            .map_err(|error| match error {
+                openraft::metrics::WaitError::Timeout(..) => {
+                    ApiError::DeadlineExceeded { after_ms: duration_ms(deadline) }
+                }
+                openraft::metrics::WaitError::ShuttingDown => {
+                    ApiError::NodeUnavailable { detail: "shutting down".into() }
+                }
+            })
     }
 
     /// Runs `read` against the applied state after the barrier; returns its
