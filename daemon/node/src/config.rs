@@ -43,6 +43,8 @@ pub struct Config {
     pub advertise: AdvertiseConfig,
     /// Raft timing and snapshots.
     pub raft: RaftConfig,
+    /// Cluster membership at bootstrap.
+    pub cluster: ClusterConfig,
     /// Trust roots installed at bootstrap.
     pub trust: TrustConfig,
     /// Logging.
@@ -99,6 +101,37 @@ pub struct RaftConfig {
     pub logs_kept_after_snapshot: u64,
 }
 
+/// Cluster membership at bootstrap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The voters that form the cluster on its first start; every member lists
+    /// the same set. Empty: this node alone. The member with the lowest id
+    /// initialises the cluster; the others wait to be contacted. After the
+    /// first start, membership lives in Raft and this list is only compared
+    /// against it.
+    pub initial_members: Vec<MemberConfig>,
+}
+
+/// One initial member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Raft node id.
+    pub id: u64,
+    /// host:port clients use.
+    pub client_addr: String,
+    /// host:port peers use.
+    pub peer_addr: String,
+    /// Region name.
+    pub region: String,
+    /// Zone name.
+    pub zone: String,
+}
+
+/// Members of one cluster at most (a Raft group beyond this is a design smell).
+pub const INITIAL_MEMBERS_MAX: usize = 9;
+
 /// Trust roots.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +175,7 @@ impl Default for Config {
                 ops: loopback(OPS_PORT_DEFAULT),
             },
             advertise: AdvertiseConfig::default(),
+            cluster: ClusterConfig::default(),
             raft: RaftConfig {
                 heartbeat_interval_ms: 250,
                 election_timeout_min_ms: 1000,
@@ -238,8 +272,58 @@ impl Config {
                 "at least one root public key file is required outside dev mode",
             ));
         }
+        self.validate_cluster()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        const KEY: &str = "cluster.initial_members";
+        let members = &self.cluster.initial_members;
+        if members.is_empty() {
+            return Ok(());
+        }
+        if self.dev {
+            return Err(invalid(KEY, "dev mode is a single node; remove --dev to run a cluster"));
+        }
+        if members.len() > INITIAL_MEMBERS_MAX {
+            return Err(invalid(KEY, format!("{} members; at most {INITIAL_MEMBERS_MAX}", members.len())));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut addrs = std::collections::BTreeSet::new();
+        for member in members {
+            if member.id == 0 {
+                return Err(invalid(KEY, "member ids must be greater than 0"));
+            }
+            if !ids.insert(member.id) {
+                return Err(invalid(KEY, format!("node id {} is listed twice", member.id)));
+            }
+            for addr in [&member.client_addr, &member.peer_addr] {
+                if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
+                    return Err(invalid(KEY, format!("member {}: {addr:?} is not host:port", member.id)));
+                }
+                if !addrs.insert(addr.as_str()) {
+                    return Err(invalid(KEY, format!("address {addr} is used twice")));
+                }
+            }
+            for (what, value) in [("region", &member.region), ("zone", &member.zone)] {
+                keel_kernel::Name::parse("name", value)
+                    .map_err(|rejection| invalid(KEY, format!("member {} {what}: {rejection}", member.id)))?;
+            }
+        }
+        let me = members.iter().find(|member| member.id == self.node.id).ok_or_else(|| {
+            invalid(KEY, format!("this node (node.id = {}) is not among the initial members", self.node.id))
+        })?;
+        if me.region != self.node.region || me.zone != self.node.zone {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "member {} is listed in {}/{} but node.region/node.zone say {}/{}",
+                    me.id, me.region, me.zone, self.node.region, self.node.zone
+                ),
+            ));
         }
         Ok(())
     }
@@ -301,6 +385,31 @@ mod tests {
 
             let error = Config::load(None, no_flags()).expect_err("no roots outside dev").to_string();
             assert!(error.contains("trust.root_public_keys"), "{error}");
+
+            jail.create_file(
+                "cluster.toml",
+                r#"
+                trust.root_public_keys = ["root.pub"]
+                [node]
+                id = 2
+                region = "eu"
+                zone = "eu-a"
+                [[cluster.initial_members]]
+                id = 1
+                client_addr = "127.0.0.1:7400"
+                peer_addr = "127.0.0.1:7401"
+                region = "eu"
+                zone = "eu-a"
+                [[cluster.initial_members]]
+                id = 1
+                client_addr = "127.0.0.1:7410"
+                peer_addr = "127.0.0.1:7411"
+                region = "eu"
+                zone = "eu-a"
+                "#,
+            )?;
+            let error = Config::load(Some(Path::new("cluster.toml")), no_flags()).expect_err("dup id").to_string();
+            assert!(error.contains("cluster.initial_members") && error.contains("twice"), "{error}");
 
             jail.set_env("KEEL_RAFT__ELECTION_TIMEOUT_MAX_MS", "10");
             let flags = Figment::from(Serialized::default("dev", true));

@@ -35,6 +35,9 @@ pub fn not_ready_reason(status: &NodeStatus) -> Option<&'static str> {
     if !status.is_raft_running {
         return Some("raft core stopped");
     }
+    if status.config_conflict.is_some() {
+        return Some("configuration conflict (see /diagz config_conflict)");
+    }
     if status.leader_id.is_none() {
         return Some("no leader known");
     }

@@ -80,21 +80,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("starting raft")?;
 
-    let this_node = KeelNode {
-        client_addr: config.advertise.client.clone().unwrap_or_else(|| client_addr.to_string()),
-        peer_addr: config.advertised_peer(),
-        region: config.node.region.clone(),
-        zone: config.node.zone.clone(),
-    };
-    if !raft.is_initialized().await? {
-        tracing::info!(node_id = config.node.id, "initialising a new single-node cluster");
-        raft.initialize(BTreeMap::from([(config.node.id, this_node)])).await.context("initialising the cluster")?;
+    let members = initial_members(&config, client_addr.to_string());
+    let is_fresh = !raft.is_initialized().await?;
+    if is_fresh {
+        // Every member lists the same initial members; the lowest id writes the
+        // first membership entry and the others learn it from its leader.
+        let initializer = members.keys().next().copied().unwrap_or(config.node.id);
+        if initializer == config.node.id {
+            tracing::info!(node_id = config.node.id, n_members = members.len(), "initialising a new cluster");
+            raft.initialize(members.clone()).await.context("initialising the cluster")?;
+        } else {
+            tracing::info!(initializer, "new node: waiting for the cluster's initial membership");
+        }
     }
 
     let identity =
         Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
     let ctx = ApiContext::new(raft.clone(), shared, identity, Arc::new(NoLeaderLink));
     tokio::spawn(bootstrap_trust(ctx.clone(), roots));
+    if is_fresh && members.keys().next() != Some(&config.node.id) {
+        tokio::spawn(check_initial_membership(ctx.clone(), members));
+    }
 
     println!(
         "{}",
@@ -120,6 +126,64 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = ops.await;
     raft.shutdown().await.map_err(|error| anyhow::anyhow!("raft shutdown: {error}"))?;
     Ok(())
+}
+
+/// The initial membership from config; a lone node is its own member.
+fn initial_members(config: &Config, bound_client_addr: String) -> BTreeMap<u64, KeelNode> {
+    if config.cluster.initial_members.is_empty() {
+        let this_node = KeelNode {
+            client_addr: config.advertise.client.clone().unwrap_or(bound_client_addr),
+            peer_addr: config.advertised_peer(),
+            region: config.node.region.clone(),
+            zone: config.node.zone.clone(),
+        };
+        return BTreeMap::from([(config.node.id, this_node)]);
+    }
+    config
+        .cluster
+        .initial_members
+        .iter()
+        .map(|member| {
+            let node = KeelNode {
+                client_addr: member.client_addr.clone(),
+                peer_addr: member.peer_addr.clone(),
+                region: member.region.clone(),
+                zone: member.zone.clone(),
+            };
+            (member.id, node)
+        })
+        .collect()
+}
+
+/// How long a fresh member waits to learn the cluster's first membership before checking.
+const INITIAL_MEMBERSHIP_WAIT_MS: u64 = 300_000;
+
+/// On a fresh member that did not initialise the cluster: once it learns the
+/// cluster's membership, compare it with its own `cluster.initial_members`. A
+/// mismatch means the members were configured differently; the node reports it
+/// (error log, `/readyz`, `/diagz`) instead of serving as if all were well.
+async fn check_initial_membership(ctx: ApiContext, expected: BTreeMap<u64, KeelNode>) {
+    let learned = ctx
+        .raft
+        .wait(Some(Duration::from_millis(INITIAL_MEMBERSHIP_WAIT_MS)))
+        .metrics(|m| m.membership_config.membership().voter_ids().next().is_some(), "initial membership")
+        .await;
+    let Ok(metrics) = learned else {
+        tracing::warn!("no membership learned yet; is the initialising member (lowest id) running?");
+        return;
+    };
+    let membership = metrics.membership_config.membership().clone();
+    let actual: BTreeMap<u64, KeelNode> = membership.nodes().map(|(id, node)| (*id, node.clone())).collect();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    if actual != expected || voters != expected.keys().copied().collect() {
+        let conflict = format!(
+            "cluster.initial_members disagrees with the cluster's membership: configured {:?}, cluster has {:?}",
+            expected.keys().collect::<Vec<_>>(),
+            actual.iter().map(|(id, node)| format!("{id}@{}", node.peer_addr)).collect::<Vec<_>>()
+        );
+        tracing::error!(%conflict, "configuration conflict");
+        ctx.set_config_conflict(conflict);
+    }
 }
 
 fn root_keys(config: &Config) -> anyhow::Result<Vec<KeySpec>> {

@@ -101,6 +101,8 @@ pub struct NodeStatus {
     pub boot_time_ms: u64,
     /// Whether the Raft core is running (false after a fatal error).
     pub is_raft_running: bool,
+    /// A configuration conflict found at run time, if any.
+    pub config_conflict: Option<String>,
 }
 
 impl NodeStatus {
@@ -142,6 +144,7 @@ impl NodeStatus {
             is_trust_bootstrapped: kernel.trust().is_bootstrapped(),
             boot_time_ms,
             is_raft_running: metrics.running_state.is_ok(),
+            config_conflict: ctx.config_conflict(),
         }
     }
 }

@@ -53,6 +53,9 @@ pub struct ApiContext {
     last_stamp_ms: Arc<AtomicU64>,
     /// How this node reaches the leader when it does not lead.
     leader_link: Arc<dyn LeaderLink>,
+    /// A configuration conflict found at run time (e.g. initial members that
+    /// disagree with the cluster); the node reports it as not ready.
+    config_conflict: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Where a proposal went.
@@ -128,7 +131,18 @@ impl ApiContext {
             identity: Arc::new(identity),
             last_stamp_ms: Arc::new(AtomicU64::new(0)),
             leader_link,
+            config_conflict: Arc::default(),
         }
+    }
+
+    /// Records a configuration conflict (reported by `/readyz` and `/diagz`).
+    pub fn set_config_conflict(&self, conflict: String) {
+        *self.config_conflict.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(conflict);
+    }
+
+    /// The configuration conflict, if any.
+    pub fn config_conflict(&self) -> Option<String> {
+        self.config_conflict.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// Proposes `command` and waits for it to apply, here if this node leads,
