@@ -57,6 +57,11 @@ impl Fixture {
         Ok(Fixture { root })
     }
 
+    /// A fixture signing with `root`.
+    pub fn with_root(root: KeyPair) -> Fixture {
+        Fixture { root }
+    }
+
     /// The root key's id.
     pub fn root_key_id(&self) -> String {
         self.root.key_id()

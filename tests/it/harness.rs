@@ -41,6 +41,8 @@ fn binary(var: &str, name: &str) -> PathBuf {
 pub struct KeelProcess {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// keeld's arguments (besides `--data-dir`), reused on restart.
+    args: Vec<String>,
     /// `http://127.0.0.1:port` of the client gRPC port.
     pub endpoint: String,
     /// `127.0.0.1:port` of the ops HTTP port.
@@ -50,10 +52,21 @@ pub struct KeelProcess {
 impl KeelProcess {
     /// Starts a dev node in a fresh temp dir and waits until it is ready.
     pub async fn start() -> Result<KeelProcess> {
-        let dir = tempfile::Builder::new().prefix("keel-it-").tempdir()?;
-        let mut node = KeelProcess { dir, child: None, endpoint: String::new(), ops_addr: String::new() };
+        let args = ["--dev", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
+        let mut node = KeelProcess::new(args.iter().map(|a| a.to_string()).collect())?;
         node.spawn().await?;
         Ok(node)
+    }
+
+    /// A node that will run with `args` in a fresh temp dir; not started yet.
+    pub fn new(args: Vec<String>) -> Result<KeelProcess> {
+        let dir = tempfile::Builder::new().prefix("keel-it-").tempdir()?;
+        Ok(KeelProcess { dir, child: None, args, endpoint: String::new(), ops_addr: String::new() })
+    }
+
+    /// Starts the process and waits for its listening line (not for readiness).
+    pub async fn launch(&mut self) -> Result<()> {
+        self.spawn_process().await
     }
 
     /// The node's data directory.
@@ -72,10 +85,15 @@ impl KeelProcess {
     }
 
     async fn spawn(&mut self) -> Result<()> {
+        self.spawn_process().await?;
+        self.wait_ready().await
+    }
+
+    async fn spawn_process(&mut self) -> Result<()> {
         let log_path = self.dir.path().join("keeld.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let mut child = Command::new(keeld_bin())
-            .args(["--dev", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+            .args(&self.args)
             .arg("--data-dir")
             .arg(self.data_dir())
             .env("RUST_LOG", "info,openraft=warn")
@@ -103,7 +121,12 @@ impl KeelProcess {
             .map_err(|_| anyhow!("keeld printed no listening line; log:\n{}", self.log()))?;
         self.endpoint = format!("http://{}", client.ok_or_else(|| anyhow!("listening line without client"))?);
         self.ops_addr = ops.ok_or_else(|| anyhow!("listening line without ops"))?;
-        self.wait_ready().await
+        Ok(())
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// keeld's log so far.
