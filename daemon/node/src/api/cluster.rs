@@ -1,9 +1,13 @@
 //! `keel.v1.ClusterService` and the node status report shared with `/diagz`.
 
-use super::context::ApiContext;
+use super::context::{self, ApiContext};
+use super::error::ApiError;
+use super::membership::{self, MembershipError};
 use keel_proto::v1 as pb;
+use openraft::ChangeMembers;
 use openraft::ServerState;
 use serde::Serialize;
+use std::collections::BTreeSet;
 use tonic::{Request, Response, Status};
 
 /// keeld's version.
@@ -195,5 +199,79 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
             boot_time_ms: i64::try_from(status.boot_time_ms).unwrap_or(i64::MAX),
         };
         Ok(self.ctx.reply(message, status.applied_index))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let deadline = context::deadline(&request, MEMBERSHIP_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let (node_id, node) = membership::learner_from(request.into_inner())?;
+            let current = membership::leader_membership(&self.ctx)?;
+            membership::check_add(&current, node_id, &node)?;
+            tracing::info!(node_id, %node, "adding a learner");
+            let written = membership::within(deadline, self.ctx.raft.add_learner(node_id, node, true)).await?;
+            Ok(self.membership_reply(written.membership, written.log_id.index))
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn promote_member(
+        &self,
+        request: Request<pb::PromoteMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let deadline = context::deadline(&request, MEMBERSHIP_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let node_id = request.into_inner().node_id;
+            let current = membership::leader_membership(&self.ctx)?;
+            if current.get_node(&node_id).is_none() {
+                return Err(ApiError::Membership(MembershipError::NotFound { node_id }));
+            }
+            if current.voter_ids().any(|id| id == node_id) {
+                // Already a voter: nothing to change.
+                let revision = self.ctx.shared.read().revision();
+                return Ok(self.membership_reply(Some(current), revision));
+            }
+            tracing::info!(node_id, "promoting a learner to voter");
+            let change = ChangeMembers::AddVoterIds(BTreeSet::from([node_id]));
+            let written = membership::within(deadline, self.ctx.raft.change_membership(change, false)).await?;
+            Ok(self.membership_reply(written.membership, written.log_id.index))
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let deadline = context::deadline(&request, MEMBERSHIP_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let node_id = request.into_inner().node_id;
+            let current = membership::leader_membership(&self.ctx)?;
+            let change = membership::removal(&current, node_id)?;
+            tracing::info!(node_id, "removing a member");
+            let written = membership::within(deadline, self.ctx.raft.change_membership(change, false)).await?;
+            Ok(self.membership_reply(written.membership, written.log_id.index))
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+}
+
+/// Deadline of a membership change when the caller sets none (a learner may
+/// need a snapshot before it has caught up).
+pub const MEMBERSHIP_DEADLINE_DEFAULT_MS: u64 = 30_000;
+
+impl ClusterApi {
+    fn membership_reply(
+        &self,
+        written: Option<openraft::Membership<u64, crate::raft::KeelNode>>,
+        revision: u64,
+    ) -> (pb::MembershipResponse, u64) {
+        let membership = written.unwrap_or_else(|| self.ctx.shared.read().membership.membership().clone());
+        (pb::MembershipResponse { members: membership::members_to_pb(&membership), revision }, revision)
     }
 }

@@ -8,6 +8,7 @@
 //! Internal errors reach the client as `INTERNAL` with a request id; the full
 //! chain goes to the log, once, here.
 
+use super::membership::MembershipError;
 use keel_kernel::limits::Limit;
 use keel_kernel::{Rejection, RejectionClass};
 use std::collections::HashMap;
@@ -35,6 +36,12 @@ pub enum ApiError {
         /// The resource name asked for.
         resource: String,
     },
+    /// A membership change was refused.
+    #[error(transparent)]
+    Membership(#[from] super::membership::MembershipError),
+    /// Another membership change is still in progress.
+    #[error("another membership change is in progress; retry shortly")]
+    MembershipChangeInProgress,
     /// The page token was not issued for this query.
     #[error("page token is not valid for this query")]
     PageTokenInvalid,
@@ -87,6 +94,8 @@ impl ApiError {
         match self {
             ApiError::Rejected(rejection) => rejection.reason(),
             ApiError::NotFound { reason, .. } => reason,
+            ApiError::Membership(error) => error.reason(),
+            ApiError::MembershipChangeInProgress => "MEMBERSHIP_CHANGE_IN_PROGRESS",
             ApiError::PageTokenInvalid => "PAGE_TOKEN_INVALID",
             ApiError::NotLeader { .. } => "NOT_LEADER",
             ApiError::NoLeader => "NO_LEADER",
@@ -103,6 +112,11 @@ impl ApiError {
         "KEY_UNKNOWN",
         "TENANT_NOT_FOUND",
         "PAGE_TOKEN_INVALID",
+        "MEMBER_ALREADY_EXISTS",
+        "ADDRESS_IN_USE",
+        "MEMBER_NOT_FOUND",
+        "LAST_VOTER",
+        "MEMBERSHIP_CHANGE_IN_PROGRESS",
         "NOT_LEADER",
         "NO_LEADER",
         "NODE_UNAVAILABLE",
@@ -123,6 +137,12 @@ impl ApiError {
                 RejectionClass::FailedPrecondition => Code::FailedPrecondition,
             },
             ApiError::NotFound { .. } => Code::NotFound,
+            ApiError::Membership(error) => match error {
+                MembershipError::AlreadyExists { .. } | MembershipError::AddressInUse { .. } => Code::AlreadyExists,
+                MembershipError::NotFound { .. } => Code::NotFound,
+                MembershipError::LastVoter { .. } => Code::FailedPrecondition,
+            },
+            ApiError::MembershipChangeInProgress => Code::Unavailable,
             ApiError::PageTokenInvalid => Code::InvalidArgument,
             ApiError::NotLeader { .. } | ApiError::NoLeader | ApiError::NodeUnavailable { .. } => Code::Unavailable,
             ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
@@ -148,7 +168,19 @@ impl ApiError {
             ApiError::Internal { request_id, .. } => {
                 metadata.insert("request_id".into(), request_id.clone());
             }
+            ApiError::Membership(error) => match error {
+                MembershipError::AlreadyExists { node_id }
+                | MembershipError::NotFound { node_id }
+                | MembershipError::LastVoter { node_id } => {
+                    metadata.insert("node_id".into(), node_id.to_string());
+                }
+                MembershipError::AddressInUse { addr, node_id } => {
+                    metadata.insert("addr".into(), addr.clone());
+                    metadata.insert("node_id".into(), node_id.to_string());
+                }
+            },
             ApiError::PageTokenInvalid
+            | ApiError::MembershipChangeInProgress
             | ApiError::NoLeader
             | ApiError::NodeUnavailable { .. }
             | ApiError::DeadlineExceeded { .. } => {}
@@ -175,7 +207,7 @@ impl ApiError {
                     format!("{actual} exceeds {} = {}", limit.name(), limit.value()),
                 );
             }
-            ApiError::NoLeader => {
+            ApiError::NoLeader | ApiError::MembershipChangeInProgress => {
                 details.set_retry_info(Some(Duration::from_millis(NO_LEADER_RETRY_DELAY_MS)));
             }
             _ => {}
