@@ -6,4 +6,5 @@ mod bad_input;
 mod cli;
 mod fixture;
 mod harness;
+mod membership;
 mod single_node;

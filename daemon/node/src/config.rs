@@ -111,6 +111,21 @@ pub struct ClusterConfig {
     /// first start, membership lives in Raft and this list is only compared
     /// against it.
     pub initial_members: Vec<MemberConfig>,
+    /// `new`: this node may initialise a cluster (a lone node, or the lowest id
+    /// of `initial_members`). `existing`: it joins a running cluster, never
+    /// initialises, and waits to be added with `keelctl cluster join`.
+    pub initial_state: InitialState,
+}
+
+/// Whether a node starts a new cluster or joins an existing one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    /// Start a new cluster.
+    #[default]
+    New,
+    /// Join a running cluster.
+    Existing,
 }
 
 /// One initial member.
@@ -282,6 +297,15 @@ impl Config {
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         const KEY: &str = "cluster.initial_members";
         let members = &self.cluster.initial_members;
+        if self.cluster.initial_state == InitialState::Existing {
+            if self.dev {
+                return Err(invalid("cluster.initial_state", "dev mode starts its own cluster; it cannot join one"));
+            }
+            if !members.is_empty() {
+                return Err(invalid(KEY, "a node joining an existing cluster lists no initial members"));
+            }
+            return Ok(());
+        }
         if members.is_empty() {
             return Ok(());
         }

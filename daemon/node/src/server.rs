@@ -14,7 +14,7 @@ use crate::api::context::{self, ApiContext, Identity, NoLeaderLink};
 use crate::api::registry::RegistryApi;
 use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
-use crate::config::Config;
+use crate::config::{Config, InitialState};
 use crate::raft::network::NoPeerNetwork;
 use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
@@ -86,7 +86,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Every member lists the same initial members; the lowest id writes the
         // first membership entry and the others learn it from its leader.
         let initializer = members.keys().next().copied().unwrap_or(config.node.id);
-        if initializer == config.node.id {
+        if config.cluster.initial_state == InitialState::Existing {
+            tracing::info!("joining an existing cluster: waiting to be added as a learner");
+        } else if initializer == config.node.id {
             tracing::info!(node_id = config.node.id, n_members = members.len(), "initialising a new cluster");
             raft.initialize(members.clone()).await.context("initialising the cluster")?;
         } else {
@@ -98,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
     let ctx = ApiContext::new(raft.clone(), shared, identity, Arc::new(NoLeaderLink));
     tokio::spawn(bootstrap_trust(ctx.clone(), roots));
-    if is_fresh && members.keys().next() != Some(&config.node.id) {
+    if is_fresh && config.cluster.initial_state == InitialState::New && members.keys().next() != Some(&config.node.id) {
         tokio::spawn(check_initial_membership(ctx.clone(), members));
     }
 
