@@ -12,8 +12,12 @@ use std::time::Duration;
 
 const LINEARIZABLE: pb::ReadConsistency = pb::ReadConsistency::Linearizable;
 
+/// A client without member discovery, so that these tests see exactly the
+/// calls they make (discovery has tests of its own in `discovery_tests`).
 fn client(endpoints: &[&str], call_timeout_ms: u64) -> KeelClient {
-    let config = ClientConfig::new(endpoints.iter().copied()).with_call_timeout(Duration::from_millis(call_timeout_ms));
+    let config = ClientConfig::new(endpoints.iter().copied())
+        .with_call_timeout(Duration::from_millis(call_timeout_ms))
+        .with_discover_members(false);
     KeelClient::new(config).expect("valid config")
 }
 

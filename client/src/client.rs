@@ -1,17 +1,26 @@
-//! [`KeelClient`]: one shared channel, a deadline per call, and retries.
+//! [`KeelClient`]: routed channels, a deadline per call, retries and member
+//! discovery.
 //!
 //! ```text
-//!   typed method ──call(method, request, send)──┐
-//!                                                ▼
-//!        deadline = now + call_timeout ── loop (bounded) ────────────────────────────┐
-//!          Connection::current() ─▶ send(channel, request with grpc-timeout) ─▶ Ok ─▶ Served{value, meta}
-//!                                         │ Err(status)
-//!                                         ▼
-//!                        ClientError::from_status ─▶ retry_action ─▶ Stop ─▶ Err
+//!   typed method ──call(method, route, request, send)──┐
+//!                                                       ▼
+//!        deadline = now + call_timeout ── loop (bounded) ─────────────────────────────────────┐
+//!          Connection::target(route) ─▶ [discovery due? GetStatus, bounded; target again]      │
+//!            ─▶ send(channel, request with grpc-timeout) ─▶ Ok ─▶ record headers ─▶ Served{value, meta}
+//!                                         │ Err(status)                                        │
+//!                                         ▼                                                    │
+//!                        ClientError::from_status ─▶ retry_action ─▶ Stop ─▶ Err               │
 //!                                                       │ Same/Next endpoint: backoff (RetryInfo-aware)
-//!                                                       │ Redirect: connect to the leader, go again
+//!                                                       │ Redirect: record the leader, go to it at once
 //!                                                       └──────────────────────────────────────┘
 //! ```
+//!
+//! Member discovery (on by default) runs once after the client first
+//! connects and again after each failover: one `GetStatus`, bounded by
+//! [`DISCOVERY_TIMEOUT_MS`] and by half the time the call has left, whose
+//! members' client addresses join the endpoint list after the configured
+//! ones. A failed discovery changes nothing; the call goes on with the
+//! endpoints it has. See `routing` for where each kind of call goes.
 //!
 //! The deadline covers the whole call, retries and reconnects included: the
 //! remaining time is sent as `grpc-timeout` so the server can give up too,
@@ -19,14 +28,15 @@
 //! that would end past the deadline is not slept; the last real error is
 //! returned instead, which says more than "deadline exceeded".
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Target};
 use crate::error::{self, ClientError};
 use crate::limits::{
-    CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS, ENDPOINTS_MAX, LEADER_REDIRECTS_MAX, LIST_PAGES_MAX,
-    RETRY_ATTEMPTS_MAX,
+    CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS, DISCOVERY_TIMEOUT_MS, ENDPOINTS_MAX, LEADER_REDIRECTS_MAX,
+    LIST_PAGES_MAX, RETRY_ATTEMPTS_MAX,
 };
-use crate::retry::{self, RetryAction};
-use crate::served::Served;
+use crate::retry::{self, LEADER_ID_METADATA, RetryAction};
+use crate::routing::Route;
+use crate::served::{ResponseMeta, Served};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +53,13 @@ pub struct ClientConfig {
     pub call_timeout: Duration,
     /// Time allowed to connect to one endpoint.
     pub connect_timeout: Duration,
+    /// Whether the client asks the cluster for its members (`GetStatus`)
+    /// after connecting and after a failover, and adds their client
+    /// addresses to `endpoints`.
+    pub discover_members: bool,
+    /// Serializable reads go to a member of this region when one is known
+    /// and reachable.
+    pub preferred_region: Option<String>,
 }
 
 impl ClientConfig {
@@ -52,6 +69,8 @@ impl ClientConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             call_timeout: Duration::from_millis(CALL_TIMEOUT_DEFAULT_MS),
             connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_DEFAULT_MS),
+            discover_members: true,
+            preferred_region: None,
         }
     }
 
@@ -64,6 +83,18 @@ impl ClientConfig {
     /// Sets the per-endpoint connect timeout.
     pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
         self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Turns member discovery on or off.
+    pub fn with_discover_members(mut self, discover_members: bool) -> Self {
+        self.discover_members = discover_members;
+        self
+    }
+
+    /// Sets the region serializable reads prefer.
+    pub fn with_preferred_region(mut self, preferred_region: Option<String>) -> Self {
+        self.preferred_region = preferred_region;
         self
     }
 
@@ -84,12 +115,15 @@ impl ClientConfig {
         if self.connect_timeout.is_zero() {
             return Err(ClientError::ConfigInvalid { field: "connect_timeout", problem: "must be positive".into() });
         }
+        if self.preferred_region.as_ref().is_some_and(|region| region.trim().is_empty()) {
+            return Err(ClientError::ConfigInvalid { field: "preferred_region", problem: "is empty".into() });
+        }
         Ok(())
     }
 }
 
 /// A client of Keel's public gRPC API. Cheap to clone; clones share the
-/// channel.
+/// channels and what the client learned about the cluster.
 #[derive(Debug, Clone)]
 pub struct KeelClient {
     connection: Arc<Connection>,
@@ -100,20 +134,26 @@ impl KeelClient {
     /// A client that connects on its first call.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         config.validate()?;
-        let connection = Connection::new(&config.endpoints, config.connect_timeout)?;
+        let connection = Connection::new(
+            &config.endpoints,
+            config.connect_timeout,
+            config.preferred_region.map(|region| region.trim().to_owned()),
+            config.discover_members,
+        )?;
         Ok(KeelClient { connection: Arc::new(connection), call_timeout: config.call_timeout })
     }
 
     /// A client that has connected: each endpoint is tried once, in order,
-    /// within the call timeout. Fails with [`ClientError::Connect`] when none
-    /// accepts.
+    /// within the call timeout, and members are discovered (when enabled;
+    /// a failed discovery is not an error). Fails with
+    /// [`ClientError::Connect`] when no endpoint accepts.
     pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
         let client = KeelClient::new(config)?;
-        client.connection.current(Instant::now() + client.call_timeout).await?;
+        client.target(Route::Nearby, Instant::now() + client.call_timeout).await?;
         Ok(client)
     }
 
-    /// A client sharing this one's channel, with another per-call deadline.
+    /// A client sharing this one's channels, with another per-call deadline.
     pub fn with_call_timeout(&self, call_timeout: Duration) -> Self {
         KeelClient { connection: Arc::clone(&self.connection), call_timeout }
     }
@@ -125,14 +165,62 @@ impl KeelClient {
 
     /// The configured endpoints.
     pub fn endpoints(&self) -> &[String] {
-        self.connection.addresses()
+        self.connection.configured()
     }
 
-    /// Runs one RPC with the deadline and retry rules of this module.
-    /// `send` performs a single attempt on a channel.
+    /// Every endpoint the client knows: the configured ones first, then the
+    /// members discovered or named as leader.
+    pub fn known_endpoints(&self) -> Vec<String> {
+        self.connection.known_addresses()
+    }
+
+    /// The leader's node id as last reported by the cluster, if any.
+    pub fn leader_id(&self) -> Option<u64> {
+        self.connection.leader_id()
+    }
+
+    /// The region serializable reads prefer.
+    pub fn preferred_region(&self) -> Option<String> {
+        self.connection.preferred_region()
+    }
+
+    /// A channel for `route`, running member discovery first when it is due
+    /// (then asking again: the members found may change the best choice).
+    async fn target(&self, route: Route, deadline: Instant) -> Result<Target, ClientError> {
+        let target = self.connection.target(route, deadline).await?;
+        if !self.connection.take_discovery_due() {
+            return Ok(target);
+        }
+        self.discover_members(&target, deadline).await;
+        self.connection.target(route, deadline).await
+    }
+
+    /// One bounded `GetStatus` on `target`; its members join the endpoint
+    /// list. Any failure leaves the list as it was: discovery only ever
+    /// improves routing, it never fails a call.
+    async fn discover_members(&self, target: &Target, deadline: Instant) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let budget = (remaining / 2).min(Duration::from_millis(DISCOVERY_TIMEOUT_MS));
+        if budget.is_zero() {
+            return;
+        }
+        let mut request = tonic::Request::new(keel_proto::v1::GetStatusRequest {});
+        request.set_timeout(budget);
+        let mut cluster_service = crate::cluster::cluster_service(target.channel.clone());
+        if let Ok(Ok(response)) = tokio::time::timeout(budget, cluster_service.get_status(request)).await {
+            let served = Served::from_response(response);
+            self.connection.apply_status(&target.address, &served.value);
+            self.connection.record_success(&target.address, &served.meta);
+        }
+    }
+
+    /// Runs one RPC with the deadline and retry rules of this module, on the
+    /// endpoint `route` prefers. `send` performs a single attempt on a
+    /// channel.
     pub(crate) async fn call<Request, Response, Attempt>(
         &self,
         method: &'static str,
+        route: Route,
         request: Request,
         send: impl Fn(Channel, tonic::Request<Request>) -> Attempt,
     ) -> Result<Served<Response>, ClientError>
@@ -152,30 +240,35 @@ impl KeelClient {
         // (at most RETRY_ATTEMPTS_MAX - 1) or `n_redirects` (at most
         // LEADER_REDIRECTS_MAX).
         loop {
-            let current = match redirect_to.take() {
-                Some(address) => self.connection.redirect(&address, deadline).await,
-                None => self.connection.current(deadline).await,
+            let target = match redirect_to.take() {
+                Some(address) => self.connection.target_at(&address, deadline).await,
+                None => self.target(route, deadline).await,
             };
-            let error = match current {
+            let error = match target {
                 Err(error) => error,
-                Ok(current) => {
+                Ok(target) => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     if remaining.is_zero() {
                         return Err(deadline_exceeded());
                     }
                     let mut attempt = tonic::Request::new(request.clone());
                     attempt.set_timeout(remaining);
-                    match tokio::time::timeout(remaining, send(current.channel.clone(), attempt)).await {
+                    match tokio::time::timeout(remaining, send(target.channel.clone(), attempt)).await {
                         Err(_elapsed) => return Err(deadline_exceeded()),
-                        Ok(Ok(response)) => return Ok(Served::from_response(response)),
+                        Ok(Ok(response)) => {
+                            let served = Served::from_response(response);
+                            self.connection.record_success(&target.address, &served.meta);
+                            return Ok(served);
+                        }
                         Ok(Err(status)) if error::is_client_timeout(&status) => return Err(deadline_exceeded()),
                         Ok(Err(status)) => {
-                            let error = ClientError::from_status(&status, &current.address);
-                            if matches!(
-                                retry::retry_action(&error),
-                                RetryAction::NextEndpoint | RetryAction::Redirect { .. }
-                            ) {
-                                self.connection.mark_failed(&current);
+                            let error = ClientError::from_status(&status, &target.address);
+                            if matches!(error, ClientError::Server { .. }) {
+                                self.connection
+                                    .record_answer(&target.address, &ResponseMeta::from_metadata(status.metadata()));
+                            }
+                            if retry::retry_action(&error) == RetryAction::NextEndpoint {
+                                self.connection.mark_failed(&target.address);
                             }
                             error
                         }
@@ -186,7 +279,8 @@ impl KeelClient {
                 RetryAction::Stop => return Err(error),
                 RetryAction::Redirect { address } if n_redirects < LEADER_REDIRECTS_MAX => {
                     n_redirects += 1;
-                    redirect_to = Some(address);
+                    let leader_id = error.metadata().get(LEADER_ID_METADATA).and_then(|id| id.trim().parse().ok());
+                    redirect_to = Some(self.connection.record_leader(leader_id, &address));
                     continue;
                 }
                 RetryAction::Redirect { .. } | RetryAction::SameEndpoint | RetryAction::NextEndpoint => {}

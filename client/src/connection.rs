@@ -1,128 +1,194 @@
-//! The endpoint list and the one channel in use.
+//! The channels: one per endpoint, opened when first needed and kept until
+//! a call reports the endpoint broken.
 //!
 //! ```text
-//!   endpoints [e0, e1, e2] ──try in order from `next_index`──▶ first that connects ──▶ Current{channel}
-//!        ▲                                                                               │
-//!        └──────────── mark_failed(): drop channel, start after it next time ◀──────────┘
-//!   NOT_LEADER{leader_addr} ──redirect()──▶ Current{channel to the leader}
+//!   target(route) ── RoutingTable::candidates(route) ──▶ first with a kept channel, or that connects ──▶ Target
+//!                                                          │ connect failed: mark_failed, try the next
+//!   target_at(leader_addr) ──▶ kept channel or a new one (NOT_LEADER redirect)
+//!   mark_failed(address) ──▶ drop the channel; the routing table stops preferring it for a while
 //! ```
 //!
-//! The channel is kept and shared by every call until a call reports it
-//! broken; then the next call connects afresh, starting with the endpoint
-//! after the broken one, so a dead node is skipped rather than retried.
-//! Every endpoint gets HTTP/2 keep-alive (without it a channel may not
+//! Which endpoint a call should use is the routing table's decision
+//! (`routing`); this module only opens, keeps and drops channels. At most
+//! one channel per known endpoint is kept ([`CHANNELS_MAX`]); a redirect
+//! target that does not fit in the table gets a channel for that attempt
+//! only. Every endpoint gets HTTP/2 keep-alive (without it a channel may not
 //! recover after a partition heals) and a connect timeout.
 
 use crate::error::{self, ClientError};
-use crate::limits::{HTTP2_KEEP_ALIVE_INTERVAL_MS, HTTP2_KEEP_ALIVE_TIMEOUT_MS, TCP_KEEPALIVE_MS};
+use crate::limits::{CHANNELS_MAX, HTTP2_KEEP_ALIVE_INTERVAL_MS, HTTP2_KEEP_ALIVE_TIMEOUT_MS, TCP_KEEPALIVE_MS};
+use crate::routing::{DiscoveredMember, Route, RoutingTable};
+use crate::served::ResponseMeta;
+use keel_proto::v1 as pb;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-/// The channel in use and where it goes.
+/// Where one attempt goes.
 #[derive(Clone, Debug)]
-pub(crate) struct Current {
-    /// The address as configured (or as the server named the leader).
+pub(crate) struct Target {
+    /// The endpoint's address (`http://host:port`).
     pub(crate) address: String,
-    /// The open channel.
+    /// An open channel to it.
     pub(crate) channel: Channel,
-    /// Position in the configured list; `None` for a redirect target.
-    index: Option<usize>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    current: Option<Current>,
-    /// Where the next connection attempt starts in the list.
-    next_index: usize,
+    table: RoutingTable,
+    /// Open channels by address; only for addresses in `table`.
+    channels: BTreeMap<String, Channel>,
 }
 
-/// The configured endpoints and the shared channel.
+/// The routing table and the kept channels.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    addresses: Vec<String>,
-    endpoints: Vec<Endpoint>,
+    configured: Vec<String>,
     connect_timeout: Duration,
     state: Mutex<State>,
 }
 
 impl Connection {
-    /// Validates every address; connects lazily.
-    pub(crate) fn new(addresses: &[String], connect_timeout: Duration) -> Result<Self, ClientError> {
-        let endpoints =
-            addresses.iter().map(|address| endpoint(address, connect_timeout)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Connection { addresses: addresses.to_vec(), endpoints, connect_timeout, state: Mutex::default() })
+    /// Validates every configured address; connects lazily.
+    pub(crate) fn new(
+        addresses: &[String],
+        connect_timeout: Duration,
+        preferred_region: Option<String>,
+        is_discovery_enabled: bool,
+    ) -> Result<Self, ClientError> {
+        for address in addresses {
+            endpoint(address, connect_timeout)?;
+        }
+        let table = RoutingTable::new(addresses, preferred_region, is_discovery_enabled);
+        Ok(Connection {
+            configured: addresses.to_vec(),
+            connect_timeout,
+            state: Mutex::new(State { table, channels: BTreeMap::new() }),
+        })
     }
 
     /// The configured addresses.
-    pub(crate) fn addresses(&self) -> &[String] {
-        &self.addresses
+    pub(crate) fn configured(&self) -> &[String] {
+        &self.configured
+    }
+
+    /// Every known address: configured first, then discovered.
+    pub(crate) fn known_addresses(&self) -> Vec<String> {
+        self.lock().table.addresses()
+    }
+
+    /// The leader's node id, when known.
+    pub(crate) fn leader_id(&self) -> Option<u64> {
+        self.lock().table.leader_id()
+    }
+
+    /// The region serializable reads prefer.
+    pub(crate) fn preferred_region(&self) -> Option<String> {
+        self.lock().table.preferred_region().map(str::to_owned)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state stays consistent even if a holder panicked: every update
-        // is a single assignment.
+        // The state stays consistent even if a holder panicked: no update
+        // leaves it half-done across a panic point.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The channel in use, connecting first if there is none: every endpoint
-    /// is tried once, in order from the one after the last failure, until one
-    /// connects or `deadline` passes.
-    pub(crate) async fn current(&self, deadline: Instant) -> Result<Current, ClientError> {
-        let start_index = {
-            let state = self.lock();
-            if let Some(current) = &state.current {
-                return Ok(current.clone());
-            }
-            state.next_index
-        };
+    /// A channel for `route`: the routing table's candidates are tried in
+    /// order, a kept channel is used at once, otherwise a connection is
+    /// opened; an endpoint that does not connect is marked failed. Fails
+    /// with [`ClientError::Connect`] when none connects before `deadline`.
+    pub(crate) async fn target(&self, route: Route, deadline: Instant) -> Result<Target, ClientError> {
+        let candidates = self.lock().table.candidates(route, Instant::now());
         let mut last_error = String::from("no endpoint was tried before the deadline");
-        let count = self.endpoints.len();
-        for offset in 0..count {
-            let index = (start_index + offset) % count;
-            match self.open(&self.endpoints[index], deadline).await {
-                Ok(channel) => {
-                    let current = Current { address: self.addresses[index].clone(), channel, index: Some(index) };
-                    let mut state = self.lock();
-                    state.current = Some(current.clone());
-                    state.next_index = index;
-                    return Ok(current);
-                }
-                Err(error) => last_error = format!("{}: {error}", self.addresses[index]),
+        for address in &candidates {
+            match self.target_at(address, deadline).await {
+                Ok(target) => return Ok(target),
+                Err(ClientError::Connect { last_error: error, .. }) => last_error = format!("{address}: {error}"),
+                Err(error) => last_error = format!("{address}: {error}"),
             }
             if Instant::now() >= deadline {
                 break;
             }
         }
-        Err(ClientError::Connect { endpoints: self.addresses.clone(), last_error })
+        Err(ClientError::Connect { endpoints: candidates, last_error })
     }
 
-    /// Connects to the leader's address from a `NOT_LEADER` answer and makes
-    /// it the channel in use. A bare `host:port` is taken as `http://`.
-    pub(crate) async fn redirect(&self, address: &str, deadline: Instant) -> Result<Current, ClientError> {
-        let address = if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
-        let target = endpoint(&address, self.connect_timeout)?;
-        let channel = self
-            .open(&target, deadline)
-            .await
-            .map_err(|error| ClientError::Connect { endpoints: vec![address.clone()], last_error: error })?;
-        let current = Current { address, channel, index: None };
-        self.lock().current = Some(current.clone());
-        Ok(current)
-    }
-
-    /// Forgets `failed` if it is still the channel in use, so that the next
-    /// call connects again starting after it.
-    pub(crate) fn mark_failed(&self, failed: &Current) {
-        let mut state = self.lock();
-        let is_in_use = state.current.as_ref().is_some_and(|current| current.address == failed.address);
-        if is_in_use {
-            state.current = None;
-            if let Some(index) = failed.index {
-                state.next_index = (index + 1) % self.endpoints.len().max(1);
+    /// A channel to `address` (a known endpoint or a leader named by
+    /// `NOT_LEADER`): the kept one, or a new one, kept if the address is in
+    /// the table. A failure to connect marks the address failed.
+    pub(crate) async fn target_at(&self, address: &str, deadline: Instant) -> Result<Target, ClientError> {
+        let kept = self.lock().channels.get(address).cloned();
+        if let Some(channel) = kept {
+            return Ok(Target { address: address.to_owned(), channel });
+        }
+        let target = endpoint(address, self.connect_timeout)?;
+        match self.open(&target, deadline).await {
+            Ok(channel) => {
+                let mut state = self.lock();
+                if state.table.contains(address) && state.channels.len() < CHANNELS_MAX {
+                    state.channels.insert(address.to_owned(), channel.clone());
+                }
+                Ok(Target { address: address.to_owned(), channel })
+            }
+            Err(last_error) => {
+                self.mark_failed(address);
+                Err(ClientError::Connect { endpoints: vec![address.to_owned()], last_error })
             }
         }
+    }
+
+    /// Drops the channel to `address`; the routing table stops preferring
+    /// it for a while and, if it was the sticky endpoint, fails over.
+    pub(crate) fn mark_failed(&self, address: &str) {
+        let mut state = self.lock();
+        state.channels.remove(address);
+        state.table.mark_failed(address, Instant::now());
+    }
+
+    /// A call on `address` succeeded with these response headers.
+    pub(crate) fn record_success(&self, address: &str, meta: &ResponseMeta) {
+        let mut state = self.lock();
+        state.table.record_answer(address, meta.node_id, meta.region.as_deref(), meta.leader_id());
+        state.table.record_success(address);
+    }
+
+    /// A server error from `address` carried these response headers.
+    pub(crate) fn record_answer(&self, address: &str, meta: &ResponseMeta) {
+        self.lock().table.record_answer(address, meta.node_id, meta.region.as_deref(), meta.leader_id());
+    }
+
+    /// A `NOT_LEADER` answer named the leader; returns its endpoint address.
+    pub(crate) fn record_leader(&self, leader_id: Option<u64>, leader_addr: &str) -> String {
+        self.lock().table.record_leader(leader_id, leader_addr)
+    }
+
+    /// Whether member discovery should run now (taken once per connect or
+    /// failover).
+    pub(crate) fn take_discovery_due(&self) -> bool {
+        self.lock().table.take_discovery_due()
+    }
+
+    /// Applies a `GetStatus` answer from `address`: members whose
+    /// `client_addr` is not a usable endpoint are left out; channels to
+    /// endpoints no longer known are closed.
+    pub(crate) fn apply_status(&self, address: &str, status: &pb::ClusterStatus) {
+        let members: Vec<DiscoveredMember> = status
+            .members
+            .iter()
+            .filter(|member| !member.client_addr.trim().is_empty())
+            .map(|member| DiscoveredMember {
+                node_id: member.node_id,
+                region: member.region.clone(),
+                address: crate::routing::endpoint_address(&member.client_addr),
+            })
+            .filter(|member| endpoint(&member.address, self.connect_timeout).is_ok())
+            .collect();
+        let mut state = self.lock();
+        state.table.apply_status(address, status.node_id, &status.region, status.leader_id, &members);
+        let State { table, channels } = &mut *state;
+        channels.retain(|address, _| table.contains(address));
     }
 
     async fn open(&self, endpoint: &Endpoint, deadline: Instant) -> Result<Channel, String> {
@@ -184,8 +250,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("addr"));
         drop(listener);
-        let connection = Connection::new(std::slice::from_ref(&address), Duration::from_secs(1)).expect("valid");
-        let error = connection.current(Instant::now() + Duration::from_secs(2)).await.expect_err("closed");
+        let connection =
+            Connection::new(std::slice::from_ref(&address), Duration::from_secs(1), None, true).expect("valid");
+        let error =
+            connection.target(Route::Leader, Instant::now() + Duration::from_secs(2)).await.expect_err("closed");
         let ClientError::Connect { endpoints, last_error } = &error else { panic!("{error:?}") };
         assert_eq!(endpoints, std::slice::from_ref(&address));
         assert!(last_error.starts_with(&address), "{last_error}");

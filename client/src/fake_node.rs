@@ -5,7 +5,9 @@
 //! the OS. Each `GetKey` answer is taken from a script (a key, an error
 //! status with Keel's `ErrorInfo`, or a delay), every response carries the
 //! `keel-*` headers, and every request's `grpc-timeout` is recorded so tests
-//! can check the deadline was propagated.
+//! can check the deadline was propagated. `GetStatus` reports a settable
+//! member list and leader; the membership calls first fail with the
+//! scripted statuses, then change that member list as a leader would.
 
 use crate::error::ERROR_DOMAIN;
 use crate::pb;
@@ -32,20 +34,50 @@ pub(crate) enum Answer {
     Delay(Duration),
 }
 
+/// Revision a fake membership change reports.
+pub(crate) const FAKE_MEMBERSHIP_REVISION: u64 = 42;
+
+/// The membership a fake node reports.
+#[derive(Debug, Default)]
+struct FakeCluster {
+    members: Vec<pb::Member>,
+    leader_id: u64,
+}
+
 /// The node's behaviour and what it observed.
 #[derive(Debug, Default)]
 pub(crate) struct FakeState {
     node_id: u64,
+    region: String,
     script: Mutex<VecDeque<Answer>>,
     keys: Vec<pb::Key>,
+    cluster: Mutex<FakeCluster>,
+    membership_failures: Mutex<VecDeque<tonic::Status>>,
     add_key_requests: Mutex<Vec<pb::AddKeyRequest>>,
     grpc_timeouts: Mutex<Vec<Option<String>>>,
     n_get_key_calls: AtomicUsize,
+    n_get_status_calls: AtomicUsize,
+    n_membership_calls: AtomicUsize,
 }
 
 impl FakeState {
     fn lock_script(&self) -> std::sync::MutexGuard<'_, VecDeque<Answer>> {
         self.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_cluster(&self) -> std::sync::MutexGuard<'_, FakeCluster> {
+        self.cluster.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a membership call and takes its scripted failure, if any.
+    fn membership_failure(&self) -> Option<tonic::Status> {
+        self.n_membership_calls.fetch_add(1, Ordering::SeqCst);
+        self.membership_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front()
+    }
+
+    fn membership_response(&self) -> tonic::Response<pb::MembershipResponse> {
+        let members = self.lock_cluster().members.clone();
+        self.respond(pb::MembershipResponse { members, revision: FAKE_MEMBERSHIP_REVISION })
     }
 
     fn record<T>(&self, request: &tonic::Request<T>) {
@@ -58,9 +90,9 @@ impl FakeState {
         let headers = response.metadata_mut();
         for (name, value) in [
             (NODE_ID_HEADER, self.node_id.to_string()),
-            (REGION_HEADER, "local".to_owned()),
+            (REGION_HEADER, self.region.clone()),
             (REVISION_HEADER, "12".to_owned()),
-            (LEADER_HEADER, "1".to_owned()),
+            (LEADER_HEADER, self.lock_cluster().leader_id.to_string()),
         ] {
             if let Ok(value) = value.parse() {
                 headers.insert(name, value);
@@ -86,9 +118,33 @@ impl Drop for FakeNode {
 }
 
 impl FakeNode {
-    /// Starts a node answering `GetKey` from `script` and `ListKeys` from `keys`.
+    /// Starts a node in region `local` answering `GetKey` from `script` and
+    /// `ListKeys` from `keys`.
     pub(crate) async fn start(node_id: u64, script: Vec<Answer>, keys: Vec<pb::Key>) -> FakeNode {
-        let state = Arc::new(FakeState { node_id, script: Mutex::new(script.into()), keys, ..FakeState::default() });
+        FakeNode::start_in_region(node_id, "local", script, keys).await
+    }
+
+    /// Starts a node in `region` that leads a cluster of itself alone (as
+    /// `127.0.0.1:7400`, an address only shown, never dialled: it is the
+    /// serving node's own entry).
+    pub(crate) async fn start_in_region(
+        node_id: u64,
+        region: &str,
+        script: Vec<Answer>,
+        keys: Vec<pb::Key>,
+    ) -> FakeNode {
+        let cluster = FakeCluster {
+            members: vec![fake_member(node_id, region, "127.0.0.1:7400", "127.0.0.1:7401", true)],
+            leader_id: node_id,
+        };
+        let state = Arc::new(FakeState {
+            node_id,
+            region: region.to_owned(),
+            script: Mutex::new(script.into()),
+            keys,
+            cluster: Mutex::new(cluster),
+            ..FakeState::default()
+        });
         let incoming =
             tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into()).expect("bind a loopback port");
         let address = format!("http://{}", incoming.local_addr().expect("bound address"));
@@ -100,6 +156,32 @@ impl FakeNode {
             let _ = router.serve_with_incoming(incoming).await;
         });
         FakeNode { address, state, server }
+    }
+
+    /// Sets the members and the leader this node reports.
+    pub(crate) fn set_cluster(&self, members: Vec<pb::Member>, leader_id: u64) {
+        *self.state.lock_cluster() = FakeCluster { members, leader_id };
+    }
+
+    /// The next membership calls fail with these statuses, in order.
+    pub(crate) fn fail_membership(&self, statuses: impl IntoIterator<Item = tonic::Status>) {
+        self.state.membership_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(statuses);
+    }
+
+    /// This node as a member, with its real address.
+    pub(crate) fn member(&self, is_voter: bool) -> pb::Member {
+        let client_addr = self.address.trim_start_matches("http://");
+        fake_member(self.state.node_id, &self.state.region, client_addr, "127.0.0.1:1", is_voter)
+    }
+
+    /// `GetStatus` calls received.
+    pub(crate) fn n_get_status_calls(&self) -> usize {
+        self.state.n_get_status_calls.load(Ordering::SeqCst)
+    }
+
+    /// `AddLearner`, `PromoteMember` and `RemoveMember` calls received.
+    pub(crate) fn n_membership_calls(&self) -> usize {
+        self.state.n_membership_calls.load(Ordering::SeqCst)
     }
 
     /// `GetKey` calls received.
@@ -133,6 +215,24 @@ pub(crate) fn keel_status(
         details.set_retry_info(retry_delay);
     }
     tonic::Status::with_error_details(code, format!("scripted {reason}"), details)
+}
+
+/// A member as the server reports it.
+pub(crate) fn fake_member(
+    node_id: u64,
+    region: &str,
+    client_addr: &str,
+    peer_addr: &str,
+    is_voter: bool,
+) -> pb::Member {
+    pb::Member {
+        node_id,
+        region: region.to_owned(),
+        zone: "a".into(),
+        client_addr: client_addr.to_owned(),
+        peer_addr: peer_addr.to_owned(),
+        is_voter,
+    }
 }
 
 /// A key as the server would return it.
@@ -219,30 +319,70 @@ impl ClusterService for FakeState {
         request: tonic::Request<pb::GetStatusRequest>,
     ) -> Result<tonic::Response<pb::ClusterStatus>, tonic::Status> {
         self.record(&request);
+        self.n_get_status_calls.fetch_add(1, Ordering::SeqCst);
+        let (members, leader_id) = {
+            let cluster = self.lock_cluster();
+            (cluster.members.clone(), cluster.leader_id)
+        };
+        let role = if leader_id == self.node_id { pb::RaftRole::Leader } else { pb::RaftRole::Follower };
         Ok(self.respond(pb::ClusterStatus {
             node_id: self.node_id,
-            region: "local".into(),
+            region: self.region.clone(),
             zone: "a".into(),
             version: "0.1.0".into(),
-            role: pb::RaftRole::Leader.into(),
+            role: role.into(),
             term: 2,
-            leader_id: self.node_id,
+            leader_id,
             commit_index: 12,
             applied_index: 12,
             state_digest: "00".repeat(32),
-            members: vec![pb::Member {
-                node_id: self.node_id,
-                region: "local".into(),
-                zone: "a".into(),
-                client_addr: "127.0.0.1:7400".into(),
-                peer_addr: "127.0.0.1:7401".into(),
-                is_voter: true,
-            }],
+            members,
             key_count: 2,
             engine_count: 0,
             engine_version_count: 0,
             tenant_count: 0,
             boot_time_ms: 1_767_225_600_000,
         }))
+    }
+
+    async fn add_learner(
+        &self,
+        request: tonic::Request<pb::AddLearnerRequest>,
+    ) -> Result<tonic::Response<pb::MembershipResponse>, tonic::Status> {
+        self.record(&request);
+        if let Some(status) = self.membership_failure() {
+            return Err(status);
+        }
+        let member = request.into_inner().member.unwrap_or_default();
+        self.lock_cluster().members.push(pb::Member { is_voter: false, ..member });
+        Ok(self.membership_response())
+    }
+
+    async fn promote_member(
+        &self,
+        request: tonic::Request<pb::PromoteMemberRequest>,
+    ) -> Result<tonic::Response<pb::MembershipResponse>, tonic::Status> {
+        self.record(&request);
+        if let Some(status) = self.membership_failure() {
+            return Err(status);
+        }
+        let node_id = request.into_inner().node_id;
+        for member in self.lock_cluster().members.iter_mut().filter(|member| member.node_id == node_id) {
+            member.is_voter = true;
+        }
+        Ok(self.membership_response())
+    }
+
+    async fn remove_member(
+        &self,
+        request: tonic::Request<pb::RemoveMemberRequest>,
+    ) -> Result<tonic::Response<pb::MembershipResponse>, tonic::Status> {
+        self.record(&request);
+        if let Some(status) = self.membership_failure() {
+            return Err(status);
+        }
+        let node_id = request.into_inner().node_id;
+        self.lock_cluster().members.retain(|member| member.node_id != node_id);
+        Ok(self.membership_response())
     }
 }

@@ -10,8 +10,9 @@
 //!   KeyPair ─┬─ KeySpec::add_key_request ──────────┐
 //!            └─ SignedManifest::sign ─ bundle file ─┤
 //!                                                   ▼
-//!   ClientConfig ─▶ KeelClient ── typed calls (trust, registry, tenant, cluster)
-//!                     │  Connection: endpoints in order, one kept channel, HTTP/2 keep-alive
+//!   ClientConfig ─▶ KeelClient ── typed calls (trust, registry, tenant, cluster + membership)
+//!                     │  RoutingTable: configured + discovered endpoints; leader / region / sticky
+//!                     │  Connection: a kept channel per endpoint, HTTP/2 keep-alive
 //!                     │  deadline per call, bounded retries (retry), leader redirects
 //!                     ▼
 //!                   Served<T>{value, meta: ResponseMeta}  |  ClientError{reason, …}
@@ -20,7 +21,8 @@
 //! Map of the crate:
 //! - [`client`]: [`KeelClient`], [`ClientConfig`], the call loop and paging;
 //!   `trust`, `registry`, `tenant` and `cluster` add one typed method per RPC.
-//! - `connection` (private): endpoint list and channel; [`retry`]: which
+//! - `routing` (private): the known endpoints and which one each kind of
+//!   call prefers; `connection` (private): the channels; [`retry`]: which
 //!   failures are retried and the backoff.
 //! - [`served`]: [`Served`] and [`ResponseMeta`] (the `keel-*` headers).
 //! - [`error`]: [`ClientError`], the one conversion from `tonic::Status`;
@@ -50,6 +52,7 @@ mod local_file;
 pub mod public_key;
 mod registry;
 pub mod retry;
+mod routing;
 pub mod served;
 pub mod signed_manifest;
 pub mod signing;

@@ -1,9 +1,10 @@
 //! Every bound and default the client uses, as named constants.
 //!
-//! Timeouts, retry budgets, page loops and local file reads are all bounded
-//! here so that no loop or read in the client can run without limit. The
-//! payload limits mirror the server's (DESIGN.md §8) so that oversized input
-//! fails locally, before it costs a round trip.
+//! Timeouts, retry budgets, page loops, member discovery, the channel pool
+//! and local file reads are all bounded here so that no loop or read in the
+//! client can run without limit. The payload limits mirror the server's
+//! (DESIGN.md §8) so that oversized input fails locally, before it costs a
+//! round trip.
 
 /// Endpoints one client may be configured with.
 pub const ENDPOINTS_MAX: usize = 64;
@@ -31,6 +32,17 @@ pub const RETRY_DELAY_SERVER_MAX_MS: u64 = 5_000;
 /// Times one call follows a `NOT_LEADER` answer to the leader's address.
 pub const LEADER_REDIRECTS_MAX: u32 = 3;
 
+/// Upper bound on the one `GetStatus` call member discovery makes after a
+/// connect or a failover. Discovery also never takes more than half of the
+/// time left to the call that triggered it.
+pub const DISCOVERY_TIMEOUT_MS: u64 = 1_000;
+/// How long an endpoint that failed is not preferred (as the leader or as a
+/// member of the preferred region). It is still tried when nothing else is
+/// left.
+pub const ENDPOINT_FAILURE_COOLDOWN_MS: u64 = 5_000;
+/// Open channels one client keeps, one per known endpoint at most.
+pub const CHANNELS_MAX: usize = ENDPOINTS_MAX;
+
 /// Page size the "fetch every page" helpers ask for (the server's maximum).
 pub const LIST_PAGE_SIZE: i32 = 1_000;
 /// Pages the "fetch every page" helpers read before giving up.
@@ -57,3 +69,5 @@ const _: () = assert!(CONNECT_TIMEOUT_DEFAULT_MS <= CALL_TIMEOUT_DEFAULT_MS);
 const _: () = assert!(MANIFEST_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(MANIFEST_BYTES_MAX as u64 <= MANIFEST_FILE_BYTES_MAX);
 const _: () = assert!(LIST_PAGE_SIZE > 0);
+const _: () = assert!(DISCOVERY_TIMEOUT_MS < CALL_TIMEOUT_DEFAULT_MS);
+const _: () = assert!(CHANNELS_MAX >= ENDPOINTS_MAX);

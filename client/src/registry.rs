@@ -7,6 +7,7 @@
 use crate::client::{KeelClient, collect_pages};
 use crate::error::ClientError;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
+use crate::routing::Route;
 use crate::served::Served;
 use crate::signed_manifest::SignedManifest;
 use keel_proto::v1 as pb;
@@ -25,7 +26,7 @@ impl KeelClient {
         &self,
         request: pb::PublishEngineVersionRequest,
     ) -> Result<Served<pb::PublishEngineVersionResponse>, ClientError> {
-        self.call("PublishEngineVersion", request, |channel, request| async move {
+        self.call("PublishEngineVersion", Route::Leader, request, |channel, request| async move {
             registry_service(channel).publish_engine_version(request).await
         })
         .await
@@ -52,7 +53,7 @@ impl KeelClient {
             version: version.unwrap_or_default().to_owned(),
             consistency: consistency.into(),
         };
-        self.call("GetEngineVersion", request, |channel, request| async move {
+        self.call("GetEngineVersion", Route::for_read(request.consistency), request, |channel, request| async move {
             registry_service(channel).get_engine_version(request).await
         })
         .await
@@ -63,7 +64,7 @@ impl KeelClient {
         &self,
         request: pb::ListEnginesRequest,
     ) -> Result<Served<pb::ListEnginesResponse>, ClientError> {
-        self.call("ListEngines", request, |channel, request| async move {
+        self.call("ListEngines", Route::for_read(request.consistency), request, |channel, request| async move {
             registry_service(channel).list_engines(request).await
         })
         .await
@@ -92,7 +93,7 @@ impl KeelClient {
         &self,
         request: pb::ListEngineVersionsRequest,
     ) -> Result<Served<pb::ListEngineVersionsResponse>, ClientError> {
-        self.call("ListEngineVersions", request, |channel, request| async move {
+        self.call("ListEngineVersions", Route::for_read(request.consistency), request, |channel, request| async move {
             registry_service(channel).list_engine_versions(request).await
         })
         .await

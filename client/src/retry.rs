@@ -6,6 +6,7 @@
 //! | failure                                   | action                          |
 //! |-------------------------------------------|---------------------------------|
 //! | `NO_LEADER` (an election is running)      | same endpoint, after backoff    |
+//! | `MEMBERSHIP_CHANGE_IN_PROGRESS`           | same endpoint, after backoff    |
 //! | `NODE_UNAVAILABLE` (node stopping)        | next endpoint, after backoff    |
 //! | `NOT_LEADER` with `leader_addr`           | that address, at once (bounded) |
 //! | `NOT_LEADER` without an address           | next endpoint, after backoff    |
@@ -13,7 +14,9 @@
 //! | anything else                             | returned to the caller          |
 //!
 //! `NOT_LEADER` is a refusal before the write was proposed, so following it
-//! is as safe as retrying `NO_LEADER`. A transport error is ambiguous for a
+//! is as safe as retrying `NO_LEADER`; so is `MEMBERSHIP_CHANGE_IN_PROGRESS`
+//! (the leader refused to start a second membership change while one is
+//! being committed, and proposed nothing). A transport error is ambiguous for a
 //! write: Keel's writes of keys and manifests are idempotent, but a retried
 //! `CreateTenant` may answer `TENANT_ALREADY_EXISTS` for the tenant the
 //! first attempt created.
@@ -29,6 +32,8 @@ use std::time::Duration;
 
 /// `ErrorInfo.metadata` key with the leader's client address.
 pub const LEADER_ADDR_METADATA: &str = "leader_addr";
+/// `ErrorInfo.metadata` key with the leader's node id.
+pub const LEADER_ID_METADATA: &str = "leader_id";
 /// Denominator of the jitter fraction passed to [`backoff_delay`].
 pub const JITTER_SCALE: u64 = 1_000;
 
@@ -52,7 +57,9 @@ pub(crate) enum RetryAction {
 pub(crate) fn retry_action(error: &ClientError) -> RetryAction {
     match error {
         ClientError::Server { reason, metadata, .. } => {
-            if reason == pb::ErrorReason::NoLeader.as_str_name() {
+            if reason == pb::ErrorReason::NoLeader.as_str_name()
+                || reason == pb::ErrorReason::MembershipChangeInProgress.as_str_name()
+            {
                 RetryAction::SameEndpoint
             } else if reason == pb::ErrorReason::NodeUnavailable.as_str_name() {
                 RetryAction::NextEndpoint
@@ -139,13 +146,24 @@ mod tests {
     #[test]
     fn only_availability_failures_are_retried() {
         assert_eq!(retry_action(&server_error("NO_LEADER", &[], None)), RetryAction::SameEndpoint);
+        assert_eq!(retry_action(&server_error("MEMBERSHIP_CHANGE_IN_PROGRESS", &[], None)), RetryAction::SameEndpoint);
         assert_eq!(retry_action(&server_error("NODE_UNAVAILABLE", &[], None)), RetryAction::NextEndpoint);
         assert_eq!(
             retry_action(&server_error("NOT_LEADER", &[("leader_id", "2"), ("leader_addr", "n2:7400")], None)),
             RetryAction::Redirect { address: "n2:7400".into() }
         );
         assert_eq!(retry_action(&server_error("NOT_LEADER", &[("leader_addr", " ")], None)), RetryAction::NextEndpoint);
-        for reason in ["KEY_UNKNOWN", "DEADLINE_EXCEEDED", "INTERNAL", "TENANT_ALREADY_EXISTS", "UNKNOWN"] {
+        for reason in [
+            "KEY_UNKNOWN",
+            "DEADLINE_EXCEEDED",
+            "INTERNAL",
+            "TENANT_ALREADY_EXISTS",
+            "UNKNOWN",
+            "MEMBER_ALREADY_EXISTS",
+            "ADDRESS_IN_USE",
+            "MEMBER_NOT_FOUND",
+            "LAST_VOTER",
+        ] {
             assert_eq!(retry_action(&server_error(reason, &[], None)), RetryAction::Stop, "{reason}");
         }
         let transport =

@@ -8,6 +8,7 @@
 use crate::client::{KeelClient, collect_pages};
 use crate::error::ClientError;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
+use crate::routing::Route;
 use crate::served::Served;
 use keel_proto::v1 as pb;
 use keel_proto::v1::tenant_service_client::TenantServiceClient;
@@ -23,7 +24,7 @@ impl KeelClient {
     /// `TenantService.CreateTenant`.
     pub async fn create_tenant(&self, tenant: pb::Tenant) -> Result<Served<pb::Tenant>, ClientError> {
         let request = pb::CreateTenantRequest { tenant: Some(tenant) };
-        self.call("CreateTenant", request, |channel, request| async move {
+        self.call("CreateTenant", Route::Leader, request, |channel, request| async move {
             tenant_service(channel).create_tenant(request).await
         })
         .await
@@ -36,11 +37,9 @@ impl KeelClient {
         consistency: pb::ReadConsistency,
     ) -> Result<Served<pb::Tenant>, ClientError> {
         let request = pb::GetTenantRequest { name: tenant_id.to_owned(), consistency: consistency.into() };
-        self.call(
-            "GetTenant",
-            request,
-            |channel, request| async move { tenant_service(channel).get_tenant(request).await },
-        )
+        self.call("GetTenant", Route::for_read(request.consistency), request, |channel, request| async move {
+            tenant_service(channel).get_tenant(request).await
+        })
         .await
     }
 
@@ -48,7 +47,7 @@ impl KeelClient {
     /// `etag` must equal the tenant's current etag.
     pub async fn update_tenant(&self, tenant: pb::Tenant, etag: &str) -> Result<Served<pb::Tenant>, ClientError> {
         let request = pb::UpdateTenantRequest { tenant: Some(tenant), etag: etag.to_owned() };
-        self.call("UpdateTenant", request, |channel, request| async move {
+        self.call("UpdateTenant", Route::Leader, request, |channel, request| async move {
             tenant_service(channel).update_tenant(request).await
         })
         .await
@@ -59,7 +58,7 @@ impl KeelClient {
         &self,
         request: pb::ListTenantsRequest,
     ) -> Result<Served<pb::ListTenantsResponse>, ClientError> {
-        self.call("ListTenants", request, |channel, request| async move {
+        self.call("ListTenants", Route::for_read(request.consistency), request, |channel, request| async move {
             tenant_service(channel).list_tenants(request).await
         })
         .await

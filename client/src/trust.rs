@@ -8,6 +8,7 @@ use crate::error::ClientError;
 use crate::key_pair::KeyPair;
 use crate::key_spec::KeySpec;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
+use crate::routing::Route;
 use crate::served::Served;
 use keel_proto::v1 as pb;
 use keel_proto::v1::trust_service_client::TrustServiceClient;
@@ -22,8 +23,10 @@ fn trust_service(channel: Channel) -> TrustServiceClient<Channel> {
 impl KeelClient {
     /// `TrustService.AddKey`.
     pub async fn add_key(&self, request: pb::AddKeyRequest) -> Result<Served<pb::AddKeyResponse>, ClientError> {
-        self.call("AddKey", request, |channel, request| async move { trust_service(channel).add_key(request).await })
-            .await
+        self.call("AddKey", Route::Leader, request, |channel, request| async move {
+            trust_service(channel).add_key(request).await
+        })
+        .await
     }
 
     /// Signs `spec` with every key in `signers` and adds it.
@@ -42,17 +45,17 @@ impl KeelClient {
         consistency: pb::ReadConsistency,
     ) -> Result<Served<pb::Key>, ClientError> {
         let request = pb::GetKeyRequest { name: key_id.to_owned(), consistency: consistency.into() };
-        self.call("GetKey", request, |channel, request| async move { trust_service(channel).get_key(request).await })
-            .await
+        self.call("GetKey", Route::for_read(request.consistency), request, |channel, request| async move {
+            trust_service(channel).get_key(request).await
+        })
+        .await
     }
 
     /// `TrustService.ListKeys`: one page.
     pub async fn list_keys(&self, request: pb::ListKeysRequest) -> Result<Served<pb::ListKeysResponse>, ClientError> {
-        self.call(
-            "ListKeys",
-            request,
-            |channel, request| async move { trust_service(channel).list_keys(request).await },
-        )
+        self.call("ListKeys", Route::for_read(request.consistency), request, |channel, request| async move {
+            trust_service(channel).list_keys(request).await
+        })
         .await
     }
 
