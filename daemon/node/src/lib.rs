@@ -10,4 +10,5 @@ pub mod ops;
 pub mod raft;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod trust_roots;
