@@ -1,10 +1,13 @@
 //! Tests of [`crate::KeelClient`]'s call loop against scripted fake nodes:
 //! response metadata, error decoding, which failures are retried, leader
-//! redirects, endpoint failover, deadlines and paging.
+//! redirects (also of membership changes), endpoint failover, deadlines,
+//! paging, and membership changes retried while another is in progress.
 
 use crate::client::{ClientConfig, KeelClient};
 use crate::error::ClientError;
-use crate::fake_node::{Answer, FAKE_PAGE_SIZE, FakeNode, keel_status, sample_key};
+use crate::fake_node::{
+    Answer, FAKE_MEMBERSHIP_REVISION, FAKE_PAGE_SIZE, FakeNode, fake_member, keel_status, sample_key,
+};
 use crate::limits::RETRY_ATTEMPTS_MAX;
 use crate::pb;
 use crate::served::ResponseMeta;
@@ -177,4 +180,64 @@ async fn add_key_signed_sends_a_verifiable_signature() {
     assert_eq!(signature.key_id, root.key_id());
     let payload = spec.signing_payload().expect("payload");
     assert!(crate::signing::verify(&root.public_key(), &payload, &signature.signature));
+}
+
+fn new_member() -> pb::Member {
+    fake_member(5, "eu", "10.0.0.5:7400", "10.0.0.5:7401", false)
+}
+
+#[tokio::test]
+async fn not_leader_on_add_learner_is_followed_and_the_leader_is_then_preferred() {
+    let leader = FakeNode::start(2, vec![], vec![]).await;
+    let leader_addr = leader.address.trim_start_matches("http://").to_owned();
+    let follower = FakeNode::start(1, vec![], vec![]).await;
+    follower.fail_membership([keel_status(
+        tonic::Code::Unavailable,
+        "NOT_LEADER",
+        &[("leader_id", "2"), ("leader_addr", &leader_addr)],
+        None,
+    )]);
+    let client = client(&[&follower.address], 5_000);
+    let served = client.add_learner(new_member()).await.expect("added by the leader");
+    assert_eq!(served.meta.node_id, Some(2));
+    assert_eq!(served.value.revision, FAKE_MEMBERSHIP_REVISION);
+    let added = served.value.members.iter().find(|member| member.node_id == 5).expect("the new member is listed");
+    assert!(!added.is_voter, "a learner");
+    assert_eq!((follower.n_membership_calls(), leader.n_membership_calls()), (1, 1));
+    assert_eq!(client.known_endpoints(), [follower.address.clone(), leader.address.clone()]);
+    assert_eq!(client.leader_id(), Some(2));
+
+    let served = client.promote_member(5).await.expect("promoted");
+    assert_eq!(served.meta.node_id, Some(2), "straight to the known leader");
+    assert_eq!((follower.n_membership_calls(), leader.n_membership_calls()), (1, 2));
+    assert!(served.value.members.iter().any(|member| member.node_id == 5 && member.is_voter));
+}
+
+#[tokio::test]
+async fn membership_change_in_progress_is_retried_honouring_retry_info() {
+    let retry_delay = Duration::from_millis(150);
+    let in_progress = || keel_status(tonic::Code::Unavailable, "MEMBERSHIP_CHANGE_IN_PROGRESS", &[], Some(retry_delay));
+    let leader = FakeNode::start(1, vec![], vec![]).await;
+    leader.fail_membership([in_progress(), in_progress()]);
+    let started = tokio::time::Instant::now();
+    let served = client(&[&leader.address], 5_000).add_learner(new_member()).await.expect("added after retries");
+    assert_eq!(served.value.revision, FAKE_MEMBERSHIP_REVISION);
+    assert_eq!(leader.n_membership_calls(), 3);
+    assert!(started.elapsed() >= retry_delay * 2, "waited {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn membership_refusals_are_returned_at_once() {
+    let leader = FakeNode::start(1, vec![], vec![]).await;
+    leader.fail_membership([
+        keel_status(tonic::Code::FailedPrecondition, "LAST_VOTER", &[("node_id", "1")], None),
+        keel_status(tonic::Code::AlreadyExists, "MEMBER_ALREADY_EXISTS", &[("node_id", "5")], None),
+        keel_status(tonic::Code::NotFound, "MEMBER_NOT_FOUND", &[("node_id", "9")], None),
+    ]);
+    let client = client(&[&leader.address], 5_000);
+    let error = client.remove_member(1).await.expect_err("last voter");
+    assert_eq!((error.reason(), error.class()), ("LAST_VOTER", crate::ErrorClass::Server));
+    assert_eq!(client.add_learner(new_member()).await.expect_err("exists").reason(), "MEMBER_ALREADY_EXISTS");
+    assert_eq!(client.promote_member(9).await.expect_err("unknown").reason(), "MEMBER_NOT_FOUND");
+    assert_eq!(leader.n_membership_calls(), 3, "one attempt each");
 }

@@ -53,6 +53,8 @@ pub mod public_key;
 mod registry;
 pub mod retry;
 mod routing;
+#[cfg(test)]
+mod routing_tests;
 pub mod served;
 pub mod signed_manifest;
 pub mod signing;
