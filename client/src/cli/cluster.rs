@@ -1,11 +1,19 @@
-//! `keelctl cluster`: the serving node's view of the cluster.
+//! `keelctl cluster`: the serving node's view of the cluster, and
+//! membership changes.
+//!
+//! `join`, `promote` and `remove` go to the leader (the client follows
+//! `NOT_LEADER`, and retries while another membership change is in
+//! progress) and print the resulting members and the revision of the
+//! membership entry. Moving leadership is not offered: the Raft library the
+//! server uses has no leadership transfer yet.
 
 use super::error::CliError;
-use super::output::Output;
+use super::output::{Output, OutputFormat};
 use super::table::Table;
 use super::timestamp::format_rfc3339;
 use super::{GlobalArgs, connect, enum_name};
 use crate::pb;
+use crate::served::Served;
 use serde::Serialize;
 
 /// `keelctl cluster …`
@@ -13,6 +21,55 @@ use serde::Serialize;
 pub enum ClusterCommand {
     /// Role, term, leader, indices, state digest, counts and members.
     Status,
+    /// Add a node as a learner: it receives the log but does not vote until
+    /// promoted. Answers once the learner has caught up (or at the deadline,
+    /// while it keeps catching up).
+    Join(JoinArgs),
+    /// Make a learner a voter.
+    Promote {
+        /// The learner's node id.
+        node_id: u64,
+    },
+    /// Remove a member (voter or learner). The last voter cannot be removed.
+    Remove {
+        /// The member's node id.
+        node_id: u64,
+    },
+}
+
+/// `keelctl cluster join` arguments: the new member.
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// The new node's id (unique in the cluster, not 0).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: u64,
+    /// `host:port` clients use to reach the node.
+    #[arg(long)]
+    pub client_addr: String,
+    /// `host:port` peers use to reach the node.
+    #[arg(long)]
+    pub peer_addr: String,
+    /// The new node's region. (This is the member's region, not the global
+    /// preferred region; a join always goes to the leader.)
+    #[arg(long)]
+    pub region: String,
+    /// The new node's zone.
+    #[arg(long)]
+    pub zone: String,
+}
+
+impl JoinArgs {
+    /// The member to add.
+    pub fn to_member(&self) -> pb::Member {
+        pb::Member {
+            node_id: self.node_id,
+            region: self.region.trim().to_owned(),
+            zone: self.zone.trim().to_owned(),
+            client_addr: self.client_addr.trim().to_owned(),
+            peer_addr: self.peer_addr.trim().to_owned(),
+            is_voter: false,
+        }
+    }
 }
 
 /// A member as shown.
@@ -69,6 +126,66 @@ pub struct ClusterStatusView {
     pub members: Vec<MemberView>,
 }
 
+impl MemberView {
+    fn from_proto(member: &pb::Member) -> Self {
+        MemberView {
+            node_id: member.node_id,
+            region: member.region.clone(),
+            zone: member.zone.clone(),
+            client_addr: member.client_addr.clone(),
+            peer_addr: member.peer_addr.clone(),
+            is_voter: member.is_voter,
+        }
+    }
+}
+
+/// The member table `status` and the membership commands print; `*` marks
+/// the leader (`leader_id` 0: none known).
+fn member_table(members: &[MemberView], leader_id: u64) -> Table {
+    let mut table = Table::with_header(&["NODE_ID", "REGION", "ZONE", "CLIENT_ADDR", "PEER_ADDR", "VOTER", "LEADER"]);
+    for member in members {
+        table.row([
+            member.node_id.to_string(),
+            member.region.clone(),
+            member.zone.clone(),
+            member.client_addr.clone(),
+            member.peer_addr.clone(),
+            if member.is_voter { "yes" } else { "no" }.to_owned(),
+            if leader_id != 0 && member.node_id == leader_id { "*" } else { "" }.to_owned(),
+        ]);
+    }
+    table
+}
+
+/// The membership after a change, as shown.
+#[derive(Debug, Serialize)]
+pub struct MembershipView {
+    /// Revision (Raft index) of the membership entry.
+    pub revision: u64,
+    /// The leader that made the change (from the response's `keel-leader`),
+    /// 0 when not reported.
+    pub leader_id: u64,
+    /// Members after the change.
+    pub members: Vec<MemberView>,
+}
+
+impl MembershipView {
+    /// The view of a membership response and the headers that came with it.
+    pub fn from_served(served: &Served<pb::MembershipResponse>) -> Self {
+        MembershipView {
+            revision: served.value.revision,
+            leader_id: served.meta.leader_id().unwrap_or(0),
+            members: served.value.members.iter().map(MemberView::from_proto).collect(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut fields = Table::fields();
+        fields.field("revision", self.revision);
+        format!("{}\n{}", fields.render(), member_table(&self.members, self.leader_id).render())
+    }
+}
+
 impl ClusterStatusView {
     /// The view of a status from the server.
     pub fn from_proto(status: &pb::ClusterStatus) -> Self {
@@ -88,18 +205,7 @@ impl ClusterStatusView {
             engine_version_count: status.engine_version_count,
             tenant_count: status.tenant_count,
             boot_time_ms: status.boot_time_ms,
-            members: status
-                .members
-                .iter()
-                .map(|member| MemberView {
-                    node_id: member.node_id,
-                    region: member.region.clone(),
-                    zone: member.zone.clone(),
-                    client_addr: member.client_addr.clone(),
-                    peer_addr: member.peer_addr.clone(),
-                    is_voter: member.is_voter,
-                })
-                .collect(),
+            members: status.members.iter().map(MemberView::from_proto).collect(),
         }
     }
 
@@ -121,20 +227,7 @@ impl ClusterStatusView {
             .field("engine_versions", self.engine_version_count)
             .field("tenants", self.tenant_count)
             .field("boot_time", format_rfc3339(self.boot_time_ms));
-        let mut members =
-            Table::with_header(&["NODE_ID", "REGION", "ZONE", "CLIENT_ADDR", "PEER_ADDR", "VOTER", "LEADER"]);
-        for member in &self.members {
-            members.row([
-                member.node_id.to_string(),
-                member.region.clone(),
-                member.zone.clone(),
-                member.client_addr.clone(),
-                member.peer_addr.clone(),
-                if member.is_voter { "yes" } else { "no" }.to_owned(),
-                if member.node_id == self.leader_id { "*" } else { "" }.to_owned(),
-            ]);
-        }
-        format!("{}\n{}", fields.render(), members.render())
+        format!("{}\n{}", fields.render(), member_table(&self.members, self.leader_id).render())
     }
 }
 
@@ -146,11 +239,34 @@ pub async fn run(command: ClusterCommand, global: &GlobalArgs, output: &mut Outp
             let served = client.cluster_status().await?;
             let view = ClusterStatusView::from_proto(&served.value);
             match output.format() {
-                super::output::OutputFormat::Table => output.write_stdout(&view.render())?,
-                super::output::OutputFormat::Json => output.show(&view, |_| Table::default())?,
+                OutputFormat::Table => output.write_stdout(&view.render())?,
+                OutputFormat::Json => output.show(&view, |_| Table::default())?,
             }
             output.served_by(&served.meta);
             Ok(())
         }
+        ClusterCommand::Join(args) => {
+            let member = args.to_member();
+            let served = connect(global).await?.add_learner(member).await?;
+            show_membership(&served, output)
+        }
+        ClusterCommand::Promote { node_id } => {
+            let served = connect(global).await?.promote_member(node_id).await?;
+            show_membership(&served, output)
+        }
+        ClusterCommand::Remove { node_id } => {
+            let served = connect(global).await?.remove_member(node_id).await?;
+            show_membership(&served, output)
+        }
     }
+}
+
+fn show_membership(served: &Served<pb::MembershipResponse>, output: &mut Output<'_>) -> Result<(), CliError> {
+    let view = MembershipView::from_served(served);
+    match output.format() {
+        OutputFormat::Table => output.write_stdout(&view.render())?,
+        OutputFormat::Json => output.show(&view, |_| Table::default())?,
+    }
+    output.served_by(&served.meta);
+    Ok(())
 }

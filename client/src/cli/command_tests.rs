@@ -3,8 +3,9 @@
 
 use super::error::{EXIT_SERVER_ERROR, EXIT_UNAVAILABLE};
 use super::*;
-use crate::fake_node::{Answer, FakeNode, keel_status, sample_key};
+use crate::fake_node::{Answer, FAKE_MEMBERSHIP_REVISION, FakeNode, keel_status, sample_key};
 use clap::Parser;
+use std::time::Duration;
 
 /// Runs `keelctl <args>` against `endpoint`; returns (exit code, stdout, stderr).
 async fn keelctl(endpoint: &str, args: &[&str]) -> (u8, String, String) {
@@ -152,4 +153,93 @@ async fn cluster_status_renders_fields_and_members() {
     let view: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(view["role"], "LEADER");
     assert_eq!(view["members"][0]["client_addr"], "127.0.0.1:7400");
+}
+
+#[tokio::test]
+async fn cluster_join_promote_and_remove_print_the_members_and_the_revision() {
+    let node = FakeNode::start(1, vec![], vec![]).await;
+    let join = [
+        "cluster",
+        "join",
+        "--node-id",
+        "5",
+        "--client-addr",
+        "10.0.0.5:7400",
+        "--peer-addr",
+        "10.0.0.5:7401",
+        "--region",
+        "eu",
+        "--zone",
+        "b",
+    ];
+    let (code, stdout, stderr) = keelctl(&node.address, &join).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "revision  42\n\n\
+         NODE_ID  REGION  ZONE  CLIENT_ADDR     PEER_ADDR       VOTER  LEADER\n\
+         1        local   a     127.0.0.1:7400  127.0.0.1:7401  yes    *\n\
+         5        eu      b     10.0.0.5:7400   10.0.0.5:7401   no\n"
+    );
+    assert_eq!(stderr, "(served by node 1 in region local at revision 12)\n");
+
+    let (code, stdout, stderr) = keelctl(&node.address, &["--output", "json", "cluster", "promote", "5"]).await;
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    let view: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(view["revision"], FAKE_MEMBERSHIP_REVISION);
+    assert_eq!(view["leader_id"], 1);
+    assert_eq!(
+        view["members"][1],
+        serde_json::json!({
+            "node_id": 5,
+            "region": "eu",
+            "zone": "b",
+            "client_addr": "10.0.0.5:7400",
+            "peer_addr": "10.0.0.5:7401",
+            "is_voter": true,
+        })
+    );
+
+    let (code, stdout, stderr) = keelctl(&node.address, &["--output", "json", "cluster", "remove", "5"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let view: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(view["members"].as_array().map(Vec::len), Some(1));
+    assert_eq!(node.n_membership_calls(), 3);
+}
+
+#[tokio::test]
+async fn removing_the_last_voter_is_reported_and_exits_1() {
+    let node = FakeNode::start(1, vec![], vec![]).await;
+    node.fail_membership([keel_status(tonic::Code::FailedPrecondition, "LAST_VOTER", &[("node_id", "1")], None)]);
+    let (code, stdout, stderr) = keelctl(&node.address, &["cluster", "remove", "1"]).await;
+    assert_eq!(code, EXIT_SERVER_ERROR);
+    assert_eq!(stdout, "");
+    assert_eq!(stderr, "error: LAST_VOTER: scripted LAST_VOTER\n  node_id=1\n");
+}
+
+#[tokio::test]
+async fn a_membership_change_still_in_progress_at_the_deadline_exits_3() {
+    let node = FakeNode::start(1, vec![], vec![]).await;
+    let in_progress =
+        || keel_status(tonic::Code::Unavailable, "MEMBERSHIP_CHANGE_IN_PROGRESS", &[], Some(Duration::from_secs(2)));
+    node.fail_membership([in_progress(), in_progress()]);
+    let argv = ["keelctl", "--endpoints", &node.address, "--timeout-ms", "500", "cluster", "promote", "2"];
+    let cli = Cli::try_parse_from(argv).expect("arguments parse");
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let error = run(cli, &mut stdout, &mut stderr).await.expect_err("no time to retry");
+    assert_eq!((error.reason(), error.exit_code()), ("MEMBERSHIP_CHANGE_IN_PROGRESS", EXIT_UNAVAILABLE));
+}
+
+#[tokio::test]
+async fn region_flag_sends_serializable_reads_to_that_region() {
+    let seed = FakeNode::start_in_region(1, "eu", vec![Answer::Key(sample_key("k1"))], vec![]).await;
+    let near = FakeNode::start_in_region(2, "us", vec![Answer::Key(sample_key("k1"))], vec![]).await;
+    for node in [&seed, &near] {
+        node.set_cluster(vec![seed.member(true), near.member(true)], 1);
+    }
+    let (code, _, stderr) =
+        keelctl(&seed.address, &["--region", "us", "trust", "get", "k1", "--consistency", "serializable"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stderr, "(served by node 2 in region us at revision 12)\n");
+    assert_eq!((seed.n_get_key_calls(), near.n_get_key_calls()), (0, 1));
 }

@@ -35,7 +35,7 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
 
 /// `keelctl`: administer a Keel cluster.
 #[derive(Debug, clap::Parser)]
-#[command(name = "keelctl", version, about = "Administer a Keel cluster: keys, engines, tenants, status.")]
+#[command(name = "keelctl", version, about = "Administer a Keel cluster: keys, engines, tenants, status, membership.")]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -63,6 +63,11 @@ pub struct GlobalArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub timeout_ms: u64,
+    /// Region whose members serve `--consistency serializable` reads, when
+    /// one is reachable. (Inside `cluster join`, `--region` is the new
+    /// member's region instead.)
+    #[arg(long, global = true, env = "KEEL_REGION")]
+    pub region: Option<String>,
 }
 
 /// The command groups.
@@ -80,7 +85,7 @@ pub enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
-    /// Inspect the cluster.
+    /// Inspect the cluster and change its membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
 }
@@ -122,7 +127,9 @@ pub(crate) async fn connect(global: &GlobalArgs) -> Result<KeelClient, CliError>
     let call_timeout = Duration::from_millis(global.timeout_ms);
     let endpoints: Vec<String> =
         global.endpoints.iter().map(|endpoint| endpoint.trim().to_owned()).filter(|e| !e.is_empty()).collect();
+    let region = global.region.as_deref().map(str::trim).filter(|region| !region.is_empty()).map(str::to_owned);
     let config = ClientConfig::new(endpoints)
+        .with_preferred_region(region)
         .with_call_timeout(call_timeout)
         .with_connect_timeout(call_timeout.min(Duration::from_millis(CONNECT_TIMEOUT_DEFAULT_MS)));
     Ok(KeelClient::connect(config).await?)

@@ -1,5 +1,6 @@
 //! Tests of argument parsing and of local-only commands.
 
+use super::cluster::{ClusterCommand, JoinArgs};
 use super::engine::EngineCommand;
 use super::error::{CliError, EXIT_USAGE};
 use super::keys::KeysCommand;
@@ -258,4 +259,59 @@ fn a_missing_key_file_is_a_usage_error_naming_the_file() {
     let error = result.expect_err("missing file");
     assert_eq!(error.exit_code(), EXIT_USAGE);
     assert!(error.message().contains("/nonexistent/p.pub"), "{}", error.message());
+}
+
+#[test]
+fn region_is_a_global_flag() {
+    let cli = parse(&["--region", "eu-west", "trust", "list", "--consistency", "serializable"]).expect("before");
+    assert_eq!(cli.global.region.as_deref(), Some("eu-west"));
+    let cli = parse(&["engine", "list", "--region", "us-east"]).expect("after the command");
+    assert_eq!(cli.global.region.as_deref(), Some("us-east"));
+}
+
+fn join_args(args: &[&str]) -> Result<JoinArgs, clap::Error> {
+    let cli = parse(&[&["cluster", "join"][..], args].concat())?;
+    let Command::Cluster(ClusterCommand::Join(join)) = cli.command else { panic!("wrong command") };
+    Ok(join)
+}
+
+#[test]
+fn cluster_join_parses_the_new_member() {
+    let member = ["--node-id", "5", "--client-addr", "10.0.0.5:7400", "--peer-addr", "10.0.0.5:7401"];
+    let join = join_args(&[&member[..], &["--region", "eu-west", "--zone", "b"]].concat()).expect("parses");
+    assert_eq!(
+        join.to_member(),
+        pb::Member {
+            node_id: 5,
+            region: "eu-west".into(),
+            zone: "b".into(),
+            client_addr: "10.0.0.5:7400".into(),
+            peer_addr: "10.0.0.5:7401".into(),
+            is_voter: false,
+        }
+    );
+    for missing in ["--node-id", "--client-addr", "--peer-addr", "--region", "--zone"] {
+        let full = [&member[..], &["--region", "eu-west", "--zone", "b"]].concat();
+        let position = full.iter().position(|arg| *arg == missing).expect("present");
+        let without: Vec<&str> =
+            full.iter().enumerate().filter(|(i, _)| *i != position && *i != position + 1).map(|(_, a)| *a).collect();
+        assert!(join_args(&without).is_err(), "{missing} is required");
+    }
+    let zero = [&["--node-id", "0"][..], &member[2..], &["--region", "eu", "--zone", "b"]].concat();
+    assert!(join_args(&zero).is_err(), "node id 0 is refused");
+    // The preferred region (flag or KEEL_REGION) is never taken as the new
+    // member's region: it must be given to `join` itself.
+    let preferred_only = [&["--region", "eu", "cluster", "join"][..], &member[..], &["--zone", "b"]].concat();
+    assert!(parse(&preferred_only).is_err());
+}
+
+#[test]
+fn cluster_promote_and_remove_take_a_node_id() {
+    let cli = parse(&["cluster", "promote", "5"]).expect("promote");
+    assert!(matches!(cli.command, Command::Cluster(ClusterCommand::Promote { node_id: 5 })));
+    let cli = parse(&["cluster", "remove", "3"]).expect("remove");
+    assert!(matches!(cli.command, Command::Cluster(ClusterCommand::Remove { node_id: 3 })));
+    assert!(parse(&["cluster", "promote"]).is_err());
+    assert!(parse(&["cluster", "remove", "three"]).is_err());
+    assert!(parse(&["cluster", "transfer-leader", "2"]).is_err(), "no leadership transfer yet");
 }
