@@ -37,6 +37,7 @@
 
 #[cfg(test)]
 mod call_tests;
+pub mod certs;
 pub mod cli;
 pub mod client;
 mod cluster;

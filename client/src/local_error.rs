@@ -93,4 +93,20 @@ pub enum LocalError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A certificate, private key or CA bundle cannot be used.
+    #[error("{source_name}: {problem}")]
+    CertificateInvalid {
+        /// The file or argument the certificate or key came from.
+        source_name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A certificate or key could not be generated or signed.
+    #[error("{what}: {source}")]
+    CertificateGeneration {
+        /// What was being produced, e.g. `certificate for node-1`.
+        what: String,
+        /// rcgen's complaint.
+        source: rcgen::Error,
+    },
 }
