@@ -39,6 +39,9 @@ pub enum ApiError {
     /// A membership change was refused.
     #[error(transparent)]
     Membership(#[from] super::membership::MembershipError),
+    /// A peer connection without a member's certificate.
+    #[error(transparent)]
+    PeerCertificate(#[from] crate::tls::PeerCertificateError),
     /// Another membership change is still in progress.
     #[error("another membership change is in progress; retry shortly")]
     MembershipChangeInProgress,
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::Rejected(rejection) => rejection.reason(),
             ApiError::NotFound { reason, .. } => reason,
             ApiError::Membership(error) => error.reason(),
+            ApiError::PeerCertificate(error) => error.reason(),
             ApiError::MembershipChangeInProgress => "MEMBERSHIP_CHANGE_IN_PROGRESS",
             ApiError::PageTokenInvalid => "PAGE_TOKEN_INVALID",
             ApiError::NotLeader { .. } => "NOT_LEADER",
@@ -117,6 +121,8 @@ impl ApiError {
         "MEMBER_NOT_FOUND",
         "LAST_VOTER",
         "MEMBERSHIP_CHANGE_IN_PROGRESS",
+        "PEER_CERTIFICATE_REQUIRED",
+        "PEER_NOT_MEMBER",
         "NOT_LEADER",
         "NO_LEADER",
         "NODE_UNAVAILABLE",
@@ -143,6 +149,7 @@ impl ApiError {
                 MembershipError::LastVoter { .. } => Code::FailedPrecondition,
             },
             ApiError::MembershipChangeInProgress => Code::Unavailable,
+            ApiError::PeerCertificate(_) => Code::PermissionDenied,
             ApiError::PageTokenInvalid => Code::InvalidArgument,
             ApiError::NotLeader { .. } | ApiError::NoLeader | ApiError::NodeUnavailable { .. } => Code::Unavailable,
             ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
@@ -168,6 +175,10 @@ impl ApiError {
             ApiError::Internal { request_id, .. } => {
                 metadata.insert("request_id".into(), request_id.clone());
             }
+            ApiError::PeerCertificate(crate::tls::PeerCertificateError::NotMember { sans }) => {
+                metadata.insert("sans".into(), sans.join(","));
+            }
+            ApiError::PeerCertificate(crate::tls::PeerCertificateError::Missing) => {}
             ApiError::Membership(error) => match error {
                 MembershipError::AlreadyExists { node_id }
                 | MembershipError::NotFound { node_id }

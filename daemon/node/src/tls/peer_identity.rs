@@ -8,12 +8,10 @@
 //! match: a wildcard certificate would let one holder speak for every member.
 
 use super::TlsError;
-use crate::api::error::ERROR_DOMAIN;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use tonic::Status;
 use tonic::transport::CertificateDer;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::error::X509Error;
 use x509_parser::extensions::GeneralName;
@@ -46,15 +44,6 @@ impl PeerCertificateError {
             PeerCertificateError::Missing => PEER_CERTIFICATE_REQUIRED,
             PeerCertificateError::NotMember { .. } => PEER_NOT_MEMBER,
         }
-    }
-
-    fn into_status(self) -> Status {
-        let mut metadata = HashMap::new();
-        if let PeerCertificateError::NotMember { sans } = &self {
-            metadata.insert("sans".to_owned(), sans.join(","));
-        }
-        let details = ErrorDetails::with_error_info(self.reason(), ERROR_DOMAIN, metadata);
-        Status::with_error_details(Code::PermissionDenied, self.to_string(), details)
     }
 }
 
@@ -124,7 +113,7 @@ pub fn member_cert_check(request: &tonic::Request<()>, member_hosts: &BTreeSet<S
     check_peer_certificates(peer_certs.as_deref().map(Vec::as_slice), member_hosts).map_err(|error| {
         // Handled here: the peer gets the status, the operator gets one line.
         tracing::warn!(remote_addr = ?request.remote_addr(), reason = error.reason(), %error, "peer refused");
-        error.into_status()
+        crate::api::error::ApiError::PeerCertificate(error).into_status()
     })
 }
 
