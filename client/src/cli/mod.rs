@@ -13,6 +13,7 @@
 //! commands are unit-tested with the crate; `src/bin/keelctl.rs` only parses
 //! arguments, runs [`run`] and maps the result to an exit code.
 
+pub mod certs;
 pub mod cluster;
 pub mod engine;
 pub mod error;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Generate Ed25519 key files.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Create a cluster CA and issue TLS certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Manage the trust store.
     #[command(subcommand)]
     Trust(trust::TrustCommand),
@@ -115,6 +119,7 @@ pub async fn run(cli: Cli, stdout: &mut dyn std::io::Write, stderr: &mut dyn std
     let global = &cli.global;
     match cli.command {
         Command::Keys(command) => keys::run(command, &mut output),
+        Command::Certs(command) => certs::run(command, &mut output),
         Command::Trust(command) => trust::run(command, global, &mut output).await,
         Command::Engine(command) => engine::run(command, global, &mut output).await,
         Command::Tenant(command) => tenant::run(command, global, &mut output).await,

@@ -315,3 +315,19 @@ fn cluster_promote_and_remove_take_a_node_id() {
     assert!(parse(&["cluster", "remove", "three"]).is_err());
     assert!(parse(&["cluster", "transfer-leader", "2"]).is_err(), "no leadership transfer yet");
 }
+
+#[test]
+fn certs_commands_parse_with_node_usage_by_default() {
+    let cli = parse(&["certs", "issue", "--ca", "ca", "node-1", "--san", "127.0.0.1", "--san", "node-1.keel"])
+        .expect("parses");
+    match cli.command {
+        Command::Certs(certs::CertsCommand::Issue { name, sans, usage, .. }) => {
+            assert_eq!(name, "node-1");
+            assert_eq!(sans, ["127.0.0.1", "node-1.keel"]);
+            assert_eq!(usage, certs::UsageArg::Node);
+        }
+        other => panic!("parsed as {other:?}"),
+    }
+    assert!(parse(&["certs", "init"]).is_err(), "--dir is required");
+    assert!(parse(&["certs", "issue", "--ca", "ca", "n", "--usage", "root"]).is_err());
+}
