@@ -47,6 +47,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Trust roots installed at bootstrap.
     pub trust: TrustConfig,
+    /// TLS for the client port and mTLS for the peer port. Required for any
+    /// listener or member address off loopback.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -199,6 +202,7 @@ impl Default for Config {
                 logs_kept_after_snapshot: 1000,
             },
             trust: TrustConfig::default(),
+            tls: None,
             log: LogConfig { format: LogFormat::Text, filter: "info,openraft=warn".into() },
         }
     }
@@ -252,12 +256,12 @@ impl Config {
         let listens =
             [("listen.client", self.listen.client), ("listen.peer", self.listen.peer), ("listen.ops", self.listen.ops)];
         for (i, (key, addr)) in listens.iter().enumerate() {
-            // TLS arrives with the cluster slice; until then nothing listens in plaintext off loopback.
-            if !addr.ip().is_loopback() {
+            // Plaintext stays on loopback: anything reachable from elsewhere needs TLS.
+            if !addr.ip().is_loopback() && (self.dev || self.tls.is_none()) {
                 return Err(invalid(
                     key,
                     format!(
-                        "{addr} is not a loopback address; plaintext listeners are loopback-only (TLS is not configured)"
+                        "{addr} is not a loopback address; plaintext listeners (no [tls], or --dev) are loopback-only"
                     ),
                 ));
             }
@@ -288,6 +292,19 @@ impl Config {
             ));
         }
         self.validate_cluster()?;
+        if let Some(tls) = &self.tls {
+            if self.dev {
+                return Err(invalid("tls", "dev mode is plaintext on loopback; remove --dev to use TLS"));
+            }
+            tls.validate().map_err(|error| invalid("tls", error.to_string()))?;
+        } else if self
+            .cluster
+            .initial_members
+            .iter()
+            .any(|m| !is_loopback_address(&m.peer_addr) || !is_loopback_address(&m.client_addr))
+        {
+            return Err(invalid("tls", "members off loopback talk over mTLS: configure [tls]"));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
@@ -352,9 +369,22 @@ impl Config {
         Ok(())
     }
 
+    /// Whether peers talk plaintext (loopback-only clusters without `[tls]`).
+    pub fn is_plaintext(&self) -> bool {
+        self.tls.is_none()
+    }
+
     /// Peer address others should use.
     pub fn advertised_peer(&self) -> String {
         self.advertise.peer.clone().unwrap_or_else(|| self.listen.peer.to_string())
+    }
+}
+
+/// Whether `addr` (host:port) names a loopback host.
+fn is_loopback_address(addr: &str) -> bool {
+    match addr.parse::<SocketAddr>() {
+        Ok(socket) => socket.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(host, _)| host == "localhost"),
     }
 }
 
