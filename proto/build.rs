@@ -1,5 +1,6 @@
-//! Generates the gRPC code for `keel.v1` with a vendored `protoc`, so no
-//! system protobuf compiler is needed.
+//! Generates the gRPC code for `keel.v1` (public API) and `keel.raft.v1`
+//! (peer transport) with a vendored `protoc`, so no system protobuf compiler
+//! is needed.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ const PROTOS: &[&str] = &[
     "keel/v1/registry.proto",
     "keel/v1/tenant.proto",
     "keel/v1/cluster.proto",
+    "keel/raft/v1/raft.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,4 +1,5 @@
-//! Keel's protobuf API, generated from `proto/keel/v1/*.proto`.
+//! Keel's protobuf API, generated from `proto/keel/v1/*.proto`, and the peer
+//! transport between nodes, from `proto/keel/raft/v1/raft.proto`.
 //!
 //! This crate holds generated code only. The node converts these types into
 //! kernel types in one place (`keel-node`'s `convert` module); the kernel
@@ -9,6 +10,14 @@
 /// The public API, package `keel.v1`.
 pub mod v1 {
     tonic::include_proto!("keel.v1");
+}
+
+/// The Raft peer transport between keeld nodes.
+pub mod raft {
+    /// Package `keel.raft.v1`, served on the peer port only.
+    pub mod v1 {
+        tonic::include_proto!("keel.raft.v1");
+    }
 }
 
 /// Encoded `FileDescriptorSet` of every Keel proto, for gRPC server reflection.
