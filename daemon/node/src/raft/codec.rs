@@ -21,6 +21,9 @@
 //! [`DecodeError`] — never a panic and never a runaway allocation. The framed
 //! shape keeps large payloads (kernel snapshots) out of bincode so they are
 //! neither copied byte by byte nor bounded by the header limit.
+//!
+//! The peer transport sends bare bodies ([`encode_body`], [`decode_body`]):
+//! its protobuf envelopes carry the format version in a field of their own.
 
 use bincode::Options;
 use serde::Serialize;
@@ -94,6 +97,23 @@ pub fn decode<T: DeserializeOwned>(supported: u8, bytes: &[u8], bytes_max: u64) 
     decode_options(bytes_max).deserialize(body).map_err(DecodeError::Body)
 }
 
+/// Encodes `value` as bare bincode, for envelopes that carry the format
+/// version in a field of their own (the peer transport's messages).
+pub fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    encode_options().serialize(value).map_err(EncodeError::Body)
+}
+
+/// How many bytes [`encode_body`] would write for `value`, without writing them.
+pub fn body_len<T: Serialize>(value: &T) -> Result<u64, EncodeError> {
+    encode_options().serialized_size(value).map_err(EncodeError::Body)
+}
+
+/// Decodes bare bincode written by [`encode_body`]; `bytes_max` bounds what
+/// any length prefix may claim. The caller has checked the format version.
+pub fn decode_body<T: DeserializeOwned>(bytes: &[u8], bytes_max: u64) -> Result<T, DecodeError> {
+    decode_options(bytes_max).deserialize(bytes).map_err(DecodeError::Body)
+}
+
 /// Encodes `[version][u32 LE header length][bincode(header)][payload]`.
 pub fn encode_framed<H: Serialize>(version: u8, header: &H, payload: &[u8]) -> Result<Vec<u8>, EncodeError> {
     let header_bytes = encode_options().serialize(header).map_err(EncodeError::Body)?;
@@ -164,6 +184,17 @@ mod tests {
         let mut huge = vec![1u8];
         huge.extend_from_slice(&(1u64 << 60).to_le_bytes());
         assert!(matches!(decode::<Vec<u8>>(1, &huge, 1024), Err(DecodeError::Body(_))));
+    }
+
+    #[test]
+    fn bodies_are_records_without_the_version_byte() {
+        let value: (u64, String) = (7, "seven".to_owned());
+        let record = encode(1, &value).expect("tuples encode");
+        let body = encode_body(&value).expect("tuples encode");
+        assert_eq!(&record[1..], body.as_slice());
+        assert_eq!(body_len(&value).expect("tuples encode"), body.len() as u64);
+        assert_eq!(decode_body::<(u64, String)>(&body, 1024).expect("round trip"), value);
+        assert!(decode_body::<(u64, String)>(&body[..body.len() - 1], 1024).is_err(), "truncated");
     }
 
     #[test]
