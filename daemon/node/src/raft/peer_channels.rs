@@ -1,0 +1,218 @@
+//! [`PeerChannels`]: the client side of the peer transport — one lazily
+//! connected gRPC channel per peer address, shared by the Raft network
+//! ([`super::GrpcNetwork`]) and the leader link ([`super::PeerLink`]), and
+//! the one place a peer call's failure is classified.
+//!
+//! ```text
+//!  GrpcNetwork (openraft RPCs) ──┐
+//!                                ├─► PeerChannels::call(peer_addr, timeout, message)
+//!  PeerLink (forward, read) ─────┘      │ the channel for peer_addr: made on first use, then
+//!                                       │ reused; tonic reconnects it after a failure
+//!                                       ▼
+//!                          RaftPeer client ──HTTP/2──► the peer's RaftPeerService
+//!                                       │
+//!                                       ▼
+//!                the answer, or PeerCallError::{Unreachable, TimedOut, Failed, Garbage, ...}
+//! ```
+//!
+//! Channels connect on their first call, with a connect timeout, TCP_NODELAY
+//! and HTTP/2 keep-alive pings even while idle, so a connection through a
+//! partition that healed is noticed dead and replaced instead of hanging.
+//! TLS: [`PeerChannels::new`] takes an optional [`ClientTlsConfig`]; with
+//! one, channels speak HTTPS to peers (mTLS when it carries an identity).
+
+use super::peer_message::{PackError, UnpackError};
+use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
+use keel_proto::raft::v1::raft_peer_client::RaftPeerClient;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// How long opening a TCP connection to a peer may take before the call
+/// fails as unreachable.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// HTTP/2 keep-alive ping period on peer connections, also while idle.
+pub const PEER_HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+/// How long a keep-alive ping may go unanswered before the connection is dropped.
+pub const PEER_HTTP2_KEEPALIVE_TIMEOUT_MS: u64 = 3_000;
+/// Channels kept at once. Membership names far fewer peers; addresses that
+/// left the membership are evicted (oldest address first) past this bound.
+pub const PEER_CHANNELS_MAX: usize = 64;
+
+/// One lazily connected channel per peer address.
+#[derive(Debug)]
+pub struct PeerChannels {
+    tls: Option<ClientTlsConfig>,
+    channels: Mutex<BTreeMap<String, Channel>>,
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCallError {
+    /// The peer address does not make a valid endpoint (or TLS settings do not apply to it).
+    #[error("peer address {peer_addr:?} is not a valid endpoint")]
+    Address {
+        /// The address from the membership.
+        peer_addr: String,
+        /// tonic's reason.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The request does not encode or is over the message limit.
+    #[error("request to peer {peer_addr} cannot be sent")]
+    Pack {
+        /// The peer's address.
+        peer_addr: String,
+        /// Why.
+        #[source]
+        source: PackError,
+    },
+    /// The peer cannot be reached: connection refused or reset, connect
+    /// timeout, keep-alive timeout, peer shutting down.
+    #[error("peer {peer_addr} is unreachable")]
+    Unreachable {
+        /// The peer's address.
+        peer_addr: String,
+        /// The transport's status.
+        #[source]
+        status: tonic::Status,
+    },
+    /// No answer within the call's timeout.
+    #[error("peer {peer_addr} did not answer within {after_ms} ms")]
+    TimedOut {
+        /// The peer's address.
+        peer_addr: String,
+        /// The timeout.
+        after_ms: u64,
+    },
+    /// The peer answered with an error status: it could not decode the
+    /// request, or does not serve the method (an older build).
+    #[error("peer {peer_addr} failed the call")]
+    Failed {
+        /// The peer's address.
+        peer_addr: String,
+        /// The peer's status.
+        #[source]
+        status: tonic::Status,
+    },
+    /// The peer's answer does not decode.
+    #[error("peer {peer_addr} answered with a message this build cannot read")]
+    Garbage {
+        /// The peer's address.
+        peer_addr: String,
+        /// Why.
+        #[source]
+        source: UnpackError,
+    },
+}
+
+impl PeerChannels {
+    /// No channels yet; `tls` applies to every channel made.
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        PeerChannels { tls, channels: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// A client on the channel for `peer_addr` (`host:port`), made on first use.
+    pub fn client(&self, peer_addr: &str) -> Result<RaftPeerClient<Channel>, PeerCallError> {
+        let channel = {
+            let mut channels = self.lock();
+            match channels.get(peer_addr) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let channel = self.endpoint(peer_addr)?.connect_lazy();
+                    if channels.len() >= PEER_CHANNELS_MAX {
+                        channels.pop_first();
+                    }
+                    channels.insert(peer_addr.to_owned(), channel.clone());
+                    channel
+                }
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    }
+
+    fn endpoint(&self, peer_addr: &str) -> Result<Endpoint, PeerCallError> {
+        let address_error = |source| PeerCallError::Address { peer_addr: peer_addr.to_owned(), source };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{peer_addr}"))
+            .map_err(address_error)?
+            .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_millis(PEER_HTTP2_KEEPALIVE_INTERVAL_MS))
+            .keep_alive_timeout(Duration::from_millis(PEER_HTTP2_KEEPALIVE_TIMEOUT_MS))
+            .keep_alive_while_idle(true);
+        match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).map_err(address_error),
+            None => Ok(endpoint),
+        }
+    }
+
+    /// Sends `message` to `peer_addr` with `send` (one generated client
+    /// method) and waits at most `timeout`, which also travels to the peer as
+    /// the gRPC deadline. Never waits longer, connecting included.
+    pub async fn call<Q, A, F, Fut>(
+        &self,
+        peer_addr: &str,
+        timeout: Duration,
+        message: Q,
+        send: F,
+    ) -> Result<A, PeerCallError>
+    where
+        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<Q>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<A>, tonic::Status>>,
+    {
+        let client = self.client(peer_addr)?;
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        let started = tokio::time::Instant::now();
+        let timed_out = || PeerCallError::TimedOut { peer_addr: peer_addr.to_owned(), after_ms: duration_ms(timeout) };
+        match tokio::time::timeout(timeout, send(client, request)).await {
+            Err(_elapsed) => Err(timed_out()),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(match status.code() {
+                Code::Unavailable => PeerCallError::Unreachable { peer_addr: peer_addr.to_owned(), status },
+                Code::DeadlineExceeded => timed_out(),
+                // tonic cancels a call when its own copy of the deadline fires,
+                // and when the connection under it goes away.
+                Code::Cancelled if started.elapsed() >= timeout => timed_out(),
+                Code::Cancelled => PeerCallError::Unreachable { peer_addr: peer_addr.to_owned(), status },
+                _ => PeerCallError::Failed { peer_addr: peer_addr.to_owned(), status },
+            }),
+        }
+    }
+
+    /// The map. Nothing holding the lock can panic halfway through a change,
+    /// so a poisoned lock still guards a consistent map.
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Channel>> {
+        self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `duration` in whole milliseconds, saturating.
+pub(crate) fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn channels_are_reused_and_bounded() -> Result<(), Box<dyn std::error::Error>> {
+        let channels = PeerChannels::new(None);
+        channels.client("127.0.0.1:7401")?;
+        channels.client("127.0.0.1:7401")?;
+        assert_eq!(channels.lock().len(), 1);
+        for port in 0..PEER_CHANNELS_MAX + 5 {
+            channels.client(&format!("127.0.0.1:{}", 10_000 + port))?;
+        }
+        assert_eq!(channels.lock().len(), PEER_CHANNELS_MAX);
+        assert!(matches!(channels.client("not an address"), Err(PeerCallError::Address { .. })));
+        Ok(())
+    }
+}

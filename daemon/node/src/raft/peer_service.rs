@@ -1,0 +1,145 @@
+//! [`RaftPeerService`]: the server side of the peer transport
+//! (`keel.raft.v1.RaftPeer`), served on the peer port.
+//!
+//! ```text
+//!  peer ──AppendEntries│Vote│InstallSnapshot──► unpack ──► raft.append_entries│vote│install_snapshot ──► pack Result
+//!  follower ──Forward(Command)──► ApiContext::propose_here(command, grpc deadline) ──► pack Result<Forwarded, LeaderFailure>
+//!  follower ──ReadIndex──► raft.ensure_linearizable() within the grpc deadline ──► pack Result<u64, LeaderFailure>
+//! ```
+//!
+//! Outcomes travel inside the answer's body, including openraft's errors and
+//! a leader's refusals; a gRPC error status means only that the request
+//! could not be read (`INVALID_ARGUMENT`) or the answer could not be written
+//! (`INTERNAL`). Those two statuses are built in `undecodable` and
+//! `unencodable` and nowhere else: peers are not API clients, so they get
+//! no `ErrorInfo`.
+
+use super::peer_message::{self, Envelope, Forwarded, LeaderFailure};
+use super::{KeelRaft, TypeConfig};
+use crate::api::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, Route, WRITE_DEADLINE_DEFAULT_MS};
+use keel_kernel::Command;
+use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
+use keel_proto::raft::v1 as pb;
+use keel_proto::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// The peer service for the node behind `ctx`, with the gRPC message limits
+/// applied: what `server.rs` adds to the peer port's router.
+pub fn peer_server(ctx: ApiContext) -> RaftPeerServer<RaftPeerService> {
+    RaftPeerServer::new(RaftPeerService::new(ctx))
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+}
+
+/// Answers peers: Raft RPCs into this node's Raft, forwarded writes and read
+/// index requests through its API context.
+#[derive(Clone)]
+pub struct RaftPeerService {
+    ctx: ApiContext,
+}
+
+impl RaftPeerService {
+    /// The service for the node behind `ctx` (its Raft is `ctx.raft`).
+    pub fn new(ctx: ApiContext) -> Self {
+        RaftPeerService { ctx }
+    }
+
+    fn raft(&self) -> &KeelRaft {
+        &self.ctx.raft
+    }
+}
+
+fn undecodable(error: peer_message::UnpackError) -> Status {
+    Status::invalid_argument(format!("keel.raft.v1 request: {error}: {}", source_chain(&error)))
+}
+
+fn unencodable(error: peer_message::PackError) -> Status {
+    tracing::error!(error = ?error, "cannot encode a peer answer");
+    Status::internal(format!("keel.raft.v1 answer: {error}"))
+}
+
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    chain.join(": ")
+}
+
+fn open<T: DeserializeOwned, M: Envelope>(request: Request<M>) -> Result<T, Status> {
+    peer_message::unpack(request.into_inner()).map_err(undecodable)
+}
+
+fn answer<M: Envelope, T: Serialize>(value: &T) -> Result<Response<M>, Status> {
+    peer_message::pack(value).map(Response::new).map_err(unencodable)
+}
+
+#[tonic::async_trait]
+impl RaftPeer for RaftPeerService {
+    async fn append_entries(
+        &self,
+        request: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = open(request)?;
+        answer(&self.raft().append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
+        let rpc: VoteRequest<u64> = open(request)?;
+        answer(&self.raft().vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::InstallSnapshotRequest>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        let rpc = peer_message::unpack_snapshot_chunk(request.into_inner()).map_err(undecodable)?;
+        answer(&self.raft().install_snapshot(rpc).await)
+    }
+
+    async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
+        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
+        let command: Command = open(request)?;
+        let result = match self.ctx.propose_here(command, deadline).await {
+            Ok(Route::Applied(response, revision)) => Ok(Forwarded { response, revision }),
+            // Leadership moved on since the follower looked: it tells its
+            // caller where to go rather than forwarding again.
+            Ok(Route::Leader { leader_id, leader, .. }) => {
+                Err(LeaderFailure::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr) })
+            }
+            Err(error) => Err(LeaderFailure::from(error)),
+        };
+        answer(&result)
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let () = open(request)?;
+        answer(&read_index(self.raft(), deadline).await)
+    }
+}
+
+/// The read index after this node confirmed its leadership with a quorum
+/// and applied up to it; 0 before any entry.
+async fn read_index(raft: &KeelRaft, deadline: Duration) -> Result<u64, LeaderFailure> {
+    match tokio::time::timeout(deadline, raft.ensure_linearizable()).await {
+        Err(_elapsed) => Err(LeaderFailure::DeadlineExceeded { after_ms: super::peer_channels::duration_ms(deadline) }),
+        Ok(Ok(read_log_id)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => Err(LeaderFailure::NotLeader {
+            leader_id: forward.leader_id,
+            leader_addr: forward.leader_node.map(|node| node.client_addr),
+        }),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(LeaderFailure::NoLeader),
+        Ok(Err(RaftError::Fatal(fatal))) => Err(LeaderFailure::NodeUnavailable { detail: fatal.to_string() }),
+    }
+}
