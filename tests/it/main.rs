@@ -4,6 +4,8 @@
 
 mod bad_input;
 mod cli;
+mod cluster;
+mod cluster_harness;
 mod fixture;
 mod harness;
 mod membership;

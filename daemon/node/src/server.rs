@@ -10,14 +10,15 @@
 //! ```
 
 use crate::api::cluster::ClusterApi;
-use crate::api::context::{self, ApiContext, Identity, NoLeaderLink};
+use crate::api::context::{self, ApiContext, Identity};
 use crate::api::registry::RegistryApi;
 use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
 use crate::config::{Config, InitialState};
-use crate::raft::network::NoPeerNetwork;
+use crate::raft::network::{APPEND_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
+use crate::tls::{self, TlsMaterial};
 use crate::trust_roots;
 use anyhow::Context as _;
 use keel_kernel::Command;
@@ -25,7 +26,7 @@ use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
 use keel_kernel::trust_store::KeySpec;
 use keel_proto::v1 as pb;
 use openraft::{ServerState, SnapshotPolicy};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -41,6 +42,8 @@ const BOOTSTRAP_LEADER_WAIT_MS: u64 = 5_000;
 const BOOTSTRAP_WRITE_DEADLINE_MS: u64 = 10_000;
 /// Attempts to install the root keys before giving up (the node keeps serving, not ready).
 const BOOTSTRAP_ATTEMPTS_MAX: u32 = 20;
+/// How long a snapshot chunk may take to install on a follower.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 2_000;
 /// Directory under `data_dir` holding RocksDB.
 pub const RAFT_DIR: &str = "raft";
 
@@ -62,7 +65,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ops_listener = TcpListener::bind(config.listen.ops)
         .await
         .with_context(|| format!("binding listen.ops {}", config.listen.ops))?;
+    let peer_listener = TcpListener::bind(config.listen.peer)
+        .await
+        .with_context(|| format!("binding listen.peer {}", config.listen.peer))?;
     let client_addr = client_listener.local_addr()?;
+    let peer_addr = peer_listener.local_addr()?;
     let ops_addr = ops_listener.local_addr()?;
 
     let raft_config = openraft::Config {
@@ -72,11 +79,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         election_timeout_max: config.raft.election_timeout_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after_entries),
         max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES_MAX,
+        max_payload_entries: APPEND_ENTRIES_MAX,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         ..Default::default()
     }
     .validate()
     .context("raft settings")?;
-    let raft = KeelRaft::new(config.node.id, Arc::new(raft_config), NoPeerNetwork, log_store, state_machine)
+    let tls = config.tls.as_ref().map(TlsMaterial::load).transpose().context("loading [tls]")?;
+    let (network, leader_link) = crate::raft::peer_transport(config.node.id, tls.as_ref().map(tls::peer_channels_tls));
+    let raft = KeelRaft::new(config.node.id, Arc::new(raft_config), network, log_store, state_machine)
         .await
         .context("starting raft")?;
 
@@ -98,7 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let identity =
         Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
-    let ctx = ApiContext::new(raft.clone(), shared, identity, Arc::new(NoLeaderLink));
+    let ctx = ApiContext::new(raft.clone(), shared, identity, leader_link);
     tokio::spawn(bootstrap_trust(ctx.clone(), roots));
     if is_fresh && config.cluster.initial_state == InitialState::New && members.keys().next() != Some(&config.node.id) {
         tokio::spawn(check_initial_membership(ctx.clone(), members));
@@ -111,6 +123,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "node_id": config.node.id,
             "region": config.node.region,
             "client": client_addr.to_string(),
+            "peer": peer_addr.to_string(),
             "ops": ops_addr.to_string(),
             "data_dir": config.data_dir.display().to_string(),
         })
@@ -119,12 +132,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ops = tokio::spawn(serve_ops(ops_listener, ctx.clone(), boot_time_ms, stop_rx.clone()));
-    let grpc = tokio::spawn(serve_grpc(client_listener, ctx, boot_time_ms, stop_rx));
+    let peers = tokio::spawn(serve_peers(peer_listener, ctx.clone(), tls.clone(), config.clone(), stop_rx.clone()));
+    let grpc = tokio::spawn(serve_grpc(client_listener, ctx, tls, boot_time_ms, stop_rx));
 
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = grpc.await;
+    let _ = peers.await;
     let _ = ops.await;
     raft.shutdown().await.map_err(|error| anyhow::anyhow!("raft shutdown: {error}"))?;
     Ok(())
@@ -237,6 +252,7 @@ async fn bootstrap_trust(ctx: ApiContext, roots: Vec<KeySpec>) {
 async fn serve_grpc(
     listener: TcpListener,
     ctx: ApiContext,
+    tls: Option<TlsMaterial>,
     boot_time_ms: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -257,7 +273,11 @@ async fn serve_grpc(
 
     let node_id = ctx.identity.node_id;
     let region = ctx.identity.region.clone();
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(material) = &tls {
+        server = server.tls_config(tls::client_port_server_tls(material)).context("client port TLS")?;
+    }
+    server
         .http2_keepalive_interval(Some(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS)))
         .http2_keepalive_timeout(Some(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS)))
         .trace_fn(
@@ -275,6 +295,72 @@ async fn serve_grpc(
         })
         .await
         .context("gRPC server")
+}
+
+/// Serves `keel.raft.v1` on the peer port: mTLS with the member-certificate
+/// check when `[tls]` is configured, plaintext on loopback otherwise (config
+/// validation refuses plaintext members off loopback).
+async fn serve_peers(
+    listener: TcpListener,
+    ctx: ApiContext,
+    tls: Option<TlsMaterial>,
+    config: Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS)));
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let incoming = TcpListenerStream::new(listener);
+    match tls {
+        Some(material) => {
+            server = server.tls_config(tls::peer_port_server_tls(&material)).context("peer port TLS")?;
+            let members_ctx = ctx.clone();
+            let check = move |request: tonic::Request<()>| {
+                member_certificate_check(&members_ctx, &config, &request)?;
+                Ok(request)
+            };
+            let service = tonic::service::interceptor::InterceptedService::new(crate::raft::peer_server(ctx), check);
+            server.add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+        None => {
+            server.add_service(crate::raft::peer_server(ctx)).serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    }
+    .context("peer gRPC server")
+}
+
+/// A peer request must carry a certificate naming the host of a member's peer
+/// address (current membership, plus the configured initial members). A node
+/// that has no membership yet (joining an existing cluster) admits any
+/// certificate from the cluster CA, which the TLS handshake already checked,
+/// until it learns its membership.
+fn member_certificate_check(
+    ctx: &ApiContext,
+    config: &Config,
+    request: &tonic::Request<()>,
+) -> Result<(), tonic::Status> {
+    let mut hosts: BTreeSet<String> = BTreeSet::new();
+    {
+        let metrics = ctx.raft.metrics();
+        let metrics = metrics.borrow();
+        for (_, node) in metrics.membership_config.membership().nodes() {
+            if let Ok(host) = tls::peer_host(&node.peer_addr) {
+                hosts.insert(host);
+            }
+        }
+    }
+    for member in &config.cluster.initial_members {
+        if let Ok(host) = tls::peer_host(&member.peer_addr) {
+            hosts.insert(host);
+        }
+    }
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    tls::member_cert_check(request, &hosts)
 }
 
 /// Applies the gRPC message size limit to a generated server.

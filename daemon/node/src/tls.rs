@@ -81,6 +81,16 @@ pub fn peer_client_tls(material: &TlsMaterial, server_name: &str) -> ClientTlsCo
         .timeout(Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS))
 }
 
+/// TLS for the shared peer channel pool: like [`peer_client_tls`], but each
+/// channel verifies the server against the host of the address it dials (a
+/// member's `peer_addr`), so one configuration serves every peer.
+pub fn peer_channels_tls(material: &TlsMaterial) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(material.ca_certificate())
+        .identity(material.identity())
+        .timeout(Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS))
+}
+
 fn server_tls(material: &TlsMaterial, is_client_auth_optional: bool) -> ServerTlsConfig {
     ServerTlsConfig::new()
         .identity(material.identity())
