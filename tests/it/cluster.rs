@@ -2,7 +2,7 @@
 //! through followers, consistent reads, and `kill -9` of the leader under a
 //! steady write load.
 
-use crate::cluster_harness::{Cluster, RaftTuning};
+use crate::cluster_harness::{Cluster, ClusterOptions, RaftTuning};
 use crate::fixture::{Fixture, reason_of};
 use anyhow::{Result, bail, ensure};
 use keel_proto::v1 as pb;
@@ -25,7 +25,7 @@ fn follower_indices(leader: usize, n: usize) -> Vec<usize> {
 
 #[tokio::test]
 async fn three_nodes_elect_one_leader_and_agree_on_the_digest() -> Result<()> {
-    let cluster = Cluster::three(RaftTuning::default()).await?;
+    let cluster = Cluster::three(ClusterOptions::default()).await?;
     let leader = cluster.leader().await?;
     let statuses = cluster.statuses().await?;
     for status in &statuses {
@@ -41,7 +41,7 @@ async fn three_nodes_elect_one_leader_and_agree_on_the_digest() -> Result<()> {
 
 #[tokio::test]
 async fn writes_through_followers_are_read_linearizably_everywhere() -> Result<()> {
-    let cluster = Cluster::three(RaftTuning::default()).await?;
+    let cluster = Cluster::three(ClusterOptions::default()).await?;
     let leader = cluster.leader().await?;
     let followers = follower_indices(leader, 3);
     let fixture = Fixture::with_root(cluster.root.clone());
@@ -112,7 +112,7 @@ async fn write_once(cluster: &Cluster, i: usize) -> bool {
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() -> Result<()> {
     // Small snapshots, so the restarted node must catch up by snapshot install.
     let tuning = RaftTuning { snapshot_after_entries: 20, logs_kept_after_snapshot: 5 };
-    let mut cluster = Cluster::three(tuning).await?;
+    let mut cluster = Cluster::three(ClusterOptions { tuning, is_tls: false }).await?;
     let old_leader = cluster.leader().await?;
 
     let started = Instant::now();

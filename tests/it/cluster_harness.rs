@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use keel_client::KeyPair;
 use keel_proto::v1 as pb;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long a cluster may take to elect a leader or converge.
@@ -41,6 +42,15 @@ impl Default for RaftTuning {
     }
 }
 
+/// Cluster-wide options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterOptions {
+    /// Raft tuning.
+    pub tuning: RaftTuning,
+    /// Serve TLS on client ports and mTLS between peers, with a test CA.
+    pub is_tls: bool,
+}
+
 /// A running cluster.
 pub struct Cluster {
     /// Members in id order.
@@ -49,7 +59,44 @@ pub struct Cluster {
     pub ids: Vec<u64>,
     /// The root key every member trusts.
     pub root: KeyPair,
-    _dir: tempfile::TempDir,
+    /// The cluster CA, when TLS is on.
+    pub ca: Option<keel_client::certs::CaBundle>,
+    root_pub: PathBuf,
+    tuning: RaftTuning,
+    dir: tempfile::TempDir,
+}
+
+/// Writes a node certificate (SAN 127.0.0.1) signed by `ca` and returns the `[tls]` section.
+pub fn tls_section(ca: &keel_client::certs::CaBundle, dir: &Path, name: &str) -> Result<String> {
+    use keel_client::certs;
+    let ca_paths = dir.join("ca.crt");
+    if !ca_paths.exists() {
+        std::fs::write(&ca_paths, &ca.cert_pem)?;
+    }
+    let issued = certs::issue(ca, name, &["127.0.0.1".to_owned()], certs::Usage::Both, 20)?;
+    let paths = certs::write_issued(&issued, dir, name)?;
+    Ok(format!(
+        "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        ca_paths.display(),
+        paths.cert.display(),
+        paths.key.display()
+    ))
+}
+
+fn raft_section(tuning: RaftTuning) -> String {
+    format!(
+        "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n\
+         snapshot_after_entries = {}\nlogs_kept_after_snapshot = {}\n",
+        tuning.snapshot_after_entries, tuning.logs_kept_after_snapshot
+    )
+}
+
+/// Three free loopback addresses: client, peer, ops.
+pub fn reserve_addresses() -> Result<[String; 3]> {
+    let listeners = [reserve_port()?, reserve_port()?, reserve_port()?];
+    let addrs: Vec<String> =
+        listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
+    Ok([addrs[0].clone(), addrs[1].clone(), addrs[2].clone()])
 }
 
 fn reserve_port() -> Result<std::net::TcpListener> {
@@ -58,8 +105,10 @@ fn reserve_port() -> Result<std::net::TcpListener> {
 
 impl Cluster {
     /// Starts `members` and waits until every one is ready.
-    pub async fn start(members: &[MemberSpec], tuning: RaftTuning) -> Result<Cluster> {
+    pub async fn start(members: &[MemberSpec], options: ClusterOptions) -> Result<Cluster> {
+        let tuning = options.tuning;
         let dir = tempfile::Builder::new().prefix("keel-cluster-").tempdir()?;
+        let ca = if options.is_tls { Some(keel_client::certs::generate_ca("keel test CA", 30)?) } else { None };
         let root = KeyPair::generate();
         let root_paths = root.write_files(&dir.path().join("root"))?;
         let root_pub = root_paths.public.clone();
@@ -72,6 +121,7 @@ impl Cluster {
             let addrs: Vec<String> =
                 listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
             ports.push(addrs);
+            // Held until every member has its ports, so no two members draw the same one.
             reserved.extend(listeners);
         }
         drop(reserved);
@@ -91,9 +141,7 @@ impl Cluster {
             let config = format!(
                 "[node]\nid = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\n\
                  [listen]\nclient = \"{client}\"\npeer = \"{peer}\"\nops = \"{ops}\"\n\
-                 [trust]\nroot_public_keys = [\"{root_pub}\"]\n\
-                 [raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n\
-                 snapshot_after_entries = {snap}\nlogs_kept_after_snapshot = {kept}\n{members_toml}",
+                 [trust]\nroot_public_keys = [\"{root_pub}\"]\n{raft}{tls}{members_toml}",
                 id = member.id,
                 region = member.region,
                 zone = member.zone,
@@ -101,12 +149,19 @@ impl Cluster {
                 peer = addrs[1],
                 ops = addrs[2],
                 root_pub = root_pub.display(),
-                snap = tuning.snapshot_after_entries,
-                kept = tuning.logs_kept_after_snapshot,
+                raft = raft_section(tuning),
+                tls = match &ca {
+                    Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id))?,
+                    None => String::new(),
+                },
             );
             std::fs::write(&config_path, config)?;
             let config_arg = config_path.to_str().context("utf-8 config path")?.to_owned();
-            nodes.push(KeelProcess::new(vec!["--config".into(), config_arg])?);
+            let node = KeelProcess::new(vec!["--config".into(), config_arg])?;
+            nodes.push(match &ca {
+                Some(ca) => node.with_tls(ca.cert_pem.clone()),
+                None => node,
+            });
         }
         for node in &mut nodes {
             node.launch().await?;
@@ -114,18 +169,59 @@ impl Cluster {
         for node in &nodes {
             node.wait_ready().await?;
         }
-        Ok(Cluster { nodes, ids: members.iter().map(|m| m.id).collect(), root, _dir: dir })
+        Ok(Cluster { nodes, ids: members.iter().map(|m| m.id).collect(), root, ca, root_pub, tuning, dir })
+    }
+
+    /// Starts a node that joins this cluster later (`initial_state = "existing"`),
+    /// with a certificate from `ca` (default: the cluster's CA). Returns its
+    /// index in `nodes` and its (client, peer) addresses; it is not ready until added.
+    pub async fn launch_joiner(
+        &mut self,
+        member: MemberSpec,
+        ca: Option<&keel_client::certs::CaBundle>,
+    ) -> Result<(usize, String, String)> {
+        let addrs = reserve_addresses()?;
+        let ca = ca.or(self.ca.as_ref()).cloned();
+        let node_dir = self.dir.path().join(format!("joiner-{}", member.id));
+        std::fs::create_dir_all(&node_dir)?;
+        let config = format!(
+            "[node]\nid = {}\nregion = \"{}\"\nzone = \"{}\"\n[listen]\nclient = \"{}\"\npeer = \"{}\"\nops = \"{}\"\n\
+             [trust]\nroot_public_keys = [\"{}\"]\n[cluster]\ninitial_state = \"existing\"\n{}{}",
+            member.id,
+            member.region,
+            member.zone,
+            addrs[0],
+            addrs[1],
+            addrs[2],
+            self.root_pub.display(),
+            raft_section(self.tuning),
+            match &ca {
+                Some(ca) => tls_section(ca, &node_dir, &format!("node-{}", member.id))?,
+                None => String::new(),
+            },
+        );
+        let config_path = node_dir.join("keel.toml");
+        std::fs::write(&config_path, config)?;
+        let mut node =
+            KeelProcess::new(vec!["--config".into(), config_path.to_str().context("utf-8 path")?.to_owned()])?;
+        if let Some(ca) = &ca {
+            node = node.with_tls(ca.cert_pem.clone());
+        }
+        node.launch().await?;
+        self.nodes.push(node);
+        self.ids.push(member.id);
+        Ok((self.nodes.len() - 1, addrs[0].clone(), addrs[1].clone()))
     }
 
     /// Three members: two in eu-west, one in us-east.
-    pub async fn three(tuning: RaftTuning) -> Result<Cluster> {
+    pub async fn three(options: ClusterOptions) -> Result<Cluster> {
         Cluster::start(
             &[
                 MemberSpec { id: 1, region: "eu-west", zone: "eu-west-a" },
                 MemberSpec { id: 2, region: "eu-west", zone: "eu-west-b" },
                 MemberSpec { id: 3, region: "us-east", zone: "us-east-a" },
             ],
-            tuning,
+            options,
         )
         .await
     }

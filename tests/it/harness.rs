@@ -43,6 +43,8 @@ pub struct KeelProcess {
     child: Option<Child>,
     /// keeld's arguments (besides `--data-dir`), reused on restart.
     args: Vec<String>,
+    /// When the client port serves TLS: the CA to trust (PEM).
+    ca_pem: Option<String>,
     /// `http://127.0.0.1:port` of the client gRPC port.
     pub endpoint: String,
     /// `127.0.0.1:port` of the ops HTTP port.
@@ -61,7 +63,13 @@ impl KeelProcess {
     /// A node that will run with `args` in a fresh temp dir; not started yet.
     pub fn new(args: Vec<String>) -> Result<KeelProcess> {
         let dir = tempfile::Builder::new().prefix("keel-it-").tempdir()?;
-        Ok(KeelProcess { dir, child: None, args, endpoint: String::new(), ops_addr: String::new() })
+        Ok(KeelProcess { dir, child: None, args, ca_pem: None, endpoint: String::new(), ops_addr: String::new() })
+    }
+
+    /// Talk TLS to the client port, trusting `ca_pem`.
+    pub fn with_tls(mut self, ca_pem: String) -> KeelProcess {
+        self.ca_pem = Some(ca_pem);
+        self
     }
 
     /// Starts the process and waits for its listening line (not for readiness).
@@ -119,7 +127,8 @@ impl KeelProcess {
         let (client, ops) = rx
             .recv_timeout(START_DEADLINE)
             .map_err(|_| anyhow!("keeld printed no listening line; log:\n{}", self.log()))?;
-        self.endpoint = format!("http://{}", client.ok_or_else(|| anyhow!("listening line without client"))?);
+        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        self.endpoint = format!("{scheme}://{}", client.ok_or_else(|| anyhow!("listening line without client"))?);
         self.ops_addr = ops.ok_or_else(|| anyhow!("listening line without ops"))?;
         Ok(())
     }
@@ -165,7 +174,13 @@ impl KeelProcess {
 
     /// A gRPC channel to the client port.
     pub async fn channel(&self) -> Result<Channel> {
-        Ok(Channel::from_shared(self.endpoint.clone())?.connect_timeout(Duration::from_secs(5)).connect().await?)
+        let mut endpoint = Channel::from_shared(self.endpoint.clone())?.connect_timeout(Duration::from_secs(5));
+        if let Some(ca_pem) = &self.ca_pem {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem));
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        Ok(endpoint.connect().await?)
     }
 
     /// `ClusterService.GetStatus`.

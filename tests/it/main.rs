@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod cluster_harness;
+mod cluster_membership;
 mod fixture;
 mod harness;
 mod membership;

@@ -211,7 +211,18 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
             let current = membership::leader_membership(&self.ctx)?;
             membership::check_add(&current, node_id, &node)?;
             tracing::info!(node_id, %node, "adding a learner");
-            let written = membership::within(deadline, self.ctx.raft.add_learner(node_id, node, true)).await?;
+            let started = tokio::time::Instant::now();
+            let written = membership::within(deadline, self.ctx.raft.add_learner(node_id, node, false)).await?;
+            // openraft's own "blocking" add only waits until the learner is within
+            // replication_lag_threshold entries, which a short log satisfies at
+            // once; wait instead until the learner holds the membership entry.
+            membership::wait_learner_caught_up(
+                &self.ctx,
+                node_id,
+                written.log_id.index,
+                deadline - started.elapsed().min(deadline),
+            )
+            .await?;
             Ok(self.membership_reply(written.membership, written.log_id.index))
         }
         .await;

@@ -192,6 +192,28 @@ pub fn write_error(error: RaftError<NodeId, ClientWriteError<NodeId, KeelNode>>)
     }
 }
 
+/// Waits until the leader's replication to `node_id` has matched `index`;
+/// `DEADLINE_EXCEEDED` after `deadline` (the learner keeps catching up).
+pub async fn wait_learner_caught_up(
+    ctx: &ApiContext,
+    node_id: NodeId,
+    index: u64,
+    deadline: Duration,
+) -> Result<(), ApiError> {
+    let after_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    let matched = |metrics: &openraft::RaftMetrics<NodeId, KeelNode>| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|replication| replication.get(&node_id).copied().flatten())
+            .is_some_and(|log_id| log_id.index >= index)
+    };
+    ctx.raft.wait(Some(deadline)).metrics(matched, "learner caught up").await.map(|_| ()).map_err(|error| match error {
+        openraft::metrics::WaitError::Timeout(..) => ApiError::DeadlineExceeded { after_ms },
+        openraft::metrics::WaitError::ShuttingDown => ApiError::NodeUnavailable { detail: "shutting down".into() },
+    })
+}
+
 /// Runs a membership write within `deadline`.
 pub async fn within<T>(
     deadline: Duration,
