@@ -342,6 +342,7 @@ impl ClusterService for FakeState {
             engine_version_count: 0,
             tenant_count: 0,
             boot_time_ms: 1_767_225_600_000,
+            member_health: Vec::new(),
         }))
     }
 

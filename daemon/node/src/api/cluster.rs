@@ -28,7 +28,16 @@ pub struct MemberStatus {
     pub peer_addr: String,
     /// Voter (true) or learner.
     pub is_voter: bool,
+    /// This node itself, or a peer whose RPCs answered within
+    /// [`PEER_REACHABLE_WINDOW_MS`] (from this node's view: authoritative on
+    /// the leader, which contacts every member each heartbeat).
+    pub is_reachable: bool,
+    /// How long ago a peer RPC to it last got an answer, if ever.
+    pub last_answer_ms_ago: Option<u64>,
 }
+
+/// A member counts as reachable when a peer RPC to it answered this recently.
+pub const PEER_REACHABLE_WINDOW_MS: u64 = 5_000;
 
 /// A node's Raft role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -126,6 +135,13 @@ impl NodeStatus {
                 client_addr: node.client_addr.clone(),
                 peer_addr: node.peer_addr.clone(),
                 is_voter: voters.contains(id),
+                is_reachable: *id == ctx.identity.node_id
+                    || ctx
+                        .since_last_peer_answer(&node.peer_addr)
+                        .is_some_and(|ago| ago < std::time::Duration::from_millis(PEER_REACHABLE_WINDOW_MS)),
+                last_answer_ms_ago: ctx
+                    .since_last_peer_answer(&node.peer_addr)
+                    .map(|ago| u64::try_from(ago.as_millis()).unwrap_or(u64::MAX)),
             })
             .collect();
         let kernel = &applied.kernel;
@@ -167,6 +183,15 @@ pub struct ClusterApi {
 impl pb::cluster_service_server::ClusterService for ClusterApi {
     async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
         let status = NodeStatus::collect(&self.ctx, self.boot_time_ms);
+        let health = status
+            .members
+            .iter()
+            .map(|m| pb::MemberHealth {
+                node_id: m.node_id,
+                is_reachable: m.is_reachable,
+                last_answer_ms_ago: m.last_answer_ms_ago,
+            })
+            .collect();
         let message = pb::ClusterStatus {
             node_id: status.node_id,
             region: status.region,
@@ -192,6 +217,7 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
                     is_voter: m.is_voter,
                 })
                 .collect(),
+            member_health: health,
             key_count: count(status.key_count),
             engine_count: count(status.engine_count),
             engine_version_count: count(status.engine_version_count),

@@ -89,6 +89,11 @@ pub trait LeaderLink: Send + Sync + 'static {
 
     /// The leader's read index, after it confirmed its leadership with a quorum.
     async fn read_index(&self, leader_id: u64, leader: &KeelNode, deadline: Duration) -> Result<u64, ApiError>;
+
+    /// How long ago a peer RPC to `peer_addr` last got an answer, if ever.
+    fn since_last_answer(&self, _peer_addr: &str) -> Option<Duration> {
+        None
+    }
 }
 
 /// No path to a leader: callers are told where the leader is and go there themselves.
@@ -133,6 +138,11 @@ impl ApiContext {
             leader_link,
             config_conflict: Arc::default(),
         }
+    }
+
+    /// How long ago this node last got an answer from the peer at `peer_addr`.
+    pub fn since_last_peer_answer(&self, peer_addr: &str) -> Option<Duration> {
+        self.leader_link.since_last_answer(peer_addr)
     }
 
     /// Records a configuration conflict (reported by `/readyz` and `/diagz`).

@@ -47,6 +47,9 @@ pub const PEER_CHANNELS_MAX: usize = 64;
 pub struct PeerChannels {
     tls: Option<ClientTlsConfig>,
     channels: Mutex<BTreeMap<String, Channel>>,
+    /// When a call to each peer address last got an answer (any answer from
+    /// the peer's Raft, including a refusal, proves it reachable).
+    last_answer: Mutex<BTreeMap<String, tokio::time::Instant>>,
 }
 
 /// Why a call to a peer failed.
@@ -112,7 +115,7 @@ pub enum PeerCallError {
 impl PeerChannels {
     /// No channels yet; `tls` applies to every channel made.
     pub fn new(tls: Option<ClientTlsConfig>) -> Self {
-        PeerChannels { tls, channels: Mutex::new(BTreeMap::new()) }
+        PeerChannels { tls, channels: Mutex::default(), last_answer: Mutex::default() }
     }
 
     /// A client on the channel for `peer_addr` (`host:port`), made on first use.
@@ -173,7 +176,10 @@ impl PeerChannels {
         let timed_out = || PeerCallError::TimedOut { peer_addr: peer_addr.to_owned(), after_ms: duration_ms(timeout) };
         match tokio::time::timeout(timeout, send(client, request)).await {
             Err(_elapsed) => Err(timed_out()),
-            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Ok(response)) => {
+                self.record_answer(peer_addr);
+                Ok(response.into_inner())
+            }
             Ok(Err(status)) => Err(match status.code() {
                 Code::Unavailable => PeerCallError::Unreachable { peer_addr: peer_addr.to_owned(), status },
                 Code::DeadlineExceeded => timed_out(),
@@ -184,6 +190,23 @@ impl PeerChannels {
                 _ => PeerCallError::Failed { peer_addr: peer_addr.to_owned(), status },
             }),
         }
+    }
+
+    fn record_answer(&self, peer_addr: &str) {
+        let mut last_answer = self.last_answer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last_answer.len() >= PEER_CHANNELS_MAX && !last_answer.contains_key(peer_addr) {
+            // Bounded like the channels: forget the stalest address.
+            if let Some(stalest) = last_answer.iter().min_by_key(|(_, at)| **at).map(|(addr, _)| addr.clone()) {
+                last_answer.remove(&stalest);
+            }
+        }
+        last_answer.insert(peer_addr.to_owned(), tokio::time::Instant::now());
+    }
+
+    /// How long ago a call to `peer_addr` last got an answer, if ever.
+    pub fn since_last_answer(&self, peer_addr: &str) -> Option<Duration> {
+        let last_answer = self.last_answer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        last_answer.get(peer_addr).map(|at| at.elapsed())
     }
 
     /// The map. Nothing holding the lock can panic halfway through a change,

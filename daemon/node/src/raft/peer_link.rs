@@ -57,6 +57,10 @@ fn call_failure(leader_id: u64, leader: &KeelNode, deadline: Duration, error: Pe
 
 #[tonic::async_trait]
 impl LeaderLink for PeerLink {
+    fn since_last_answer(&self, peer_addr: &str) -> Option<Duration> {
+        self.channels.since_last_answer(peer_addr)
+    }
+
     async fn forward(
         &self,
         leader_id: u64,
