@@ -36,6 +36,10 @@ async fn three_nodes_elect_one_leader_and_agree_on_the_digest() -> Result<()> {
     let regions: BTreeSet<&str> = statuses[0].members.iter().map(|m| m.region.as_str()).collect();
     ensure!(regions == BTreeSet::from(["eu-west", "us-east"]), "{regions:?}");
     cluster.converged().await?;
+
+    // The leader heartbeats every member, so it sees them all reachable.
+    let health = cluster.nodes[leader].status().await?.member_health;
+    ensure!(health.len() == 3 && health.iter().all(|h| h.is_reachable), "{health:?}");
     Ok(())
 }
 
