@@ -143,3 +143,62 @@ async fn peers_without_a_member_certificate_from_the_cluster_ca_are_refused() ->
     ensure!(survivors.iter().filter(|s| s.node_id != 4).all(|s| s.state_digest == digest_before));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_member_whose_initial_members_disagree_reports_a_conflict() -> Result<()> {
+    use crate::cluster_harness::reserve_addresses;
+    use crate::harness::KeelProcess;
+    let dir = tempfile::tempdir()?;
+    let root = keel_client::KeyPair::generate();
+    let root_pub = root.write_files(&dir.path().join("root"))?.public;
+    let addrs = [reserve_addresses()?, reserve_addresses()?, reserve_addresses()?];
+    let members = |wrong_peer_for_2: bool| {
+        let mut toml = String::new();
+        for (i, a) in addrs.iter().enumerate() {
+            let peer = if wrong_peer_for_2 && i == 1 { "127.0.0.1:1".to_owned() } else { a[1].clone() };
+            toml.push_str(&format!(
+                "[[cluster.initial_members]]\nid = {}\nclient_addr = \"{}\"\npeer_addr = \"{peer}\"\nregion = \"eu-west\"\nzone = \"z{}\"\n",
+                i + 1,
+                a[0],
+                i + 1
+            ));
+        }
+        toml
+    };
+    let mut nodes = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let config = format!(
+            "[node]\nid = {id}\nregion = \"eu-west\"\nzone = \"z{id}\"\n[listen]\nclient = \"{}\"\npeer = \"{}\"\nops = \"{}\"\n\
+             [trust]\nroot_public_keys = [\"{}\"]\n[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\n\
+             election_timeout_max_ms = 1000\n{}",
+            a[0],
+            a[1],
+            a[2],
+            root_pub.display(),
+            members(i == 2),
+            id = i + 1,
+        );
+        let path = dir.path().join(format!("node-{}.toml", i + 1));
+        std::fs::write(&path, config)?;
+        let mut node = KeelProcess::new(vec!["--config".into(), path.to_str().context("utf-8")?.to_owned()])?;
+        node.launch().await?;
+        nodes.push(node);
+    }
+    nodes[0].wait_ready().await?;
+    nodes[1].wait_ready().await?;
+    // Node 3 learns the real membership, sees it differs from its own list, and says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = crate::harness::http_get(&nodes[2].ops_addr, "/readyz").await?;
+        let (_, diag) = crate::harness::http_get(&nodes[2].ops_addr, "/diagz").await?;
+        let diag: serde_json::Value = serde_json::from_str(&diag)?;
+        if code == 503 && body.contains("configuration conflict") {
+            let conflict = diag["config_conflict"].as_str().unwrap_or_default().to_owned();
+            ensure!(conflict.contains("cluster.initial_members"), "{conflict}");
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "node 3 never reported the conflict: {code} {body} {diag}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
