@@ -37,6 +37,7 @@ use crate::limits::{
 use crate::retry::{self, LEADER_ID_METADATA, RetryAction};
 use crate::routing::Route;
 use crate::served::{ResponseMeta, Served};
+use crate::tls::ClientTls;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ use tonic::transport::Channel;
 /// How to reach the cluster and how long calls may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// `http://host:port` addresses, tried in order.
+    /// `http://host:port` addresses (`https://` when `tls` is set), tried in order.
     pub endpoints: Vec<String>,
     /// Deadline of one call, retries included.
     pub call_timeout: Duration,
@@ -60,6 +61,8 @@ pub struct ClientConfig {
     /// Serializable reads go to a member of this region when one is known
     /// and reachable.
     pub preferred_region: Option<String>,
+    /// TLS to `https://` endpoints; `None`: plaintext `http://` only.
+    pub tls: Option<ClientTls>,
 }
 
 impl ClientConfig {
@@ -71,6 +74,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_DEFAULT_MS),
             discover_members: true,
             preferred_region: None,
+            tls: None,
         }
     }
 
@@ -98,6 +102,12 @@ impl ClientConfig {
         self
     }
 
+    /// Sets TLS (endpoints must then be `https://`).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Checks the configuration; errors name the field.
     pub fn validate(&self) -> Result<(), ClientError> {
         if self.endpoints.is_empty() {
@@ -117,6 +127,9 @@ impl ClientConfig {
         }
         if self.preferred_region.as_ref().is_some_and(|region| region.trim().is_empty()) {
             return Err(ClientError::ConfigInvalid { field: "preferred_region", problem: "is empty".into() });
+        }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
         }
         Ok(())
     }
@@ -139,6 +152,7 @@ impl KeelClient {
             config.connect_timeout,
             config.preferred_region.map(|region| region.trim().to_owned()),
             config.discover_members,
+            config.tls.as_ref().map(ClientTls::load).transpose()?,
         )?;
         Ok(KeelClient { connection: Arc::new(connection), call_timeout: config.call_timeout })
     }

@@ -19,6 +19,7 @@ use crate::error::{self, ClientError};
 use crate::limits::{CHANNELS_MAX, HTTP2_KEEP_ALIVE_INTERVAL_MS, HTTP2_KEEP_ALIVE_TIMEOUT_MS, TCP_KEEPALIVE_MS};
 use crate::routing::{DiscoveredMember, Route, RoutingTable};
 use crate::served::ResponseMeta;
+use crate::tls::LoadedTls;
 use keel_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -47,6 +48,8 @@ struct State {
 pub(crate) struct Connection {
     configured: Vec<String>,
     connect_timeout: Duration,
+    /// TLS for every endpoint (`https://`), or none (`http://`).
+    tls: Option<LoadedTls>,
     state: Mutex<State>,
 }
 
@@ -57,14 +60,16 @@ impl Connection {
         connect_timeout: Duration,
         preferred_region: Option<String>,
         is_discovery_enabled: bool,
+        tls: Option<LoadedTls>,
     ) -> Result<Self, ClientError> {
         for address in addresses {
-            endpoint(address, connect_timeout)?;
+            endpoint(address, connect_timeout, tls.as_ref())?;
         }
         let table = RoutingTable::new(addresses, preferred_region, is_discovery_enabled);
         Ok(Connection {
             configured: addresses.to_vec(),
             connect_timeout,
+            tls,
             state: Mutex::new(State { table, channels: BTreeMap::new() }),
         })
     }
@@ -123,7 +128,7 @@ impl Connection {
         if let Some(channel) = kept {
             return Ok(Target { address: address.to_owned(), channel });
         }
-        let target = endpoint(address, self.connect_timeout)?;
+        let target = endpoint(address, self.connect_timeout, self.tls.as_ref())?;
         match self.open(&target, deadline).await {
             Ok(channel) => {
                 let mut state = self.lock();
@@ -161,7 +166,8 @@ impl Connection {
 
     /// A `NOT_LEADER` answer named the leader; returns its endpoint address.
     pub(crate) fn record_leader(&self, leader_id: Option<u64>, leader_addr: &str) -> String {
-        self.lock().table.record_leader(leader_id, leader_addr)
+        let address = endpoint_address(leader_addr, self.tls.is_some());
+        self.lock().table.record_leader(leader_id, &address)
     }
 
     /// Whether member discovery should run now (taken once per connect or
@@ -181,9 +187,9 @@ impl Connection {
             .map(|member| DiscoveredMember {
                 node_id: member.node_id,
                 region: member.region.clone(),
-                address: crate::routing::endpoint_address(&member.client_addr),
+                address: endpoint_address(&member.client_addr, self.tls.is_some()),
             })
-            .filter(|member| endpoint(&member.address, self.connect_timeout).is_ok())
+            .filter(|member| endpoint(&member.address, self.connect_timeout, self.tls.as_ref()).is_ok())
             .collect();
         let mut state = self.lock();
         state.table.apply_status(address, status.node_id, &status.region, status.leader_id, &members);
@@ -206,18 +212,40 @@ impl Connection {
     }
 }
 
-/// A configured tonic endpoint for `address` (`http://host:port`).
-fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, ClientError> {
+/// `address` as an endpoint: a bare `host:port` (as members and
+/// `NOT_LEADER` report addresses) gets `https://` with TLS, else `http://`.
+fn endpoint_address(address: &str, is_tls: bool) -> String {
+    let address = address.trim();
+    if address.contains("://") || !is_tls {
+        crate::routing::endpoint_address(address)
+    } else {
+        format!("https://{address}")
+    }
+}
+
+/// A configured tonic endpoint for `address`: `http://host:port` without
+/// TLS, `https://host:port` with it (the server's certificate must name
+/// `host`).
+fn endpoint(address: &str, connect_timeout: Duration, tls: Option<&LoadedTls>) -> Result<Endpoint, ClientError> {
     let invalid = |problem: String| ClientError::EndpointInvalid { endpoint: address.to_owned(), problem };
     let (scheme, rest) =
         address.split_once("://").ok_or_else(|| invalid("needs a scheme, e.g. http://127.0.0.1:7400".into()))?;
-    if scheme != "http" {
-        return Err(invalid(format!("uses scheme {scheme:?}; only http:// is supported (TLS is not implemented yet)")));
+    match (scheme, tls.is_some()) {
+        ("http", false) | ("https", true) => {}
+        ("http", true) => return Err(invalid("uses http:// but TLS is configured (a CA file); use https://".into())),
+        ("https", false) => {
+            return Err(invalid("uses https:// but no CA file is configured (--ca-file or KEEL_CA_FILE)".into()));
+        }
+        _ => return Err(invalid(format!("uses scheme {scheme:?}; only http:// and https:// are supported"))),
     }
     if rest.is_empty() {
         return Err(invalid("has no host".into()));
     }
-    let endpoint = Endpoint::from_shared(address.to_owned()).map_err(|error| invalid(error::error_chain(&error)))?;
+    let mut endpoint =
+        Endpoint::from_shared(address.to_owned()).map_err(|error| invalid(error::error_chain(&error)))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.config()).map_err(|error| invalid(error::error_chain(&error)))?;
+    }
     Ok(endpoint
         .connect_timeout(connect_timeout)
         .http2_keep_alive_interval(Duration::from_millis(HTTP2_KEEP_ALIVE_INTERVAL_MS))
@@ -234,11 +262,11 @@ mod tests {
     #[test]
     fn addresses_need_an_http_scheme_and_a_host() {
         let timeout = Duration::from_secs(1);
-        assert!(endpoint("http://127.0.0.1:7400", timeout).is_ok());
-        assert!(endpoint("http://keel-1.example:7400", timeout).is_ok());
+        assert!(endpoint("http://127.0.0.1:7400", timeout, None).is_ok());
+        assert!(endpoint("http://keel-1.example:7400", timeout, None).is_ok());
         for bad in ["127.0.0.1:7400", "https://127.0.0.1:7400", "http://", "ftp://x:1", "http://bad host:1"] {
             assert!(
-                matches!(endpoint(bad, timeout), Err(ClientError::EndpointInvalid { .. })),
+                matches!(endpoint(bad, timeout, None), Err(ClientError::EndpointInvalid { .. })),
                 "{bad} should be refused"
             );
         }
@@ -251,7 +279,7 @@ mod tests {
         let address = format!("http://{}", listener.local_addr().expect("addr"));
         drop(listener);
         let connection =
-            Connection::new(std::slice::from_ref(&address), Duration::from_secs(1), None, true).expect("valid");
+            Connection::new(std::slice::from_ref(&address), Duration::from_secs(1), None, true, None).expect("valid");
         let error =
             connection.target(Route::Leader, Instant::now() + Duration::from_secs(2)).await.expect_err("closed");
         let ClientError::Connect { endpoints, last_error } = &error else { panic!("{error:?}") };

@@ -133,6 +133,24 @@ impl FakeNode {
         script: Vec<Answer>,
         keys: Vec<pb::Key>,
     ) -> FakeNode {
+        FakeNode::start_serving(node_id, region, script, keys, None).await
+    }
+
+    /// Starts a node like [`FakeNode::start`] that serves TLS with this
+    /// certificate and key (PEM); its address is `https://127.0.0.1:<port>`.
+    pub(crate) async fn start_tls(node_id: u64, cert_pem: &str, key_pem: &str) -> FakeNode {
+        let tls =
+            tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        FakeNode::start_serving(node_id, "local", vec![], vec![], Some(tls)).await
+    }
+
+    async fn start_serving(
+        node_id: u64,
+        region: &str,
+        script: Vec<Answer>,
+        keys: Vec<pb::Key>,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> FakeNode {
         let cluster = FakeCluster {
             members: vec![fake_member(node_id, region, "127.0.0.1:7400", "127.0.0.1:7401", true)],
             leader_id: node_id,
@@ -147,8 +165,13 @@ impl FakeNode {
         });
         let incoming =
             tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into()).expect("bind a loopback port");
-        let address = format!("http://{}", incoming.local_addr().expect("bound address"));
-        let router = tonic::transport::Server::builder()
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let address = format!("{scheme}://{}", incoming.local_addr().expect("bound address"));
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).expect("valid server TLS");
+        }
+        let router = builder
             .add_service(TrustServiceServer::from_arc(Arc::clone(&state)))
             .add_service(ClusterServiceServer::from_arc(Arc::clone(&state)));
         let server = tokio::spawn(async move {

@@ -29,6 +29,7 @@
 //!   [`local_error`]: [`LocalError`] for files and arguments.
 //! - [`signing`]: payload rules; [`key_spec`]: [`KeySpec`]; [`key_pair`] and
 //!   [`public_key`]: key files; [`signed_manifest`]: bundles.
+//! - [`tls`]: [`ClientTls`], TLS to `https://` endpoints (cluster CA, optional client certificate).
 //! - [`limits`]: every bound as a named constant.
 //! - [`cli`]: the `keelctl` command line (the binary only parses and runs it).
 
@@ -60,6 +61,7 @@ pub mod served;
 pub mod signed_manifest;
 pub mod signing;
 mod tenant;
+pub mod tls;
 mod trust;
 
 /// The generated `keel.v1` protobuf types.
@@ -73,3 +75,4 @@ pub use local_error::LocalError;
 pub use public_key::PublicKey;
 pub use served::{ResponseMeta, Served};
 pub use signed_manifest::SignedManifest;
+pub use tls::ClientTls;

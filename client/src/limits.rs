@@ -57,6 +57,8 @@ pub const SIGNATURES_PER_REQUEST_MAX: usize = 16;
 
 /// Bytes read from a key file (secret or public) before it is refused.
 pub const KEY_FILE_BYTES_MAX: u64 = 16 * 1024;
+/// Bytes read from a TLS file (CA bundle, certificate or key) before it is refused.
+pub const TLS_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Bytes read from a manifest or signed-manifest file before it is refused.
 /// Larger than [`MANIFEST_BYTES_MAX`] because files may be pretty-printed and
 /// carry signatures; the canonical size is checked separately.

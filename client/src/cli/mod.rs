@@ -27,8 +27,10 @@ pub mod trust;
 use crate::client::{ClientConfig, KeelClient};
 use crate::limits::{CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS};
 use crate::pb;
+use crate::tls::ClientTls;
 use error::CliError;
 use output::{Output, OutputFormat};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Endpoint used when neither `--endpoints` nor `KEEL_ENDPOINTS` is set.
@@ -49,7 +51,8 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
-    /// Comma-separated `http://host:port` addresses, tried in order.
+    /// Comma-separated `http://host:port` addresses (`https://` with
+    /// `--ca-file`), tried in order.
     #[arg(long, global = true, env = "KEEL_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINT)]
     pub endpoints: Vec<String>,
     /// Output format.
@@ -69,6 +72,39 @@ pub struct GlobalArgs {
     /// member's region instead.)
     #[arg(long, global = true, env = "KEEL_REGION")]
     pub region: Option<String>,
+    /// PEM file with the cluster CA: endpoints are then `https://host:port`
+    /// and only certificates from this CA are trusted.
+    #[arg(long, global = true, env = "KEEL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate to present (with `--key-file`), for clusters
+    /// that require client certificates. Needs `--ca-file`.
+    #[arg(long, global = true, env = "KEEL_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `--cert-file`.
+    #[arg(long, global = true, env = "KEEL_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The TLS settings these options ask for; a client certificate without
+    /// a CA file is refused.
+    pub fn tls(&self) -> Result<Option<ClientTls>, CliError> {
+        let Some(ca_file) = &self.ca_file else {
+            if self.cert_file.is_some() || self.key_file.is_some() {
+                return Err(crate::ClientError::ConfigInvalid {
+                    field: "tls.ca_file",
+                    problem: "is required with --cert-file/--key-file (--ca-file or KEEL_CA_FILE)".into(),
+                }
+                .into());
+            }
+            return Ok(None);
+        };
+        let tls = ClientTls::new(ca_file);
+        Ok(Some(match (&self.cert_file, &self.key_file) {
+            (Some(cert_file), Some(key_file)) => tls.with_identity(cert_file, key_file),
+            _ => tls,
+        }))
+    }
 }
 
 /// The command groups.
@@ -135,6 +171,7 @@ pub(crate) async fn connect(global: &GlobalArgs) -> Result<KeelClient, CliError>
     let region = global.region.as_deref().map(str::trim).filter(|region| !region.is_empty()).map(str::to_owned);
     let config = ClientConfig::new(endpoints)
         .with_preferred_region(region)
+        .with_tls(global.tls()?)
         .with_call_timeout(call_timeout)
         .with_connect_timeout(call_timeout.min(Duration::from_millis(CONNECT_TIMEOUT_DEFAULT_MS)));
     Ok(KeelClient::connect(config).await?)
