@@ -8,6 +8,11 @@
 # Node i (1-based) listens on 127.0.0.1:74i0 (gRPC), 74i1 (peer), 74i2 (ops);
 # odd nodes are in region eu-west, even nodes in us-east. Everything lives under
 # ./keel-cluster (override with KEEL_CLUSTER_DIR).
+#
+# The client and peer ports use TLS: `up` makes a cluster CA (tls/), a
+# certificate per node (SAN 127.0.0.1) and a client certificate for keelctl
+# (tls/admin.*); peers authenticate each other with mTLS and the client port
+# requires a client certificate. The ops port is plaintext HTTP on loopback.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../.ci/env.sh"
@@ -26,6 +31,9 @@ up() {
   keel_save_rocksdb_cache
   mkdir -p "$dir"
   [ -f "$dir/root.key" ] || "$bin/keelctl" keys generate --out "$dir/root" >/dev/null
+  [ -f "$dir/tls/ca.crt" ] || "$bin/keelctl" certs init --dir "$dir/tls" --common-name "keel local-cluster CA" >/dev/null
+  [ -f "$dir/tls/admin.crt" ] \
+    || "$bin/keelctl" certs issue --ca "$dir/tls" admin --usage client --san admin --out "$dir/tls" >/dev/null
   local members=""
   for i in $(seq 1 "$n"); do
     members+="
@@ -39,6 +47,8 @@ zone = \"$(region "$i")-$i\"
   done
   for i in $(seq 1 "$n"); do
     mkdir -p "$dir/node-$i"
+    [ -f "$dir/node-$i/node-$i.crt" ] \
+      || "$bin/keelctl" certs issue --ca "$dir/tls" "node-$i" --san 127.0.0.1 --out "$dir/node-$i" >/dev/null
     cat > "$dir/node-$i/keel.toml" <<TOML
 data_dir = "$dir/node-$i/data"
 [node]
@@ -49,6 +59,11 @@ zone = "$(region "$i")-$i"
 client = "127.0.0.1:$(port "$i" 0)"
 peer = "127.0.0.1:$(port "$i" 1)"
 ops = "127.0.0.1:$(port "$i" 2)"
+[tls]
+ca_file = "$dir/tls/ca.crt"
+cert_file = "$dir/node-$i/node-$i.crt"
+key_file = "$dir/node-$i/node-$i.key"
+require_client_certs = true
 [trust]
 root_public_keys = ["$dir/root.pub"]
 $members
@@ -57,7 +72,9 @@ TOML
       echo "node $i already running (pid $(cat "$dir/node-$i/pid"))"
       continue
     fi
-    nohup "$bin/keeld" --config "$dir/node-$i/keel.toml" >"$dir/node-$i/stdout.log" 2>"$dir/node-$i/keeld.log" &
+    # keeld reads KEEL_* variables as configuration: drop keelctl's.
+    nohup env -u KEEL_ENDPOINTS -u KEEL_CA_FILE -u KEEL_CERT_FILE -u KEEL_KEY_FILE -u KEEL_REGION \
+      "$bin/keeld" --config "$dir/node-$i/keel.toml" >"$dir/node-$i/stdout.log" 2>"$dir/node-$i/keeld.log" &
     echo $! >"$dir/node-$i/pid"
     echo "node $i started (pid $!, gRPC 127.0.0.1:$(port "$i" 0), ops http://127.0.0.1:$(port "$i" 2))"
   done
@@ -73,13 +90,14 @@ TOML
   done
   echo "cluster ready. Try:"
   echo "  export KEEL_ENDPOINTS=$(endpoints "$n")"
+  echo "  export KEEL_CA_FILE=$dir/tls/ca.crt KEEL_CERT_FILE=$dir/tls/admin.crt KEEL_KEY_FILE=$dir/tls/admin.key"
   echo "  $bin/keelctl cluster status"
   echo "  root key for signing: $dir/root.key"
 }
 
 endpoints() {
   local list=""
-  for i in $(seq 1 "$1"); do list+="${list:+,}http://127.0.0.1:$(port "$i" 0)"; done
+  for i in $(seq 1 "$1"); do list+="${list:+,}https://127.0.0.1:$(port "$i" 0)"; done
   echo "$list"
 }
 
@@ -88,7 +106,8 @@ status() {
   n="$(cat "$dir/size" 2>/dev/null || echo 3)"
   for i in $(seq 1 "$n"); do
     echo "== node $i"
-    "$bin/keelctl" --endpoints "http://127.0.0.1:$(port "$i" 0)" --timeout-ms 2000 cluster status 2>&1 | head -n 12 || true
+    "$bin/keelctl" --endpoints "https://127.0.0.1:$(port "$i" 0)" --ca-file "$dir/tls/ca.crt" \
+      --cert-file "$dir/tls/admin.crt" --key-file "$dir/tls/admin.key" --timeout-ms 2000 cluster status 2>&1 | head -n 12 || true
   done
 }
 
