@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod cluster_harness;
 mod cluster_membership;
+mod compose;
 mod fixture;
 mod harness;
 mod membership;
