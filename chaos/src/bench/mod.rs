@@ -1,0 +1,308 @@
+//! `keel-bench`: Keel against etcd, side by side on one machine, on loopback.
+//!
+//! Both systems run as 3-member clusters with the same election timing and
+//! get the same workloads: closed-loop linearizable writes of fresh objects
+//! (Keel `CreateTenant`, etcd `KV.Put` of ~100 bytes) sent to the leader by N
+//! concurrent clients over one shared HTTP/2 channel, and `kill -9` of the
+//! leader while writers loop through the other members (time from the kill
+//! to the first acknowledged write sent after it). Every loop is bounded;
+//! processes and temp dirs are cleaned up by drop guards, also on error.
+
+pub mod stats;
+pub mod workload;
+
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::etcd::{EtcdCluster, etcd_version, find_etcd};
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use serde::Serialize;
+use stats::{median, us_to_ms};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+use workload::{EtcdWriter, KeelWriter, LoadResult, measure_failover, run_load};
+
+/// Members per cluster.
+const CLUSTER_SIZE: usize = 3;
+/// Unmeasured load before each measured run.
+const WARMUP: Duration = Duration::from_secs(1);
+
+/// Command-line arguments.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "keel-bench", about = "Benchmarks a 3-node Keel cluster against a 3-member etcd cluster on loopback.")]
+pub struct Args {
+    /// keeld binary (default: `$CARGO_TARGET_DIR/release/keeld`, else `target/release/keeld`).
+    #[arg(long)]
+    pub keeld: Option<PathBuf>,
+    /// etcd binary (default: `etcd` on PATH, installing the Debian `etcd-server` package if missing).
+    #[arg(long)]
+    pub etcd: Option<PathBuf>,
+    /// Seconds of measured load per client count.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Leader kills per system.
+    #[arg(long, default_value_t = 10)]
+    pub trials: usize,
+    /// Concurrent clients, comma-separated; one load run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    pub clients: Vec<usize>,
+    /// Benchmark Keel only.
+    #[arg(long)]
+    pub skip_etcd: bool,
+    /// Print JSON instead of the markdown table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    /// Rejects values that would make an unbounded or empty run.
+    pub fn validate(&self) -> Result<()> {
+        if self.duration_s == 0 || self.duration_s > 3600 {
+            bail!("--duration-s must be 1..=3600");
+        }
+        if self.trials > 1000 {
+            bail!("--trials must be at most 1000");
+        }
+        if self.clients.is_empty() || self.clients.iter().any(|c| *c == 0 || *c > 4096) {
+            bail!("--clients must be a list of counts in 1..=4096");
+        }
+        Ok(())
+    }
+
+    /// The keeld binary to run.
+    pub fn keeld_path(&self) -> PathBuf {
+        self.keeld.clone().unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| "target".into());
+            target.join("release").join("keeld")
+        })
+    }
+}
+
+/// One system's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemResult {
+    /// Binary and version.
+    pub binary: String,
+    /// One entry per client count.
+    pub load: Vec<LoadResult>,
+    /// Kill-to-first-acknowledged-write per trial, ms.
+    pub failover_ms: Vec<f64>,
+    /// Why failover was not measured, if it was not.
+    pub failover_note: Option<String>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `nproc`.
+    pub cpus: usize,
+    /// CPU model from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Profile keel-bench itself was built with.
+    pub bench_profile: &'static str,
+    /// Measured seconds per load run.
+    pub duration_s: u64,
+    /// Keel.
+    pub keel: SystemResult,
+    /// etcd, unless skipped.
+    pub etcd: Option<SystemResult>,
+}
+
+/// Runs every benchmark and returns the report.
+pub async fn run(args: &Args) -> Result<Report> {
+    args.validate()?;
+    let keeld = args.keeld_path();
+    if !keeld.is_file() {
+        bail!(
+            "keeld not found at {}; build it with `kc build --release -p keel-node --bins` or pass --keeld",
+            keeld.display()
+        );
+    }
+    let etcd = if args.skip_etcd { None } else { Some(find_etcd(args.etcd.as_deref(), true)?) };
+    let duration = Duration::from_secs(args.duration_s);
+
+    eprintln!("keel: starting 3 nodes ({})", keeld.display());
+    let keel = bench_keel(keeld.clone(), args, duration).await.context("benchmarking Keel")?;
+    let etcd = match etcd {
+        Some(binary) => {
+            eprintln!("etcd: starting 3 members ({})", binary.display());
+            Some(bench_etcd(binary, args, duration).await.context("benchmarking etcd")?)
+        }
+        None => None,
+    };
+    Ok(Report {
+        cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+        cpu_model: cpu_model(),
+        bench_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+        duration_s: args.duration_s,
+        keel,
+        etcd,
+    })
+}
+
+async fn bench_keel(keeld: PathBuf, args: &Args, duration: Duration) -> Result<SystemResult> {
+    let profile = if keeld.components().any(|c| c.as_os_str() == "release") { "release" } else { "non-release path" };
+    let binary = format!("{} ({profile})", keeld.display());
+    let mut cluster = Cluster::three_with_binary(ClusterOptions::default(), keeld).await?;
+    let mut load = Vec::new();
+    for (run, clients) in args.clients.iter().copied().enumerate() {
+        let leader = cluster.leader().await?;
+        let writer = KeelWriter::new(cluster.nodes[leader].channel().await?);
+        run_load(writer.clone(), &format!("w{run}"), clients, WARMUP).await?;
+        let result = run_load(writer, &format!("r{run}"), clients, duration).await?;
+        eprintln!("keel: {clients} clients: {:.0} writes/s", result.ops_per_s);
+        load.push(result);
+    }
+    let mut failover_ms = Vec::new();
+    for trial in 0..args.trials {
+        cluster.converged().await?;
+        let leader = cluster.leader().await?;
+        let mut survivors = Vec::new();
+        for (index, node) in cluster.nodes.iter().enumerate().filter(|(i, _)| *i != leader) {
+            survivors.push(KeelWriter::new(node.channel().await.with_context(|| format!("node {index}"))?));
+        }
+        let node = &mut cluster.nodes[leader];
+        let elapsed = measure_failover(survivors, &format!("f{trial}"), || node.kill_9()).await?;
+        eprintln!("keel: failover trial {trial}: {:.0} ms", elapsed.as_secs_f64() * 1000.0);
+        failover_ms.push(elapsed.as_secs_f64() * 1000.0);
+        cluster.nodes[leader].restart().await?;
+        cluster.converged().await?;
+    }
+    Ok(SystemResult { binary, load, failover_ms, failover_note: None })
+}
+
+async fn bench_etcd(binary_path: PathBuf, args: &Args, duration: Duration) -> Result<SystemResult> {
+    let binary = format!("{} ({})", binary_path.display(), etcd_version(&binary_path));
+    let mut cluster = EtcdCluster::start(&binary_path, CLUSTER_SIZE).await?;
+    let mut load = Vec::new();
+    for (run, clients) in args.clients.iter().copied().enumerate() {
+        let leader = cluster.leader().await?;
+        let writer = EtcdWriter::new(cluster.members[leader].channel()?);
+        run_load(writer.clone(), &format!("w{run}"), clients, WARMUP).await?;
+        let result = run_load(writer, &format!("r{run}"), clients, duration).await?;
+        eprintln!("etcd: {clients} clients: {:.0} writes/s", result.ops_per_s);
+        load.push(result);
+    }
+    let mut failover_ms = Vec::new();
+    for trial in 0..args.trials {
+        cluster.converged().await?;
+        let leader = cluster.leader().await?;
+        let mut survivors = Vec::new();
+        for member in cluster.members.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, m)| m) {
+            survivors.push(EtcdWriter::new(member.channel()?));
+        }
+        let member = &mut cluster.members[leader];
+        let elapsed = measure_failover(survivors, &format!("f{trial}"), || member.kill_9()).await?;
+        eprintln!("etcd: failover trial {trial}: {:.0} ms", elapsed.as_secs_f64() * 1000.0);
+        failover_ms.push(elapsed.as_secs_f64() * 1000.0);
+        cluster.members[leader].restart()?;
+        cluster.converged().await?;
+    }
+    Ok(SystemResult { binary, load, failover_ms, failover_note: None })
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn failover_summary(ms: &[f64]) -> (Option<f64>, Option<f64>) {
+    let durations: Vec<Duration> = ms.iter().map(|m| Duration::from_secs_f64(m / 1000.0)).collect();
+    let median = median(&durations).map(|d| d.as_secs_f64() * 1000.0);
+    let max = ms.iter().copied().fold(None, |acc: Option<f64>, m| Some(acc.map_or(m, |a| a.max(m))));
+    (median, max)
+}
+
+/// The report as a markdown table plus the machine and binaries.
+pub fn render_markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| workload | Keel | etcd | Keel/etcd |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let mut row = |name: String, keel: Option<f64>, etcd: Option<f64>, digits: usize| {
+        let cell = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.digits$}"));
+        let ratio = match (keel, etcd) {
+            (Some(k), Some(e)) if e > 0.0 => format!("{:.2}", k / e),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(out, "| {name} | {} | {} | {ratio} |", cell(keel), cell(etcd));
+    };
+    for (index, keel) in report.keel.load.iter().enumerate() {
+        let etcd = report.etcd.as_ref().and_then(|e| e.load.get(index));
+        let c = keel.clients;
+        let s = if c == 1 { "" } else { "s" };
+        row(format!("writes/s, {c} client{s} (higher is better)"), Some(keel.ops_per_s), etcd.map(|e| e.ops_per_s), 0);
+        row(format!("write p50 ms, {c} client{s}"), Some(us_to_ms(keel.p50_us)), etcd.map(|e| us_to_ms(e.p50_us)), 2);
+        row(format!("write p99 ms, {c} client{s}"), Some(us_to_ms(keel.p99_us)), etcd.map(|e| us_to_ms(e.p99_us)), 2);
+        let errors = keel.errors + etcd.map_or(0, |e| e.errors);
+        if errors > 0 {
+            row(format!("failed writes, {c} client{s}"), Some(keel.errors as f64), etcd.map(|e| e.errors as f64), 0);
+        }
+    }
+    let (keel_median, keel_max) = failover_summary(&report.keel.failover_ms);
+    let (etcd_median, etcd_max) =
+        report.etcd.as_ref().map(|e| failover_summary(&e.failover_ms)).unwrap_or((None, None));
+    let trials = report.keel.failover_ms.len();
+    row(format!("failover ms (kill -9 leader → first ack), median of {trials}"), keel_median, etcd_median, 0);
+    row(format!("failover ms, max of {trials}"), keel_max, etcd_max, 0);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "- machine: {} CPUs, {}", report.cpus, report.cpu_model);
+    let _ = writeln!(out, "- keel-bench profile: {}; {} s per load run", report.bench_profile, report.duration_s);
+    let _ = writeln!(out, "- keeld: {}", report.keel.binary);
+    match &report.etcd {
+        Some(etcd) => {
+            let _ = writeln!(out, "- etcd: {}", etcd.binary);
+            if let Some(note) = &etcd.failover_note {
+                let _ = writeln!(out, "- etcd failover: {note}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "- etcd: skipped (--skip-etcd)");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_arguments_with_defaults() -> Result<()> {
+        let args = Args::try_parse_from(["keel-bench"])?;
+        assert_eq!((args.duration_s, args.trials, args.clients.clone()), (10, 10, vec![1, 64]));
+        assert!(!args.skip_etcd && !args.json && args.keeld.is_none());
+        args.validate()?;
+
+        let args = Args::try_parse_from([
+            "keel-bench",
+            "--keeld",
+            "/x/keeld",
+            "--etcd",
+            "/usr/bin/etcd",
+            "--duration-s",
+            "5",
+            "--trials",
+            "3",
+            "--clients",
+            "1,8,64",
+            "--skip-etcd",
+            "--json",
+        ])?;
+        assert_eq!(args.keeld_path(), PathBuf::from("/x/keeld"));
+        assert_eq!(args.etcd, Some(PathBuf::from("/usr/bin/etcd")));
+        assert_eq!((args.duration_s, args.trials, args.clients.clone()), (5, 3, vec![1, 8, 64]));
+        assert!(args.skip_etcd && args.json);
+
+        assert!(Args::try_parse_from(["keel-bench", "--clients", "0"])?.validate().is_err());
+        assert!(Args::try_parse_from(["keel-bench", "--duration-s", "0"])?.validate().is_err());
+        assert!(Args::try_parse_from(["keel-bench", "--clients", "x"]).is_err());
+        Ok(())
+    }
+}

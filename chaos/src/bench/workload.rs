@@ -1,0 +1,199 @@
+//! The write workloads (Keel `CreateTenant`, etcd `KV.Put`), the closed-loop
+//! load driver and the failover probe, shared by both systems.
+
+use super::stats::percentile;
+use crate::etcdserverpb::{PutRequest, kv_client::KvClient};
+use anyhow::{Result, bail};
+use keel_proto::v1 as pb;
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+/// Bound on one write during a load run.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on one write while probing for the new leader.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on waiting for the first write acknowledged after a kill.
+pub const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// One linearizable write with a unique id.
+pub trait Writer: Clone + Send + 'static {
+    /// Writes the object named `id`, failing after `timeout`.
+    fn write(&mut self, id: String, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Keel: `TenantService.CreateTenant` with a fresh tenant id.
+#[derive(Clone)]
+pub struct KeelWriter(pb::tenant_service_client::TenantServiceClient<Channel>);
+
+impl KeelWriter {
+    /// A writer over `channel`.
+    pub fn new(channel: Channel) -> KeelWriter {
+        KeelWriter(pb::tenant_service_client::TenantServiceClient::new(channel))
+    }
+}
+
+impl Writer for KeelWriter {
+    async fn write(&mut self, id: String, timeout: Duration) -> Result<()> {
+        let mut request = tonic::Request::new(pb::CreateTenantRequest {
+            tenant: Some(pb::Tenant {
+                tenant_id: id.clone(),
+                display_name: format!("Tenant {id}"),
+                tier: pb::TenantTier::Enterprise as i32,
+                home_region: "eu-west".into(),
+                status: pb::TenantStatus::Active as i32,
+                enabled_engines: vec!["billing".into()],
+                ..Default::default()
+            }),
+        });
+        request.set_timeout(timeout);
+        self.0.create_tenant(request).await?;
+        Ok(())
+    }
+}
+
+/// etcd: `KV.Put` of a ~100-byte value under a fresh key.
+#[derive(Clone)]
+pub struct EtcdWriter(KvClient<Channel>);
+
+impl EtcdWriter {
+    /// A writer over `channel`.
+    pub fn new(channel: Channel) -> EtcdWriter {
+        EtcdWriter(KvClient::new(channel))
+    }
+}
+
+/// The value every etcd put writes: 100 bytes.
+const ETCD_VALUE: [u8; 100] = [b'v'; 100];
+
+impl Writer for EtcdWriter {
+    async fn write(&mut self, id: String, timeout: Duration) -> Result<()> {
+        let mut request = tonic::Request::new(PutRequest {
+            key: format!("/bench/{id}").into_bytes(),
+            value: ETCD_VALUE.to_vec(),
+            ..Default::default()
+        });
+        request.set_timeout(timeout);
+        self.0.put(request).await?;
+        Ok(())
+    }
+}
+
+/// Outcome of one closed-loop load run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadResult {
+    /// Concurrent writers.
+    pub clients: usize,
+    /// Acknowledged writes.
+    pub ops: u64,
+    /// Failed writes.
+    pub errors: u64,
+    /// Wall time of the run, seconds.
+    pub elapsed_s: f64,
+    /// Acknowledged writes per second.
+    pub ops_per_s: f64,
+    /// Median latency of acknowledged writes, µs.
+    pub p50_us: u64,
+    /// 99th-percentile latency of acknowledged writes, µs.
+    pub p99_us: u64,
+}
+
+/// `clients` tasks each write in a closed loop (one outstanding write each)
+/// until `duration` has passed; ids are `{prefix}-{task}-{seq}`.
+pub async fn run_load<W: Writer>(writer: W, prefix: &str, clients: usize, duration: Duration) -> Result<LoadResult> {
+    let started = Instant::now();
+    let end = started + duration;
+    let mut tasks = JoinSet::new();
+    for task in 0..clients {
+        let mut writer = writer.clone();
+        let prefix = prefix.to_owned();
+        tasks.spawn(async move {
+            let mut latencies_us = Vec::new();
+            let mut errors = 0u64;
+            let mut seq = 0u64;
+            while Instant::now() < end {
+                let sent = Instant::now();
+                match writer.write(format!("{prefix}-{task}-{seq}"), WRITE_TIMEOUT).await {
+                    Ok(()) => latencies_us.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                    Err(_) => {
+                        errors += 1;
+                        // Don't spin on a failing server.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                seq += 1;
+            }
+            (latencies_us, errors)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (task_latencies, task_errors) = joined?;
+        latencies.extend(task_latencies);
+        errors += task_errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let ops = latencies.len() as u64;
+    Ok(LoadResult {
+        clients,
+        ops,
+        errors,
+        elapsed_s: elapsed,
+        ops_per_s: ops as f64 / elapsed,
+        p50_us: percentile(&latencies, 50.0).unwrap_or(0),
+        p99_us: percentile(&latencies, 99.0).unwrap_or(0),
+    })
+}
+
+/// One writer per surviving node loops writes (through that node) before
+/// and after `kill` runs; returns the time from the kill to the first
+/// acknowledged write that was sent after it.
+pub async fn measure_failover<W: Writer>(
+    survivors: Vec<W>,
+    prefix: &str,
+    kill: impl FnOnce() -> Result<()>,
+) -> Result<Duration> {
+    let killed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    for (index, mut writer) in survivors.into_iter().enumerate() {
+        let (killed_at, stop, tx, prefix) = (killed_at.clone(), stop.clone(), tx.clone(), prefix.to_owned());
+        tasks.spawn(async move {
+            let mut seq = 0u64;
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < FAILOVER_DEADLINE * 2 {
+                let sent = Instant::now();
+                let result = writer.write(format!("{prefix}-{index}-{seq}"), PROBE_TIMEOUT).await;
+                seq += 1;
+                match (result, killed_at.get()) {
+                    (Ok(()), Some(killed)) if sent >= *killed => {
+                        let _ = tx.send(Instant::now().duration_since(*killed));
+                        return;
+                    }
+                    (Ok(()), _) => {}
+                    (Err(_), _) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        });
+    }
+    drop(tx);
+    // Let the writers reach steady state against the old leader first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = killed_at.set(Instant::now());
+    kill()?;
+    let first = tokio::time::timeout(FAILOVER_DEADLINE, rx.recv()).await;
+    stop.store(true, Ordering::Relaxed);
+    tasks.abort_all();
+    match first {
+        Ok(Some(elapsed)) => Ok(elapsed),
+        Ok(None) => bail!("every writer gave up before a write was acknowledged after the kill"),
+        Err(_) => bail!("no write acknowledged within {FAILOVER_DEADLINE:?} of killing the leader"),
+    }
+}

@@ -1,0 +1,293 @@
+//! Real multi-process clusters: N keeld processes on loopback, each with its
+//! own temp dir and TOML config, sharing one root key and one list of initial
+//! members. Ports are reserved up front (bound, noted, released) because every
+//! member's config must name every other member's addresses.
+
+use crate::process::{KeelProcess, keeld_bin};
+use anyhow::{Context, Result, bail};
+use keel_client::KeyPair;
+use keel_proto::v1 as pb;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a cluster may take to elect a leader or converge.
+pub const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// One member's placement.
+#[derive(Debug, Clone)]
+pub struct MemberSpec {
+    /// Raft node id.
+    pub id: u64,
+    /// Region.
+    pub region: &'static str,
+    /// Zone.
+    pub zone: &'static str,
+}
+
+/// Raft snapshot settings. Every cluster also runs fast elections (heartbeat
+/// 100 ms, election timeout 500–1000 ms); tests shrink snapshots so catch-up
+/// by snapshot install happens within a test.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftTuning {
+    /// Snapshot every this many entries.
+    pub snapshot_after_entries: u64,
+    /// Entries kept after a snapshot.
+    pub logs_kept_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning { snapshot_after_entries: 5000, logs_kept_after_snapshot: 1000 }
+    }
+}
+
+/// Cluster-wide options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterOptions {
+    /// Raft tuning.
+    pub tuning: RaftTuning,
+    /// Serve TLS on client ports and mTLS between peers, with a test CA.
+    pub is_tls: bool,
+}
+
+/// The members of [`Cluster::three`].
+const THREE: [MemberSpec; 3] = [
+    MemberSpec { id: 1, region: "eu-west", zone: "eu-west-a" },
+    MemberSpec { id: 2, region: "eu-west", zone: "eu-west-b" },
+    MemberSpec { id: 3, region: "us-east", zone: "us-east-a" },
+];
+
+/// A running cluster.
+pub struct Cluster {
+    /// Members in id order.
+    pub nodes: Vec<KeelProcess>,
+    /// Node ids, parallel to `nodes`.
+    pub ids: Vec<u64>,
+    /// The root key every member trusts.
+    pub root: KeyPair,
+    /// The cluster CA, when TLS is on.
+    pub ca: Option<keel_client::certs::CaBundle>,
+    root_pub: PathBuf,
+    tuning: RaftTuning,
+    /// The keeld executable every member runs.
+    keeld: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// Writes a node certificate (SAN 127.0.0.1) signed by `ca` and returns the `[tls]` section.
+pub fn tls_section(ca: &keel_client::certs::CaBundle, dir: &Path, name: &str) -> Result<String> {
+    use keel_client::certs;
+    let ca_paths = dir.join("ca.crt");
+    if !ca_paths.exists() {
+        std::fs::write(&ca_paths, &ca.cert_pem)?;
+    }
+    let issued = certs::issue(ca, name, &["127.0.0.1".to_owned()], certs::Usage::Both, 20)?;
+    let paths = certs::write_issued(&issued, dir, name)?;
+    Ok(format!(
+        "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        ca_paths.display(),
+        paths.cert.display(),
+        paths.key.display()
+    ))
+}
+
+fn raft_section(tuning: RaftTuning) -> String {
+    format!(
+        "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n\
+         snapshot_after_entries = {}\nlogs_kept_after_snapshot = {}\n",
+        tuning.snapshot_after_entries, tuning.logs_kept_after_snapshot
+    )
+}
+
+/// Three free loopback addresses: client, peer, ops.
+pub fn reserve_addresses() -> Result<[String; 3]> {
+    let listeners = [reserve_port()?, reserve_port()?, reserve_port()?];
+    let addrs: Vec<String> =
+        listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
+    Ok([addrs[0].clone(), addrs[1].clone(), addrs[2].clone()])
+}
+
+fn reserve_port() -> Result<std::net::TcpListener> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
+}
+
+impl Cluster {
+    /// Starts `members` and waits until every one is ready.
+    pub async fn start(members: &[MemberSpec], options: ClusterOptions) -> Result<Cluster> {
+        Cluster::start_with_binary(members, options, keeld_bin()).await
+    }
+
+    /// [`Cluster::start`] running the keeld executable at `keeld`.
+    pub async fn start_with_binary(members: &[MemberSpec], options: ClusterOptions, keeld: PathBuf) -> Result<Cluster> {
+        let tuning = options.tuning;
+        let dir = tempfile::Builder::new().prefix("keel-cluster-").tempdir()?;
+        let ca = if options.is_tls { Some(keel_client::certs::generate_ca("keel test CA", 30)?) } else { None };
+        let root = KeyPair::generate();
+        let root_paths = root.write_files(&dir.path().join("root"))?;
+        let root_pub = root_paths.public.clone();
+
+        // Reserve client, peer and ops ports for every member, then release them together.
+        let mut reserved = Vec::new();
+        let mut ports = Vec::new();
+        for _ in members {
+            let listeners = [reserve_port()?, reserve_port()?, reserve_port()?];
+            let addrs: Vec<String> =
+                listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
+            ports.push(addrs);
+            // Held until every member has its ports, so no two members draw the same one.
+            reserved.extend(listeners);
+        }
+        drop(reserved);
+
+        let mut members_toml = String::new();
+        for (member, addrs) in members.iter().zip(&ports) {
+            write!(
+                members_toml,
+                "\n[[cluster.initial_members]]\nid = {}\nclient_addr = \"{}\"\npeer_addr = \"{}\"\nregion = \"{}\"\nzone = \"{}\"\n",
+                member.id, addrs[0], addrs[1], member.region, member.zone
+            )?;
+        }
+
+        let mut nodes = Vec::new();
+        for (member, addrs) in members.iter().zip(&ports) {
+            let config_path = dir.path().join(format!("node-{}.toml", member.id));
+            let config = format!(
+                "[node]\nid = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\n\
+                 [listen]\nclient = \"{client}\"\npeer = \"{peer}\"\nops = \"{ops}\"\n\
+                 [trust]\nroot_public_keys = [\"{root_pub}\"]\n{raft}{tls}{members_toml}",
+                id = member.id,
+                region = member.region,
+                zone = member.zone,
+                client = addrs[0],
+                peer = addrs[1],
+                ops = addrs[2],
+                root_pub = root_pub.display(),
+                raft = raft_section(tuning),
+                tls = match &ca {
+                    Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id))?,
+                    None => String::new(),
+                },
+            );
+            std::fs::write(&config_path, config)?;
+            let config_arg = config_path.to_str().context("utf-8 config path")?.to_owned();
+            let node = KeelProcess::new(vec!["--config".into(), config_arg])?.with_binary(keeld.clone());
+            nodes.push(match &ca {
+                Some(ca) => node.with_tls(ca.cert_pem.clone()),
+                None => node,
+            });
+        }
+        for node in &mut nodes {
+            node.launch().await?;
+        }
+        for node in &nodes {
+            node.wait_ready().await?;
+        }
+        Ok(Cluster { nodes, ids: members.iter().map(|m| m.id).collect(), root, ca, root_pub, tuning, keeld, dir })
+    }
+
+    /// Starts a node that joins this cluster later (`initial_state = "existing"`),
+    /// with a certificate from `ca` (default: the cluster's CA). Returns its
+    /// index in `nodes` and its (client, peer) addresses; it is not ready until added.
+    pub async fn launch_joiner(
+        &mut self,
+        member: MemberSpec,
+        ca: Option<&keel_client::certs::CaBundle>,
+    ) -> Result<(usize, String, String)> {
+        let addrs = reserve_addresses()?;
+        let ca = ca.or(self.ca.as_ref()).cloned();
+        let node_dir = self.dir.path().join(format!("joiner-{}", member.id));
+        std::fs::create_dir_all(&node_dir)?;
+        let config = format!(
+            "[node]\nid = {}\nregion = \"{}\"\nzone = \"{}\"\n[listen]\nclient = \"{}\"\npeer = \"{}\"\nops = \"{}\"\n\
+             [trust]\nroot_public_keys = [\"{}\"]\n[cluster]\ninitial_state = \"existing\"\n{}{}",
+            member.id,
+            member.region,
+            member.zone,
+            addrs[0],
+            addrs[1],
+            addrs[2],
+            self.root_pub.display(),
+            raft_section(self.tuning),
+            match &ca {
+                Some(ca) => tls_section(ca, &node_dir, &format!("node-{}", member.id))?,
+                None => String::new(),
+            },
+        );
+        let config_path = node_dir.join("keel.toml");
+        std::fs::write(&config_path, config)?;
+        let mut node =
+            KeelProcess::new(vec!["--config".into(), config_path.to_str().context("utf-8 path")?.to_owned()])?
+                .with_binary(self.keeld.clone());
+        if let Some(ca) = &ca {
+            node = node.with_tls(ca.cert_pem.clone());
+        }
+        node.launch().await?;
+        self.nodes.push(node);
+        self.ids.push(member.id);
+        Ok((self.nodes.len() - 1, addrs[0].clone(), addrs[1].clone()))
+    }
+
+    /// Three members: two in eu-west, one in us-east.
+    pub async fn three(options: ClusterOptions) -> Result<Cluster> {
+        Cluster::start(&THREE, options).await
+    }
+
+    /// [`Cluster::three`] running the keeld executable at `keeld`.
+    pub async fn three_with_binary(options: ClusterOptions, keeld: PathBuf) -> Result<Cluster> {
+        Cluster::start_with_binary(&THREE, options, keeld).await
+    }
+
+    /// Index (into `nodes`) of the leader every running member agrees on.
+    pub async fn leader(&self) -> Result<usize> {
+        let deadline = Instant::now() + CONVERGE_DEADLINE;
+        loop {
+            let mut leaders = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                leaders.push(node.status().await.ok().map(|s| s.leader_id));
+            }
+            if let Some(Some(leader)) = leaders.first().copied()
+                && leader != 0
+                && leaders.iter().all(|l| *l == Some(leader))
+                && let Some(index) = self.ids.iter().position(|id| *id == leader)
+                && self.nodes[index].is_running()
+            {
+                return Ok(index);
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader within {CONVERGE_DEADLINE:?}: {leaders:?}");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until every running member reports the same (applied_index, digest).
+    pub async fn converged(&self) -> Result<(u64, String)> {
+        let deadline = Instant::now() + CONVERGE_DEADLINE;
+        loop {
+            let mut seen: Vec<Option<(u64, String)>> = Vec::new();
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                seen.push(node.status().await.ok().map(|s| (s.applied_index, s.state_digest)));
+            }
+            if let Some(Some(first)) = seen.first()
+                && seen.iter().all(|s| s.as_ref() == Some(first))
+            {
+                return Ok(first.clone());
+            }
+            if Instant::now() > deadline {
+                bail!("members did not converge within {CONVERGE_DEADLINE:?}: {seen:?}");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Status of every running member.
+    pub async fn statuses(&self) -> Result<Vec<pb::ClusterStatus>> {
+        let mut statuses = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            statuses.push(node.status().await?);
+        }
+        Ok(statuses)
+    }
+}

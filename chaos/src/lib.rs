@@ -1,0 +1,15 @@
+//! Keel's out-of-process tooling: launchers for real `keeld` processes and
+//! clusters on loopback ([`process`], [`cluster`]), used by `tests/`, and the
+//! `keel-bench` benchmark ([`bench`]) that runs the same write workload
+//! against Keel and etcd side by side on one machine.
+
+pub mod bench;
+pub mod cluster;
+pub mod etcd;
+pub mod process;
+
+/// Generated gRPC client for the vendored subset of etcd's API.
+#[allow(clippy::all, missing_docs, clippy::unwrap_used)]
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
