@@ -27,6 +27,8 @@ pub enum Command {
     /// Publishes one engine version.
     PublishEngineVersion {
         /// Manifest JSON as sent.
+        // Bytes, not a sequence of u8: the same bincode, encoded and decoded as one copy.
+        #[serde(with = "serde_bytes")]
         manifest: Vec<u8>,
         /// Publisher signatures over the canonical payload.
         signatures: Vec<Signature>,

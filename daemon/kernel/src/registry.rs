@@ -29,6 +29,8 @@ pub struct EngineVersion {
     /// Description from the manifest.
     pub description: String,
     /// Canonical manifest bytes as signed.
+    // Bytes, not a sequence of u8: the same bincode, encoded and decoded as one copy.
+    #[serde(with = "serde_bytes")]
     pub manifest: Vec<u8>,
     /// Lowercase hex SHA-256 of `manifest`.
     pub manifest_sha256: String,

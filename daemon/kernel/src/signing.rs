@@ -23,6 +23,8 @@ pub struct Signature {
     /// Lowercase hex key id (see [`key_id_of`]).
     pub key_id: String,
     /// The 64 signature bytes.
+    // Bytes, not a sequence of u8: the same bincode, encoded and decoded as one copy.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 

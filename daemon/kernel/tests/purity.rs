@@ -20,6 +20,7 @@ const DEPENDENCIES_ALLOWED: &[&str] = &[
     "ed25519-dalek",
     "thiserror",
     "bincode",
+    "serde_bytes",
 ];
 
 /// Crates that would bring I/O, clocks, randomness or consensus into the kernel.
