@@ -4,7 +4,7 @@
 //! get the same workloads: closed-loop linearizable writes of fresh objects
 //! (Keel `CreateTenant`, etcd `KV.Put` of ~100 bytes) sent to the leader by N
 //! concurrent clients over one shared HTTP/2 channel, and `kill -9` of the
-//! leader while writers loop through the other members (time from the kill
+//! leader while writers probe through the other members (time from the kill
 //! to the first acknowledged write sent after it). Every loop is bounded;
 //! processes and temp dirs are cleaned up by drop guards, also on error.
 

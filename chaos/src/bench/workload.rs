@@ -16,7 +16,9 @@ use tonic::transport::Channel;
 /// Bound on one write during a load run.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one write while probing for the new leader.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A new failover probe starts this often through each surviving node.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// Bound on waiting for the first write acknowledged after a kill.
 pub const FAILOVER_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -151,9 +153,14 @@ pub async fn run_load<W: Writer>(writer: W, prefix: &str, clients: usize, durati
     })
 }
 
-/// One writer per surviving node loops writes (through that node) before
-/// and after `kill` runs; returns the time from the kill to the first
-/// acknowledged write that was sent after it.
+/// Writers probe through each surviving node before and after `kill` runs;
+/// returns the time from the kill to the first acknowledged write that was
+/// sent after it.
+///
+/// Probes are open-loop: each survivor starts a fresh write every
+/// [`PROBE_INTERVAL`] without waiting for earlier ones, so a write stuck on
+/// the dead leader does not delay noticing the new one (resolution is the
+/// interval, not the per-write timeout).
 pub async fn measure_failover<W: Writer>(
     survivors: Vec<W>,
     prefix: &str,
@@ -163,23 +170,30 @@ pub async fn measure_failover<W: Writer>(
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
-    for (index, mut writer) in survivors.into_iter().enumerate() {
+    for (index, writer) in survivors.into_iter().enumerate() {
         let (killed_at, stop, tx, prefix) = (killed_at.clone(), stop.clone(), tx.clone(), prefix.to_owned());
         tasks.spawn(async move {
-            let mut seq = 0u64;
+            // Dropped with this task: aborts every probe still in flight.
+            let mut probes = JoinSet::new();
+            let mut ticker = tokio::time::interval(PROBE_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let started = Instant::now();
+            let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) && started.elapsed() < FAILOVER_DEADLINE * 2 {
-                let sent = Instant::now();
-                let result = writer.write(format!("{prefix}-{index}-{seq}"), PROBE_TIMEOUT).await;
+                ticker.tick().await;
+                while probes.try_join_next().is_some() {}
+                let (mut writer, killed_at, tx) = (writer.clone(), killed_at.clone(), tx.clone());
+                let id = format!("{prefix}-{index}-{seq}");
                 seq += 1;
-                match (result, killed_at.get()) {
-                    (Ok(()), Some(killed)) if sent >= *killed => {
+                probes.spawn(async move {
+                    let sent = Instant::now();
+                    let result = writer.write(id, PROBE_TIMEOUT).await;
+                    if let (Ok(()), Some(killed)) = (result, killed_at.get())
+                        && sent >= *killed
+                    {
                         let _ = tx.send(Instant::now().duration_since(*killed));
-                        return;
                     }
-                    (Ok(()), _) => {}
-                    (Err(_), _) => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
+                });
             }
         });
     }
@@ -191,6 +205,7 @@ pub async fn measure_failover<W: Writer>(
     let first = tokio::time::timeout(FAILOVER_DEADLINE, rx.recv()).await;
     stop.store(true, Ordering::Relaxed);
     tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     match first {
         Ok(Some(elapsed)) => Ok(elapsed),
         Ok(None) => bail!("every writer gave up before a write was acknowledged after the kill"),
