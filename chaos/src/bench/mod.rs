@@ -31,7 +31,7 @@ const WARMUP: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Parser)]
 #[command(name = "keel-bench", about = "Benchmarks a 3-node Keel cluster against a 3-member etcd cluster on loopback.")]
 pub struct Args {
-    /// keeld binary (default: `$CARGO_TARGET_DIR/release/keeld`, else `target/release/keeld`).
+    /// keeld binary (default: `$CARGO_TARGET_DIR/release/keeld`, else next to keel-bench).
     #[arg(long)]
     pub keeld: Option<PathBuf>,
     /// etcd binary (default: `etcd` on PATH, installing the Debian `etcd-server` package if missing).
@@ -69,12 +69,18 @@ impl Args {
         Ok(())
     }
 
-    /// The keeld binary to run.
+    /// The keeld binary to run: `--keeld`, else `$CARGO_TARGET_DIR/release/keeld`,
+    /// else `keeld` next to this executable (both built into `target/release/`),
+    /// else `target/release/keeld`.
     pub fn keeld_path(&self) -> PathBuf {
-        self.keeld.clone().unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| "target".into());
-            target.join("release").join("keeld")
-        })
+        if let Some(path) = &self.keeld {
+            return path.clone();
+        }
+        if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+            return PathBuf::from(target).join("release").join("keeld");
+        }
+        let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join("keeld")));
+        beside.filter(|path| path.is_file()).unwrap_or_else(|| PathBuf::from("target/release/keeld"))
     }
 }
 
@@ -87,8 +93,6 @@ pub struct SystemResult {
     pub load: Vec<LoadResult>,
     /// Kill-to-first-acknowledged-write per trial, ms.
     pub failover_ms: Vec<f64>,
-    /// Why failover was not measured, if it was not.
-    pub failover_note: Option<String>,
 }
 
 /// The whole run.
@@ -168,7 +172,7 @@ async fn bench_keel(keeld: PathBuf, args: &Args, duration: Duration) -> Result<S
         cluster.nodes[leader].restart().await?;
         cluster.converged().await?;
     }
-    Ok(SystemResult { binary, load, failover_ms, failover_note: None })
+    Ok(SystemResult { binary, load, failover_ms })
 }
 
 async fn bench_etcd(binary_path: PathBuf, args: &Args, duration: Duration) -> Result<SystemResult> {
@@ -198,7 +202,7 @@ async fn bench_etcd(binary_path: PathBuf, args: &Args, duration: Duration) -> Re
         cluster.members[leader].restart()?;
         cluster.converged().await?;
     }
-    Ok(SystemResult { binary, load, failover_ms, failover_note: None })
+    Ok(SystemResult { binary, load, failover_ms })
 }
 
 fn cpu_model() -> String {
@@ -258,9 +262,6 @@ pub fn render_markdown(report: &Report) -> String {
     match &report.etcd {
         Some(etcd) => {
             let _ = writeln!(out, "- etcd: {}", etcd.binary);
-            if let Some(note) = &etcd.failover_note {
-                let _ = writeln!(out, "- etcd failover: {note}");
-            }
         }
         None => {
             let _ = writeln!(out, "- etcd: skipped (--skip-etcd)");
