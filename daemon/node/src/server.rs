@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// HTTP/2 keep-alive ping period on client connections.
 pub const HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 10_000;
@@ -290,7 +289,7 @@ async fn serve_grpc(
         .add_service(limit(pb::registry_service_server::RegistryServiceServer::new(RegistryApi { ctx: ctx.clone() })))
         .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
         .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
         .await
@@ -313,7 +312,7 @@ async fn serve_peers(
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    let incoming = TcpListenerStream::new(listener);
+    let connections = incoming(listener);
     match tls {
         Some(material) => {
             server = server.tls_config(tls::peer_port_server_tls(&material)).context("peer port TLS")?;
@@ -323,10 +322,10 @@ async fn serve_peers(
                 Ok(request)
             };
             let service = tonic::service::interceptor::InterceptedService::new(crate::raft::peer_server(ctx), check);
-            server.add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
+            server.add_service(service).serve_with_incoming_shutdown(connections, shutdown).await
         }
         None => {
-            server.add_service(crate::raft::peer_server(ctx)).serve_with_incoming_shutdown(incoming, shutdown).await
+            server.add_service(crate::raft::peer_server(ctx)).serve_with_incoming_shutdown(connections, shutdown).await
         }
     }
     .context("peer gRPC server")
@@ -362,6 +361,17 @@ fn member_certificate_check(
     }
     tls::member_cert_check(request, &hosts)
 }
+
+/// Accepted connections with TCP_NODELAY (gRPC frames are small and latency
+/// bound; Nagle's algorithm adds ~40 ms stalls) and TCP keep-alive.
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_millis(TCP_KEEPALIVE_MS)))
+}
+
+/// TCP keep-alive probe period on accepted connections.
+pub const TCP_KEEPALIVE_MS: u64 = 30_000;
 
 /// Applies the gRPC message size limit to a generated server.
 trait MessageLimits {
