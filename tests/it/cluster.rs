@@ -4,7 +4,7 @@
 
 use crate::cluster_harness::{Cluster, ClusterOptions, RaftTuning};
 use crate::fixture::{Fixture, reason_of};
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use keel_proto::v1 as pb;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -37,9 +37,26 @@ async fn three_nodes_elect_one_leader_and_agree_on_the_digest() -> Result<()> {
     ensure!(regions == BTreeSet::from(["eu-west", "us-east"]), "{regions:?}");
     cluster.converged().await?;
 
-    // The leader heartbeats every member, so it sees them all reachable.
-    let health = cluster.nodes[leader].status().await?.member_health;
+    // Any member reports every member reachable, with its (applied index, digest).
+    let (applied_index, digest) = cluster.converged().await?;
+    let follower = (leader + 1) % 3;
+    let health = cluster.nodes[follower].status().await?.member_health;
     ensure!(health.len() == 3 && health.iter().all(|h| h.is_reachable), "{health:?}");
+    ensure!(
+        health.iter().all(|h| h.applied_index == Some(applied_index) && h.state_digest.as_deref() == Some(&digest)),
+        "{health:?}"
+    );
+
+    // A killed member is reported unreachable, without holding up the answer.
+    let mut cluster = cluster;
+    let victim = (leader + 2) % 3;
+    let victim_id = cluster.ids[victim];
+    cluster.nodes[victim].kill_9()?;
+    let started = std::time::Instant::now();
+    let health = cluster.nodes[leader].status().await?.member_health;
+    ensure!(started.elapsed() < Duration::from_secs(3), "status waited {:?}", started.elapsed());
+    let dead = health.iter().find(|h| h.node_id == victim_id).context("victim's health")?;
+    ensure!(!dead.is_reachable && dead.applied_index.is_none(), "{dead:?}");
     Ok(())
 }
 

@@ -124,6 +124,22 @@ pub struct ClusterStatusView {
     pub boot_time_ms: i64,
     /// Members.
     pub members: Vec<MemberView>,
+    /// Each member's health as the serving node probed it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<MemberHealthView>,
+}
+
+/// A member's health as shown.
+#[derive(Debug, Serialize)]
+pub struct MemberHealthView {
+    /// Node id.
+    pub node_id: u64,
+    /// Answered the serving node's probe.
+    pub is_reachable: bool,
+    /// Its applied index, if it answered.
+    pub applied_index: Option<u64>,
+    /// Its state digest, if it answered.
+    pub state_digest: Option<String>,
 }
 
 impl MemberView {
@@ -206,6 +222,16 @@ impl ClusterStatusView {
             tenant_count: status.tenant_count,
             boot_time_ms: status.boot_time_ms,
             members: status.members.iter().map(MemberView::from_proto).collect(),
+            health: status
+                .member_health
+                .iter()
+                .map(|h| MemberHealthView {
+                    node_id: h.node_id,
+                    is_reachable: h.is_reachable,
+                    applied_index: h.applied_index,
+                    state_digest: h.state_digest.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -227,7 +253,20 @@ impl ClusterStatusView {
             .field("engine_versions", self.engine_version_count)
             .field("tenants", self.tenant_count)
             .field("boot_time", format_rfc3339(self.boot_time_ms));
-        format!("{}\n{}", fields.render(), member_table(&self.members, self.leader_id).render())
+        let mut rendered = format!("{}\n{}", fields.render(), member_table(&self.members, self.leader_id).render());
+        if !self.health.is_empty() {
+            let mut health = Table::with_header(&["NODE_ID", "REACHABLE", "APPLIED_INDEX", "STATE_DIGEST"]);
+            for member in &self.health {
+                health.row([
+                    member.node_id.to_string(),
+                    if member.is_reachable { "yes" } else { "no" }.to_owned(),
+                    member.applied_index.map_or_else(|| "-".to_owned(), |index| index.to_string()),
+                    member.state_digest.clone().unwrap_or_else(|| "-".to_owned()),
+                ]);
+            }
+            rendered = format!("{rendered}\n{}", health.render());
+        }
+        rendered
     }
 }
 

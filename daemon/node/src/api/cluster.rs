@@ -183,15 +183,7 @@ pub struct ClusterApi {
 impl pb::cluster_service_server::ClusterService for ClusterApi {
     async fn get_status(&self, _request: Request<pb::GetStatusRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
         let status = NodeStatus::collect(&self.ctx, self.boot_time_ms);
-        let health = status
-            .members
-            .iter()
-            .map(|m| pb::MemberHealth {
-                node_id: m.node_id,
-                is_reachable: m.is_reachable,
-                last_answer_ms_ago: m.last_answer_ms_ago,
-            })
-            .collect();
+        let health = self.member_health(&status).await;
         let message = pb::ClusterStatus {
             node_id: status.node_id,
             region: status.region,
@@ -298,11 +290,42 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
     }
 }
 
+/// How long GetStatus waits for each member's progress probe (all run at once).
+pub const PROGRESS_PROBE_TIMEOUT_MS: u64 = 500;
+
 /// Deadline of a membership change when the caller sets none (a learner may
 /// need a snapshot before it has caught up).
 pub const MEMBERSHIP_DEADLINE_DEFAULT_MS: u64 = 30_000;
 
 impl ClusterApi {
+    /// Every member's health: this node's own progress, and a concurrent,
+    /// bounded probe of every other member.
+    async fn member_health(&self, status: &NodeStatus) -> Vec<pb::MemberHealth> {
+        let probe_timeout = std::time::Duration::from_millis(PROGRESS_PROBE_TIMEOUT_MS);
+        let probes = status.members.iter().map(|member| async move {
+            if member.node_id == status.node_id {
+                return Some(context::MemberProgress {
+                    applied_index: status.applied_index,
+                    state_digest: status.state_digest.clone(),
+                });
+            }
+            self.ctx.member_progress(&member.peer_addr, probe_timeout).await
+        });
+        let answers = futures::future::join_all(probes).await;
+        status
+            .members
+            .iter()
+            .zip(answers)
+            .map(|(member, progress)| pb::MemberHealth {
+                node_id: member.node_id,
+                is_reachable: progress.is_some(),
+                last_answer_ms_ago: member.last_answer_ms_ago,
+                applied_index: progress.as_ref().map(|p| p.applied_index),
+                state_digest: progress.map(|p| p.state_digest),
+            })
+            .collect()
+    }
+
     fn membership_reply(
         &self,
         written: Option<openraft::Membership<u64, crate::raft::KeelNode>>,

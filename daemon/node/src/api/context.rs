@@ -94,6 +94,21 @@ pub trait LeaderLink: Send + Sync + 'static {
     fn since_last_answer(&self, _peer_addr: &str) -> Option<Duration> {
         None
     }
+
+    /// Asks the member at `peer_addr` for its progress; `None` if it does not
+    /// answer within `deadline`.
+    async fn progress(&self, _peer_addr: &str, _deadline: Duration) -> Option<MemberProgress> {
+        None
+    }
+}
+
+/// A member's progress as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberProgress {
+    /// Its last applied index.
+    pub applied_index: u64,
+    /// Its state digest at that index.
+    pub state_digest: String,
 }
 
 /// No path to a leader: callers are told where the leader is and go there themselves.
@@ -143,6 +158,11 @@ impl ApiContext {
     /// How long ago this node last got an answer from the peer at `peer_addr`.
     pub fn since_last_peer_answer(&self, peer_addr: &str) -> Option<Duration> {
         self.leader_link.since_last_answer(peer_addr)
+    }
+
+    /// Probes a member's progress over the peer transport.
+    pub async fn member_progress(&self, peer_addr: &str, deadline: Duration) -> Option<MemberProgress> {
+        self.leader_link.progress(peer_addr, deadline).await
     }
 
     /// Records a configuration conflict (reported by `/readyz` and `/diagz`).

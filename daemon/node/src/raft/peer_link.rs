@@ -18,7 +18,7 @@
 use super::peer_channels::{PeerCallError, PeerChannels, duration_ms};
 use super::peer_message::{Forwarded, LeaderFailure, pack, unpack};
 use super::{ApplyResponse, KeelNode};
-use crate::api::context::LeaderLink;
+use crate::api::context::{LeaderLink, MemberProgress};
 use crate::api::error::ApiError;
 use keel_kernel::Command;
 use keel_proto::raft::v1 as pb;
@@ -59,6 +59,17 @@ fn call_failure(leader_id: u64, leader: &KeelNode, deadline: Duration, error: Pe
 impl LeaderLink for PeerLink {
     fn since_last_answer(&self, peer_addr: &str) -> Option<Duration> {
         self.channels.since_last_answer(peer_addr)
+    }
+
+    async fn progress(&self, peer_addr: &str, deadline: Duration) -> Option<MemberProgress> {
+        let answer = self
+            .channels
+            .call(peer_addr, deadline, pb::ProgressRequest {}, |mut client, request| async move {
+                client.progress(request).await
+            })
+            .await
+            .ok()?;
+        Some(MemberProgress { applied_index: answer.applied_index, state_digest: answer.state_digest })
     }
 
     async fn forward(

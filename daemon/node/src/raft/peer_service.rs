@@ -127,6 +127,17 @@ impl RaftPeer for RaftPeerService {
         let () = open(request)?;
         answer(&read_index(self.raft(), deadline).await)
     }
+
+    async fn progress(&self, _request: Request<pb::ProgressRequest>) -> Result<Response<pb::ProgressResponse>, Status> {
+        let (applied_index, digest) = self.ctx.shared.digest();
+        let term = self.raft().metrics().borrow().current_term;
+        Ok(Response::new(pb::ProgressResponse {
+            node_id: self.ctx.identity.node_id,
+            applied_index,
+            state_digest: digest.to_string(),
+            term,
+        }))
+    }
 }
 
 /// The read index after this node confirmed its leadership with a quorum

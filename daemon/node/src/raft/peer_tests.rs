@@ -450,6 +450,12 @@ impl RaftPeer for GarbagePeer {
     ) -> Result<tonic::Response<pb::ReadIndexResponse>, tonic::Status> {
         garbage()
     }
+    async fn progress(
+        &self,
+        _: tonic::Request<pb::ProgressRequest>,
+    ) -> Result<tonic::Response<pb::ProgressResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("garbage peer"))
+    }
 }
 
 #[tokio::test]
