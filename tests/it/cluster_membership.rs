@@ -202,3 +202,45 @@ async fn a_member_whose_initial_members_disagree_reports_a_conflict() -> Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn leadership_moves_to_a_chosen_voter_and_never_to_a_learner() -> Result<()> {
+    let mut cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let target = (leader + 1) % 3;
+    let target_id = cluster.ids[target];
+    let transfer = |node_id| pb::TransferLeadershipRequest { node_id };
+
+    // Only the leader hands over.
+    let refused = admin(&cluster, target).await?.transfer_leadership(transfer(target_id)).await;
+    match refused {
+        Err(status) if reason_of(&status) == "NOT_LEADER" => {}
+        other => bail!("a follower answered a transfer with {other:?}"),
+    }
+
+    let moved = admin(&cluster, leader).await?.transfer_leadership(transfer(target_id)).await?.into_inner();
+    ensure!(moved.leader_id == target_id, "{moved:?}");
+    ensure!(cluster.leader().await? == target);
+
+    // Writes flow again, through the old leader (now a follower) too.
+    let fixture = Fixture::with_root(cluster.root.clone());
+    fixture.create_tenant(&cluster.nodes[leader], "after-transfer").await?;
+
+    // Never to a learner, nor to a stranger; leadership stays put.
+    let spec = MemberSpec { id: 4, region: "ap-south", zone: "ap-south-a" };
+    let (_, client_addr, peer_addr) = cluster.launch_joiner(spec, None).await?;
+    let mut client = admin(&cluster, target).await?;
+    client.add_learner(pb::AddLearnerRequest { member: Some(member(4, &client_addr, &peer_addr)) }).await?;
+    match client.transfer_leadership(transfer(4)).await {
+        Err(status) if status.code() == tonic::Code::FailedPrecondition && reason_of(&status) == "MEMBER_NOT_VOTER" => {
+        }
+        other => bail!("a transfer to a learner got {other:?}"),
+    }
+    match client.transfer_leadership(transfer(9)).await {
+        Err(status) if status.code() == tonic::Code::NotFound && reason_of(&status) == "MEMBER_NOT_FOUND" => {}
+        other => bail!("a transfer to an unknown node got {other:?}"),
+    }
+    ensure!(cluster.leader().await? == target);
+    cluster.converged().await?;
+    Ok(())
+}

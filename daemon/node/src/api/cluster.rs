@@ -272,6 +272,55 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         self.ctx.answer(result)
     }
 
+    async fn transfer_leadership(
+        &self,
+        request: Request<pb::TransferLeadershipRequest>,
+    ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
+        let deadline = context::deadline(&request, TRANSFER_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let started = tokio::time::Instant::now();
+            let remaining = || deadline.saturating_sub(started.elapsed());
+            let node_id = request.into_inner().node_id;
+            let current = membership::leader_membership(&self.ctx)?;
+            let target = current.get_node(&node_id).cloned().ok_or(MembershipError::NotFound { node_id })?;
+            if !current.voter_ids().any(|id| id == node_id) {
+                return Err(ApiError::Membership(MembershipError::NotVoter { node_id }));
+            }
+            if node_id == self.ctx.identity.node_id {
+                return Ok(self.transfer_reply());
+            }
+            // New writes wait (NO_LEADER, retryable) so the target can hold the whole log.
+            let guard = self.ctx.begin_transfer().ok_or(ApiError::MembershipChangeInProgress)?;
+            let (last_log_index, term) = {
+                let metrics = self.ctx.raft.metrics();
+                let metrics = metrics.borrow();
+                (metrics.last_log_index.unwrap_or(0), metrics.current_term)
+            };
+            membership::wait_learner_caught_up(&self.ctx, node_id, last_log_index, remaining()).await?;
+            tracing::info!(node_id, term, "handing leadership over");
+            // Without heartbeats the followers' leader lease (election_timeout_max)
+            // runs out; the target campaigns just after, before any other
+            // follower's election timer (lease + a full election timeout) fires.
+            guard.pause_heartbeats();
+            let lease = std::time::Duration::from_millis(self.ctx.raft.config().election_timeout_max);
+            let wait = lease + std::time::Duration::from_millis(TRANSFER_LEASE_MARGIN_MS);
+            if !self.ctx.send_timeout_now(&target, term, wait, remaining()).await {
+                return Err(ApiError::NodeUnavailable { detail: format!("transfer target {node_id} did not answer") });
+            }
+            let after_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+            self.ctx
+                .raft
+                .wait(Some(remaining()))
+                .metrics(|m| m.current_leader == Some(node_id), "leadership transferred")
+                .await
+                .map_err(|_| ApiError::DeadlineExceeded { after_ms })?;
+            drop(guard);
+            Ok(self.transfer_reply())
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
     async fn remove_member(
         &self,
         request: Request<pb::RemoveMemberRequest>,
@@ -289,6 +338,11 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         self.ctx.answer(result)
     }
 }
+
+/// Deadline of a leadership transfer when the caller sets none.
+pub const TRANSFER_DEADLINE_DEFAULT_MS: u64 = 10_000;
+/// How long after the followers' lease the target campaigns.
+pub const TRANSFER_LEASE_MARGIN_MS: u64 = 100;
 
 /// How long GetStatus waits for each member's progress probe (all run at once).
 pub const PROGRESS_PROBE_TIMEOUT_MS: u64 = 500;
@@ -324,6 +378,16 @@ impl ClusterApi {
                 state_digest: progress.map(|p| p.state_digest),
             })
             .collect()
+    }
+
+    fn transfer_reply(&self) -> (pb::TransferLeadershipResponse, u64) {
+        let metrics = self.ctx.raft.metrics();
+        let metrics = metrics.borrow();
+        let response = pb::TransferLeadershipResponse {
+            leader_id: metrics.current_leader.unwrap_or(0),
+            term: metrics.current_term,
+        };
+        (response, metrics.last_applied.map_or(0, |log_id| log_id.index))
     }
 
     fn membership_reply(

@@ -56,6 +56,30 @@ pub struct ApiContext {
     /// A configuration conflict found at run time (e.g. initial members that
     /// disagree with the cluster); the node reports it as not ready.
     config_conflict: Arc<std::sync::Mutex<Option<String>>>,
+    /// Set while this leader hands leadership over: new writes are refused
+    /// (retryable) so the target can hold the whole log.
+    is_transferring: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Holds a leadership transfer open: heartbeats are off while it lives; on
+/// drop they are back on and writes are accepted again, whatever happened.
+pub struct TransferGuard {
+    raft: KeelRaft,
+    is_transferring: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TransferGuard {
+    /// Stops this leader's heartbeats so the followers' lease runs out.
+    pub fn pause_heartbeats(&self) {
+        self.raft.runtime_config().heartbeat(false);
+    }
+}
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        self.raft.runtime_config().heartbeat(true);
+        self.is_transferring.store(false, Ordering::Release);
+    }
 }
 
 /// Where a proposal went.
@@ -93,6 +117,18 @@ pub trait LeaderLink: Send + Sync + 'static {
     /// How long ago a peer RPC to `peer_addr` last got an answer, if ever.
     fn since_last_answer(&self, _peer_addr: &str) -> Option<Duration> {
         None
+    }
+
+    /// Tells `target` to campaign after `wait` (leadership transfer); whether it acknowledged.
+    async fn timeout_now(
+        &self,
+        _target: &KeelNode,
+        _leader_id: u64,
+        _term: u64,
+        _wait: Duration,
+        _deadline: Duration,
+    ) -> bool {
+        false
     }
 
     /// Asks the member at `peer_addr` for its progress; `None` if it does not
@@ -152,7 +188,23 @@ impl ApiContext {
             last_stamp_ms: Arc::new(AtomicU64::new(0)),
             leader_link,
             config_conflict: Arc::default(),
+            is_transferring: Arc::default(),
         }
+    }
+
+    /// Marks a leadership transfer in progress until the guard drops; `None`
+    /// if one already is.
+    pub fn begin_transfer(&self) -> Option<TransferGuard> {
+        let was = self.is_transferring.swap(true, Ordering::AcqRel);
+        if was {
+            return None;
+        }
+        Some(TransferGuard { raft: self.raft.clone(), is_transferring: self.is_transferring.clone() })
+    }
+
+    /// Tells `target` to campaign after `wait`.
+    pub async fn send_timeout_now(&self, target: &KeelNode, term: u64, wait: Duration, deadline: Duration) -> bool {
+        self.leader_link.timeout_now(target, self.identity.node_id, term, wait, deadline).await
     }
 
     /// How long ago this node last got an answer from the peer at `peer_addr`.
@@ -202,6 +254,9 @@ impl ApiContext {
     pub async fn propose_here(&self, command: Command, deadline: Duration) -> Result<Route, ApiError> {
         if let Some((leader_id, leader)) = self.other_leader() {
             return Ok(Route::Leader { leader_id, leader, command });
+        }
+        if self.is_transferring.load(Ordering::Acquire) {
+            return Err(ApiError::NoLeader);
         }
         let now = now_ms();
         let previous = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);

@@ -120,6 +120,7 @@ impl ApiError {
         "ADDRESS_IN_USE",
         "MEMBER_NOT_FOUND",
         "LAST_VOTER",
+        "MEMBER_NOT_VOTER",
         "MEMBERSHIP_CHANGE_IN_PROGRESS",
         "PEER_CERTIFICATE_REQUIRED",
         "PEER_NOT_MEMBER",
@@ -146,7 +147,7 @@ impl ApiError {
             ApiError::Membership(error) => match error {
                 MembershipError::AlreadyExists { .. } | MembershipError::AddressInUse { .. } => Code::AlreadyExists,
                 MembershipError::NotFound { .. } => Code::NotFound,
-                MembershipError::LastVoter { .. } => Code::FailedPrecondition,
+                MembershipError::LastVoter { .. } | MembershipError::NotVoter { .. } => Code::FailedPrecondition,
             },
             ApiError::MembershipChangeInProgress => Code::Unavailable,
             ApiError::PeerCertificate(_) => Code::PermissionDenied,
@@ -182,7 +183,8 @@ impl ApiError {
             ApiError::Membership(error) => match error {
                 MembershipError::AlreadyExists { node_id }
                 | MembershipError::NotFound { node_id }
-                | MembershipError::LastVoter { node_id } => {
+                | MembershipError::LastVoter { node_id }
+                | MembershipError::NotVoter { node_id } => {
                     metadata.insert("node_id".into(), node_id.to_string());
                 }
                 MembershipError::AddressInUse { addr, node_id } => {

@@ -45,6 +45,12 @@ pub enum MembershipError {
         /// The id.
         node_id: NodeId,
     },
+    /// Leadership can only move to a voter.
+    #[error("node {node_id} is a learner; leadership can only move to a voter")]
+    NotVoter {
+        /// The id.
+        node_id: NodeId,
+    },
     /// Removing it would leave no voter.
     #[error("node {node_id} is the last voter; add and promote another member first")]
     LastVoter {
@@ -61,6 +67,7 @@ impl MembershipError {
             MembershipError::AddressInUse { .. } => "ADDRESS_IN_USE",
             MembershipError::NotFound { .. } => "MEMBER_NOT_FOUND",
             MembershipError::LastVoter { .. } => "LAST_VOTER",
+            MembershipError::NotVoter { .. } => "MEMBER_NOT_VOTER",
         }
     }
 }

@@ -61,6 +61,23 @@ impl LeaderLink for PeerLink {
         self.channels.since_last_answer(peer_addr)
     }
 
+    async fn timeout_now(
+        &self,
+        target: &KeelNode,
+        leader_id: u64,
+        term: u64,
+        wait: Duration,
+        deadline: Duration,
+    ) -> bool {
+        let request = pb::TimeoutNowRequest { leader_id, term, wait_ms: duration_ms(wait) };
+        self.channels
+            .call(&target.peer_addr, deadline, request, |mut client, request| async move {
+                client.timeout_now(request).await
+            })
+            .await
+            .is_ok()
+    }
+
     async fn progress(&self, peer_addr: &str, deadline: Duration) -> Option<MemberProgress> {
         let answer = self
             .channels

@@ -128,6 +128,28 @@ impl RaftPeer for RaftPeerService {
         answer(&read_index(self.raft(), deadline).await)
     }
 
+    async fn timeout_now(
+        &self,
+        request: Request<pb::TimeoutNowRequest>,
+    ) -> Result<Response<pb::TimeoutNowResponse>, Status> {
+        let request = request.into_inner();
+        let wait = Duration::from_millis(request.wait_ms.min(TIMEOUT_NOW_WAIT_MS_MAX));
+        let raft = self.raft().clone();
+        tracing::info!(
+            from_leader = request.leader_id,
+            term = request.term,
+            wait_ms = wait.as_millis() as u64,
+            "leadership handed over: campaigning after the lease"
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Err(fatal) = raft.trigger().elect().await {
+                tracing::warn!(%fatal, "could not campaign for a leadership transfer");
+            }
+        });
+        Ok(Response::new(pb::TimeoutNowResponse {}))
+    }
+
     async fn progress(&self, _request: Request<pb::ProgressRequest>) -> Result<Response<pb::ProgressResponse>, Status> {
         let (applied_index, digest) = self.ctx.shared.digest();
         let term = self.raft().metrics().borrow().current_term;
@@ -139,6 +161,9 @@ impl RaftPeer for RaftPeerService {
         }))
     }
 }
+
+/// The longest a TimeoutNow may ask this node to wait before campaigning.
+pub const TIMEOUT_NOW_WAIT_MS_MAX: u64 = 10_000;
 
 /// The read index after this node confirmed its leadership with a quorum
 /// and applied up to it; 0 before any entry.

@@ -450,6 +450,12 @@ impl RaftPeer for GarbagePeer {
     ) -> Result<tonic::Response<pb::ReadIndexResponse>, tonic::Status> {
         garbage()
     }
+    async fn timeout_now(
+        &self,
+        _: tonic::Request<pb::TimeoutNowRequest>,
+    ) -> Result<tonic::Response<pb::TimeoutNowResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("garbage peer"))
+    }
     async fn progress(
         &self,
         _: tonic::Request<pb::ProgressRequest>,
