@@ -67,4 +67,18 @@ impl KeelClient {
         })
         .await
     }
+
+    /// `ClusterService.TransferLeadership`: hands leadership to the voter
+    /// `node_id`; answered once it leads. A learner is refused with
+    /// `MEMBER_NOT_VOTER`.
+    pub async fn transfer_leadership(
+        &self,
+        node_id: u64,
+    ) -> Result<Served<pb::TransferLeadershipResponse>, ClientError> {
+        let request = pb::TransferLeadershipRequest { node_id };
+        self.call("TransferLeadership", Route::Leader, request, |channel, request| async move {
+            cluster_service(channel).transfer_leadership(request).await
+        })
+        .await
+    }
 }

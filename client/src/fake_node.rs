@@ -409,4 +409,17 @@ impl ClusterService for FakeState {
         self.lock_cluster().members.retain(|member| member.node_id != node_id);
         Ok(self.membership_response())
     }
+
+    async fn transfer_leadership(
+        &self,
+        request: tonic::Request<pb::TransferLeadershipRequest>,
+    ) -> Result<tonic::Response<pb::TransferLeadershipResponse>, tonic::Status> {
+        self.record(&request);
+        if let Some(status) = self.membership_failure() {
+            return Err(status);
+        }
+        let node_id = request.into_inner().node_id;
+        self.lock_cluster().leader_id = node_id;
+        Ok(self.respond(pb::TransferLeadershipResponse { leader_id: node_id, term: 3 }))
+    }
 }

@@ -241,6 +241,17 @@ async fn leadership_moves_to_a_chosen_voter_and_never_to_a_learner() -> Result<(
         other => bail!("a transfer to an unknown node got {other:?}"),
     }
     ensure!(cluster.leader().await? == target);
+
+    // And back, through keelctl.
+    let old_leader_id = cluster.ids[leader];
+    let output = std::process::Command::new(crate::harness::keelctl_bin())
+        .env("KEEL_ENDPOINTS", &cluster.nodes[leader].endpoint)
+        .args(["--output", "json", "cluster", "transfer-leader", &old_leader_id.to_string()])
+        .output()?;
+    ensure!(output.status.success(), "keelctl: {}", String::from_utf8_lossy(&output.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(answer["leader_id"] == old_leader_id, "{answer}");
+    ensure!(cluster.leader().await? == leader);
     cluster.converged().await?;
     Ok(())
 }

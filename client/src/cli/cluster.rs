@@ -4,8 +4,8 @@
 //! `join`, `promote` and `remove` go to the leader (the client follows
 //! `NOT_LEADER`, and retries while another membership change is in
 //! progress) and print the resulting members and the revision of the
-//! membership entry. Moving leadership is not offered: the Raft library the
-//! server uses has no leadership transfer yet.
+//! membership entry. `transfer-leader` hands leadership to a voter and
+//! prints the new leader and term.
 
 use super::error::CliError;
 use super::output::{Output, OutputFormat};
@@ -33,6 +33,11 @@ pub enum ClusterCommand {
     /// Remove a member (voter or learner). The last voter cannot be removed.
     Remove {
         /// The member's node id.
+        node_id: u64,
+    },
+    /// Hand leadership to a voter (writes pause briefly while it moves).
+    TransferLeader {
+        /// The voter to lead.
         node_id: u64,
     },
 }
@@ -297,7 +302,27 @@ pub async fn run(command: ClusterCommand, global: &GlobalArgs, output: &mut Outp
             let served = connect(global).await?.remove_member(node_id).await?;
             show_membership(&served, output)
         }
+        ClusterCommand::TransferLeader { node_id } => {
+            let served = connect(global).await?.transfer_leadership(node_id).await?;
+            let view = TransferView { leader_id: served.value.leader_id, term: served.value.term };
+            output.show(&view, |view| {
+                let mut table = Table::fields();
+                table.field("leader_id", view.leader_id).field("term", view.term);
+                table
+            })?;
+            output.served_by(&served.meta);
+            Ok(())
+        }
     }
+}
+
+/// The leadership after a transfer, as shown.
+#[derive(Debug, Serialize)]
+pub struct TransferView {
+    /// The new leader.
+    pub leader_id: u64,
+    /// Its term.
+    pub term: u64,
 }
 
 fn show_membership(served: &Served<pb::MembershipResponse>, output: &mut Output<'_>) -> Result<(), CliError> {

@@ -313,7 +313,10 @@ fn cluster_promote_and_remove_take_a_node_id() {
     assert!(matches!(cli.command, Command::Cluster(ClusterCommand::Remove { node_id: 3 })));
     assert!(parse(&["cluster", "promote"]).is_err());
     assert!(parse(&["cluster", "remove", "three"]).is_err());
-    assert!(parse(&["cluster", "transfer-leader", "2"]).is_err(), "no leadership transfer yet");
+    assert!(matches!(
+        parse(&["cluster", "transfer-leader", "2"]).map(|cli| cli.command),
+        Ok(Command::Cluster(cluster::ClusterCommand::TransferLeader { node_id: 2 }))
+    ));
 }
 
 #[test]
