@@ -4,6 +4,7 @@
 //! clock; `apply` reads time only from there. Variants are only ever appended
 //! (the log encoding is positional), never reordered or removed.
 
+use crate::ids::Name;
 use crate::signing::Signature;
 use crate::tenant::TenantSpec;
 use crate::trust_store::KeySpec;
@@ -45,6 +46,13 @@ pub enum Command {
         /// Compare-and-set etag.
         expected_etag: Option<String>,
     },
+    /// Yanks one engine version: still readable, no longer resolvable.
+    YankEngineVersion {
+        /// Engine name.
+        engine: Name,
+        /// The version to yank.
+        version: semver::Version,
+    },
 }
 
 /// What the leader proposes: a command and the leader's clock.
@@ -67,6 +75,7 @@ impl std::fmt::Display for Proposal {
             Command::PublishEngineVersion { .. } => "publish_engine_version",
             Command::CreateTenant { .. } => "create_tenant",
             Command::UpdateTenant { .. } => "update_tenant",
+            Command::YankEngineVersion { .. } => "yank_engine_version",
         };
         write!(f, "{kind}@{}", self.leader_time_ms)
     }

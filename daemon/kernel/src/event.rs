@@ -21,4 +21,5 @@ pub enum EventKind {
     EngineVersionPublished { engine: Name, version: String },
     TenantCreated { tenant_id: Name },
     TenantUpdated { tenant_id: Name },
+    EngineVersionYanked { engine: Name, version: String },
 }

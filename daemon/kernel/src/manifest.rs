@@ -22,6 +22,18 @@ pub enum Tier {
     Experimental,
 }
 
+impl Tier {
+    /// The lowercase name, as in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Core => "core",
+            Tier::Critical => "critical",
+            Tier::Standard => "standard",
+            Tier::Experimental => "experimental",
+        }
+    }
+}
+
 /// Kinds of data an engine handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,6 +4,13 @@
 //! entry's time, then stores the canonical bytes under `name@version`. The
 //! same canonical bytes again is an idempotent success; different bytes for a
 //! published version is refused.
+//!
+//! Publishing also checks the dependency closure: every requirement resolves
+//! to the highest matching version that is published and not yanked, each
+//! dependency is of the same or a more trusted tier, and the graph over engine
+//! names stays acyclic. The resolved versions are recorded with the new
+//! version, so its graph never changes afterwards. A yanked version stays
+//! readable but no longer resolves for new dependants.
 
 use crate::ids::Name;
 use crate::manifest::{self, Tier};
@@ -12,7 +19,7 @@ use crate::signing::Signature;
 use crate::trust_store::{KeyPurpose, Requirement, TrustStore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Signatures a manifest needs in v1: one valid engine-publisher key.
 pub const PUBLISH_REQUIREMENT: Requirement = Requirement { purpose: KeyPurpose::EnginePublisher, threshold: 1 };
@@ -42,6 +49,10 @@ pub struct EngineVersion {
     pub publish_revision: u64,
     /// Leader-stamped time of the publish, Unix ms.
     pub publish_time_ms: u64,
+    /// What each dependency resolved to at publish, in manifest order.
+    pub resolved_dependencies: Vec<(Name, semver::Version)>,
+    /// Yanked: still readable, no longer resolvable for new dependants.
+    pub is_yanked: bool,
 }
 
 /// The registry's replicated state.
@@ -79,6 +90,7 @@ impl Registry {
                 })
             };
         }
+        let resolved_dependencies = self.resolve_dependencies(&parsed.manifest)?;
         let record = EngineVersion {
             engine: name.clone(),
             version: parsed.version.clone(),
@@ -89,9 +101,149 @@ impl Registry {
             signatures,
             publish_revision: revision,
             publish_time_ms: at_ms,
+            resolved_dependencies,
+            is_yanked: false,
         };
         self.engines.entry(name).or_default().insert(parsed.version, record.clone());
         Ok((record, true))
+    }
+
+    /// Resolves a manifest's dependencies (highest matching version that is
+    /// not yanked), checks the tier rule and that the new edges close no cycle
+    /// over engine names. Checks run in manifest order, so the first failing
+    /// dependency names the rejection on every node.
+    fn resolve_dependencies(&self, manifest: &manifest::Manifest) -> Result<Vec<(Name, semver::Version)>, Rejection> {
+        let mut resolved = Vec::with_capacity(manifest.dependencies.len());
+        for dependency in &manifest.dependencies {
+            let unresolvable = || Rejection::DependencyUnresolvable {
+                engine: dependency.name.to_string(),
+                requirement: dependency.requirement.clone(),
+            };
+            // `manifest::parse` already checked every requirement parses.
+            let requirement = semver::VersionReq::parse(&dependency.requirement).map_err(|_| unresolvable())?;
+            let target = self
+                .engines
+                .get(&dependency.name)
+                .and_then(|versions| versions.values().rev().find(|v| !v.is_yanked && requirement.matches(&v.version)))
+                .ok_or_else(unresolvable)?;
+            // Tiers are ordered from most to least trusted.
+            if target.tier > manifest.tier {
+                return Err(Rejection::DependencyTierViolation {
+                    engine: manifest.name.to_string(),
+                    tier: manifest.tier.as_str().into(),
+                    dependency: dependency.name.to_string(),
+                    dependency_tier: target.tier.as_str().into(),
+                });
+            }
+            resolved.push((dependency.name.clone(), target.version.clone()));
+        }
+        for (dependency, _) in &resolved {
+            if let Some(mut path) = self.path_between(dependency, &manifest.name) {
+                path.insert(0, manifest.name.to_string());
+                return Err(Rejection::DependencyCycle { path });
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Engine names each engine depends on through any of its versions.
+    fn name_edges(&self) -> BTreeMap<&Name, BTreeSet<&Name>> {
+        self.engines
+            .iter()
+            .map(|(name, versions)| {
+                let targets = versions.values().flat_map(|v| v.resolved_dependencies.iter().map(|(n, _)| n)).collect();
+                (name, targets)
+            })
+            .collect()
+    }
+
+    /// The first path (depth first, names in order) from `from` to `to` over
+    /// dependency edges between engine names, both ends included.
+    fn path_between(&self, from: &Name, to: &Name) -> Option<Vec<String>> {
+        if from == to {
+            return Some(vec![from.to_string()]);
+        }
+        let edges = self.name_edges();
+        let targets_of = |name: &Name| -> Vec<&Name> { edges.get(name).into_iter().flatten().copied().collect() };
+        let mut visited = BTreeSet::from([from]);
+        // `path[i]`'s unexplored targets are `pending[i]`, in name order.
+        let mut path = vec![from];
+        let mut pending = vec![targets_of(from)];
+        while let Some(targets) = pending.last_mut() {
+            if targets.is_empty() {
+                pending.pop();
+                path.pop();
+                continue;
+            }
+            let next = targets.remove(0);
+            if next == to {
+                path.push(next);
+                return Some(path.iter().map(ToString::to_string).collect());
+            }
+            if visited.insert(next) {
+                path.push(next);
+                pending.push(targets_of(next));
+            }
+        }
+        None
+    }
+
+    /// Marks a version yanked; returns it and whether it changed.
+    pub(crate) fn yank(
+        &mut self,
+        engine: &Name,
+        version: &semver::Version,
+    ) -> Result<(EngineVersion, bool), Rejection> {
+        let record = self.engines.get_mut(engine).and_then(|versions| versions.get_mut(version)).ok_or_else(|| {
+            Rejection::EngineVersionNotFound { engine: engine.to_string(), version: version.to_string() }
+        })?;
+        let changed = !record.is_yanked;
+        record.is_yanked = true;
+        Ok((record.clone(), changed))
+    }
+
+    /// Engines that depend on `engine`, directly or transitively, through any
+    /// of their versions (yanked ones included). Excludes `engine` itself.
+    pub fn dependants(&self, engine: &Name) -> BTreeSet<Name> {
+        let mut reverse: BTreeMap<&Name, BTreeSet<&Name>> = BTreeMap::new();
+        for (from, targets) in self.name_edges() {
+            for target in targets {
+                reverse.entry(target).or_default().insert(from);
+            }
+        }
+        let mut found = BTreeSet::new();
+        let mut pending = vec![engine];
+        while let Some(next) = pending.pop() {
+            for &dependant in reverse.get(next).into_iter().flatten() {
+                if dependant != engine && found.insert(dependant.clone()) {
+                    pending.push(dependant);
+                }
+            }
+        }
+        found
+    }
+
+    /// The version itself first, then every version in its dependency
+    /// closure as resolved at publish, in (name, version) order; `None` when
+    /// the version is not published.
+    pub fn resolved_graph(&self, engine: &Name, version: &semver::Version) -> Option<Vec<(Name, semver::Version)>> {
+        let root = self.engines.get(engine)?.get(version)?;
+        let mut closure: BTreeSet<(&Name, &semver::Version)> = BTreeSet::new();
+        let mut pending = vec![root];
+        while let Some(node) = pending.pop() {
+            for (name, version) in &node.resolved_dependencies {
+                if closure.insert((name, version)) {
+                    // Recorded dependencies were published, and versions are never removed.
+                    if let Some(dependency) = self.engines.get(name).and_then(|versions| versions.get(version)) {
+                        pending.push(dependency);
+                    }
+                }
+            }
+        }
+        closure.remove(&(engine, version));
+        let mut graph = vec![(engine.clone(), version.clone())];
+        graph.extend(closure.into_iter().map(|(name, version)| (name.clone(), version.clone())));
+        Some(graph)
     }
 
     /// One version, or the highest when `version` is `None`.

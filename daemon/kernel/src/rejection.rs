@@ -47,6 +47,19 @@ pub enum Rejection {
 
     #[error("{engine}@{version} is already published with different content")]
     VersionAlreadyPublished { engine: String, version: String },
+    #[error("no published, unyanked version of {engine} matches {requirement}")]
+    DependencyUnresolvable { engine: String, requirement: String },
+    #[error("{engine} ({tier}) cannot depend on {dependency} ({dependency_tier}), a less trusted tier")]
+    DependencyTierViolation {
+        engine: String,
+        tier: Cow<'static, str>,
+        dependency: String,
+        dependency_tier: Cow<'static, str>,
+    },
+    #[error("dependency cycle: {}", path.join(" -> "))]
+    DependencyCycle { path: Vec<String> },
+    #[error("{engine}@{version} is not published")]
+    EngineVersionNotFound { engine: String, version: String },
 
     #[error("tenant {tenant_id} does not exist")]
     TenantNotFound { tenant_id: String },
@@ -79,6 +92,10 @@ impl Rejection {
             Rejection::TenantNotFound { .. } => "TENANT_NOT_FOUND",
             Rejection::TenantAlreadyExists { .. } => "TENANT_ALREADY_EXISTS",
             Rejection::EtagMismatch { .. } => "ETAG_MISMATCH",
+            Rejection::DependencyUnresolvable { .. } => "DEPENDENCY_UNRESOLVABLE",
+            Rejection::DependencyTierViolation { .. } => "DEPENDENCY_TIER_VIOLATION",
+            Rejection::DependencyCycle { .. } => "DEPENDENCY_CYCLE",
+            Rejection::EngineVersionNotFound { .. } => "ENGINE_VERSION_NOT_FOUND",
         }
     }
 
@@ -103,6 +120,10 @@ impl Rejection {
         "TENANT_NOT_FOUND",
         "TENANT_ALREADY_EXISTS",
         "ETAG_MISMATCH",
+        "DEPENDENCY_UNRESOLVABLE",
+        "DEPENDENCY_TIER_VIOLATION",
+        "DEPENDENCY_CYCLE",
+        "ENGINE_VERSION_NOT_FOUND",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -124,8 +145,12 @@ impl Rejection {
             | Rejection::TrustAlreadyBootstrapped
             | Rejection::VersionAlreadyPublished { .. }
             | Rejection::TenantAlreadyExists { .. } => RejectionClass::AlreadyExists,
-            Rejection::TenantNotFound { .. } => RejectionClass::NotFound,
-            Rejection::TrustNotBootstrapped | Rejection::EtagMismatch { .. } => RejectionClass::FailedPrecondition,
+            Rejection::TenantNotFound { .. } | Rejection::EngineVersionNotFound { .. } => RejectionClass::NotFound,
+            Rejection::TrustNotBootstrapped
+            | Rejection::EtagMismatch { .. }
+            | Rejection::DependencyUnresolvable { .. }
+            | Rejection::DependencyTierViolation { .. }
+            | Rejection::DependencyCycle { .. } => RejectionClass::FailedPrecondition,
         }
     }
 }

@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 /// First bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 /// Version of the snapshot encoding written by this build.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+/// Version 2 added `EngineVersion::resolved_dependencies` and `is_yanked`;
+/// a version 1 snapshot is refused (no cluster has persisted one in production).
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
 
 /// The whole replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +54,7 @@ pub enum Outcome {
     KeyAdded { key: TrustedKey, created: bool },
     EngineVersionPublished { version: Box<EngineVersion>, created: bool },
     TenantWritten { tenant: Tenant },
+    EngineVersionYanked { version: Box<EngineVersion>, created: bool },
 }
 
 /// Why a snapshot could not be decoded. Fatal for the node that reads it.
@@ -119,6 +122,19 @@ impl KernelState {
                 let tenant = self.tenants.update(spec, expected_etag.as_deref(), revision, at_ms)?;
                 let kind = EventKind::TenantUpdated { tenant_id: spec.tenant_id.clone() };
                 Applied { outcome: Outcome::TenantWritten { tenant }, events: vec![Event { revision, kind }] }
+            }
+            Command::YankEngineVersion { engine, version } => {
+                let (version, created) = self.registry.yank(engine, version)?;
+                let events = if created {
+                    let kind = EventKind::EngineVersionYanked {
+                        engine: version.engine.clone(),
+                        version: version.version.to_string(),
+                    };
+                    vec![Event { revision, kind }]
+                } else {
+                    Vec::new()
+                };
+                Applied { outcome: Outcome::EngineVersionYanked { version: Box::new(version), created }, events }
             }
         };
         // Only a change moves the clock, so a rejected or no-op entry leaves the digest as it was.

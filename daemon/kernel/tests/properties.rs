@@ -8,6 +8,10 @@
 //! tenant creates/updates with current, stale or no etags. Leader times jump
 //! back and forth, so keys drift in and out of their validity windows.
 //!
+//! A second generator builds engine graphs: publishes over a few engines,
+//! tiers and requirements, mixed with yanks; after every entry the recorded
+//! resolutions exist, keep the tier rule, and the graph over names is acyclic.
+//!
 //! Keys come from one-byte seeds, so a shrunk failure names its keys exactly.
 //! Signature checks are slow in debug builds, so case counts are modest.
 
@@ -468,6 +472,7 @@ impl Model {
             Command::UpdateTenant { spec, expected_etag } => {
                 self.update_tenant(spec, expected_etag.as_deref(), revision)
             }
+            Command::YankEngineVersion { .. } => unreachable!("the model's logs never yank"),
         };
         if predicted == Predicted::Changed {
             self.clock_ms = at_ms;
@@ -650,4 +655,160 @@ fn the_generator_reaches_every_interesting_outcome() {
     ];
     let missing: Vec<&str> = expected.into_iter().filter(|outcome| !seen.contains(*outcome)).collect();
     assert!(missing.is_empty(), "the generator no longer reaches {missing:?}; it reached {seen:#?}");
+}
+
+// ---------------------------------------------------------------- engine graphs
+
+/// Engines of the graph vocabulary; few, so dependencies often chain and collide.
+const GRAPH_ENGINES: [&str; 4] = ["base", "lib", "app", "tool"];
+const GRAPH_VERSIONS: [&str; 3] = ["1.0.0", "1.1.0", "2.0.0"];
+const GRAPH_TIERS: [&str; 4] = ["core", "critical", "standard", "experimental"];
+const GRAPH_REQUIREMENTS: [&str; 4] = ["^1", "*", "=1.1.0", ">=2"];
+
+/// One generated registry command.
+#[derive(Debug, Clone)]
+enum GraphOp {
+    Publish { engine: usize, version: usize, tier: usize, dependencies: BTreeMap<usize, usize> },
+    Yank { engine: usize, version: usize },
+}
+
+fn graph_op() -> impl Strategy<Value = GraphOp> {
+    let publish = (
+        0..GRAPH_ENGINES.len(),
+        0..GRAPH_VERSIONS.len(),
+        0..GRAPH_TIERS.len(),
+        proptest::collection::btree_map(0..GRAPH_ENGINES.len(), 0..GRAPH_REQUIREMENTS.len(), 0..3),
+    )
+        .prop_map(|(engine, version, tier, mut dependencies)| {
+            dependencies.remove(&engine);
+            GraphOp::Publish { engine, version, tier, dependencies }
+        });
+    let yank = (0..GRAPH_ENGINES.len(), 0..GRAPH_VERSIONS.len())
+        .prop_map(|(engine, version)| GraphOp::Yank { engine, version });
+    prop_oneof![4 => publish, 1 => yank]
+}
+
+fn graph_command(op: &GraphOp) -> Command {
+    match op {
+        GraphOp::Publish { engine, version, tier, dependencies } => {
+            let mut document = manifest_value(GRAPH_ENGINES[*engine], GRAPH_VERSIONS[*version]);
+            document["tier"] = GRAPH_TIERS[*tier].into();
+            document["dependencies"] = dependencies
+                .iter()
+                .map(|(&d, &r)| serde_json::json!({"name": GRAPH_ENGINES[d], "requirement": GRAPH_REQUIREMENTS[r]}))
+                .collect();
+            publish(json_bytes(&document), 2)
+        }
+        GraphOp::Yank { engine, version } => Command::YankEngineVersion {
+            engine: name(GRAPH_ENGINES[*engine]),
+            version: GRAPH_VERSIONS[*version].parse().expect("vocabulary versions parse"),
+        },
+    }
+}
+
+/// The registry's invariants: every recorded resolved dependency is published
+/// and of the same or a more trusted tier, and the graph over names is acyclic.
+fn assert_graph_invariants(state: &KernelState, context: &str) {
+    let registry = state.registry();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (engine, versions) in registry.engines_from(None) {
+        for record in versions.values() {
+            for (dependency, version) in &record.resolved_dependencies {
+                let target = registry.get(dependency, Some(version));
+                let target =
+                    target.unwrap_or_else(|| panic!("{context}: {engine} depends on missing {dependency}@{version}"));
+                assert!(
+                    target.tier <= record.tier,
+                    "{context}: {engine} ({:?}) depends on {dependency} ({:?})",
+                    record.tier,
+                    target.tier
+                );
+                edges.entry(engine.to_string()).or_default().insert(dependency.to_string());
+            }
+        }
+    }
+    // Kahn's algorithm: an acyclic graph removes every node.
+    let mut in_degree: BTreeMap<&str, usize> = BTreeMap::new();
+    for (from, targets) in &edges {
+        in_degree.entry(from).or_default();
+        for target in targets {
+            *in_degree.entry(target).or_default() += 1;
+        }
+    }
+    let mut ready: Vec<&str> = in_degree.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+    let mut removed = 0;
+    while let Some(node) = ready.pop() {
+        removed += 1;
+        for target in edges.get(node).into_iter().flatten() {
+            let degree = in_degree.get_mut(target.as_str()).expect("every target has a degree");
+            *degree -= 1;
+            if *degree == 0 {
+                ready.push(target);
+            }
+        }
+    }
+    assert_eq!(removed, in_degree.len(), "{context}: the dependency graph over names has a cycle: {edges:?}");
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// After any sequence of publishes and yanks, every published version's
+    /// recorded resolved dependencies exist and satisfy the tier rule, the
+    /// graph over engine names is acyclic, and a rejection or no-op changes nothing.
+    #[test]
+    fn engine_graphs_stay_resolved_tiered_and_acyclic(ops in proptest::collection::vec(graph_op(), 1..LOG_ENTRIES_MAX)) {
+        let mut state = KernelState::default();
+        let setup = [at(T0_MS, bootstrap(&[ROOT])), at(T0_MS, add_key(publisher_spec(2), &[ROOT]))];
+        for (index, entry) in setup.iter().enumerate() {
+            state.apply(index as u64 + 1, entry).expect("setup applies");
+        }
+        for (index, op) in ops.iter().enumerate() {
+            let revision = setup.len() as u64 + index as u64 + 1;
+            let before = state.clone();
+            let result = state.apply(revision, &at(T0_MS, graph_command(op)));
+            if result.as_ref().map_or(true, |applied| applied.events.is_empty()) {
+                assert_eq!(state, before, "entry {revision} ({op:?}): {}", describe(&result));
+            }
+            assert_graph_invariants(&state, &format!("after entry {revision} ({op:?})"));
+        }
+    }
+}
+
+/// The graph generator reaches every dependency outcome.
+#[test]
+fn the_graph_generator_reaches_every_dependency_outcome() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..64 {
+        let ops = proptest::collection::vec(graph_op(), 1..LOG_ENTRIES_MAX)
+            .new_tree(&mut runner)
+            .expect("the strategy never rejects")
+            .current();
+        let mut state = KernelState::default();
+        state.apply(1, &at(T0_MS, bootstrap(&[ROOT]))).expect("bootstrap");
+        state.apply(2, &at(T0_MS, add_key(publisher_spec(2), &[ROOT]))).expect("publisher");
+        for (index, op) in ops.iter().enumerate() {
+            let entry = at(T0_MS, graph_command(op));
+            let kind = entry.to_string().split('@').next().unwrap_or_default().to_owned();
+            let outcome = match state.apply(index as u64 + 3, &entry) {
+                Err(rejection) => rejection.reason().to_owned(),
+                Ok(applied) if applied.events.is_empty() => "NO_CHANGE".to_owned(),
+                Ok(_) => "CHANGED".to_owned(),
+            };
+            seen.insert(format!("{kind} {outcome}"));
+        }
+    }
+    let expected = [
+        "publish_engine_version CHANGED",
+        "publish_engine_version DEPENDENCY_UNRESOLVABLE",
+        "publish_engine_version DEPENDENCY_TIER_VIOLATION",
+        "publish_engine_version DEPENDENCY_CYCLE",
+        "yank_engine_version CHANGED",
+        "yank_engine_version NO_CHANGE",
+        "yank_engine_version ENGINE_VERSION_NOT_FOUND",
+    ];
+    let missing: Vec<&str> = expected.into_iter().filter(|outcome| !seen.contains(*outcome)).collect();
+    assert!(missing.is_empty(), "the graph generator no longer reaches {missing:?}; it reached {seen:#?}");
 }

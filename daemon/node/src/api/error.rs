@@ -276,7 +276,19 @@ fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, Stri
             put("valid", valid.to_string());
             put("threshold", threshold.to_string());
         }
-        Rejection::VersionAlreadyPublished { engine, version } => {
+        Rejection::DependencyUnresolvable { engine, requirement } => {
+            put("engine", engine.clone());
+            put("requirement", requirement.clone());
+        }
+        Rejection::DependencyTierViolation { engine, tier, dependency, dependency_tier } => {
+            put("engine", engine.clone());
+            put("tier", tier.to_string());
+            put("dependency", dependency.clone());
+            put("dependency_tier", dependency_tier.to_string());
+        }
+        Rejection::DependencyCycle { path } => put("path", path.join(" -> ")),
+        Rejection::VersionAlreadyPublished { engine, version }
+        | Rejection::EngineVersionNotFound { engine, version } => {
             put("engine", engine.clone());
             put("version", version.clone());
         }
