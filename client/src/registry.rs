@@ -118,4 +118,49 @@ impl KeelClient {
         )
         .await
     }
+
+    /// `RegistryService.YankEngineVersion`: idempotent, so safe to retry.
+    pub async fn yank_engine_version(
+        &self,
+        engine: &str,
+        version: &str,
+    ) -> Result<Served<pb::EngineVersion>, ClientError> {
+        let request = pb::YankEngineVersionRequest { engine: engine.to_owned(), version: version.to_owned() };
+        self.call("YankEngineVersion", Route::Leader, request, |channel, request| async move {
+            registry_service(channel).yank_engine_version(request).await
+        })
+        .await
+    }
+
+    /// `RegistryService.ListDependants`: engines depending on `engine`, transitively.
+    pub async fn list_dependants(
+        &self,
+        engine: &str,
+        consistency: pb::ReadConsistency,
+    ) -> Result<Served<pb::ListDependantsResponse>, ClientError> {
+        let request = pb::ListDependantsRequest { engine: engine.to_owned(), consistency: consistency.into() };
+        self.call("ListDependants", Route::for_read(request.consistency), request, |channel, request| async move {
+            registry_service(channel).list_dependants(request).await
+        })
+        .await
+    }
+
+    /// `RegistryService.GetResolvedGraph`; `version: None` means the highest
+    /// published version.
+    pub async fn get_resolved_graph(
+        &self,
+        engine: &str,
+        version: Option<&str>,
+        consistency: pb::ReadConsistency,
+    ) -> Result<Served<pb::ResolvedGraph>, ClientError> {
+        let request = pb::GetResolvedGraphRequest {
+            engine: engine.to_owned(),
+            version: version.unwrap_or_default().to_owned(),
+            consistency: consistency.into(),
+        };
+        self.call("GetResolvedGraph", Route::for_read(request.consistency), request, |channel, request| async move {
+            registry_service(channel).get_resolved_graph(request).await
+        })
+        .await
+    }
 }

@@ -11,4 +11,5 @@ mod compose;
 mod fixture;
 mod harness;
 mod membership;
+mod registry_graph;
 mod single_node;

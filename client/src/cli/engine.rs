@@ -6,8 +6,8 @@
 //!   bundle ─┘   (--key, repeatable)   └─▶ PublishEngineVersion (engine publish)
 //! ```
 //!
-//! Signing happens locally; only `publish`, `get`, `list` and `versions`
-//! talk to the cluster.
+//! Signing happens locally; `publish`, `get`, `list`, `versions`, `yank`,
+//! `dependants` and `graph` talk to the cluster.
 
 use super::error::CliError;
 use super::output::Output;
@@ -78,6 +78,32 @@ pub enum EngineCommand {
         #[arg(long, value_enum, default_value_t)]
         consistency: ConsistencyArg,
     },
+    /// Yank a version: still readable, no longer resolvable for new dependants.
+    Yank {
+        /// The engine's name.
+        name: String,
+        /// The semver version to yank.
+        version: String,
+    },
+    /// List the engines that depend on one engine, directly or transitively.
+    Dependants {
+        /// The engine's name.
+        name: String,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t)]
+        consistency: ConsistencyArg,
+    },
+    /// Show a version's dependency closure as resolved at publish.
+    Graph {
+        /// The engine's name.
+        name: String,
+        /// A semver version (the highest when omitted).
+        #[arg(long)]
+        version: Option<String>,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t)]
+        consistency: ConsistencyArg,
+    },
 }
 
 /// One signature as shown.
@@ -112,6 +138,8 @@ pub struct EngineVersionView {
     pub publish_time_ms: i64,
     /// Publish time, RFC 3339.
     pub publish_time: String,
+    /// Yanked: readable, no longer resolvable for new dependants.
+    pub yanked: bool,
     /// The manifest document (only for `engine get`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<serde_json::Value>,
@@ -157,6 +185,7 @@ impl EngineVersionView {
             publish_revision: version.publish_revision,
             publish_time_ms: version.publish_time_ms,
             publish_time: format_rfc3339(version.publish_time_ms),
+            yanked: version.yanked,
             manifest,
         })
     }
@@ -174,7 +203,8 @@ impl EngineVersionView {
             .field("manifest_sha256", &self.manifest_sha256)
             .field("signed_by", self.signer_ids())
             .field("publish_revision", self.publish_revision)
-            .field("publish_time", &self.publish_time);
+            .field("publish_time", &self.publish_time)
+            .field("yanked", self.yanked);
     }
 }
 
@@ -189,6 +219,26 @@ pub struct EngineView {
     pub latest_version: String,
     /// Published versions.
     pub version_count: u32,
+}
+
+/// One node of a resolved graph as shown.
+#[derive(Debug, Serialize)]
+pub struct GraphNodeView {
+    /// The engine's name.
+    pub engine: String,
+    /// Semver.
+    pub version: String,
+    /// `core`, `critical`, `standard` or `experimental`.
+    pub tier: String,
+}
+
+/// What `dependants` reports.
+#[derive(Debug, Serialize)]
+pub struct DependantsView {
+    /// The engine asked about.
+    pub engine: String,
+    /// Engines depending on it, ordered by name.
+    pub dependants: Vec<String>,
 }
 
 /// What `publish` reports.
@@ -331,6 +381,55 @@ pub async fn run(command: EngineCommand, global: &GlobalArgs, output: &mut Outpu
                         digest,
                         view.signer_ids(),
                     ]);
+                }
+                table
+            })?;
+            output.served_by(&served.meta);
+            Ok(())
+        }
+        EngineCommand::Yank { name, version } => {
+            let client = connect(global).await?;
+            let served = client.yank_engine_version(&name, &version).await?;
+            let view = EngineVersionView::from_proto(&served.value, false)?;
+            output.show(&view, |view| {
+                let mut table = Table::fields();
+                view.add_fields(&mut table);
+                table
+            })?;
+            output.served_by(&served.meta);
+            Ok(())
+        }
+        EngineCommand::Dependants { name, consistency } => {
+            let client = connect(global).await?;
+            let served = client.list_dependants(&name, consistency.into()).await?;
+            let view = DependantsView { engine: name, dependants: served.value.engines.clone() };
+            output.show(&view, |view| {
+                let mut table = Table::with_header(&["DEPENDANT"]);
+                for engine in &view.dependants {
+                    table.row([engine.clone()]);
+                }
+                table
+            })?;
+            output.served_by(&served.meta);
+            Ok(())
+        }
+        EngineCommand::Graph { name, version, consistency } => {
+            let client = connect(global).await?;
+            let served = client.get_resolved_graph(&name, version.as_deref(), consistency.into()).await?;
+            let views: Vec<GraphNodeView> = served
+                .value
+                .nodes
+                .iter()
+                .map(|node| GraphNodeView {
+                    engine: node.engine.clone(),
+                    version: node.version.clone(),
+                    tier: tier_name(node.tier),
+                })
+                .collect();
+            output.show(&views, |views| {
+                let mut table = Table::with_header(&["ENGINE", "VERSION", "TIER"]);
+                for view in views {
+                    table.row([view.engine.clone(), view.version.clone(), view.tier.clone()]);
                 }
                 table
             })?;

@@ -159,6 +159,16 @@ pub fn engine_version_to_pb(version: &EngineVersion) -> pb::EngineVersion {
             .collect(),
         publish_revision: version.publish_revision,
         publish_time_ms: ms_i64(version.publish_time_ms),
+        yanked: version.is_yanked,
+    }
+}
+
+/// One node of a resolved graph for the wire.
+pub fn resolved_node_to_pb(version: &EngineVersion) -> pb::ResolvedNode {
+    pb::ResolvedNode {
+        engine: version.engine.to_string(),
+        version: version.version.to_string(),
+        tier: tier_to_pb(version.tier) as i32,
     }
 }
 

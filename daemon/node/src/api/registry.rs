@@ -143,4 +143,94 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
         .await;
         self.ctx.answer(result)
     }
+
+    async fn yank_engine_version(
+        &self,
+        request: Request<pb::YankEngineVersionRequest>,
+    ) -> Result<Response<pb::EngineVersion>, Status> {
+        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let body = request.into_inner();
+            let engine = convert::engine_name("engine", &body.engine)?;
+            let version = keel_kernel::manifest::parse_version("version", &body.version)?;
+            let command = Command::YankEngineVersion { engine, version };
+            let (applied, revision) = self.ctx.propose(command, deadline).await?;
+            match applied.outcome {
+                Outcome::EngineVersionYanked { version, .. } => Ok((convert::engine_version_to_pb(&version), revision)),
+                other => Err(ApiError::internal(anyhow::anyhow!("YankEngineVersion answered with {other:?}"))),
+            }
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn list_dependants(
+        &self,
+        request: Request<pb::ListDependantsRequest>,
+    ) -> Result<Response<pb::ListDependantsResponse>, Status> {
+        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let body = request.into_inner();
+        let result = async {
+            let engine = convert::engine_name("engine", &body.engine)?;
+            self.ctx
+                .read(body.consistency, deadline, |state| {
+                    let registry = state.kernel.registry();
+                    if registry.get(&engine, None).is_none() {
+                        return Err(ApiError::NotFound {
+                            reason: "ENGINE_NOT_FOUND",
+                            resource: format!("engines/{engine}"),
+                        });
+                    }
+                    let engines = registry.dependants(&engine).iter().map(ToString::to_string).collect();
+                    Ok(pb::ListDependantsResponse { engines })
+                })
+                .await
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn get_resolved_graph(
+        &self,
+        request: Request<pb::GetResolvedGraphRequest>,
+    ) -> Result<Response<pb::ResolvedGraph>, Status> {
+        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let body = request.into_inner();
+        let result = async {
+            let engine = convert::engine_name("engine", &body.engine)?;
+            let version = match body.version.as_str() {
+                "" => None,
+                text => Some(keel_kernel::manifest::parse_version("version", text)?),
+            };
+            self.ctx
+                .read(body.consistency, deadline, |state| {
+                    let registry = state.kernel.registry();
+                    let root = match registry.get(&engine, version.as_ref()) {
+                        Some(found) => found,
+                        None if version.is_some() && registry.get(&engine, None).is_some() => {
+                            return Err(ApiError::NotFound {
+                                reason: "ENGINE_VERSION_NOT_FOUND",
+                                resource: format!("engines/{engine}/versions/{}", body.version),
+                            });
+                        }
+                        None => {
+                            return Err(ApiError::NotFound {
+                                reason: "ENGINE_NOT_FOUND",
+                                resource: format!("engines/{engine}"),
+                            });
+                        }
+                    };
+                    let graph = registry.resolved_graph(&root.engine, &root.version).unwrap_or_default();
+                    let nodes = graph
+                        .iter()
+                        .filter_map(|(name, version)| registry.get(name, Some(version)))
+                        .map(convert::resolved_node_to_pb)
+                        .collect();
+                    Ok(pb::ResolvedGraph { nodes })
+                })
+                .await
+        }
+        .await;
+        self.ctx.answer(result)
+    }
 }
