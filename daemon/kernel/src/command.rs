@@ -53,6 +53,23 @@ pub enum Command {
         /// The version to yank.
         version: semver::Version,
     },
+    /// Replaces the root metadata with the next version.
+    RotateRoot {
+        /// JSON of the new metadata and its root public keys (see
+        /// `trust_store::RootMetadataDocument`), as sent.
+        #[serde(with = "serde_bytes")]
+        metadata: Vec<u8>,
+        /// Signatures over `keel/v1/root\n` + RFC 8785 of `metadata`, by a
+        /// threshold of the current root keys and of the new ones.
+        signatures: Vec<Signature>,
+    },
+    /// Revokes a key from this entry's revision on.
+    RevokeKey {
+        /// The key to revoke.
+        key_id: String,
+        /// Root signatures over `trust_store::revoke_signing_payload(key_id)`.
+        signatures: Vec<Signature>,
+    },
 }
 
 /// What the leader proposes: a command and the leader's clock.
@@ -76,6 +93,8 @@ impl std::fmt::Display for Proposal {
             Command::CreateTenant { .. } => "create_tenant",
             Command::UpdateTenant { .. } => "update_tenant",
             Command::YankEngineVersion { .. } => "yank_engine_version",
+            Command::RotateRoot { .. } => "rotate_root",
+            Command::RevokeKey { .. } => "revoke_key",
         };
         write!(f, "{kind}@{}", self.leader_time_ms)
     }

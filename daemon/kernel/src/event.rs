@@ -22,4 +22,6 @@ pub enum EventKind {
     TenantCreated { tenant_id: Name },
     TenantUpdated { tenant_id: Name },
     EngineVersionYanked { engine: Name, version: String },
+    RootRotated { version: u64 },
+    KeyRevoked { key_id: String },
 }

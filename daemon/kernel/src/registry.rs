@@ -16,13 +16,10 @@ use crate::ids::Name;
 use crate::manifest::{self, Tier};
 use crate::rejection::Rejection;
 use crate::signing::Signature;
-use crate::trust_store::{KeyPurpose, Requirement, TrustStore};
+use crate::trust_store::{KeyPurpose, TrustStore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Signatures a manifest needs in v1: one valid engine-publisher key.
-pub const PUBLISH_REQUIREMENT: Requirement = Requirement { purpose: KeyPurpose::EnginePublisher, threshold: 1 };
 
 /// One published engine version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +75,12 @@ impl Registry {
         if signatures.is_empty() {
             return Err(Rejection::FieldRequired { field: "signatures".into() });
         }
-        let signatures = trust.counted_signatures(PUBLISH_REQUIREMENT, &parsed.signing_payload(), signatures, at_ms)?;
+        let signatures = trust.counted_signatures(
+            trust.requirement(KeyPurpose::EnginePublisher),
+            &parsed.signing_payload(),
+            signatures,
+            at_ms,
+        )?;
         let name = parsed.manifest.name.clone();
         if let Some(existing) = self.engines.get(&name).and_then(|versions| versions.get(&parsed.version)) {
             return if existing.manifest == parsed.canonical {

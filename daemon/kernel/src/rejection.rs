@@ -42,6 +42,10 @@ pub enum Rejection {
     TrustNotBootstrapped,
     #[error("the trust store was already bootstrapped with other root keys")]
     TrustAlreadyBootstrapped,
+    #[error("root metadata version {found} is not the next version ({expected})")]
+    RootVersionInvalid { expected: u64, found: u64 },
+    #[error("key {key_id} was revoked at revision {revoked_at_revision}")]
+    KeyRevoked { key_id: String, revoked_at_revision: u64 },
     #[error("key validity window is empty: not_before {not_before_ms} >= not_after {not_after_ms}")]
     KeyValidityInvalid { not_before_ms: u64, not_after_ms: u64 },
 
@@ -88,6 +92,8 @@ impl Rejection {
             Rejection::TrustNotBootstrapped => "TRUST_NOT_BOOTSTRAPPED",
             Rejection::TrustAlreadyBootstrapped => "TRUST_ALREADY_BOOTSTRAPPED",
             Rejection::KeyValidityInvalid { .. } => "KEY_VALIDITY_INVALID",
+            Rejection::RootVersionInvalid { .. } => "ROOT_VERSION_INVALID",
+            Rejection::KeyRevoked { .. } => "KEY_REVOKED",
             Rejection::VersionAlreadyPublished { .. } => "VERSION_ALREADY_PUBLISHED",
             Rejection::TenantNotFound { .. } => "TENANT_NOT_FOUND",
             Rejection::TenantAlreadyExists { .. } => "TENANT_ALREADY_EXISTS",
@@ -116,6 +122,8 @@ impl Rejection {
         "TRUST_NOT_BOOTSTRAPPED",
         "TRUST_ALREADY_BOOTSTRAPPED",
         "KEY_VALIDITY_INVALID",
+        "ROOT_VERSION_INVALID",
+        "KEY_REVOKED",
         "VERSION_ALREADY_PUBLISHED",
         "TENANT_NOT_FOUND",
         "TENANT_ALREADY_EXISTS",
@@ -140,13 +148,15 @@ impl Rejection {
             | Rejection::KeyExpired { .. }
             | Rejection::KeyNotYetValid { .. }
             | Rejection::SignatureInvalid { .. }
-            | Rejection::SignatureThresholdNotMet { .. } => RejectionClass::PermissionDenied,
+            | Rejection::SignatureThresholdNotMet { .. }
+            | Rejection::KeyRevoked { .. } => RejectionClass::PermissionDenied,
             Rejection::KeyAlreadyExists { .. }
             | Rejection::TrustAlreadyBootstrapped
             | Rejection::VersionAlreadyPublished { .. }
             | Rejection::TenantAlreadyExists { .. } => RejectionClass::AlreadyExists,
             Rejection::TenantNotFound { .. } | Rejection::EngineVersionNotFound { .. } => RejectionClass::NotFound,
             Rejection::TrustNotBootstrapped
+            | Rejection::RootVersionInvalid { .. }
             | Rejection::EtagMismatch { .. }
             | Rejection::DependencyUnresolvable { .. }
             | Rejection::DependencyTierViolation { .. }

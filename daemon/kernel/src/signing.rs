@@ -14,6 +14,10 @@ use sha2::{Digest, Sha256};
 pub const KEY_PAYLOAD_PREFIX: &[u8] = b"keel/v1/key\n";
 /// Prefix of a manifest's signing payload.
 pub const MANIFEST_PAYLOAD_PREFIX: &[u8] = b"keel/v1/manifest\n";
+/// Prefix of root metadata's signing payload.
+pub const ROOT_PAYLOAD_PREFIX: &[u8] = b"keel/v1/root\n";
+/// Prefix of a key revocation's signing payload.
+pub const REVOKE_PAYLOAD_PREFIX: &[u8] = b"keel/v1/revoke\n";
 /// Bytes of a key id before hex encoding.
 pub const KEY_ID_BYTES: usize = 16;
 

@@ -15,7 +15,7 @@ use crate::event::{Event, EventKind};
 use crate::registry::{EngineVersion, Registry};
 use crate::rejection::Rejection;
 use crate::tenant::{Tenant, Tenants};
-use crate::trust_store::{TrustStore, TrustedKey};
+use crate::trust_store::{RootMetadata, TrustStore, TrustedKey};
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -25,7 +25,9 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 /// Version of the snapshot encoding written by this build.
 /// Version 2 added `EngineVersion::resolved_dependencies` and `is_yanked`;
 /// a version 1 snapshot is refused (no cluster has persisted one in production).
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// Version 3 added the trust store's `RootMetadata` and
+/// `TrustedKey::revoked_at_revision`; version 2 snapshots are refused likewise.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
 
 /// The whole replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +57,8 @@ pub enum Outcome {
     EngineVersionPublished { version: Box<EngineVersion>, created: bool },
     TenantWritten { tenant: Tenant },
     EngineVersionYanked { version: Box<EngineVersion>, created: bool },
+    RootRotated { root: RootMetadata },
+    KeyRevoked { key: TrustedKey, created: bool },
 }
 
 /// Why a snapshot could not be decoded. Fatal for the node that reads it.
@@ -135,6 +139,20 @@ impl KernelState {
                     Vec::new()
                 };
                 Applied { outcome: Outcome::EngineVersionYanked { version: Box::new(version), created }, events }
+            }
+            Command::RotateRoot { metadata, signatures } => {
+                let root = self.trust.rotate_root(metadata, signatures, revision, at_ms)?;
+                let kind = EventKind::RootRotated { version: root.version };
+                Applied { outcome: Outcome::RootRotated { root }, events: vec![Event { revision, kind }] }
+            }
+            Command::RevokeKey { key_id, signatures } => {
+                let (key, created) = self.trust.revoke_key(key_id, signatures, revision, at_ms)?;
+                let events = if created {
+                    vec![Event { revision, kind: EventKind::KeyRevoked { key_id: key.key_id.clone() } }]
+                } else {
+                    Vec::new()
+                };
+                Applied { outcome: Outcome::KeyRevoked { key, created }, events }
             }
         };
         // Only a change moves the clock, so a rejected or no-op entry leaves the digest as it was.

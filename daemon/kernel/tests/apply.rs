@@ -87,8 +87,9 @@ fn created(outcome: &Outcome) -> Option<bool> {
         Outcome::TrustBootstrapped { created }
         | Outcome::KeyAdded { created, .. }
         | Outcome::EngineVersionPublished { created, .. }
-        | Outcome::EngineVersionYanked { created, .. } => Some(*created),
-        Outcome::TenantWritten { .. } => None,
+        | Outcome::EngineVersionYanked { created, .. }
+        | Outcome::KeyRevoked { created, .. } => Some(*created),
+        Outcome::TenantWritten { .. } | Outcome::RootRotated { .. } => None,
     }
 }
 
@@ -1148,4 +1149,250 @@ fn dependants_are_transitive_and_include_yanked_versions() {
         vec![(name("top"), version("1.0.0")), (name("base"), version("1.0.0")), (name("mid"), version("1.0.0"))]
     );
     assert_eq!(state.registry().resolved_graph(&name("top"), &version("9.0.0")), None);
+}
+
+// ---------------------------------------------------------------- root rotation and revocation
+
+/// Setup: ROOT bootstrapped, PUBLISHER added, root rotated to ROOT2 (version 2).
+fn rotated_to_root2() -> Vec<Proposal> {
+    let mut setup = trust_and_publisher();
+    setup.push(now(rotate_root(&root_document(2, &[ROOT2], 1, &[PUBLISHER]), &[ROOT, ROOT2])));
+    setup
+}
+
+fn threshold_side(checked: &Checked) -> String {
+    match &checked.result {
+        Err(Rejection::SignatureThresholdNotMet { required_purpose, .. }) => required_purpose.to_string(),
+        other => panic!("expected a threshold refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn bootstrap_creates_root_metadata_version_1() {
+    let checked = check(
+        &[],
+        now(bootstrap(&[ROOT, ROOT2])),
+        Expect::Events(vec![EventKind::TrustBootstrapped { root_key_ids: vec![key_id(ROOT), key_id(ROOT2)] }]),
+    );
+    let root = checked.state.trust().root();
+    assert_eq!(root.version, 1);
+    let root_role = root.role(keel_kernel::trust_store::Role::Root);
+    assert_eq!(root_role.threshold, 1);
+    assert_eq!(root_role.key_ids, [key_id(ROOT), key_id(ROOT2)].into_iter().collect());
+}
+
+#[test]
+fn add_key_joins_the_role_of_its_purpose() {
+    let checked = check(
+        &trust(),
+        now(add_key(publisher_spec(PUBLISHER), &[ROOT])),
+        Expect::Events(vec![EventKind::KeyAdded { key_id: key_id(PUBLISHER) }]),
+    );
+    let role = checked.state.trust().root().role(keel_kernel::trust_store::Role::EnginePublisher);
+    assert!(role.key_ids.contains(&key_id(PUBLISHER)));
+}
+
+#[test]
+fn rotate_root_signed_by_old_and_new_roots_moves_to_the_next_version() {
+    let document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    let checked = check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Events(vec![EventKind::RootRotated { version: 2 }]),
+    );
+    let trust = checked.state.trust();
+    assert_eq!(trust.root().version, 2);
+    assert!(trust.get(&key_id(ROOT2)).is_some(), "the new root key is stored");
+}
+
+#[test]
+fn after_rotation_the_new_root_admits_keys_and_the_old_one_does_not() {
+    check(
+        &rotated_to_root2(),
+        now(add_key(publisher_spec(PUBLISHER2), &[ROOT2])),
+        Expect::Events(vec![EventKind::KeyAdded { key_id: key_id(PUBLISHER2) }]),
+    );
+    check(
+        &rotated_to_root2(),
+        now(add_key(publisher_spec(PUBLISHER2), &[ROOT])),
+        Expect::Rejected("KEY_PURPOSE_MISMATCH ROOT"),
+    );
+}
+
+#[test]
+fn rotate_root_skipping_a_version_is_refused() {
+    let document = root_document(3, &[ROOT2], 1, &[PUBLISHER]);
+    check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("ROOT_VERSION_INVALID"),
+    );
+}
+
+#[test]
+fn rotate_root_to_the_same_version_is_refused() {
+    let document = root_document(1, &[ROOT2], 1, &[PUBLISHER]);
+    check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("ROOT_VERSION_INVALID"),
+    );
+}
+
+#[test]
+fn rotate_root_without_the_current_roots_signature_is_refused() {
+    let document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    let checked = check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT2])),
+        Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"),
+    );
+    assert!(threshold_side(&checked).contains("version 1"), "names the current side");
+}
+
+#[test]
+fn rotate_root_without_the_new_roots_signature_is_refused() {
+    let document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    let checked = check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT])),
+        Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"),
+    );
+    assert!(threshold_side(&checked).contains("version 2"), "names the new side");
+}
+
+#[test]
+fn rotate_root_with_too_few_current_root_signatures_is_refused() {
+    // Version 2 needs two of {ROOT, ROOT2}; version 3 signed by only one of them falls short.
+    let mut setup = vec![now(bootstrap(&[ROOT]))];
+    setup.push(now(rotate_root(&root_document(2, &[ROOT, ROOT2], 2, &[]), &[ROOT, ROOT2])));
+    let document = root_document(3, &[ROOT2], 1, &[]);
+    let checked = check(&setup, now(rotate_root(&document, &[ROOT2])), Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"));
+    assert!(threshold_side(&checked).contains("version 2"));
+}
+
+#[test]
+fn rotate_root_signed_by_a_non_root_key_is_refused() {
+    let document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[PUBLISHER, ROOT2])),
+        Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"),
+    );
+}
+
+#[test]
+fn rotate_root_with_a_threshold_above_its_keys_is_refused() {
+    let document = root_document(2, &[ROOT2], 2, &[PUBLISHER]);
+    check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("FIELD_INVALID metadata.roles.root.threshold"),
+    );
+}
+
+#[test]
+fn rotate_root_with_a_zero_threshold_is_refused() {
+    let document = root_document(2, &[ROOT2], 0, &[PUBLISHER]);
+    check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("FIELD_INVALID metadata.roles.root.threshold"),
+    );
+}
+
+#[test]
+fn rotate_root_naming_an_unknown_publisher_is_refused() {
+    let document = root_document(2, &[ROOT2], 1, &[PUBLISHER2]);
+    check(&trust_and_publisher(), now(rotate_root(&document, &[ROOT, ROOT2])), Expect::Rejected("KEY_UNKNOWN"));
+}
+
+#[test]
+fn rotate_root_with_root_ids_not_matching_its_keys_is_refused() {
+    let mut document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    document["roles"]["root"]["key_ids"] = json!([key_id(ROOT)]);
+    check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("FIELD_INVALID metadata.roles.root.key_ids"),
+    );
+}
+
+#[test]
+fn rotate_root_with_too_many_keys_in_a_role_is_refused() {
+    let mut document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    let ids: Vec<String> = (0..=KEYS_PER_ROLE_MAX).map(|n| format!("{n:032x}")).collect();
+    document["roles"]["api-token"]["key_ids"] = json!(ids);
+    check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("LIMIT_EXCEEDED KEYS_PER_ROLE_MAX"),
+    );
+}
+
+#[test]
+fn rotate_root_with_an_expired_new_root_is_refused() {
+    let mut document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    document["root_keys"][0]["not_after_ms"] = json!(T0_MS);
+    document["root_keys"][0]["not_before_ms"] = json!(T0_MS - 1);
+    check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"),
+    );
+}
+
+#[test]
+fn revoke_key_records_the_revision() {
+    let checked = check(
+        &trust_and_publisher(),
+        now(revoke(PUBLISHER, &[ROOT])),
+        Expect::Events(vec![EventKind::KeyRevoked { key_id: key_id(PUBLISHER) }]),
+    );
+    let key = checked.state.trust().get(&key_id(PUBLISHER)).expect("still listed");
+    assert_eq!(key.revoked_at_revision, Some(3));
+}
+
+#[test]
+fn revoke_key_twice_is_idempotent() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(revoke(PUBLISHER, &[ROOT])));
+    check(&setup, now(revoke(PUBLISHER, &[ROOT])), Expect::NoChange);
+}
+
+#[test]
+fn a_revoked_key_can_no_longer_publish() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(revoke(PUBLISHER, &[ROOT])));
+    check(&setup, now(publish(manifest("echo", "1.0.0"), PUBLISHER)), Expect::Rejected("KEY_REVOKED"));
+}
+
+#[test]
+fn a_revoked_root_can_no_longer_admit_keys() {
+    let mut setup = vec![now(bootstrap(&[ROOT, ROOT2]))];
+    setup.push(now(revoke(ROOT2, &[ROOT])));
+    check(&setup, now(add_key(publisher_spec(PUBLISHER), &[ROOT2])), Expect::Rejected("KEY_REVOKED"));
+}
+
+#[test]
+fn revoking_the_last_root_key_is_refused() {
+    check(&trust(), now(revoke(ROOT, &[ROOT])), Expect::Rejected("FIELD_INVALID key_id"));
+}
+
+#[test]
+fn revoke_key_without_root_signature_is_refused() {
+    check(&trust_and_publisher(), now(revoke(PUBLISHER, &[PUBLISHER])), Expect::Rejected("KEY_PURPOSE_MISMATCH ROOT"));
+}
+
+#[test]
+fn revoke_of_an_unknown_key_is_refused() {
+    check(&trust_and_publisher(), now(revoke(STRANGER, &[ROOT])), Expect::Rejected("KEY_UNKNOWN"));
+}
+
+#[test]
+fn rotate_root_keeping_a_revoked_publisher_is_refused() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(revoke(PUBLISHER, &[ROOT])));
+    let document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    check(&setup, now(rotate_root(&document, &[ROOT, ROOT2])), Expect::Rejected("KEY_REVOKED"));
 }

@@ -472,7 +472,9 @@ impl Model {
             Command::UpdateTenant { spec, expected_etag } => {
                 self.update_tenant(spec, expected_etag.as_deref(), revision)
             }
-            Command::YankEngineVersion { .. } => unreachable!("the model's logs never yank"),
+            Command::YankEngineVersion { .. } | Command::RotateRoot { .. } | Command::RevokeKey { .. } => {
+                unreachable!("the model's logs never yank, rotate the root or revoke")
+            }
         };
         if predicted == Predicted::Changed {
             self.clock_ms = at_ms;

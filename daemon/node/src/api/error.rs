@@ -303,6 +303,14 @@ fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, Stri
             put("not_before_ms", not_before_ms.to_string());
             put("not_after_ms", not_after_ms.to_string());
         }
+        Rejection::RootVersionInvalid { expected, found } => {
+            put("expected_version", expected.to_string());
+            put("found_version", found.to_string());
+        }
+        Rejection::KeyRevoked { key_id, revoked_at_revision } => {
+            put("key_id", key_id.clone());
+            put("revoked_at_revision", revoked_at_revision.to_string());
+        }
         Rejection::ManifestMalformed { .. } | Rejection::TrustNotBootstrapped | Rejection::TrustAlreadyBootstrapped => {
         }
     }
