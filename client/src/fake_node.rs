@@ -271,6 +271,7 @@ pub(crate) fn sample_key(key_id: &str) -> pb::Key {
         }),
         create_revision: 7,
         signed_by: vec!["root0".into()],
+        revoked_revision: 0,
     }
 }
 
@@ -294,6 +295,7 @@ impl TrustService for FakeState {
             spec: request.spec,
             create_revision: 13,
             signed_by: request.signatures.into_iter().map(|signature| signature.key_id).collect(),
+            revoked_revision: 0,
         };
         Ok(self.respond(pb::AddKeyResponse { key: Some(key), created: true }))
     }
@@ -332,6 +334,30 @@ impl TrustService for FakeState {
         let end = (start + FAKE_PAGE_SIZE).min(self.keys.len());
         let next_page_token = if end < self.keys.len() { end.to_string() } else { String::new() };
         Ok(self.respond(pb::ListKeysResponse { keys: self.keys[start.min(end)..end].to_vec(), next_page_token }))
+    }
+
+    async fn get_root(
+        &self,
+        request: tonic::Request<pb::GetRootRequest>,
+    ) -> Result<tonic::Response<pb::RootMetadata>, tonic::Status> {
+        self.record(&request);
+        Err(tonic::Status::unimplemented("fake node: GetRoot"))
+    }
+
+    async fn revoke_key(
+        &self,
+        request: tonic::Request<pb::RevokeKeyRequest>,
+    ) -> Result<tonic::Response<pb::Key>, tonic::Status> {
+        self.record(&request);
+        Err(tonic::Status::unimplemented("fake node: RevokeKey"))
+    }
+
+    async fn rotate_root(
+        &self,
+        request: tonic::Request<pb::RotateRootRequest>,
+    ) -> Result<tonic::Response<pb::RootMetadata>, tonic::Status> {
+        self.record(&request);
+        Err(tonic::Status::unimplemented("fake node: RotateRoot"))
     }
 }
 

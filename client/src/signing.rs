@@ -11,6 +11,8 @@
 //! ```text
 //!   manifest JSON ──parse──▶ Value ──JCS──▶ canonical ──"keel/v1/manifest\n"+──▶ payload ──Ed25519──▶ signature
 //!   KeySpec ──{key_id, public_key, purposes, not_before_ms, not_after_ms}──JCS──▶ "keel/v1/key\n"+ … ──▶ payload
+//!   key id ──{key_id}──JCS──▶ "keel/v1/revoke\n"+ … ──▶ payload
+//!   root metadata JSON ──JCS──▶ "keel/v1/root\n"+ … ──▶ payload
 //! ```
 
 use crate::limits::MANIFEST_BYTES_MAX;
@@ -21,6 +23,10 @@ use sha2::{Digest, Sha256};
 
 /// Prefix of a key's signing payload.
 pub const KEY_PAYLOAD_PREFIX: &[u8] = b"keel/v1/key\n";
+/// Prefix of a key revocation's signing payload.
+pub const REVOKE_PAYLOAD_PREFIX: &[u8] = b"keel/v1/revoke\n";
+/// Prefix of a root metadata document's signing payload.
+pub const ROOT_PAYLOAD_PREFIX: &[u8] = b"keel/v1/root\n";
 /// Prefix of a manifest's signing payload.
 pub const MANIFEST_PAYLOAD_PREFIX: &[u8] = b"keel/v1/manifest\n";
 /// Bytes of a key id before hex encoding.
@@ -97,6 +103,24 @@ pub fn key_payload(
     Ok(payload(KEY_PAYLOAD_PREFIX, &canonical_json("key payload", &body)?))
 }
 
+/// The JSON object a revocation's signing payload canonicalises.
+#[derive(Serialize)]
+struct RevokePayload<'a> {
+    key_id: &'a str,
+}
+
+/// The bytes root keys sign to revoke `key_id`: `"keel/v1/revoke\n"` + JCS
+/// of `{"key_id": ...}`.
+pub fn revoke_payload(key_id: &str) -> Result<Vec<u8>, LocalError> {
+    Ok(payload(REVOKE_PAYLOAD_PREFIX, &canonical_json("revoke payload", &RevokePayload { key_id })?))
+}
+
+/// The bytes root keys sign to rotate the root: `"keel/v1/root\n"` + JCS of
+/// the metadata JSON document.
+pub fn root_payload(metadata: &serde_json::Value) -> Result<Vec<u8>, LocalError> {
+    Ok(payload(ROOT_PAYLOAD_PREFIX, &canonical_json("root metadata", metadata)?))
+}
+
 /// The canonical (RFC 8785) bytes of a manifest document, checked against
 /// [`MANIFEST_BYTES_MAX`]. These are the bytes sent as
 /// `PublishEngineVersionRequest.manifest`; the server canonicalises what it
@@ -144,6 +168,15 @@ mod tests {
         let expected = hex::encode(&Sha256::digest(public_key)[..16]);
         assert_eq!(key_id_of(&public_key), expected);
         assert_eq!(key_id_of(&public_key).len(), 32);
+    }
+
+    #[test]
+    fn revoke_payload_is_prefix_and_canonical_key_id() {
+        let bytes = revoke_payload("00112233445566778899aabbccddeeff").map_err(|e| e.to_string());
+        assert_eq!(
+            bytes.as_deref().map(String::from_utf8_lossy),
+            Ok("keel/v1/revoke\n{\"key_id\":\"00112233445566778899aabbccddeeff\"}".into())
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! [`KeelClient`]'s `keel.v1.TrustService` calls: add, get and list keys.
+//! [`KeelClient`]'s `keel.v1.TrustService` calls: add, get, list and revoke
+//! keys; read and rotate the root metadata.
 //!
 //! `AddKey` is idempotent on the server (adding an identical key again
 //! answers with the existing key), so it is safe to retry.
@@ -10,6 +11,7 @@ use crate::key_spec::KeySpec;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
 use crate::routing::Route;
 use crate::served::Served;
+use crate::signing;
 use keel_proto::v1 as pb;
 use keel_proto::v1::trust_service_client::TrustServiceClient;
 use tonic::transport::Channel;
@@ -76,6 +78,39 @@ impl KeelClient {
             |page_token| self.list_keys(pb::ListKeysRequest { page_token, ..template.clone() }),
             |page: pb::ListKeysResponse| (page.keys, page.next_page_token),
         )
+        .await
+    }
+
+    /// `TrustService.GetRoot`.
+    pub async fn get_root(&self, consistency: pb::ReadConsistency) -> Result<Served<pb::RootMetadata>, ClientError> {
+        let request = pb::GetRootRequest { consistency: consistency.into() };
+        self.call("GetRoot", Route::for_read(request.consistency), request, |channel, request| async move {
+            trust_service(channel).get_root(request).await
+        })
+        .await
+    }
+
+    /// `TrustService.RevokeKey`.
+    pub async fn revoke_key(&self, request: pb::RevokeKeyRequest) -> Result<Served<pb::Key>, ClientError> {
+        self.call("RevokeKey", Route::Leader, request, |channel, request| async move {
+            trust_service(channel).revoke_key(request).await
+        })
+        .await
+    }
+
+    /// Signs the revocation of `key_id` with every key in `signers` (root
+    /// keys) and sends it.
+    pub async fn revoke_key_signed(&self, key_id: &str, signers: &[&KeyPair]) -> Result<Served<pb::Key>, ClientError> {
+        let payload = signing::revoke_payload(key_id)?;
+        let signatures = signers.iter().map(|signer| signer.sign_to_proto(&payload)).collect();
+        self.revoke_key(pb::RevokeKeyRequest { key_id: key_id.to_owned(), signatures }).await
+    }
+
+    /// `TrustService.RotateRoot`.
+    pub async fn rotate_root(&self, request: pb::RotateRootRequest) -> Result<Served<pb::RootMetadata>, ClientError> {
+        self.call("RotateRoot", Route::Leader, request, |channel, request| async move {
+            trust_service(channel).rotate_root(request).await
+        })
         .await
     }
 }

@@ -13,3 +13,4 @@ mod harness;
 mod membership;
 mod registry_graph;
 mod single_node;
+mod trust_rotation;

@@ -1,4 +1,5 @@
-//! `keelctl trust`: add, list and show trust-store keys.
+//! `keelctl trust`: add, list, show and revoke trust-store keys; show the
+//! root metadata.
 //!
 //! `add-key` builds the key's spec from a public key file, signs its payload
 //! with a root key file and sends `AddKey`:
@@ -8,6 +9,9 @@
 //!   --purpose …     ├─▶ KeySpec ──payload──▶ sign with --signer root.key ──▶ AddKey
 //!   --not-before/after ┘
 //! ```
+//!
+//! `revoke` signs `keel/v1/revoke\n` + JCS `{"key_id"}` with a root key file
+//! and sends `RevokeKey`; `show-root` reads `GetRoot`.
 
 use super::error::CliError;
 use super::output::Output;
@@ -42,6 +46,20 @@ pub enum TrustCommand {
         /// Read consistency.
         #[arg(long, value_enum, default_value_t)]
         consistency: ConsistencyArg,
+    },
+    /// Show the root metadata: its version and each role's keys and threshold.
+    ShowRoot {
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t)]
+        consistency: ConsistencyArg,
+    },
+    /// Revoke a key, signed by a root key.
+    Revoke {
+        /// The key id to revoke.
+        key_id: String,
+        /// The root key's secret key file that signs the revocation.
+        #[arg(long)]
+        signer: PathBuf,
     },
 }
 
@@ -150,6 +168,53 @@ pub struct AddedKeyView {
     pub key: Option<KeyView>,
 }
 
+/// What `revoke` reports.
+#[derive(Debug, Serialize)]
+pub struct RevokedKeyView {
+    /// Revision at which the key was revoked.
+    pub revoked_revision: u64,
+    /// The key.
+    pub key: KeyView,
+}
+
+/// One role of the root metadata as `keelctl` shows it.
+#[derive(Debug, Serialize)]
+pub struct RoleView {
+    /// The role's name, e.g. `engine-publisher`.
+    pub role: String,
+    /// Ids of the keys in the role.
+    pub key_ids: Vec<String>,
+    /// Signatures required.
+    pub threshold: u32,
+}
+
+/// The root metadata as `keelctl` shows it.
+#[derive(Debug, Serialize)]
+pub struct RootView {
+    /// The metadata version.
+    pub version: u64,
+    /// Every role.
+    pub roles: Vec<RoleView>,
+}
+
+impl RootView {
+    /// The view of root metadata from the server.
+    pub fn from_proto(root: &pb::RootMetadata) -> Self {
+        RootView {
+            version: root.version,
+            roles: root
+                .roles
+                .iter()
+                .map(|role| RoleView {
+                    role: role.role.clone(),
+                    key_ids: role.key_ids.clone(),
+                    threshold: role.threshold,
+                })
+                .collect(),
+        }
+    }
+}
+
 fn purpose_name(purpose: i32) -> String {
     enum_name(purpose, |value| pb::KeyPurpose::try_from(value).ok().map(|purpose| purpose.as_str_name()))
 }
@@ -190,6 +255,41 @@ pub async fn run(command: TrustCommand, global: &GlobalArgs, output: &mut Output
             output.show(&KeyView::from_proto(&served.value), |view| {
                 let mut table = Table::fields();
                 view.add_fields(&mut table);
+                table
+            })?;
+            output.served_by(&served.meta);
+            Ok(())
+        }
+        TrustCommand::ShowRoot { consistency } => {
+            let client = connect(global).await?;
+            let served = client.get_root(consistency.into()).await?;
+            output.show(&RootView::from_proto(&served.value), |view| {
+                let mut table = Table::with_header(&["VERSION", "ROLE", "THRESHOLD", "KEY_IDS"]);
+                for role in &view.roles {
+                    table.row([
+                        view.version.to_string(),
+                        role.role.clone(),
+                        role.threshold.to_string(),
+                        if role.key_ids.is_empty() { "-".into() } else { role.key_ids.join(",") },
+                    ]);
+                }
+                table
+            })?;
+            output.served_by(&served.meta);
+            Ok(())
+        }
+        TrustCommand::Revoke { key_id, signer } => {
+            let signer = KeyPair::read_secret_file(&signer)?;
+            let client = connect(global).await?;
+            let served = client.revoke_key_signed(&key_id, &[&signer]).await?;
+            let view = RevokedKeyView {
+                revoked_revision: served.value.revoked_revision,
+                key: KeyView::from_proto(&served.value),
+            };
+            output.show(&view, |view| {
+                let mut table = Table::fields();
+                table.field("revoked_revision", view.revoked_revision);
+                view.key.add_fields(&mut table);
                 table
             })?;
             output.served_by(&served.meta);

@@ -9,7 +9,7 @@ use keel_kernel::manifest::Tier;
 use keel_kernel::registry::EngineVersion;
 use keel_kernel::signing::Signature;
 use keel_kernel::tenant::{Tenant, TenantSpec, TenantStatus, TenantTier};
-use keel_kernel::trust_store::{KeyPurpose, KeySpec, TrustedKey};
+use keel_kernel::trust_store::{KeyPurpose, KeySpec, RootMetadata, TrustedKey};
 use keel_kernel::{Name, Rejection};
 use keel_proto::v1 as pb;
 use std::collections::BTreeSet;
@@ -120,6 +120,38 @@ pub fn key_to_pb(key: &TrustedKey) -> pb::Key {
         }),
         create_revision: key.create_revision,
         signed_by: key.signed_by.clone(),
+        revoked_revision: key.revoked_at_revision.unwrap_or(0),
+    }
+}
+
+/// The key id of a `RevokeKey` request: `keys/{id}` or a bare id.
+pub fn revoke_key_id(value: &str) -> Result<String, Rejection> {
+    key_id("key_id", value.strip_prefix("keys/").unwrap_or(value))
+}
+
+/// The metadata document of a `RotateRoot` request, checked for presence and
+/// size; the kernel parses it.
+pub fn root_metadata_bytes(bytes: Vec<u8>) -> Result<Vec<u8>, Rejection> {
+    if bytes.is_empty() {
+        return Err(required("metadata"));
+    }
+    Limit::ManifestBytes.check(bytes.len())?;
+    Ok(bytes)
+}
+
+/// Root metadata for the wire, roles in role order.
+pub fn root_to_pb(root: &RootMetadata) -> pb::RootMetadata {
+    pb::RootMetadata {
+        version: root.version,
+        roles: root
+            .roles
+            .iter()
+            .map(|(role, keys)| pb::RoleKeys {
+                role: role.name().to_owned(),
+                key_ids: keys.key_ids.iter().cloned().collect(),
+                threshold: keys.threshold,
+            })
+            .collect(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! `keel.v1.TrustService`: add, get and list trust-store keys.
+//! `keel.v1.TrustService`: add, get, list and revoke trust-store keys; read
+//! and rotate the root metadata.
 
 use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use super::convert;
@@ -75,6 +76,48 @@ impl pb::trust_service_server::TrustService for TrustApi {
                     Ok(pb::ListKeysResponse { keys, next_page_token })
                 })
                 .await
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn get_root(&self, request: Request<pb::GetRootRequest>) -> Result<Response<pb::RootMetadata>, Status> {
+        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let body = request.into_inner();
+        let result = self
+            .ctx
+            .read(body.consistency, deadline, |state| Ok(convert::root_to_pb(state.kernel.trust().root())))
+            .await;
+        self.ctx.answer(result)
+    }
+
+    async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::Key>, Status> {
+        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let body = request.into_inner();
+            let key_id = convert::revoke_key_id(&body.key_id)?;
+            let signatures = convert::signatures(body.signatures)?;
+            let (applied, revision) = self.ctx.propose(Command::RevokeKey { key_id, signatures }, deadline).await?;
+            match applied.outcome {
+                Outcome::KeyRevoked { key, .. } => Ok((convert::key_to_pb(&key), revision)),
+                other => Err(ApiError::internal(anyhow::anyhow!("RevokeKey answered with {other:?}"))),
+            }
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn rotate_root(&self, request: Request<pb::RotateRootRequest>) -> Result<Response<pb::RootMetadata>, Status> {
+        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let body = request.into_inner();
+            let metadata = convert::root_metadata_bytes(body.metadata)?;
+            let signatures = convert::signatures(body.signatures)?;
+            let (applied, revision) = self.ctx.propose(Command::RotateRoot { metadata, signatures }, deadline).await?;
+            match applied.outcome {
+                Outcome::RootRotated { root } => Ok((convert::root_to_pb(&root), revision)),
+                other => Err(ApiError::internal(anyhow::anyhow!("RotateRoot answered with {other:?}"))),
+            }
         }
         .await;
         self.ctx.answer(result)
