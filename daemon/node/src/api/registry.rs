@@ -54,24 +54,10 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
         let body = request.into_inner();
         let result = async {
             let engine = convert::engine_name("engine", &body.engine)?;
-            let version = match body.version.as_str() {
-                "" => None,
-                text => Some(keel_kernel::manifest::parse_version("version", text)?),
-            };
+            let version = optional_version(&body.version)?;
             self.ctx
                 .read(body.consistency, deadline, |state| {
-                    let registry = state.kernel.registry();
-                    match registry.get(&engine, version.as_ref()) {
-                        Some(found) => Ok(convert::engine_version_to_pb(found)),
-                        None if version.is_some() && registry.get(&engine, None).is_some() => Err(ApiError::NotFound {
-                            reason: "ENGINE_VERSION_NOT_FOUND",
-                            resource: format!("engines/{engine}/versions/{}", body.version),
-                        }),
-                        None => Err(ApiError::NotFound {
-                            reason: "ENGINE_NOT_FOUND",
-                            resource: format!("engines/{engine}"),
-                        }),
-                    }
+                    find_version(state.kernel.registry(), &engine, version.as_ref()).map(convert::engine_version_to_pb)
                 })
                 .await
         }
@@ -198,28 +184,11 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
         let body = request.into_inner();
         let result = async {
             let engine = convert::engine_name("engine", &body.engine)?;
-            let version = match body.version.as_str() {
-                "" => None,
-                text => Some(keel_kernel::manifest::parse_version("version", text)?),
-            };
+            let version = optional_version(&body.version)?;
             self.ctx
                 .read(body.consistency, deadline, |state| {
                     let registry = state.kernel.registry();
-                    let root = match registry.get(&engine, version.as_ref()) {
-                        Some(found) => found,
-                        None if version.is_some() && registry.get(&engine, None).is_some() => {
-                            return Err(ApiError::NotFound {
-                                reason: "ENGINE_VERSION_NOT_FOUND",
-                                resource: format!("engines/{engine}/versions/{}", body.version),
-                            });
-                        }
-                        None => {
-                            return Err(ApiError::NotFound {
-                                reason: "ENGINE_NOT_FOUND",
-                                resource: format!("engines/{engine}"),
-                            });
-                        }
-                    };
+                    let root = find_version(registry, &engine, version.as_ref())?;
                     let graph = registry.resolved_graph(&root.engine, &root.version).unwrap_or_default();
                     let nodes = graph
                         .iter()
@@ -232,5 +201,32 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
         }
         .await;
         self.ctx.answer(result)
+    }
+}
+
+/// An optional version as sent: empty means "the highest published".
+fn optional_version(text: &str) -> Result<Option<semver::Version>, ApiError> {
+    match text {
+        "" => Ok(None),
+        text => Ok(Some(keel_kernel::manifest::parse_version("version", text)?)),
+    }
+}
+
+/// One version, or the highest when `version` is `None`; the not-found reason
+/// says whether the engine or only that version is missing.
+fn find_version<'a>(
+    registry: &'a keel_kernel::registry::Registry,
+    engine: &keel_kernel::Name,
+    version: Option<&semver::Version>,
+) -> Result<&'a keel_kernel::registry::EngineVersion, ApiError> {
+    if let Some(found) = registry.get(engine, version) {
+        return Ok(found);
+    }
+    match version {
+        Some(version) if registry.get(engine, None).is_some() => Err(ApiError::NotFound {
+            reason: "ENGINE_VERSION_NOT_FOUND",
+            resource: format!("engines/{engine}/versions/{version}"),
+        }),
+        _ => Err(ApiError::NotFound { reason: "ENGINE_NOT_FOUND", resource: format!("engines/{engine}") }),
     }
 }
