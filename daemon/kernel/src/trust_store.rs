@@ -714,7 +714,9 @@ impl TrustStore {
                 });
             }
         }
-        let key = self.keys.get_mut(key_id).expect("the key was found above");
+        let Some(key) = self.keys.get_mut(key_id) else {
+            return Err(Rejection::KeyUnknown { key_id: key_id.to_owned() });
+        };
         key.revoked_at_revision = Some(revision);
         Ok((key.clone(), true))
     }
