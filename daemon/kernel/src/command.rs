@@ -70,6 +70,18 @@ pub enum Command {
         /// Root signatures over `trust_store::revoke_signing_payload(key_id)`.
         signatures: Vec<Signature>,
     },
+    /// Publishes a user event into the event history.
+    PublishEvent {
+        /// The publisher's topic.
+        topic: Name,
+        /// The tenant it concerns, if any.
+        tenant: Option<Name>,
+        /// The engine it concerns, if any.
+        engine: Option<Name>,
+        /// Opaque bytes, at most `EVENT_PAYLOAD_BYTES_MAX`.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
 }
 
 /// What the leader proposes: a command and the leader's clock.
@@ -82,6 +94,10 @@ pub struct Proposal {
     pub leader_time_ms: u64,
     /// The change.
     pub command: Command,
+    /// The client's idempotency key, if it sent one: a retry with the same
+    /// key and command inside the window is answered with the first outcome
+    /// and applies nothing (see `idempotency`).
+    pub idempotency_key: Option<String>,
 }
 
 impl std::fmt::Display for Proposal {
@@ -95,6 +111,7 @@ impl std::fmt::Display for Proposal {
             Command::YankEngineVersion { .. } => "yank_engine_version",
             Command::RotateRoot { .. } => "rotate_root",
             Command::RevokeKey { .. } => "revoke_key",
+            Command::PublishEvent { .. } => "publish_event",
         };
         write!(f, "{kind}@{}", self.leader_time_ms)
     }

@@ -11,6 +11,8 @@
 
 pub mod command;
 pub mod event;
+pub mod event_history;
+pub mod idempotency;
 pub mod ids;
 pub mod limits;
 pub mod manifest;

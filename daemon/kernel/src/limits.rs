@@ -36,6 +36,21 @@ pub const ENABLED_ENGINES_PER_TENANT_MAX: usize = 1024;
 pub const WATCHERS_PER_NODE_MAX: usize = 10_000;
 /// Bytes in one gRPC message, either direction.
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Events retained in the replicated history (older ones are compacted).
+pub const EVENT_HISTORY_EVENTS_MAX: usize = 10_000;
+/// Bytes charged for the retained history: payloads plus a fixed overhead per event.
+pub const EVENT_HISTORY_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Age of the oldest retained event, by leader-stamped time.
+pub const EVENT_HISTORY_AGE_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Bytes in one idempotency key.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// How long a key is remembered, by leader-stamped time: a retry inside the
+/// window is answered with the original outcome.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 60 * 60 * 1000;
+/// Keys remembered at once (the oldest are forgotten first).
+pub const IDEMPOTENCY_KEYS_MAX: usize = 100_000;
+/// Bytes of remembered outcomes (the oldest are forgotten first).
+pub const IDEMPOTENCY_RECORDS_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Items in one page of a list response.
 pub const PAGE_SIZE_MAX: usize = 1000;
 /// Items in a page when the request does not say.
@@ -45,6 +60,7 @@ const _: () = assert!(MANIFEST_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
 const _: () = assert!(DESCRIPTION_BYTES_MAX < MANIFEST_BYTES_MAX);
+const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < EVENT_HISTORY_BYTES_MAX);
 
 /// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -60,6 +76,9 @@ pub enum Limit {
     SignaturesPerRequest,
     BootstrapRootKeys,
     EnabledEnginesPerTenant,
+    EventPayloadBytes,
+    IdempotencyKeyBytes,
+    WatchersPerNode,
 }
 
 impl Limit {
@@ -76,6 +95,9 @@ impl Limit {
             Limit::SignaturesPerRequest => "SIGNATURES_PER_REQUEST_MAX",
             Limit::BootstrapRootKeys => "BOOTSTRAP_ROOT_KEYS_MAX",
             Limit::EnabledEnginesPerTenant => "ENABLED_ENGINES_PER_TENANT_MAX",
+            Limit::EventPayloadBytes => "EVENT_PAYLOAD_BYTES_MAX",
+            Limit::IdempotencyKeyBytes => "IDEMPOTENCY_KEY_BYTES_MAX",
+            Limit::WatchersPerNode => "WATCHERS_PER_NODE_MAX",
         }
     }
 
@@ -92,6 +114,9 @@ impl Limit {
             Limit::SignaturesPerRequest => SIGNATURES_PER_REQUEST_MAX,
             Limit::BootstrapRootKeys => BOOTSTRAP_ROOT_KEYS_MAX,
             Limit::EnabledEnginesPerTenant => ENABLED_ENGINES_PER_TENANT_MAX,
+            Limit::EventPayloadBytes => EVENT_PAYLOAD_BYTES_MAX,
+            Limit::IdempotencyKeyBytes => IDEMPOTENCY_KEY_BYTES_MAX,
+            Limit::WatchersPerNode => WATCHERS_PER_NODE_MAX,
         }
     }
 

@@ -71,6 +71,9 @@ pub enum Rejection {
     TenantAlreadyExists { tenant_id: String },
     #[error("etag mismatch: expected {expected}, current {current}")]
     EtagMismatch { expected: String, current: String },
+
+    #[error("idempotency key {key} was used at revision {revision} for a different request")]
+    IdempotencyKeyReused { key: String, revision: u64 },
 }
 
 impl Rejection {
@@ -102,6 +105,7 @@ impl Rejection {
             Rejection::DependencyTierViolation { .. } => "DEPENDENCY_TIER_VIOLATION",
             Rejection::DependencyCycle { .. } => "DEPENDENCY_CYCLE",
             Rejection::EngineVersionNotFound { .. } => "ENGINE_VERSION_NOT_FOUND",
+            Rejection::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
         }
     }
 
@@ -132,6 +136,7 @@ impl Rejection {
         "DEPENDENCY_TIER_VIOLATION",
         "DEPENDENCY_CYCLE",
         "ENGINE_VERSION_NOT_FOUND",
+        "IDEMPOTENCY_KEY_REUSED",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -160,7 +165,8 @@ impl Rejection {
             | Rejection::EtagMismatch { .. }
             | Rejection::DependencyUnresolvable { .. }
             | Rejection::DependencyTierViolation { .. }
-            | Rejection::DependencyCycle { .. } => RejectionClass::FailedPrecondition,
+            | Rejection::DependencyCycle { .. }
+            | Rejection::IdempotencyKeyReused { .. } => RejectionClass::FailedPrecondition,
         }
     }
 }

@@ -12,6 +12,9 @@
 
 use crate::command::{Command, Proposal};
 use crate::event::{Event, EventKind};
+use crate::event_history::EventHistory;
+use crate::idempotency::{IdempotencyTable, Lookup};
+use crate::limits::Limit;
 use crate::registry::{EngineVersion, Registry};
 use crate::rejection::Rejection;
 use crate::tenant::{Tenant, Tenants};
@@ -27,7 +30,9 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 /// a version 1 snapshot is refused (no cluster has persisted one in production).
 /// Version 3 added the trust store's `RootMetadata` and
 /// `TrustedKey::revoked_at_revision`; version 2 snapshots are refused likewise.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+/// Version 4 added the event history and the idempotency table (and
+/// `Event::time_ms`); version 3 snapshots are refused likewise.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 
 /// The whole replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +42,8 @@ pub struct KernelState {
     trust: TrustStore,
     registry: Registry,
     tenants: Tenants,
+    history: EventHistory,
+    idempotency: IdempotencyTable,
 }
 
 /// What a successful apply produced.
@@ -44,8 +51,11 @@ pub struct KernelState {
 pub struct Applied {
     /// The result returned to the proposer.
     pub outcome: Outcome,
-    /// The changes, in order (empty for an idempotent replay).
+    /// The changes, in order (empty for a no-op or a replay).
     pub events: Vec<Event>,
+    /// When this answers a retried request (same idempotency key and
+    /// command), the revision that first applied it; nothing was applied now.
+    pub replay_of: Option<u64>,
 }
 
 /// The result of one command.
@@ -59,6 +69,7 @@ pub enum Outcome {
     EngineVersionYanked { version: Box<EngineVersion>, created: bool },
     RootRotated { root: RootMetadata },
     KeyRevoked { key: TrustedKey, created: bool },
+    EventPublished { revision: u64 },
 }
 
 /// Why a snapshot could not be decoded. Fatal for the node that reads it.
@@ -84,82 +95,109 @@ impl KernelState {
     /// Applies one committed entry at `revision` (its Raft index).
     pub fn apply(&mut self, revision: u64, proposal: &Proposal) -> Result<Applied, Rejection> {
         let at_ms = self.clock_ms.max(proposal.leader_time_ms);
-        let applied = match &proposal.command {
+        let key = proposal.idempotency_key.as_deref();
+        if let Some(key) = key
+            && let Lookup::Replay(record) = self.idempotency.lookup(key, &proposal.command, at_ms)?
+        {
+            let outcome = record.outcome.clone();
+            return Ok(Applied { outcome, events: Vec::new(), replay_of: Some(record.revision) });
+        }
+        let (outcome, kinds) = self.apply_command(revision, at_ms, &proposal.command)?;
+        let events: Vec<Event> = kinds.into_iter().map(|kind| Event { revision, time_ms: at_ms, kind }).collect();
+        if let Some(key) = key {
+            self.idempotency.record(key, &proposal.command, revision, at_ms, &outcome);
+        }
+        // Only a change moves the clock (and runs retention), so a rejected or
+        // no-op entry leaves the digest as it was.
+        if !events.is_empty() || key.is_some() {
+            self.clock_ms = at_ms;
+            self.history.push(&events);
+            self.history.retain(at_ms);
+            self.idempotency.retain(at_ms);
+        }
+        Ok(Applied { outcome, events, replay_of: None })
+    }
+
+    /// Applies `command`: its outcome and the kinds of change it made (none for
+    /// a no-op), or a rejection with nothing changed.
+    fn apply_command(
+        &mut self,
+        revision: u64,
+        at_ms: u64,
+        command: &Command,
+    ) -> Result<(Outcome, Vec<EventKind>), Rejection> {
+        let if_created = |created: bool, kind: EventKind| if created { vec![kind] } else { Vec::new() };
+        Ok(match command {
             Command::BootstrapTrust { root_keys } => {
                 let created = self.trust.bootstrap(root_keys, revision)?;
-                let events = if created {
-                    let root_key_ids = root_keys.iter().map(|k| k.key_id()).collect();
-                    vec![Event { revision, kind: EventKind::TrustBootstrapped { root_key_ids } }]
-                } else {
-                    Vec::new()
-                };
-                Applied { outcome: Outcome::TrustBootstrapped { created }, events }
+                let root_key_ids = root_keys.iter().map(|k| k.key_id()).collect();
+                (
+                    Outcome::TrustBootstrapped { created },
+                    if_created(created, EventKind::TrustBootstrapped { root_key_ids }),
+                )
             }
             Command::AddKey { spec, signatures } => {
                 let (key, created) = self.trust.add_key(spec, signatures, revision, at_ms)?;
-                let events = if created {
-                    vec![Event { revision, kind: EventKind::KeyAdded { key_id: key.key_id.clone() } }]
-                } else {
-                    Vec::new()
-                };
-                Applied { outcome: Outcome::KeyAdded { key, created }, events }
+                let kind = EventKind::KeyAdded { key_id: key.key_id.clone() };
+                (Outcome::KeyAdded { key, created }, if_created(created, kind))
             }
             Command::PublishEngineVersion { manifest, signatures } => {
                 let (version, created) = self.registry.publish(&self.trust, manifest, signatures, revision, at_ms)?;
-                let events = if created {
-                    let kind = EventKind::EngineVersionPublished {
-                        engine: version.engine.clone(),
-                        version: version.version.to_string(),
-                    };
-                    vec![Event { revision, kind }]
-                } else {
-                    Vec::new()
+                let kind = EventKind::EngineVersionPublished {
+                    engine: version.engine.clone(),
+                    version: version.version.to_string(),
                 };
-                Applied { outcome: Outcome::EngineVersionPublished { version: Box::new(version), created }, events }
+                (Outcome::EngineVersionPublished { version: Box::new(version), created }, if_created(created, kind))
             }
             Command::CreateTenant { spec } => {
                 let tenant = self.tenants.create(spec, revision, at_ms)?;
                 let kind = EventKind::TenantCreated { tenant_id: spec.tenant_id.clone() };
-                Applied { outcome: Outcome::TenantWritten { tenant }, events: vec![Event { revision, kind }] }
+                (Outcome::TenantWritten { tenant }, vec![kind])
             }
             Command::UpdateTenant { spec, expected_etag } => {
                 let tenant = self.tenants.update(spec, expected_etag.as_deref(), revision, at_ms)?;
                 let kind = EventKind::TenantUpdated { tenant_id: spec.tenant_id.clone() };
-                Applied { outcome: Outcome::TenantWritten { tenant }, events: vec![Event { revision, kind }] }
+                (Outcome::TenantWritten { tenant }, vec![kind])
             }
             Command::YankEngineVersion { engine, version } => {
                 let (version, created) = self.registry.yank(engine, version)?;
-                let events = if created {
-                    let kind = EventKind::EngineVersionYanked {
-                        engine: version.engine.clone(),
-                        version: version.version.to_string(),
-                    };
-                    vec![Event { revision, kind }]
-                } else {
-                    Vec::new()
+                let kind = EventKind::EngineVersionYanked {
+                    engine: version.engine.clone(),
+                    version: version.version.to_string(),
                 };
-                Applied { outcome: Outcome::EngineVersionYanked { version: Box::new(version), created }, events }
+                (Outcome::EngineVersionYanked { version: Box::new(version), created }, if_created(created, kind))
             }
             Command::RotateRoot { metadata, signatures } => {
                 let root = self.trust.rotate_root(metadata, signatures, revision, at_ms)?;
                 let kind = EventKind::RootRotated { version: root.version };
-                Applied { outcome: Outcome::RootRotated { root }, events: vec![Event { revision, kind }] }
+                (Outcome::RootRotated { root }, vec![kind])
             }
             Command::RevokeKey { key_id, signatures } => {
                 let (key, created) = self.trust.revoke_key(key_id, signatures, revision, at_ms)?;
-                let events = if created {
-                    vec![Event { revision, kind: EventKind::KeyRevoked { key_id: key.key_id.clone() } }]
-                } else {
-                    Vec::new()
-                };
-                Applied { outcome: Outcome::KeyRevoked { key, created }, events }
+                let kind = EventKind::KeyRevoked { key_id: key.key_id.clone() };
+                (Outcome::KeyRevoked { key, created }, if_created(created, kind))
             }
-        };
-        // Only a change moves the clock, so a rejected or no-op entry leaves the digest as it was.
-        if !applied.events.is_empty() {
-            self.clock_ms = at_ms;
-        }
-        Ok(applied)
+            Command::PublishEvent { topic, tenant, engine, payload } => {
+                Limit::EventPayloadBytes.check(payload.len())?;
+                let kind = EventKind::UserEvent {
+                    topic: topic.clone(),
+                    tenant: tenant.clone(),
+                    engine: engine.clone(),
+                    payload: payload.clone(),
+                };
+                (Outcome::EventPublished { revision }, vec![kind])
+            }
+        })
+    }
+
+    /// The retained event history.
+    pub fn history(&self) -> &EventHistory {
+        &self.history
+    }
+
+    /// The remembered idempotency keys.
+    pub fn idempotency(&self) -> &IdempotencyTable {
+        &self.idempotency
     }
 
     /// The trust store.
