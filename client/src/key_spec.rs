@@ -122,6 +122,7 @@ impl KeySpec {
         Ok(pb::AddKeyRequest {
             spec: Some(self.to_proto()),
             signatures: signers.iter().map(|signer| signer.sign_to_proto(&payload)).collect(),
+            idempotency_key: String::new(),
         })
     }
 }

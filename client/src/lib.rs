@@ -24,6 +24,8 @@
 //! - `routing` (private): the known endpoints and which one each kind of
 //!   call prefers; `connection` (private): the channels; [`retry`]: which
 //!   failures are retried and the backoff.
+//! - [`events`]: publishing user events, [`events::EventWatch`] (a watch
+//!   that resumes on another member where it broke), idempotency keys.
 //! - [`served`]: [`Served`] and [`ResponseMeta`] (the `keel-*` headers).
 //! - [`error`]: [`ClientError`], the one conversion from `tonic::Status`;
 //!   [`local_error`]: [`LocalError`] for files and arguments.
@@ -44,6 +46,7 @@ pub mod client;
 mod cluster;
 mod connection;
 pub mod error;
+pub mod events;
 #[cfg(test)]
 mod fake_node;
 pub mod key_pair;

@@ -73,3 +73,7 @@ const _: () = assert!(MANIFEST_BYTES_MAX as u64 <= MANIFEST_FILE_BYTES_MAX);
 const _: () = assert!(LIST_PAGE_SIZE > 0);
 const _: () = assert!(DISCOVERY_TIMEOUT_MS < CALL_TIMEOUT_DEFAULT_MS);
 const _: () = assert!(CHANNELS_MAX >= ENDPOINTS_MAX);
+
+/// Reconnects in a row (without a message in between) before a watch gives
+/// up and returns the last error.
+pub const WATCH_RECONNECTS_MAX: u32 = 10;

@@ -6,6 +6,7 @@
 
 use crate::client::{KeelClient, collect_pages};
 use crate::error::ClientError;
+use crate::events::key_or_new;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
 use crate::routing::Route;
 use crate::served::Served;
@@ -24,8 +25,9 @@ impl KeelClient {
     /// `RegistryService.PublishEngineVersion`.
     pub async fn publish_engine_version(
         &self,
-        request: pb::PublishEngineVersionRequest,
+        mut request: pb::PublishEngineVersionRequest,
     ) -> Result<Served<pb::PublishEngineVersionResponse>, ClientError> {
+        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("PublishEngineVersion", Route::Leader, request, |channel, request| async move {
             registry_service(channel).publish_engine_version(request).await
         })
@@ -119,13 +121,17 @@ impl KeelClient {
         .await
     }
 
-    /// `RegistryService.YankEngineVersion`: idempotent, so safe to retry.
+    /// `RegistryService.YankEngineVersion` (sent with a fresh idempotency key).
     pub async fn yank_engine_version(
         &self,
         engine: &str,
         version: &str,
     ) -> Result<Served<pb::EngineVersion>, ClientError> {
-        let request = pb::YankEngineVersionRequest { engine: engine.to_owned(), version: version.to_owned() };
+        let request = pb::YankEngineVersionRequest {
+            engine: engine.to_owned(),
+            version: version.to_owned(),
+            idempotency_key: crate::events::new_idempotency_key(),
+        };
         self.call("YankEngineVersion", Route::Leader, request, |channel, request| async move {
             registry_service(channel).yank_engine_version(request).await
         })

@@ -155,7 +155,11 @@ impl SignedManifest {
 
     /// The publish request: canonical manifest bytes and every signature.
     pub fn to_publish_request(&self) -> pb::PublishEngineVersionRequest {
-        pb::PublishEngineVersionRequest { manifest: self.canonical.clone(), signatures: self.signatures.clone() }
+        pb::PublishEngineVersionRequest {
+            manifest: self.canonical.clone(),
+            signatures: self.signatures.clone(),
+            idempotency_key: String::new(),
+        }
     }
 }
 

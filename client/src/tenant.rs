@@ -1,9 +1,8 @@
 //! [`KeelClient`]'s `keel.v1.TenantService` calls.
 //!
-//! `CreateTenant` is not idempotent: when a transport failure hides whether
-//! the first attempt applied, the retried call may answer
-//! `TENANT_ALREADY_EXISTS`. `UpdateTenant` with an etag is a compare-and-set;
-//! a retry after an applied update answers `ETAG_MISMATCH`.
+//! Both writes carry a fresh idempotency key, so when a transport failure
+//! hides whether the first attempt applied, the retried attempt is answered
+//! with the first outcome (not `TENANT_ALREADY_EXISTS` or `ETAG_MISMATCH`).
 
 use crate::client::{KeelClient, collect_pages};
 use crate::error::ClientError;
@@ -23,7 +22,8 @@ fn tenant_service(channel: Channel) -> TenantServiceClient<Channel> {
 impl KeelClient {
     /// `TenantService.CreateTenant`.
     pub async fn create_tenant(&self, tenant: pb::Tenant) -> Result<Served<pb::Tenant>, ClientError> {
-        let request = pb::CreateTenantRequest { tenant: Some(tenant) };
+        let request =
+            pb::CreateTenantRequest { tenant: Some(tenant), idempotency_key: crate::events::new_idempotency_key() };
         self.call("CreateTenant", Route::Leader, request, |channel, request| async move {
             tenant_service(channel).create_tenant(request).await
         })
@@ -46,7 +46,11 @@ impl KeelClient {
     /// `TenantService.UpdateTenant`: replaces the mutable fields. A non-empty
     /// `etag` must equal the tenant's current etag.
     pub async fn update_tenant(&self, tenant: pb::Tenant, etag: &str) -> Result<Served<pb::Tenant>, ClientError> {
-        let request = pb::UpdateTenantRequest { tenant: Some(tenant), etag: etag.to_owned() };
+        let request = pb::UpdateTenantRequest {
+            tenant: Some(tenant),
+            etag: etag.to_owned(),
+            idempotency_key: crate::events::new_idempotency_key(),
+        };
         self.call("UpdateTenant", Route::Leader, request, |channel, request| async move {
             tenant_service(channel).update_tenant(request).await
         })

@@ -6,6 +6,7 @@
 
 use crate::client::{KeelClient, collect_pages};
 use crate::error::ClientError;
+use crate::events::key_or_new;
 use crate::key_pair::KeyPair;
 use crate::key_spec::KeySpec;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
@@ -24,7 +25,8 @@ fn trust_service(channel: Channel) -> TrustServiceClient<Channel> {
 
 impl KeelClient {
     /// `TrustService.AddKey`.
-    pub async fn add_key(&self, request: pb::AddKeyRequest) -> Result<Served<pb::AddKeyResponse>, ClientError> {
+    pub async fn add_key(&self, mut request: pb::AddKeyRequest) -> Result<Served<pb::AddKeyResponse>, ClientError> {
+        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("AddKey", Route::Leader, request, |channel, request| async move {
             trust_service(channel).add_key(request).await
         })
@@ -91,7 +93,8 @@ impl KeelClient {
     }
 
     /// `TrustService.RevokeKey`.
-    pub async fn revoke_key(&self, request: pb::RevokeKeyRequest) -> Result<Served<pb::Key>, ClientError> {
+    pub async fn revoke_key(&self, mut request: pb::RevokeKeyRequest) -> Result<Served<pb::Key>, ClientError> {
+        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("RevokeKey", Route::Leader, request, |channel, request| async move {
             trust_service(channel).revoke_key(request).await
         })
@@ -103,11 +106,16 @@ impl KeelClient {
     pub async fn revoke_key_signed(&self, key_id: &str, signers: &[&KeyPair]) -> Result<Served<pb::Key>, ClientError> {
         let payload = signing::revoke_payload(key_id)?;
         let signatures = signers.iter().map(|signer| signer.sign_to_proto(&payload)).collect();
-        self.revoke_key(pb::RevokeKeyRequest { key_id: key_id.to_owned(), signatures }).await
+        self.revoke_key(pb::RevokeKeyRequest { key_id: key_id.to_owned(), signatures, idempotency_key: String::new() })
+            .await
     }
 
     /// `TrustService.RotateRoot`.
-    pub async fn rotate_root(&self, request: pb::RotateRootRequest) -> Result<Served<pb::RootMetadata>, ClientError> {
+    pub async fn rotate_root(
+        &self,
+        mut request: pb::RotateRootRequest,
+    ) -> Result<Served<pb::RootMetadata>, ClientError> {
+        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("RotateRoot", Route::Leader, request, |channel, request| async move {
             trust_service(channel).rotate_root(request).await
         })

@@ -180,10 +180,18 @@ async fn bad_tenants_are_refused_and_change_nothing() -> Result<()> {
     }
     let result = client.create_tenant(bad_id).await;
     assert_refused(&node, &digest, "missing tier", result, Code::InvalidArgument, "FIELD_REQUIRED").await?;
-    let update = pb::UpdateTenantRequest { tenant: Fixture::tenant_request("acme").tenant, etag: "r1".into() };
+    let update = pb::UpdateTenantRequest {
+        tenant: Fixture::tenant_request("acme").tenant,
+        etag: "r1".into(),
+        idempotency_key: String::new(),
+    };
     let result = client.update_tenant(update).await;
     assert_refused(&node, &digest, "stale etag", result, Code::FailedPrecondition, "ETAG_MISMATCH").await?;
-    let update = pb::UpdateTenantRequest { tenant: Fixture::tenant_request("ghost").tenant, etag: String::new() };
+    let update = pb::UpdateTenantRequest {
+        tenant: Fixture::tenant_request("ghost").tenant,
+        etag: String::new(),
+        idempotency_key: String::new(),
+    };
     let result = client.update_tenant(update).await;
     assert_refused(&node, &digest, "missing tenant", result, Code::NotFound, "TENANT_NOT_FOUND").await?;
     let result = client.get_tenant(pb::GetTenantRequest { name: "ghost".into(), consistency: 0 }).await;

@@ -128,7 +128,10 @@ impl Fixture {
         signatures: Vec<pb::Signature>,
     ) -> Result<pb::AddKeyResponse, tonic::Status> {
         let mut client = Self::trust(node).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        Ok(client.add_key(pb::AddKeyRequest { spec: Some(spec), signatures }).await?.into_inner())
+        Ok(client
+            .add_key(pb::AddKeyRequest { spec: Some(spec), signatures, idempotency_key: String::new() })
+            .await?
+            .into_inner())
     }
 
     /// Generates a publisher key and admits it with the root key.
@@ -205,7 +208,14 @@ impl Fixture {
     ) -> Result<pb::PublishEngineVersionResponse, tonic::Status> {
         let mut client =
             crate::single_node::registry(node).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        Ok(client.publish_engine_version(pb::PublishEngineVersionRequest { manifest, signatures }).await?.into_inner())
+        Ok(client
+            .publish_engine_version(pb::PublishEngineVersionRequest {
+                manifest,
+                signatures,
+                idempotency_key: String::new(),
+            })
+            .await?
+            .into_inner())
     }
 
     /// A valid CreateTenant request.
@@ -220,6 +230,7 @@ impl Fixture {
                 enabled_engines: vec!["billing".into()],
                 ..Default::default()
             }),
+            idempotency_key: String::new(),
         }
     }
 

@@ -8,6 +8,7 @@ mod cluster;
 mod cluster_harness;
 mod cluster_membership;
 mod compose;
+mod events;
 mod fixture;
 mod harness;
 mod membership;

@@ -118,7 +118,11 @@ async fn dependency_graph_tiers_yank_and_queries() -> Result<()> {
 
     // Yanking an unknown version is NOT_FOUND.
     let unknown = client
-        .yank_engine_version(pb::YankEngineVersionRequest { engine: "ledger".into(), version: "9.9.9".into() })
+        .yank_engine_version(pb::YankEngineVersionRequest {
+            engine: "ledger".into(),
+            version: "9.9.9".into(),
+            idempotency_key: String::new(),
+        })
         .await
         .expect_err("no such version");
     assert_eq!((unknown.code(), reason_of(&unknown).as_str()), (Code::NotFound, "ENGINE_VERSION_NOT_FOUND"));

@@ -21,7 +21,11 @@ async fn a_revoked_publisher_key_signs_nothing_more() -> Result<()> {
     let key_id = publisher.key_id();
     let payload = keel_client::signing::revoke_payload(&key_id)?;
     let revoked = trust
-        .revoke_key(pb::RevokeKeyRequest { key_id: key_id.clone(), signatures: vec![root.sign_to_proto(&payload)] })
+        .revoke_key(pb::RevokeKeyRequest {
+            key_id: key_id.clone(),
+            signatures: vec![root.sign_to_proto(&payload)],
+            idempotency_key: String::new(),
+        })
         .await?
         .into_inner();
     assert_eq!(revoked.key_id, key_id);

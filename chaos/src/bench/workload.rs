@@ -51,6 +51,7 @@ impl Writer for KeelWriter {
                 enabled_engines: vec!["billing".into()],
                 ..Default::default()
             }),
+            idempotency_key: String::new(),
         });
         request.set_timeout(timeout);
         self.0.create_tenant(request).await?;

@@ -1,7 +1,7 @@
 //! The `keelctl` command line: argument definitions and dispatch.
 //!
 //! ```text
-//!   argv ──clap──▶ Cli{global, command} ──run()──▶ keys | trust | engine | tenant | cluster
+//!   argv ──clap──▶ Cli{global, command} ──run()──▶ keys | trust | engine | tenant | cluster | events
 //!                                                    │ local work (key files, signing)
 //!                                                    │ KeelClient call(s)
 //!                                                    ▼
@@ -17,6 +17,7 @@ pub mod certs;
 pub mod cluster;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod keys;
 pub mod output;
 pub mod table;
@@ -128,6 +129,9 @@ pub enum Command {
     /// Inspect the cluster and change its membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Publish user events and watch the change stream.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
 }
 
 /// `--consistency` values.
@@ -160,6 +164,7 @@ pub async fn run(cli: Cli, stdout: &mut dyn std::io::Write, stderr: &mut dyn std
         Command::Engine(command) => engine::run(command, global, &mut output).await,
         Command::Tenant(command) => tenant::run(command, global, &mut output).await,
         Command::Cluster(command) => cluster::run(command, global, &mut output).await,
+        Command::Events(command) => events::run(command, global, &mut output).await,
     }
 }
 

@@ -65,7 +65,7 @@ async fn diagz(State(state): State<OpsState>) -> Json<NodeStatus> {
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     let status = NodeStatus::collect(&state.ctx, state.boot_time_ms);
     let labels = format!("node_id=\"{}\",region=\"{}\"", status.node_id, status.region);
-    let gauges: [(&str, &str, u64); 8] = [
+    let gauges: [(&str, &str, u64); 12] = [
         ("keel_raft_term", "Current Raft term.", status.term),
         ("keel_raft_is_leader", "1 when this node leads.", u64::from(status.role == Role::Leader)),
         ("keel_raft_last_log_index", "Index of the last log entry held.", status.last_log_index),
@@ -74,6 +74,10 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
         ("keel_registry_engines", "Engines in the registry.", status.engine_count as u64),
         ("keel_registry_engine_versions", "Engine versions in the registry.", status.engine_version_count as u64),
         ("keel_tenants", "Tenants.", status.tenant_count as u64),
+        ("keel_event_history_events", "Events retained in the replicated history.", status.event_history_events as u64),
+        ("keel_idempotency_keys", "Idempotency keys remembered.", status.idempotency_keys as u64),
+        ("keel_watchers", "Watch streams open on this node.", status.watchers_active),
+        ("keel_watchers_cut_off", "Watchers cut off for not reading, since start.", status.watchers_cut_off_total),
     ];
     let mut body = String::new();
     for (name, help, value) in gauges {

@@ -116,6 +116,16 @@ pub struct NodeStatus {
     pub is_raft_running: bool,
     /// A configuration conflict found at run time, if any.
     pub config_conflict: Option<String>,
+    /// Events retained in the replicated history.
+    pub event_history_events: usize,
+    /// Highest revision no longer in the history (0: none compacted).
+    pub event_history_compacted_through: u64,
+    /// Idempotency keys remembered.
+    pub idempotency_keys: usize,
+    /// Watch streams open on this node.
+    pub watchers_active: u64,
+    /// Watchers cut off for not reading, since start.
+    pub watchers_cut_off_total: u64,
 }
 
 impl NodeStatus {
@@ -165,6 +175,11 @@ impl NodeStatus {
             boot_time_ms,
             is_raft_running: metrics.running_state.is_ok(),
             config_conflict: ctx.config_conflict(),
+            event_history_events: kernel.history().len(),
+            event_history_compacted_through: kernel.history().compacted_through(),
+            idempotency_keys: kernel.idempotency().len(),
+            watchers_active: ctx.watch_stats.active.load(std::sync::atomic::Ordering::Relaxed),
+            watchers_cut_off_total: ctx.watch_stats.cut_off_total.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -40,6 +40,15 @@ pub struct Identity {
     pub zone: String,
 }
 
+/// Watch counters, shared by the event service and the ops endpoints.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Watch streams open on this node.
+    pub active: AtomicU64,
+    /// Watchers cut off for not reading (`WATCHER_TOO_SLOW`) since start.
+    pub cut_off_total: AtomicU64,
+}
+
 /// Shared by every service.
 #[derive(Clone)]
 pub struct ApiContext {
@@ -59,6 +68,8 @@ pub struct ApiContext {
     /// Set while this leader hands leadership over: new writes are refused
     /// (retryable) so the target can hold the whole log.
     is_transferring: Arc<std::sync::atomic::AtomicBool>,
+    /// Watch streams on this node.
+    pub watch_stats: Arc<WatchStats>,
 }
 
 /// Holds a leadership transfer open: heartbeats are off while it lives; on
@@ -93,21 +104,31 @@ pub enum Route {
         leader_id: u64,
         /// Its addresses.
         leader: KeelNode,
-        /// The command, not yet proposed.
-        command: Command,
+        /// The write, not yet proposed.
+        write: Write,
     },
+}
+
+/// A write as a client asked for it: the command and its idempotency key.
+/// This is what a follower forwards to the leader, which stamps its time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Write {
+    /// The change.
+    pub command: Command,
+    /// The client's idempotency key, if any (validated).
+    pub idempotency_key: Option<String>,
 }
 
 /// How a follower reaches the leader: forwarded writes and read indices.
 /// The peer transport implements it; a lone node uses [`NoLeaderLink`].
 #[tonic::async_trait]
 pub trait LeaderLink: Send + Sync + 'static {
-    /// Has the leader propose `command`; returns its apply response and revision.
+    /// Has the leader propose `write`; returns its apply response and revision.
     async fn forward(
         &self,
         leader_id: u64,
         leader: &KeelNode,
-        command: Command,
+        write: Write,
         deadline: Duration,
     ) -> Result<(ApplyResponse, u64), ApiError>;
 
@@ -157,7 +178,7 @@ impl LeaderLink for NoLeaderLink {
         &self,
         leader_id: u64,
         leader: &KeelNode,
-        _command: Command,
+        _write: Write,
         _deadline: Duration,
     ) -> Result<(ApplyResponse, u64), ApiError> {
         Err(ApiError::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr.clone()) })
@@ -189,6 +210,7 @@ impl ApiContext {
             leader_link,
             config_conflict: Arc::default(),
             is_transferring: Arc::default(),
+            watch_stats: Arc::default(),
         }
     }
 
@@ -229,16 +251,38 @@ impl ApiContext {
 
     /// Proposes `command` and waits for it to apply, here if this node leads,
     /// else through the leader (the [`LeaderLink`]). Returns the outcome and the
-    /// entry's revision.
+    /// revision it was applied at.
     pub async fn propose(&self, command: Command, deadline: Duration) -> Result<(Applied, u64), ApiError> {
-        let (response, revision) = match self.propose_here(command, deadline).await? {
+        self.propose_keyed(Write { command, idempotency_key: None }, deadline).await
+    }
+
+    /// [`Self::propose`] with the client's idempotency key (empty: none). A
+    /// replay answers the first outcome and the revision that applied it.
+    pub async fn propose_idempotent(
+        &self,
+        command: Command,
+        idempotency_key: String,
+        deadline: Duration,
+    ) -> Result<(Applied, u64), ApiError> {
+        let idempotency_key = (!idempotency_key.is_empty()).then_some(idempotency_key);
+        if let Some(key) = &idempotency_key {
+            keel_kernel::idempotency::validate_key(key)?;
+        }
+        self.propose_keyed(Write { command, idempotency_key }, deadline).await
+    }
+
+    async fn propose_keyed(&self, write: Write, deadline: Duration) -> Result<(Applied, u64), ApiError> {
+        let (response, revision) = match self.propose_here(write, deadline).await? {
             Route::Applied(response, revision) => (response, revision),
-            Route::Leader { leader_id, leader, command } => {
-                self.leader_link.forward(leader_id, &leader, command, deadline).await?
+            Route::Leader { leader_id, leader, write } => {
+                self.leader_link.forward(leader_id, &leader, write, deadline).await?
             }
         };
         match response {
-            ApplyResponse::Applied(applied) => Ok((applied, revision)),
+            ApplyResponse::Applied(applied) => {
+                let revision = applied.replay_of.unwrap_or(revision);
+                Ok((applied, revision))
+            }
             ApplyResponse::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
             ApplyResponse::NoCommand => {
                 Err(ApiError::internal(anyhow::anyhow!("a command entry was answered as a non-command entry")))
@@ -246,21 +290,25 @@ impl ApiContext {
         }
     }
 
-    /// Proposes `command` on this node, stamped with its clock (monotonic), if
-    /// it leads; otherwise hands the command back with the leader to send it to.
+    /// Proposes `write` on this node, stamped with its clock (monotonic), if
+    /// it leads; otherwise hands the write back with the leader to send it to.
     /// A forwarded write lands here on the leader. Leadership is checked before
     /// proposing because `client_write` consumes the command; if leadership is
     /// lost in between, the caller gets `NOT_LEADER` and retries.
-    pub async fn propose_here(&self, command: Command, deadline: Duration) -> Result<Route, ApiError> {
+    pub async fn propose_here(&self, write: Write, deadline: Duration) -> Result<Route, ApiError> {
         if let Some((leader_id, leader)) = self.other_leader() {
-            return Ok(Route::Leader { leader_id, leader, command });
+            return Ok(Route::Leader { leader_id, leader, write });
         }
         if self.is_transferring.load(Ordering::Acquire) {
             return Err(ApiError::NoLeader);
         }
         let now = now_ms();
         let previous = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
-        let proposal = Proposal { leader_time_ms: previous.max(now), command };
+        let proposal = Proposal {
+            leader_time_ms: previous.max(now),
+            command: write.command,
+            idempotency_key: write.idempotency_key,
+        };
         let write = self.raft.client_write(proposal);
         let response = tokio::time::timeout(deadline, write)
             .await

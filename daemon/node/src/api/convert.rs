@@ -287,3 +287,77 @@ pub fn manifest_bytes(bytes: &[u8]) -> Result<(), Rejection> {
 }
 
 const _: () = assert!(KEY_ID_HEX_LEN <= NAME_BYTES_MAX);
+
+/// An optional name: empty means none.
+fn optional_name(field: &'static str, value: &str) -> Result<Option<Name>, Rejection> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    Name::parse(field, value).map(Some)
+}
+
+/// A `PublishEventRequest` as the kernel command (the key travels beside it).
+pub fn publish_event(request: pb::PublishEventRequest) -> Result<(keel_kernel::Command, String), Rejection> {
+    if request.topic.is_empty() {
+        return Err(required("topic"));
+    }
+    let topic = Name::parse("topic", &request.topic)?;
+    let tenant = optional_name("tenant", &request.tenant)?;
+    let engine = optional_name("engine", &request.engine)?;
+    Limit::EventPayloadBytes.check(request.payload.len())?;
+    let command = keel_kernel::Command::PublishEvent { topic, tenant, engine, payload: request.payload };
+    Ok((command, request.idempotency_key))
+}
+
+/// A `WatchRequest`'s filter and start revision (0: from now).
+pub fn watch_filter(request: &pb::WatchRequest) -> Result<(u64, super::events::WatchFilter), Rejection> {
+    let mut kinds = BTreeSet::new();
+    for kind in &request.kinds {
+        let known = keel_kernel::EventKind::ALL_NAMES
+            .iter()
+            .find(|name| **name == kind.as_str())
+            .ok_or_else(|| invalid("kinds", "not an event kind (see keel.v1.Event.kind)"))?;
+        kinds.insert(*known);
+    }
+    let filter = super::events::WatchFilter {
+        kinds,
+        tenant: optional_name("tenant", &request.tenant)?,
+        engine: optional_name("engine", &request.engine)?,
+    };
+    Ok((request.from_revision, filter))
+}
+
+/// An event on the wire: kind, scope and attributes by kind.
+pub fn event_to_pb(event: &keel_kernel::Event) -> pb::Event {
+    use keel_kernel::EventKind;
+    let mut attributes = std::collections::HashMap::new();
+    let mut payload = Vec::new();
+    match &event.kind {
+        EventKind::TrustBootstrapped { root_key_ids } => {
+            attributes.insert("root_key_ids".to_owned(), root_key_ids.join(","));
+        }
+        EventKind::KeyAdded { key_id } | EventKind::KeyRevoked { key_id } => {
+            attributes.insert("key_id".to_owned(), key_id.clone());
+        }
+        EventKind::EngineVersionPublished { version, .. } | EventKind::EngineVersionYanked { version, .. } => {
+            attributes.insert("version".to_owned(), version.clone());
+        }
+        EventKind::TenantCreated { .. } | EventKind::TenantUpdated { .. } => {}
+        EventKind::RootRotated { version } => {
+            attributes.insert("root_version".to_owned(), version.to_string());
+        }
+        EventKind::UserEvent { topic, payload: bytes, .. } => {
+            attributes.insert("topic".to_owned(), topic.to_string());
+            payload = bytes.clone();
+        }
+    }
+    pb::Event {
+        revision: event.revision,
+        kind: event.kind.name().to_owned(),
+        time_ms: event.time_ms,
+        tenant: event.kind.tenant().map(Name::to_string).unwrap_or_default(),
+        engine: event.kind.engine().map(Name::to_string).unwrap_or_default(),
+        attributes,
+        payload,
+    }
+}

@@ -71,6 +71,28 @@ pub enum ApiError {
         /// The deadline that passed.
         after_ms: u64,
     },
+    /// A watch start revision older than the retained history.
+    #[error("revisions up to {compacted_revision} are compacted; read the state, then watch from its revision + 1")]
+    Compacted {
+        /// Highest revision no longer retained.
+        compacted_revision: u64,
+        /// This node's applied revision.
+        resync_revision: u64,
+    },
+    /// A watch start revision beyond the cluster's latest.
+    #[error("revision {revision} is in the future (current revision {current_revision})")]
+    RevisionInFuture {
+        /// The revision asked for.
+        revision: u64,
+        /// The latest revision.
+        current_revision: u64,
+    },
+    /// A watcher stopped reading and was cut off.
+    #[error("the watcher stopped reading its stream and was cut off; resume from revision {next_revision}")]
+    WatcherTooSlow {
+        /// Where to resume.
+        next_revision: u64,
+    },
     /// A bug or a storage failure. Logged in full here; the client gets the request id.
     #[error("internal error (request {request_id})")]
     Internal {
@@ -105,6 +127,9 @@ impl ApiError {
             ApiError::NoLeader => "NO_LEADER",
             ApiError::NodeUnavailable { .. } => "NODE_UNAVAILABLE",
             ApiError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            ApiError::Compacted { .. } => "COMPACTED",
+            ApiError::RevisionInFuture { .. } => "REVISION_IN_FUTURE",
+            ApiError::WatcherTooSlow { .. } => "WATCHER_TOO_SLOW",
             ApiError::Internal { .. } => "INTERNAL",
         }
     }
@@ -128,6 +153,9 @@ impl ApiError {
         "NO_LEADER",
         "NODE_UNAVAILABLE",
         "DEADLINE_EXCEEDED",
+        "COMPACTED",
+        "REVISION_IN_FUTURE",
+        "WATCHER_TOO_SLOW",
         "INTERNAL",
     ];
 
@@ -154,6 +182,8 @@ impl ApiError {
             ApiError::PageTokenInvalid => Code::InvalidArgument,
             ApiError::NotLeader { .. } | ApiError::NoLeader | ApiError::NodeUnavailable { .. } => Code::Unavailable,
             ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            ApiError::Compacted { .. } | ApiError::RevisionInFuture { .. } => Code::OutOfRange,
+            ApiError::WatcherTooSlow { .. } => Code::ResourceExhausted,
             ApiError::Internal { .. } => Code::Internal,
         }
     }
@@ -175,6 +205,17 @@ impl ApiError {
             }
             ApiError::Internal { request_id, .. } => {
                 metadata.insert("request_id".into(), request_id.clone());
+            }
+            ApiError::Compacted { compacted_revision, resync_revision } => {
+                metadata.insert("compacted_revision".into(), compacted_revision.to_string());
+                metadata.insert("resync_revision".into(), resync_revision.to_string());
+            }
+            ApiError::RevisionInFuture { revision, current_revision } => {
+                metadata.insert("revision".into(), revision.to_string());
+                metadata.insert("current_revision".into(), current_revision.to_string());
+            }
+            ApiError::WatcherTooSlow { next_revision } => {
+                metadata.insert("next_revision".into(), next_revision.to_string());
             }
             ApiError::PeerCertificate(crate::tls::PeerCertificateError::NotMember { sans }) => {
                 metadata.insert("sans".into(), sans.join(","));
@@ -237,7 +278,7 @@ impl From<ApiError> for Status {
 
 /// Limits on accumulated state rather than on one request's shape.
 fn is_capacity_limit(limit: Limit) -> bool {
-    matches!(limit, Limit::KeysPerRole)
+    matches!(limit, Limit::KeysPerRole | Limit::WatchersPerNode)
 }
 
 fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, String>) {
@@ -310,6 +351,10 @@ fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, Stri
         Rejection::KeyRevoked { key_id, revoked_at_revision } => {
             put("key_id", key_id.clone());
             put("revoked_at_revision", revoked_at_revision.to_string());
+        }
+        Rejection::IdempotencyKeyReused { key, revision } => {
+            put("key", key.clone());
+            put("revision", revision.to_string());
         }
         Rejection::ManifestMalformed { .. } | Rejection::TrustNotBootstrapped | Rejection::TrustAlreadyBootstrapped => {
         }

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod context;
 pub mod convert;
 pub mod error;
+pub mod events;
 pub mod membership;
 pub mod registry;
 pub mod tenant;

@@ -30,7 +30,7 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
                 return Err(ApiError::Rejected(keel_kernel::Rejection::FieldRequired { field: "signatures".into() }));
             }
             let command = Command::PublishEngineVersion { manifest: body.manifest, signatures };
-            let (applied, revision) = self.ctx.propose(command, deadline).await?;
+            let (applied, revision) = self.ctx.propose_idempotent(command, body.idempotency_key, deadline).await?;
             match applied.outcome {
                 Outcome::EngineVersionPublished { version, created } => Ok((
                     pb::PublishEngineVersionResponse {
@@ -140,7 +140,7 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
             let engine = convert::engine_name("engine", &body.engine)?;
             let version = keel_kernel::manifest::parse_version("version", &body.version)?;
             let command = Command::YankEngineVersion { engine, version };
-            let (applied, revision) = self.ctx.propose(command, deadline).await?;
+            let (applied, revision) = self.ctx.propose_idempotent(command, body.idempotency_key, deadline).await?;
             match applied.outcome {
                 Outcome::EngineVersionYanked { version, .. } => Ok((convert::engine_version_to_pb(&version), revision)),
                 other => Err(ApiError::internal(anyhow::anyhow!("YankEngineVersion answered with {other:?}"))),

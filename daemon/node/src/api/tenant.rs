@@ -13,8 +13,13 @@ pub struct TenantApi {
 }
 
 impl TenantApi {
-    async fn write(&self, command: Command, deadline: std::time::Duration) -> Result<(pb::Tenant, u64), ApiError> {
-        let (applied, revision) = self.ctx.propose(command, deadline).await?;
+    async fn write(
+        &self,
+        command: Command,
+        idempotency_key: String,
+        deadline: std::time::Duration,
+    ) -> Result<(pb::Tenant, u64), ApiError> {
+        let (applied, revision) = self.ctx.propose_idempotent(command, idempotency_key, deadline).await?;
         match applied.outcome {
             Outcome::TenantWritten { tenant } => Ok((convert::tenant_to_pb(&tenant), revision)),
             other => Err(ApiError::internal(anyhow::anyhow!("a tenant write answered with {other:?}"))),
@@ -27,8 +32,9 @@ impl pb::tenant_service_server::TenantService for TenantApi {
     async fn create_tenant(&self, request: Request<pb::CreateTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
         let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
         let result = async {
-            let spec = convert::tenant_spec(request.into_inner().tenant)?;
-            self.write(Command::CreateTenant { spec }, deadline).await
+            let body = request.into_inner();
+            let spec = convert::tenant_spec(body.tenant)?;
+            self.write(Command::CreateTenant { spec }, body.idempotency_key, deadline).await
         }
         .await;
         self.ctx.answer(result)
@@ -57,7 +63,7 @@ impl pb::tenant_service_server::TenantService for TenantApi {
             let body = request.into_inner();
             let spec = convert::tenant_spec(body.tenant)?;
             let expected_etag = (!body.etag.is_empty()).then_some(body.etag);
-            self.write(Command::UpdateTenant { spec, expected_etag }, deadline).await
+            self.write(Command::UpdateTenant { spec, expected_etag }, body.idempotency_key, deadline).await
         }
         .await;
         self.ctx.answer(result)

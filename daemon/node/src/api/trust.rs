@@ -21,7 +21,10 @@ impl pb::trust_service_server::TrustService for TrustApi {
             let body = request.into_inner();
             let spec = convert::key_spec(body.spec)?;
             let signatures = convert::signatures(body.signatures)?;
-            let (applied, revision) = self.ctx.propose(Command::AddKey { spec, signatures }, deadline).await?;
+            let (applied, revision) = self
+                .ctx
+                .propose_idempotent(Command::AddKey { spec, signatures }, body.idempotency_key, deadline)
+                .await?;
             match applied.outcome {
                 Outcome::KeyAdded { key, created } => {
                     Ok((pb::AddKeyResponse { key: Some(convert::key_to_pb(&key)), created }, revision))
@@ -97,7 +100,10 @@ impl pb::trust_service_server::TrustService for TrustApi {
             let body = request.into_inner();
             let key_id = convert::revoke_key_id(&body.key_id)?;
             let signatures = convert::signatures(body.signatures)?;
-            let (applied, revision) = self.ctx.propose(Command::RevokeKey { key_id, signatures }, deadline).await?;
+            let (applied, revision) = self
+                .ctx
+                .propose_idempotent(Command::RevokeKey { key_id, signatures }, body.idempotency_key, deadline)
+                .await?;
             match applied.outcome {
                 Outcome::KeyRevoked { key, .. } => Ok((convert::key_to_pb(&key), revision)),
                 other => Err(ApiError::internal(anyhow::anyhow!("RevokeKey answered with {other:?}"))),
@@ -113,7 +119,10 @@ impl pb::trust_service_server::TrustService for TrustApi {
             let body = request.into_inner();
             let metadata = convert::root_metadata_bytes(body.metadata)?;
             let signatures = convert::signatures(body.signatures)?;
-            let (applied, revision) = self.ctx.propose(Command::RotateRoot { metadata, signatures }, deadline).await?;
+            let (applied, revision) = self
+                .ctx
+                .propose_idempotent(Command::RotateRoot { metadata, signatures }, body.idempotency_key, deadline)
+                .await?;
             match applied.outcome {
                 Outcome::RootRotated { root } => Ok((convert::root_to_pb(&root), revision)),
                 other => Err(ApiError::internal(anyhow::anyhow!("RotateRoot answered with {other:?}"))),

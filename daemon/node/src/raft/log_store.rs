@@ -28,7 +28,9 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 /// Format version of log entry records (`[version] + bincode(Entry)`).
-pub const LOG_ENTRY_FORMAT_VERSION: u8 = 1;
+/// Version 2: `Proposal` carries an idempotency key. Version 1 records are
+/// refused (a data dir from before it must be recreated), as snapshot format 3 is.
+pub const LOG_ENTRY_FORMAT_VERSION: u8 = 2;
 /// Format version of the vote and log-pointer records in `store_meta`.
 pub const STORE_META_FORMAT_VERSION: u8 = 1;
 /// Largest encoded log entry this store decodes. Proposals arrive through

@@ -362,6 +362,7 @@ mod tests {
         let proposal = Proposal {
             leader_time_ms: 0,
             command: Command::PublishEngineVersion { manifest: vec![b'x'; payload_bytes], signatures: Vec::new() },
+            idempotency_key: None,
         };
         Entry { log_id: log_id(1, 1, index), payload: EntryPayload::Normal(proposal) }
     }
@@ -399,7 +400,11 @@ mod tests {
             status: TenantStatus::Active,
             enabled_engines: BTreeSet::new(),
         };
-        let proposal = Proposal { leader_time_ms: 5, command: Command::CreateTenant { spec } };
+        let proposal = Proposal {
+            leader_time_ms: 5,
+            command: Command::CreateTenant { spec },
+            idempotency_key: Some("retry-1".to_owned()),
+        };
         let entry: Entry<TypeConfig> =
             Entry { log_id: log_id(3, 2, 9), payload: EntryPayload::Normal(proposal.clone()) };
         assert_eq!(log_entry_wire_bytes(&proposal)?, codec::body_len(&entry)?);

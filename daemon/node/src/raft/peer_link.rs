@@ -3,7 +3,7 @@
 //! the caller's deadline.
 //!
 //! ```text
-//!  ApiContext::propose (follower) ──forward(command, deadline)──► leader's RaftPeerService::forward
+//!  ApiContext::propose (follower) ──forward(write, deadline)──► leader's RaftPeerService::forward
 //!  ApiContext::read_barrier      ──read_index(deadline)─────────► leader's RaftPeerService::read_index
 //!           ▲                                                          │
 //!           └── ApiError ◄── LeaderFailure (the leader's answer) ◄─────┘
@@ -18,9 +18,9 @@
 use super::peer_channels::{PeerCallError, PeerChannels, duration_ms};
 use super::peer_message::{Forwarded, LeaderFailure, pack, unpack};
 use super::{ApplyResponse, KeelNode};
+use crate::api::context::Write;
 use crate::api::context::{LeaderLink, MemberProgress};
 use crate::api::error::ApiError;
-use keel_kernel::Command;
 use keel_proto::raft::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,11 +93,11 @@ impl LeaderLink for PeerLink {
         &self,
         leader_id: u64,
         leader: &KeelNode,
-        command: Command,
+        write: Write,
         deadline: Duration,
     ) -> Result<(ApplyResponse, u64), ApiError> {
         let peer_addr = leader.peer_addr.as_str();
-        let message: pb::ForwardRequest = pack(&command).map_err(|source| {
+        let message: pb::ForwardRequest = pack(&write).map_err(|source| {
             call_failure(leader_id, leader, deadline, PeerCallError::Pack { peer_addr: peer_addr.to_owned(), source })
         })?;
         let answer = self

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  peer ──AppendEntries│Vote│InstallSnapshot──► unpack ──► raft.append_entries│vote│install_snapshot ──► pack Result
-//!  follower ──Forward(Command)──► ApiContext::propose_here(command, grpc deadline) ──► pack Result<Forwarded, LeaderFailure>
+//!  follower ──Forward(Write)──► ApiContext::propose_here(write, grpc deadline) ──► pack Result<Forwarded, LeaderFailure>
 //!  follower ──ReadIndex──► raft.ensure_linearizable() within the grpc deadline ──► pack Result<u64, LeaderFailure>
 //! ```
 //!
@@ -16,8 +16,8 @@
 
 use super::peer_message::{self, Envelope, Forwarded, LeaderFailure};
 use super::{KeelRaft, TypeConfig};
+use crate::api::context::Write;
 use crate::api::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, Route, WRITE_DEADLINE_DEFAULT_MS};
-use keel_kernel::Command;
 use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
 use keel_proto::raft::v1 as pb;
 use keel_proto::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
@@ -106,8 +106,8 @@ impl RaftPeer for RaftPeerService {
 
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
         let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
-        let command: Command = open(request)?;
-        let result = match self.ctx.propose_here(command, deadline).await {
+        let write: Write = open(request)?;
+        let result = match self.ctx.propose_here(write, deadline).await {
             Ok(Route::Applied(response, revision)) => Ok(Forwarded { response, revision }),
             // Leadership moved on since the follower looked: it tells its
             // caller where to go rather than forwarding again.

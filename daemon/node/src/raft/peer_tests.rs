@@ -15,7 +15,7 @@ use super::peer_service::peer_server;
 use super::shared_state::SharedState;
 use super::snapshot_store::SnapshotStore;
 use super::{KeelNode, KeelRaft, KernelStateMachine, MemLogStore, NodeId, peer_transport};
-use crate::api::context::{ApiContext, Identity, LeaderLink};
+use crate::api::context::{ApiContext, Identity, LeaderLink, Write};
 use crate::api::error::ApiError;
 use keel_kernel::tenant::{TenantSpec, TenantStatus, TenantTier};
 use keel_kernel::{Command, Name, Rejection};
@@ -64,6 +64,10 @@ fn raft_config(snapshot_chunk_bytes: u64) -> Arc<openraft::Config> {
 
 fn name(value: &str) -> Name {
     Name::parse("test", value).expect("test names are valid")
+}
+
+fn unkeyed(command: Command) -> Write {
+    Write { command, idempotency_key: None }
 }
 
 fn create_tenant(tenant_id: &str) -> Command {
@@ -502,7 +506,7 @@ async fn an_unreachable_leader_is_no_leader_and_deadlines_hold() -> TestResult {
     let (_network, link) = peer_transport(1, None);
     let started = tokio::time::Instant::now();
     let closed = member(closed_addr().await?);
-    let error = link.forward(2, &closed, create_tenant("acme"), DEADLINE).await.expect_err("nothing listens");
+    let error = link.forward(2, &closed, unkeyed(create_tenant("acme")), DEADLINE).await.expect_err("nothing listens");
     assert!(matches!(error, ApiError::NoLeader), "{error:?}");
     let error = link.read_index(2, &closed, DEADLINE).await.expect_err("nothing listens");
     assert!(matches!(error, ApiError::NoLeader), "{error:?}");
@@ -512,7 +516,7 @@ async fn an_unreachable_leader_is_no_leader_and_deadlines_hold() -> TestResult {
     let silent_leader = member(silent.local_addr()?);
     let deadline = Duration::from_millis(300);
     let started = tokio::time::Instant::now();
-    let error = link.forward(2, &silent_leader, create_tenant("acme"), deadline).await.expect_err("no answer");
+    let error = link.forward(2, &silent_leader, unkeyed(create_tenant("acme")), deadline).await.expect_err("no answer");
     assert!(matches!(error, ApiError::DeadlineExceeded { after_ms: 300 }), "{error:?}");
     let error = link.read_index(2, &silent_leader, deadline).await.expect_err("no answer");
     assert!(matches!(error, ApiError::DeadlineExceeded { .. }), "{error:?}");

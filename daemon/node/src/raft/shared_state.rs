@@ -29,10 +29,23 @@ impl AppliedState {
 }
 
 /// Shared handle to the applied state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SharedState {
     applied: RwLock<AppliedState>,
     digest_cache: Mutex<Option<(u64, StateDigest)>>,
+    /// The applied revision, announced after each batch so watchers wake
+    /// without polling.
+    applied_revision: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState {
+            applied: RwLock::default(),
+            digest_cache: Mutex::default(),
+            applied_revision: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl SharedState {
@@ -45,6 +58,19 @@ impl SharedState {
     /// Write access, for the state machine only.
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, AppliedState> {
         self.applied.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Announces the current applied revision to [`Self::applied_changes`]
+    /// subscribers; the state machine calls it after every batch it applies
+    /// or snapshot it installs, once the write lock is released.
+    pub(crate) fn announce_applied(&self) {
+        let revision = self.read().revision();
+        self.applied_revision.send_replace(revision);
+    }
+
+    /// A receiver that changes whenever the applied revision does.
+    pub fn applied_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_revision.subscribe()
     }
 
     /// `(applied_index, digest)` of the current state, cached per index.

@@ -57,6 +57,7 @@ impl KernelStateMachine {
                 StorageError::from(StorageIOError::read_snapshot(Some(snapshot.meta.signature()), AnyError::new(&e)))
             })?;
             *shared.write() = restored;
+            shared.announce_applied();
             tracing::info!(
                 snapshot_id = %snapshot.meta.snapshot_id,
                 revision = shared.read().revision(),
@@ -102,8 +103,12 @@ impl RaftStateMachine<TypeConfig> for KernelStateMachine {
         I::IntoIter: OptionalSend,
     {
         // One write lock per batch: readers see whole batches, never a prefix.
-        let mut applied = self.shared.write();
-        Ok(entries.into_iter().map(|entry| apply_entry(&mut applied, entry)).collect())
+        let responses = {
+            let mut applied = self.shared.write();
+            entries.into_iter().map(|entry| apply_entry(&mut applied, entry)).collect()
+        };
+        self.shared.announce_applied();
+        Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -127,6 +132,7 @@ impl RaftStateMachine<TypeConfig> for KernelStateMachine {
         })?;
         self.snapshots.save_installed(StoredSnapshot { meta: meta.clone(), data }).await?;
         *self.shared.write() = restored;
+        self.shared.announce_applied();
         tracing::info!(snapshot_id = %meta.snapshot_id, "snapshot installed");
         Ok(())
     }

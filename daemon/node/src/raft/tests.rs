@@ -82,6 +82,7 @@ fn create_tenant(tenant_id: &str, leader_time_ms: u64) -> Proposal {
                 enabled_engines: BTreeSet::new(),
             },
         },
+        idempotency_key: None,
     }
 }
 
@@ -253,13 +254,13 @@ async fn start_raft(
 // Layout: format version, then bincode (fixint, LE) of Entry { log_id: { term, node_id, index }, payload }.
 #[rustfmt::skip]
 const GOLDEN_BLANK: &str = concat!(
-    "01",                                                       // LOG_ENTRY_FORMAT_VERSION
+    "02",                                                       // LOG_ENTRY_FORMAT_VERSION
     "0100000000000000", "0100000000000000", "0700000000000000", // term 1, node 1, index 7
     "00000000",                                                 // EntryPayload::Blank
 );
 #[rustfmt::skip]
 const GOLDEN_MEMBERSHIP: &str = concat!(
-    "01",
+    "02",
     "0100000000000000", "0100000000000000", "0800000000000000",
     "02000000",                                                 // EntryPayload::Membership
     "0100000000000000", "0100000000000000", "0100000000000000", // configs: [{1}]
@@ -271,7 +272,7 @@ const GOLDEN_MEMBERSHIP: &str = concat!(
 );
 #[rustfmt::skip]
 const GOLDEN_NORMAL: &str = concat!(
-    "01",
+    "02",
     "0100000000000000", "0100000000000000", "0900000000000000",
     "01000000",                                                 // EntryPayload::Normal
     "0068e5cf8b010000",                                         // leader_time_ms 1_700_000_000_000
@@ -282,6 +283,7 @@ const GOLDEN_NORMAL: &str = concat!(
     "0700000000000000", "65752d77657374",                       // home_region "eu-west"
     "00000000",                                                 // TenantStatus::Active
     "0000000000000000",                                         // enabled_engines: {}
+    "00",                                                       // idempotency_key: None
 );
 
 #[test]
@@ -320,10 +322,10 @@ fn corrupt_entry_bytes_are_errors_not_panics() -> TestResult {
         let _ = decode_entry(&flipped);
     }
     let mut wrong_version = bytes.clone();
-    wrong_version[0] = 2;
+    wrong_version[0] = 1;
     assert!(matches!(
         decode_entry(&wrong_version),
-        Err(codec::DecodeError::UnsupportedVersion { found: 2, supported: 1 })
+        Err(codec::DecodeError::UnsupportedVersion { found: 1, supported: 2 })
     ));
     Ok(())
 }

@@ -1,0 +1,339 @@
+//! `keel.v1.EventService`: watch the replicated event history, publish user events.
+//!
+//! ```text
+//!  Watch(from, filter) ─► permit (≤ WATCHERS_PER_NODE_MAX) ─► check from against
+//!                         [compacted_through + 1, applied + 1] ─► spawn a pump
+//!  pump: loop { read lock: events ≥ cursor (bounded batch, whole revisions) ─► unlock
+//!               send (bounded channel, WATCH_SEND_TIMEOUT_MS) ─► cursor = next
+//!               nothing new: wait for the applied revision to move, or send progress }
+//!  stream = channel items, then the pump's closing error (COMPACTED, WATCHER_TOO_SLOW)
+//! ```
+//!
+//! The pump holds no events of its own: the history lives in the replicated
+//! kernel state (the same on every node), and a watcher is a cursor into it.
+//! A watcher that stops reading fills its bounded channel and is cut off after
+//! [`WATCH_SEND_TIMEOUT_MS`]; one that falls behind compaction is told
+//! `COMPACTED`. Either way memory per watcher is bounded and the client knows
+//! where to resume.
+
+use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use super::convert;
+use super::error::ApiError;
+use crate::raft::SharedState;
+use futures::Stream;
+use futures::StreamExt as _;
+use keel_kernel::limits::{Limit, WATCHERS_PER_NODE_MAX};
+use keel_kernel::{Event, Name, Outcome};
+use keel_proto::v1 as pb;
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+/// Idle time before a progress message when the request does not say.
+pub const WATCH_PROGRESS_INTERVAL_MS_DEFAULT: u64 = 5_000;
+/// Shortest progress interval a request may ask for.
+pub const WATCH_PROGRESS_INTERVAL_MS_MIN: u64 = 100;
+/// Longest progress interval a request may ask for.
+pub const WATCH_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
+/// How long a full stream may stay full before its watcher is cut off.
+pub const WATCH_SEND_TIMEOUT_MS: u64 = 5_000;
+/// Messages buffered per watcher between the pump and the connection.
+pub const WATCH_CHANNEL_MESSAGES_MAX: usize = 16;
+/// Events in one watch message.
+pub const WATCH_BATCH_EVENTS_MAX: usize = 256;
+/// Payload bytes in one watch message (one event may exceed it alone).
+pub const WATCH_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+const _: () = assert!(
+    WATCH_BATCH_BYTES_MAX + keel_kernel::limits::EVENT_PAYLOAD_BYTES_MAX < keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX
+);
+const _: () = assert!(WATCH_PROGRESS_INTERVAL_MS_MIN <= WATCH_PROGRESS_INTERVAL_MS_DEFAULT);
+const _: () = assert!(WATCH_PROGRESS_INTERVAL_MS_DEFAULT <= WATCH_PROGRESS_INTERVAL_MS_MAX);
+
+/// Which events a watcher wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchFilter {
+    /// Kind names; empty means all.
+    pub kinds: BTreeSet<&'static str>,
+    /// Only events concerning this tenant.
+    pub tenant: Option<Name>,
+    /// Only events concerning this engine.
+    pub engine: Option<Name>,
+}
+
+impl WatchFilter {
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &Event) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(event.kind.name()))
+            && self.tenant.as_ref().is_none_or(|tenant| event.kind.tenant() == Some(tenant))
+            && self.engine.as_ref().is_none_or(|engine| event.kind.engine() == Some(engine))
+    }
+}
+
+/// The service.
+pub struct EventApi {
+    ctx: ApiContext,
+    watchers: Arc<Semaphore>,
+}
+
+impl EventApi {
+    /// The service over `ctx`, admitting at most [`WATCHERS_PER_NODE_MAX`] watchers.
+    pub fn new(ctx: ApiContext) -> EventApi {
+        EventApi { ctx, watchers: Arc::new(Semaphore::new(WATCHERS_PER_NODE_MAX)) }
+    }
+
+    /// Checks the start revision against this node's history, after a
+    /// linearizable barrier when it looks like the future (a lagging node
+    /// must not refuse a revision the cluster already has).
+    async fn start_revision(&self, from: u64, deadline: Duration) -> Result<u64, ApiError> {
+        let applied = self.ctx.shared.read().revision();
+        if from == 0 {
+            return Ok(applied.saturating_add(1));
+        }
+        if from > applied.saturating_add(1) {
+            self.ctx.read_barrier(pb::ReadConsistency::Linearizable as i32, deadline).await?;
+            let current_revision = self.ctx.shared.read().revision();
+            if from > current_revision.saturating_add(1) {
+                return Err(ApiError::RevisionInFuture { revision: from, current_revision });
+            }
+        }
+        let state = self.ctx.shared.read();
+        let compacted_revision = state.kernel.history().compacted_through();
+        if from <= compacted_revision {
+            return Err(ApiError::Compacted { compacted_revision, resync_revision: state.revision() });
+        }
+        Ok(from)
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::event_service_server::EventService for EventApi {
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let body = request.into_inner();
+        let result = async {
+            let permit = Arc::clone(&self.watchers).try_acquire_owned().map_err(|_| {
+                ApiError::Rejected(keel_kernel::Rejection::LimitExceeded {
+                    limit: Limit::WatchersPerNode,
+                    actual: WATCHERS_PER_NODE_MAX.saturating_add(1),
+                })
+            })?;
+            let (from, filter) = convert::watch_filter(&body)?;
+            let start = self.start_revision(from, deadline).await?;
+            let progress_interval = progress_interval(body.progress_interval_ms);
+            let revision = self.ctx.shared.read().revision();
+            Ok((start_pump(self.ctx.clone(), permit, start, filter, progress_interval), revision))
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishEventRequest>,
+    ) -> Result<Response<pb::PublishEventResponse>, Status> {
+        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
+        let result = async {
+            let (command, idempotency_key) = convert::publish_event(request.into_inner())?;
+            let (applied, revision) = self.ctx.propose_idempotent(command, idempotency_key, deadline).await?;
+            match applied.outcome {
+                Outcome::EventPublished { revision: event_revision } => Ok((
+                    pb::PublishEventResponse { revision: event_revision, is_replay: applied.replay_of.is_some() },
+                    revision,
+                )),
+                other => Err(ApiError::internal(anyhow::anyhow!("Publish answered with {other:?}"))),
+            }
+        }
+        .await;
+        self.ctx.answer(result)
+    }
+}
+
+fn progress_interval(requested_ms: u32) -> Duration {
+    let ms = match u64::from(requested_ms) {
+        0 => WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
+        ms => ms.clamp(WATCH_PROGRESS_INTERVAL_MS_MIN, WATCH_PROGRESS_INTERVAL_MS_MAX),
+    };
+    Duration::from_millis(ms)
+}
+
+/// Spawns the pump for one watcher and returns its stream: the messages,
+/// then the pump's closing error if it ended with one.
+fn start_pump(
+    ctx: ApiContext,
+    permit: OwnedSemaphorePermit,
+    start: u64,
+    filter: WatchFilter,
+    progress_interval: Duration,
+) -> WatchStream {
+    let (messages, receiver) = mpsc::channel(WATCH_CHANNEL_MESSAGES_MAX);
+    let (closing_tx, closing_rx) = oneshot::channel::<Status>();
+    let stats = Arc::clone(&ctx.watch_stats);
+    let answering = ctx.clone();
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    let pump = Pump { ctx, messages, cursor: start, filter, progress_interval };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let result = pump.run().await;
+        stats.active.fetch_sub(1, Ordering::Relaxed);
+        if let Err(error) = result {
+            if matches!(error, ApiError::WatcherTooSlow { .. }) {
+                stats.cut_off_total.fetch_add(1, Ordering::Relaxed);
+            }
+            let status = answering.fail(error);
+            // The receiver is gone when the client left; nothing to tell then.
+            let _ = closing_tx.send(status);
+        }
+    });
+    let closing = futures::stream::once(closing_rx).filter_map(|closing| async move { closing.ok().map(Err) });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver).chain(closing))
+}
+
+/// One watcher's cursor into the history and its outgoing channel.
+struct Pump {
+    ctx: ApiContext,
+    messages: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    /// Next revision to deliver.
+    cursor: u64,
+    filter: WatchFilter,
+    progress_interval: Duration,
+}
+
+impl Pump {
+    async fn run(mut self) -> Result<(), ApiError> {
+        let mut applied_changes = self.ctx.shared.applied_changes();
+        let first = pb::WatchResponse {
+            events: Vec::new(),
+            progress_revision: self.cursor.saturating_sub(1),
+            start_revision: self.cursor,
+        };
+        if !self.send(first).await? {
+            return Ok(());
+        }
+        let mut last_sent = Instant::now();
+        loop {
+            let (events, next_cursor) = collect(&self.ctx.shared, self.cursor, &self.filter)?;
+            self.cursor = next_cursor;
+            if !events.is_empty() {
+                let message =
+                    pb::WatchResponse { events, progress_revision: next_cursor.saturating_sub(1), start_revision: 0 };
+                if !self.send(message).await? {
+                    return Ok(());
+                }
+                last_sent = Instant::now();
+                // A full batch may have left more behind it: collect again before waiting.
+                continue;
+            }
+            let idle_left = self.progress_interval.saturating_sub(last_sent.elapsed());
+            if idle_left.is_zero() {
+                let progress = pb::WatchResponse {
+                    events: Vec::new(),
+                    progress_revision: self.cursor.saturating_sub(1),
+                    start_revision: 0,
+                };
+                if !self.send(progress).await? {
+                    return Ok(());
+                }
+                last_sent = Instant::now();
+                continue;
+            }
+            tokio::select! {
+                changed = applied_changes.changed() => {
+                    if changed.is_err() {
+                        return Err(ApiError::NodeUnavailable { detail: "the state machine stopped".into() });
+                    }
+                }
+                () = tokio::time::sleep(idle_left) => {}
+                () = self.messages.closed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Sends one message: whether it was delivered (false: the client left).
+    /// A stream that stays full is cut off.
+    async fn send(&self, message: pb::WatchResponse) -> Result<bool, ApiError> {
+        let timeout = Duration::from_millis(WATCH_SEND_TIMEOUT_MS);
+        match self.messages.send_timeout(Ok(message), timeout).await {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Ok(false),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(next_revision = self.cursor, "watcher cut off: it stopped reading");
+                Err(ApiError::WatcherTooSlow { next_revision: self.cursor })
+            }
+        }
+    }
+}
+
+/// The next batch for a watcher at `cursor`: matching events (whole
+/// revisions, bounded) and the cursor after them. Fails with `COMPACTED`
+/// when the history no longer holds `cursor`.
+fn collect(shared: &SharedState, cursor: u64, filter: &WatchFilter) -> Result<(Vec<pb::Event>, u64), ApiError> {
+    let state = shared.read();
+    let history = state.kernel.history();
+    let compacted_revision = history.compacted_through();
+    if cursor <= compacted_revision {
+        return Err(ApiError::Compacted { compacted_revision, resync_revision: state.revision() });
+    }
+    let mut events = Vec::new();
+    let mut bytes = 0usize;
+    let mut last_revision = None;
+    for event in history.since(cursor) {
+        let is_full = events.len() >= WATCH_BATCH_EVENTS_MAX || bytes >= WATCH_BATCH_BYTES_MAX;
+        if is_full && last_revision != Some(event.revision) {
+            // Stop at a revision boundary, so resuming at it repeats nothing.
+            return Ok((events, event.revision));
+        }
+        last_revision = Some(event.revision);
+        if filter.matches(event) {
+            let event = convert::event_to_pb(event);
+            bytes = bytes.saturating_add(event.payload.len());
+            events.push(event);
+        }
+    }
+    Ok((events, state.revision().saturating_add(1).max(cursor)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_kernel::EventKind;
+
+    fn name(value: &str) -> Name {
+        Name::parse("name", value).expect("a valid name")
+    }
+
+    #[test]
+    fn filters_combine_kind_tenant_and_engine() {
+        let created = Event { revision: 1, time_ms: 0, kind: EventKind::TenantCreated { tenant_id: name("acme") } };
+        let published = Event {
+            revision: 2,
+            time_ms: 0,
+            kind: EventKind::EngineVersionPublished { engine: name("billing"), version: "1.0.0".into() },
+        };
+        assert!(WatchFilter::default().matches(&created));
+        let tenant = WatchFilter { tenant: Some(name("acme")), ..WatchFilter::default() };
+        assert!(tenant.matches(&created));
+        assert!(!tenant.matches(&published));
+        let kinds = WatchFilter { kinds: ["ENGINE_VERSION_PUBLISHED"].into(), ..WatchFilter::default() };
+        assert!(!kinds.matches(&created));
+        assert!(kinds.matches(&published));
+        let engine = WatchFilter { engine: Some(name("other")), ..kinds };
+        assert!(!engine.matches(&published));
+    }
+
+    #[test]
+    fn progress_intervals_are_clamped() {
+        assert_eq!(progress_interval(0), Duration::from_millis(WATCH_PROGRESS_INTERVAL_MS_DEFAULT));
+        assert_eq!(progress_interval(1), Duration::from_millis(WATCH_PROGRESS_INTERVAL_MS_MIN));
+        assert_eq!(progress_interval(u32::MAX), Duration::from_millis(WATCH_PROGRESS_INTERVAL_MS_MAX));
+    }
+}
