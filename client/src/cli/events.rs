@@ -173,7 +173,7 @@ async fn watch(args: WatchArgs, global: &GlobalArgs, output: &mut Output<'_>) ->
         kinds: args.kinds,
         tenant: args.tenant,
         engine: args.engine,
-        progress_interval: args.idle_exit_ms.map(Duration::from_millis),
+        progress_interval: None,
     };
     let mut watch = client.watch(options);
     let mut n_shown: u64 = 0;
