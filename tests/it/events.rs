@@ -343,3 +343,55 @@ async fn keelctl_publishes_once_per_key_and_watches_from_a_revision() -> Result<
     ensure!(watched[0]["payload"] == "build 42" && watched[0]["tenant"] == "acme", "{watched:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_node_refuses_watchers_beyond_its_bound() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("keel.toml");
+    std::fs::write(&config, "[watch]\nwatchers_max = 2\n")?;
+    let config = config.to_str().context("utf-8 path")?.to_owned();
+    let mut node = KeelProcess::new(
+        [
+            "--dev",
+            "--config",
+            &config,
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect(),
+    )?;
+    node.launch().await?;
+    node.wait_ready().await?;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        open.push(
+            open_watch(node.channel().await?, pb::WatchRequest::default())
+                .await
+                .map_err(|s| anyhow::anyhow!("{s:?}"))?,
+        );
+    }
+    let status = match open_watch(node.channel().await?, pb::WatchRequest::default()).await {
+        Ok(_) => bail!("a third watcher was admitted"),
+        Err(status) => status,
+    };
+    ensure!(status.code() == Code::ResourceExhausted && reason_of(&status) == "LIMIT_EXCEEDED", "{status:?}");
+    let info = tonic_types::StatusExt::get_details_error_info(&status).context("error info")?;
+    ensure!(info.metadata.get("limit").map(String::as_str) == Some("WATCHERS_PER_NODE_MAX"), "{info:?}");
+    // A closed stream frees its place.
+    drop(open.pop());
+    let deadline = Instant::now() + WAIT;
+    while gauge(&node, "keel_watchers").await? != 1 {
+        ensure!(Instant::now() < deadline, "the closed watcher still counts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    open_watch(node.channel().await?, pb::WatchRequest::default())
+        .await
+        .map_err(|status| anyhow::anyhow!("after a close: {status:?}"))?;
+    Ok(())
+}

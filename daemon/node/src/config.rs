@@ -52,6 +52,23 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Logging.
     pub log: LogConfig,
+    /// Watch streams.
+    pub watch: WatchConfig,
+}
+
+/// Watch streams (`EventService.Watch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Most watch streams open at once on this node; more are refused with
+    /// `RESOURCE_EXHAUSTED`. 1..=`WATCHERS_PER_NODE_MAX` (the default).
+    pub watchers_max: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig { watchers_max: keel_kernel::limits::WATCHERS_PER_NODE_MAX }
+    }
 }
 
 /// Node identity.
@@ -204,6 +221,7 @@ impl Default for Config {
             trust: TrustConfig::default(),
             tls: None,
             log: LogConfig { format: LogFormat::Text, filter: "info,openraft=warn".into() },
+            watch: WatchConfig::default(),
         }
     }
 }
@@ -307,6 +325,10 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        let watchers_max = keel_kernel::limits::WATCHERS_PER_NODE_MAX;
+        if !(1..=watchers_max).contains(&self.watch.watchers_max) {
+            return Err(invalid("watch.watchers_max", format!("must be between 1 and {watchers_max}")));
         }
         Ok(())
     }

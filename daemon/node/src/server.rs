@@ -110,7 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let identity =
         Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
-    let ctx = ApiContext::new(raft.clone(), shared, identity, leader_link);
+    let ctx = ApiContext::new(raft.clone(), shared, identity, leader_link).with_watchers_max(config.watch.watchers_max);
     tokio::spawn(bootstrap_trust(ctx.clone(), roots));
     if is_fresh && config.cluster.initial_state == InitialState::New && members.keys().next() != Some(&config.node.id) {
         tokio::spawn(check_initial_membership(ctx.clone(), members));
@@ -290,7 +290,7 @@ async fn serve_grpc(
         .add_service(limit(pb::trust_service_server::TrustServiceServer::new(TrustApi { ctx: ctx.clone() })))
         .add_service(limit(pb::registry_service_server::RegistryServiceServer::new(RegistryApi { ctx: ctx.clone() })))
         .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
-        .add_service(limit(pb::event_service_server::EventServiceServer::new(EventApi::new(ctx.clone()))))
+        .add_service(limit(pb::event_service_server::EventServiceServer::new(EventApi { ctx: ctx.clone() })))
         .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
         .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

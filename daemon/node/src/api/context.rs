@@ -40,13 +40,41 @@ pub struct Identity {
     pub zone: String,
 }
 
-/// Watch counters, shared by the event service and the ops endpoints.
-#[derive(Debug, Default)]
+/// Watch admission and counters, shared by the event service and the ops endpoints.
+#[derive(Debug)]
 pub struct WatchStats {
     /// Watch streams open on this node.
     pub active: AtomicU64,
     /// Watchers cut off for not reading (`WATCHER_TOO_SLOW`) since start.
     pub cut_off_total: AtomicU64,
+    /// One permit per watch stream this node admits.
+    permits: Arc<tokio::sync::Semaphore>,
+    watchers_max: usize,
+}
+
+impl WatchStats {
+    /// Admission for at most `watchers_max` streams at once.
+    pub fn new(watchers_max: usize) -> Self {
+        WatchStats {
+            active: AtomicU64::new(0),
+            cut_off_total: AtomicU64::new(0),
+            permits: Arc::new(tokio::sync::Semaphore::new(watchers_max)),
+            watchers_max,
+        }
+    }
+
+    /// A permit for one more stream, or the error when all are taken.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyWatchers { watchers_max: self.watchers_max })
+    }
+}
+
+impl Default for WatchStats {
+    fn default() -> Self {
+        WatchStats::new(keel_kernel::limits::WATCHERS_PER_NODE_MAX)
+    }
 }
 
 /// Shared by every service.
@@ -212,6 +240,12 @@ impl ApiContext {
             is_transferring: Arc::default(),
             watch_stats: Arc::default(),
         }
+    }
+
+    /// This context with watch admission for at most `watchers_max` streams.
+    pub fn with_watchers_max(mut self, watchers_max: usize) -> ApiContext {
+        self.watch_stats = Arc::new(WatchStats::new(watchers_max));
+        self
     }
 
     /// Marks a leadership transfer in progress until the guard drops; `None`

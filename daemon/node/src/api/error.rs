@@ -87,6 +87,12 @@ pub enum ApiError {
         /// The latest revision.
         current_revision: u64,
     },
+    /// This node already serves its most watch streams.
+    #[error("this node serves its most watch streams ({watchers_max}); watch on another member or retry later")]
+    TooManyWatchers {
+        /// The configured bound (`watch.watchers_max`, at most `WATCHERS_PER_NODE_MAX`).
+        watchers_max: usize,
+    },
     /// A watcher stopped reading and was cut off.
     #[error("the watcher stopped reading its stream and was cut off; resume from revision {next_revision}")]
     WatcherTooSlow {
@@ -130,6 +136,7 @@ impl ApiError {
             ApiError::Compacted { .. } => "COMPACTED",
             ApiError::RevisionInFuture { .. } => "REVISION_IN_FUTURE",
             ApiError::WatcherTooSlow { .. } => "WATCHER_TOO_SLOW",
+            ApiError::TooManyWatchers { .. } => "LIMIT_EXCEEDED",
             ApiError::Internal { .. } => "INTERNAL",
         }
     }
@@ -183,7 +190,7 @@ impl ApiError {
             ApiError::NotLeader { .. } | ApiError::NoLeader | ApiError::NodeUnavailable { .. } => Code::Unavailable,
             ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             ApiError::Compacted { .. } | ApiError::RevisionInFuture { .. } => Code::OutOfRange,
-            ApiError::WatcherTooSlow { .. } => Code::ResourceExhausted,
+            ApiError::WatcherTooSlow { .. } | ApiError::TooManyWatchers { .. } => Code::ResourceExhausted,
             ApiError::Internal { .. } => Code::Internal,
         }
     }
@@ -216,6 +223,10 @@ impl ApiError {
             }
             ApiError::WatcherTooSlow { next_revision } => {
                 metadata.insert("next_revision".into(), next_revision.to_string());
+            }
+            ApiError::TooManyWatchers { watchers_max } => {
+                metadata.insert("limit".into(), Limit::WatchersPerNode.name().to_owned());
+                metadata.insert("limit_value".into(), watchers_max.to_string());
             }
             ApiError::PeerCertificate(crate::tls::PeerCertificateError::NotMember { sans }) => {
                 metadata.insert("sans".into(), sans.join(","));
@@ -278,7 +289,7 @@ impl From<ApiError> for Status {
 
 /// Limits on accumulated state rather than on one request's shape.
 fn is_capacity_limit(limit: Limit) -> bool {
-    matches!(limit, Limit::KeysPerRole | Limit::WatchersPerNode)
+    matches!(limit, Limit::KeysPerRole)
 }
 
 fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, String>) {

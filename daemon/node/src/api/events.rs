@@ -1,7 +1,7 @@
 //! `keel.v1.EventService`: watch the replicated event history, publish user events.
 //!
 //! ```text
-//!  Watch(from, filter) ─► permit (≤ WATCHERS_PER_NODE_MAX) ─► check from against
+//!  Watch(from, filter) ─► permit (≤ watch.watchers_max) ─► check from against
 //!                         [compacted_through + 1, applied + 1] ─► spawn a pump
 //!  pump: loop { read lock: events ≥ cursor (bounded batch, whole revisions) ─► unlock
 //!               send (bounded channel, WATCH_SEND_TIMEOUT_MS) ─► cursor = next
@@ -22,7 +22,6 @@ use super::error::ApiError;
 use crate::raft::SharedState;
 use futures::Stream;
 use futures::StreamExt as _;
-use keel_kernel::limits::{Limit, WATCHERS_PER_NODE_MAX};
 use keel_kernel::{Event, Name, Outcome};
 use keel_proto::v1 as pb;
 use std::collections::BTreeSet;
@@ -30,7 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -75,18 +74,12 @@ impl WatchFilter {
     }
 }
 
-/// The service.
+/// The service; watch admission is `ctx.watch_stats` (`watch.watchers_max`).
 pub struct EventApi {
-    ctx: ApiContext,
-    watchers: Arc<Semaphore>,
+    pub(crate) ctx: ApiContext,
 }
 
 impl EventApi {
-    /// The service over `ctx`, admitting at most [`WATCHERS_PER_NODE_MAX`] watchers.
-    pub fn new(ctx: ApiContext) -> EventApi {
-        EventApi { ctx, watchers: Arc::new(Semaphore::new(WATCHERS_PER_NODE_MAX)) }
-    }
-
     /// Checks the start revision against this node's history, after a
     /// linearizable barrier when it looks like the future (a lagging node
     /// must not refuse a revision the cluster already has).
@@ -121,12 +114,7 @@ impl pb::event_service_server::EventService for EventApi {
         let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
         let body = request.into_inner();
         let result = async {
-            let permit = Arc::clone(&self.watchers).try_acquire_owned().map_err(|_| {
-                ApiError::Rejected(keel_kernel::Rejection::LimitExceeded {
-                    limit: Limit::WatchersPerNode,
-                    actual: WATCHERS_PER_NODE_MAX.saturating_add(1),
-                })
-            })?;
+            let permit = self.ctx.watch_stats.admit()?;
             let (from, filter) = convert::watch_filter(&body)?;
             let start = self.start_revision(from, deadline).await?;
             let progress_interval = progress_interval(body.progress_interval_ms);
