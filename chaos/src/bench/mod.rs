@@ -91,6 +91,8 @@ pub struct SystemResult {
     pub binary: String,
     /// One entry per client count.
     pub load: Vec<LoadResult>,
+    /// Keel only: the same runs with an idempotency key on every write.
+    pub keyed_load: Vec<LoadResult>,
     /// Kill-to-first-acknowledged-write per trial, ms.
     pub failover_ms: Vec<f64>,
 }
@@ -157,6 +159,15 @@ async fn bench_keel(keeld: PathBuf, args: &Args, duration: Duration) -> Result<S
         eprintln!("keel: {clients} clients: {:.0} writes/s", result.ops_per_s);
         load.push(result);
     }
+    let mut keyed_load = Vec::new();
+    for (run, clients) in args.clients.iter().copied().enumerate() {
+        let leader = cluster.leader().await?;
+        let writer = KeelWriter::keyed(cluster.nodes[leader].channel().await?);
+        run_load(writer.clone(), &format!("kw{run}"), clients, WARMUP).await?;
+        let result = run_load(writer, &format!("kr{run}"), clients, duration).await?;
+        eprintln!("keel: {clients} clients, keyed: {:.0} writes/s", result.ops_per_s);
+        keyed_load.push(result);
+    }
     let mut failover_ms = Vec::new();
     for trial in 0..args.trials {
         cluster.converged().await?;
@@ -172,7 +183,7 @@ async fn bench_keel(keeld: PathBuf, args: &Args, duration: Duration) -> Result<S
         cluster.nodes[leader].restart().await?;
         cluster.converged().await?;
     }
-    Ok(SystemResult { binary, load, failover_ms })
+    Ok(SystemResult { binary, load, keyed_load, failover_ms })
 }
 
 async fn bench_etcd(binary_path: PathBuf, args: &Args, duration: Duration) -> Result<SystemResult> {
@@ -202,7 +213,7 @@ async fn bench_etcd(binary_path: PathBuf, args: &Args, duration: Duration) -> Re
         cluster.members[leader].restart()?;
         cluster.converged().await?;
     }
-    Ok(SystemResult { binary, load, failover_ms })
+    Ok(SystemResult { binary, load, keyed_load: Vec::new(), failover_ms })
 }
 
 fn cpu_model() -> String {
@@ -248,6 +259,25 @@ pub fn render_markdown(report: &Report) -> String {
         if errors > 0 {
             row(format!("failed writes, {c} client{s}"), Some(keel.errors as f64), etcd.map(|e| e.errors as f64), 0);
         }
+    }
+    // etcd has no idempotency keys: its column is its plain write, the
+    // nearest thing it offers.
+    for (index, keel) in report.keel.keyed_load.iter().enumerate() {
+        let etcd = report.etcd.as_ref().and_then(|e| e.load.get(index));
+        let c = keel.clients;
+        let s = if c == 1 { "" } else { "s" };
+        row(
+            format!("keyed writes/s (idempotency key; etcd: plain), {c} client{s}"),
+            Some(keel.ops_per_s),
+            etcd.map(|e| e.ops_per_s),
+            0,
+        );
+        row(
+            format!("keyed write p99 ms, {c} client{s}"),
+            Some(us_to_ms(keel.p99_us)),
+            etcd.map(|e| us_to_ms(e.p99_us)),
+            2,
+        );
     }
     let (keel_median, keel_max) = failover_summary(&report.keel.failover_ms);
     let (etcd_median, etcd_max) =

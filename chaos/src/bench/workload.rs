@@ -28,14 +28,23 @@ pub trait Writer: Clone + Send + 'static {
     fn write(&mut self, id: String, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// Keel: `TenantService.CreateTenant` with a fresh tenant id.
+/// Keel: `TenantService.CreateTenant` with a fresh tenant id, optionally
+/// under an idempotency key (what keel-client sends with every mutation).
 #[derive(Clone)]
-pub struct KeelWriter(pb::tenant_service_client::TenantServiceClient<Channel>);
+pub struct KeelWriter {
+    client: pb::tenant_service_client::TenantServiceClient<Channel>,
+    is_keyed: bool,
+}
 
 impl KeelWriter {
-    /// A writer over `channel`.
+    /// A writer over `channel`, without idempotency keys.
     pub fn new(channel: Channel) -> KeelWriter {
-        KeelWriter(pb::tenant_service_client::TenantServiceClient::new(channel))
+        KeelWriter { client: pb::tenant_service_client::TenantServiceClient::new(channel), is_keyed: false }
+    }
+
+    /// A writer over `channel` that sends each write under its own idempotency key.
+    pub fn keyed(channel: Channel) -> KeelWriter {
+        KeelWriter { is_keyed: true, ..KeelWriter::new(channel) }
     }
 }
 
@@ -51,10 +60,10 @@ impl Writer for KeelWriter {
                 enabled_engines: vec!["billing".into()],
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            idempotency_key: if self.is_keyed { format!("bench-{id}") } else { String::new() },
         });
         request.set_timeout(timeout);
-        self.0.create_tenant(request).await?;
+        self.client.create_tenant(request).await?;
         Ok(())
     }
 }
