@@ -10,6 +10,7 @@ mod cluster_membership;
 mod compose;
 mod fixture;
 mod harness;
+mod manifest_schemas;
 mod membership;
 mod registry_graph;
 mod single_node;

@@ -40,11 +40,16 @@ pub const GRPC_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const PAGE_SIZE_MAX: usize = 1000;
 /// Items in a page when the request does not say.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
+/// UI surfaces declared by one engine version.
+pub const UI_SURFACES_PER_ENGINE_MAX: usize = 16;
+/// Bytes in a UI surface's `entry` (a relative path or an https URL).
+pub const UI_ENTRY_BYTES_MAX: usize = 1024;
 
 const _: () = assert!(MANIFEST_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
 const _: () = assert!(DESCRIPTION_BYTES_MAX < MANIFEST_BYTES_MAX);
+const _: () = assert!(UI_ENTRY_BYTES_MAX < MANIFEST_BYTES_MAX);
 
 /// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -60,6 +65,8 @@ pub enum Limit {
     SignaturesPerRequest,
     BootstrapRootKeys,
     EnabledEnginesPerTenant,
+    UiSurfacesPerEngine,
+    UiEntryBytes,
 }
 
 impl Limit {
@@ -76,6 +83,8 @@ impl Limit {
             Limit::SignaturesPerRequest => "SIGNATURES_PER_REQUEST_MAX",
             Limit::BootstrapRootKeys => "BOOTSTRAP_ROOT_KEYS_MAX",
             Limit::EnabledEnginesPerTenant => "ENABLED_ENGINES_PER_TENANT_MAX",
+            Limit::UiSurfacesPerEngine => "UI_SURFACES_PER_ENGINE_MAX",
+            Limit::UiEntryBytes => "UI_ENTRY_BYTES_MAX",
         }
     }
 
@@ -92,6 +101,8 @@ impl Limit {
             Limit::SignaturesPerRequest => SIGNATURES_PER_REQUEST_MAX,
             Limit::BootstrapRootKeys => BOOTSTRAP_ROOT_KEYS_MAX,
             Limit::EnabledEnginesPerTenant => ENABLED_ENGINES_PER_TENANT_MAX,
+            Limit::UiSurfacesPerEngine => UI_SURFACES_PER_ENGINE_MAX,
+            Limit::UiEntryBytes => UI_ENTRY_BYTES_MAX,
         }
     }
 

@@ -71,6 +71,9 @@ pub enum Rejection {
     TenantAlreadyExists { tenant_id: String },
     #[error("etag mismatch: expected {expected}, current {current}")]
     EtagMismatch { expected: String, current: String },
+
+    #[error("action {action}: {schema} is not a usable JSON Schema: {problem}")]
+    ActionSchemaInvalid { action: String, schema: Cow<'static, str>, problem: String },
 }
 
 impl Rejection {
@@ -102,6 +105,7 @@ impl Rejection {
             Rejection::DependencyTierViolation { .. } => "DEPENDENCY_TIER_VIOLATION",
             Rejection::DependencyCycle { .. } => "DEPENDENCY_CYCLE",
             Rejection::EngineVersionNotFound { .. } => "ENGINE_VERSION_NOT_FOUND",
+            Rejection::ActionSchemaInvalid { .. } => "ACTION_SCHEMA_INVALID",
         }
     }
 
@@ -132,6 +136,7 @@ impl Rejection {
         "DEPENDENCY_TIER_VIOLATION",
         "DEPENDENCY_CYCLE",
         "ENGINE_VERSION_NOT_FOUND",
+        "ACTION_SCHEMA_INVALID",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -141,7 +146,8 @@ impl Rejection {
             | Rejection::FieldInvalid { .. }
             | Rejection::ManifestMalformed { .. }
             | Rejection::VersionInvalid { .. }
-            | Rejection::KeyValidityInvalid { .. } => RejectionClass::InvalidArgument,
+            | Rejection::KeyValidityInvalid { .. }
+            | Rejection::ActionSchemaInvalid { .. } => RejectionClass::InvalidArgument,
             Rejection::LimitExceeded { .. } => RejectionClass::InvalidArgument,
             Rejection::KeyUnknown { .. }
             | Rejection::KeyPurposeMismatch { .. }

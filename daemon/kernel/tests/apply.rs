@@ -14,7 +14,7 @@ use keel_kernel::command::{Command, Proposal};
 use keel_kernel::limits::{
     ACTIONS_PER_ENGINE_MAX, BOOTSTRAP_ROOT_KEYS_MAX, CAPABILITIES_PER_ENGINE_MAX, DEPENDENCIES_PER_ENGINE_MAX,
     DESCRIPTION_BYTES_MAX, ENABLED_ENGINES_PER_TENANT_MAX, KEYS_PER_ROLE_MAX, MANIFEST_BYTES_MAX, NAME_BYTES_MAX,
-    SIGNATURES_PER_REQUEST_MAX,
+    SIGNATURES_PER_REQUEST_MAX, UI_ENTRY_BYTES_MAX, UI_SURFACES_PER_ENGINE_MAX,
 };
 use keel_kernel::signing::Signature;
 use keel_kernel::trust_store::{KeyPurpose, KeySpec};
@@ -749,7 +749,141 @@ fn publish_with_duplicate_actions_is_refused() {
 #[test]
 fn publish_with_a_schema_that_is_not_an_object_is_refused() {
     let actions = json!([{"name": "echo", "input_schema": "object"}]);
-    check_publish(manifest_with("actions", actions), Expect::Rejected("FIELD_INVALID manifest.actions.schema"));
+    check_publish(manifest_with("actions", actions), Expect::Rejected("ACTION_SCHEMA_INVALID input_schema"));
+}
+
+// ---------------------------------------------------------------- action schemas
+
+/// A manifest whose only action carries these schemas.
+fn manifest_with_schemas(input: serde_json::Value, output: serde_json::Value) -> Vec<u8> {
+    manifest_with("actions", json!([{"name": "echo", "input_schema": input, "output_schema": output}]))
+}
+
+#[test]
+fn publish_with_schemas_of_every_supported_draft_is_accepted() {
+    for (uri, _) in keel_kernel::action_schema::SUPPORTED_DRAFTS {
+        let input =
+            json!({"$schema": uri, "type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}});
+        check_publish(manifest_with_schemas(input, json!(true)), Expect::Events(vec![published("echo", "1.0.0")]));
+    }
+    let local_ref = json!({"$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}}});
+    check_publish(manifest_with_schemas(json!(false), local_ref), Expect::Events(vec![published("echo", "1.0.0")]));
+}
+
+#[test]
+fn publish_with_a_schema_that_breaks_its_meta_schema_is_refused() {
+    let cases = [
+        (json!({"type": "no-such-type"}), json!(true), "ACTION_SCHEMA_INVALID input_schema"),
+        (json!(true), json!({"properties": {"n": {"minimum": "zero"}}}), "ACTION_SCHEMA_INVALID output_schema"),
+        (json!({"required": "n"}), json!(true), "ACTION_SCHEMA_INVALID input_schema"),
+        (json!(true), json!(17), "ACTION_SCHEMA_INVALID output_schema"),
+    ];
+    for (input, output, expected) in cases {
+        check_publish(manifest_with_schemas(input, output), Expect::Rejected(expected));
+    }
+}
+
+#[test]
+fn publish_with_a_schema_that_does_not_compile_is_refused() {
+    let bad_pattern = json!({"type": "string", "pattern": "(unclosed"});
+    check_publish(
+        manifest_with_schemas(bad_pattern, json!(true)),
+        Expect::Rejected("ACTION_SCHEMA_INVALID input_schema"),
+    );
+}
+
+#[test]
+fn publish_with_a_schema_needing_io_is_refused() {
+    for input in [
+        json!({"$ref": "https://example.com/schemas/order.json"}),
+        json!({"$ref": "file:///etc/passwd"}),
+        json!({"$id": "https://example.com/a.json", "properties": {"x": {"$ref": "b.json"}}}),
+        json!({"$schema": "https://example.com/custom-meta"}),
+        json!({"$schema": "http://json-schema.org/draft-03/schema#"}),
+    ] {
+        check_publish(
+            manifest_with_schemas(input, json!(true)),
+            Expect::Rejected("ACTION_SCHEMA_INVALID input_schema"),
+        );
+    }
+}
+
+#[test]
+fn a_schema_rejection_names_the_action_and_the_schema() {
+    let checked = check_publish(
+        manifest_with("actions", json!([{"name": "ok"}, {"name": "bad", "output_schema": {"type": 5}}])),
+        Expect::Rejected("ACTION_SCHEMA_INVALID output_schema"),
+    );
+    let Err(Rejection::ActionSchemaInvalid { action, problem, .. }) = checked.result else { unreachable!() };
+    assert_eq!(action, "bad");
+    assert!(!problem.is_empty());
+}
+
+// ---------------------------------------------------------------- UI surfaces
+
+fn ui_surface(name: &str, kind: &str, entry: &str) -> serde_json::Value {
+    json!({"name": name, "kind": kind, "entry": entry, "description": format!("{name} {kind}")})
+}
+
+#[test]
+fn publish_with_ui_surfaces_keeps_them_readable() {
+    let ui = json!([
+        ui_surface("invoices", "panel", "ui/invoices.html"),
+        ui_surface("refund", "form", "https://console.example.com/refund"),
+        {"name": "total", "kind": "widget", "entry": "widgets/total.js"},
+    ]);
+    let checked = check_publish(manifest_with("ui", ui), Expect::Events(vec![published("echo", "1.0.0")]));
+    let stored = checked.state.registry().get(&name("echo"), None).expect("published");
+    let surfaces = keel_kernel::manifest::ui_surfaces_of(&stored.manifest);
+    let summary: Vec<(String, &str, String)> =
+        surfaces.iter().map(|s| (s.name.to_string(), s.kind.as_str(), s.entry.clone())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("invoices".to_owned(), "panel", "ui/invoices.html".to_owned()),
+            ("refund".to_owned(), "form", "https://console.example.com/refund".to_owned()),
+            ("total".to_owned(), "widget", "widgets/total.js".to_owned()),
+        ]
+    );
+    assert_eq!(surfaces[2].description, "");
+}
+
+#[test]
+fn publish_with_bad_ui_surfaces_is_refused() {
+    let cases = [
+        (json!([ui_surface("a", "panel", "../outside.html")]), "FIELD_INVALID manifest.ui.entry"),
+        (json!([ui_surface("a", "panel", "javascript:alert(1)")]), "FIELD_INVALID manifest.ui.entry"),
+        (json!([ui_surface("a", "panel", "http://example.com/a")]), "FIELD_INVALID manifest.ui.entry"),
+        (json!([ui_surface("a", "panel", "")]), "FIELD_REQUIRED manifest.ui.entry"),
+        (json!([ui_surface("a", "panel", &"x".repeat(UI_ENTRY_BYTES_MAX + 1))]), "LIMIT_EXCEEDED UI_ENTRY_BYTES_MAX"),
+        (json!([ui_surface("a", "popup", "a.html")]), "MANIFEST_MALFORMED"),
+        (json!([ui_surface("Has Space", "panel", "a.html")]), "FIELD_INVALID manifest.ui.name"),
+        (json!([ui_surface("a", "panel", "a.html"), ui_surface("a", "form", "b.html")]), "FIELD_INVALID manifest.ui"),
+        (json!([{"name": "a", "kind": "panel", "entry": "a.html", "icon": "x.png"}]), "MANIFEST_MALFORMED"),
+        (
+            json!([{"name": "a", "kind": "panel", "entry": "a.html", "description": "d".repeat(DESCRIPTION_BYTES_MAX + 1)}]),
+            "LIMIT_EXCEEDED DESCRIPTION_BYTES_MAX",
+        ),
+        (json!({"name": "a"}), "MANIFEST_MALFORMED"),
+    ];
+    for (ui, expected) in cases {
+        check_publish(manifest_with("ui", ui), Expect::Rejected(expected));
+    }
+}
+
+#[test]
+fn publish_with_too_many_ui_surfaces_is_refused() {
+    let surfaces = |count: usize| {
+        json!((0..count).map(|i| ui_surface(&format!("s{i}"), "widget", &format!("w/{i}.js"))).collect::<Vec<_>>())
+    };
+    check_publish(
+        manifest_with("ui", surfaces(UI_SURFACES_PER_ENGINE_MAX)),
+        Expect::Events(vec![published("echo", "1.0.0")]),
+    );
+    check_publish(
+        manifest_with("ui", surfaces(UI_SURFACES_PER_ENGINE_MAX + 1)),
+        Expect::Rejected("LIMIT_EXCEEDED UI_SURFACES_PER_ENGINE_MAX"),
+    );
 }
 
 #[test]

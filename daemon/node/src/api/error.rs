@@ -211,6 +211,9 @@ impl ApiError {
             ApiError::Rejected(Rejection::FieldInvalid { field, problem }) => {
                 details.add_bad_request_violation(field.to_string(), problem.to_string());
             }
+            ApiError::Rejected(Rejection::ActionSchemaInvalid { action, schema, problem }) => {
+                details.add_bad_request_violation(format!("manifest.actions[{action}].{schema}"), problem.clone());
+            }
             ApiError::Rejected(Rejection::VersionInvalid { field, value }) => {
                 details.add_bad_request_violation(field.to_string(), format!("{value:?} is not valid semver"));
             }
@@ -310,6 +313,10 @@ fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, Stri
         Rejection::KeyRevoked { key_id, revoked_at_revision } => {
             put("key_id", key_id.clone());
             put("revoked_at_revision", revoked_at_revision.to_string());
+        }
+        Rejection::ActionSchemaInvalid { action, schema, .. } => {
+            put("action", action.clone());
+            put("schema", schema.to_string());
         }
         Rejection::ManifestMalformed { .. } | Rejection::TrustNotBootstrapped | Rejection::TrustAlreadyBootstrapped => {
         }
