@@ -39,9 +39,10 @@ fn role<'a>(root: &'a pb::RootMetadata, name: &str) -> Result<&'a pb::RoleKeys> 
     root.roles.iter().find(|role| role.role == name).with_context(|| format!("no {name} role in {root:?}"))
 }
 
-/// A root key entry valid from an hour ago, forever.
+/// A root key entry valid forever. The window is fixed, because a root key
+/// kept by a later rotation must be described exactly as stored.
 fn entry(key: &KeyPair) -> RootKeyEntry {
-    RootKeyEntry { public_key: key.public_key(), not_before_ms: now_ms() - HOUR_MS, not_after_ms: None }
+    RootKeyEntry { public_key: key.public_key(), not_before_ms: 0, not_after_ms: None }
 }
 
 /// The next root metadata of `node`, with `roots` as its root role.
@@ -243,6 +244,7 @@ async fn bad_rotations_are_refused_and_change_nothing() -> Result<()> {
     )
     .await?;
     let mut expired = entry(&root2);
+    expired.not_before_ms = now_ms() - HOUR_MS;
     expired.not_after_ms = Some(now_ms() - HOUR_MS / 2);
     let to_expired = next_document(&node, vec![expired], 1).await?;
     assert_refused(
