@@ -213,8 +213,7 @@ mod tests {
         assert_eq!(json["roles"]["engine-publisher"]["threshold"], 2);
         assert_eq!(json["roles"]["engine-publisher"]["key_ids"], serde_json::json!(["bb", "cc"]));
         assert_eq!(json["roles"]["root"]["threshold"], 2);
-        let mut ids =
-            vec![entry(1), entry(2)].iter().map(|key| signing::key_id_of(&key.public_key)).collect::<Vec<_>>();
+        let mut ids = [entry(1), entry(2)].iter().map(|key| signing::key_id_of(&key.public_key)).collect::<Vec<_>>();
         ids.sort();
         assert_eq!(json["roles"]["root"]["key_ids"], serde_json::json!(ids));
         assert_eq!(json["root_keys"][0]["not_before_ms"], 5);
