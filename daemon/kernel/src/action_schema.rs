@@ -198,6 +198,30 @@ mod tests {
     }
 
     #[test]
+    fn recursive_and_odd_schemas_are_judged_without_panicking() {
+        let accepted = [
+            json!({"$ref": "#"}),
+            json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+            json!({"$dynamicAnchor": "node", "items": {"$dynamicRef": "#node"}}),
+            json!({"$ref": "https://json-schema.org/draft/2020-12/schema"}),
+            json!({"pattern": "^(a+)+$"}),
+        ];
+        for schema in accepted {
+            assert_eq!(check("run", SchemaRole::Input, &schema), Ok(()), "{schema}");
+        }
+        for schema in [
+            json!({"$ref": "#/$defs/missing"}),
+            json!({"$ref": "#/definitions/%ZZ"}),
+            json!({"$id": "not a uri with spaces", "type": "object"}),
+            json!({"properties": {"a": {"$schema": "https://example.com/nested-meta"}}}),
+            json!({"$anchor": 5}),
+        ] {
+            // Refused or accepted, but never a panic or a fetch.
+            let _ = check("run", SchemaRole::Input, &schema);
+        }
+    }
+
+    #[test]
     fn long_problems_are_cut_on_a_character_boundary() {
         let cut = truncate("é".repeat(PROBLEM_BYTES_MAX));
         assert!(cut.len() <= PROBLEM_BYTES_MAX && cut.chars().all(|c| c == 'é'));

@@ -860,3 +860,58 @@ fn the_graph_generator_reaches_every_dependency_outcome() {
     let missing: Vec<&str> = expected.into_iter().filter(|outcome| !seen.contains(*outcome)).collect();
     assert!(missing.is_empty(), "the graph generator no longer reaches {missing:?}; it reached {seen:#?}");
 }
+
+// ---------------------------------------------------------------- action schemas
+
+/// Schema-like JSON: objects keyed mostly by JSON Schema keywords, with any
+/// JSON (or nested schema-like objects) as values.
+fn schema_like() -> impl Strategy<Value = serde_json::Value> {
+    const KEYWORDS: [&str; 16] = [
+        "type",
+        "properties",
+        "items",
+        "$ref",
+        "pattern",
+        "minimum",
+        "required",
+        "enum",
+        "const",
+        "anyOf",
+        "$defs",
+        "additionalProperties",
+        "$schema",
+        "$id",
+        "format",
+        "not",
+    ];
+    let leaf = prop_oneof![
+        4 => json_value(),
+        1 => proptest::sample::select(vec!["object", "string", "integer", "#", "#/$defs/a", "^(a|b)*$", "(", "https://example.com/s"])
+            .prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        proptest::collection::btree_map(
+            prop_oneof![4 => proptest::sample::select(KEYWORDS.to_vec()).prop_map(str::to_owned), 1 => "[a-z]{1,3}"],
+            inner,
+            0..4,
+        )
+        .prop_map(|entries| serde_json::Value::Object(entries.into_iter().collect()))
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Checking an action schema is total and deterministic: any JSON is
+    /// accepted or refused with ACTION_SCHEMA_INVALID (never a panic), and
+    /// checking it again gives the same answer, problem text included.
+    #[test]
+    fn action_schema_checks_are_total_and_deterministic(schema in schema_like()) {
+        use keel_kernel::action_schema::{SchemaRole, check};
+        let first = check("run", SchemaRole::Input, &schema);
+        if let Err(rejection) = &first {
+            prop_assert_eq!(rejection.reason(), "ACTION_SCHEMA_INVALID");
+        }
+        prop_assert_eq!(check("run", SchemaRole::Input, &schema), first);
+    }
+}
