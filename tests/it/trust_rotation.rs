@@ -186,6 +186,23 @@ async fn keelctl_rotates_the_root_and_hands_signing_to_the_new_key() -> Result<(
     let before = before.engine_version.context("published version")?;
     ensure!(stored.manifest == before.manifest && stored.signatures == before.signatures);
     fixture.publish(&node, &Fixture::manifest("billing", "1.0.1"), &publisher).await?;
+
+    // Version 3: a 2-of-2 root keeping root2 (its stored window is reused),
+    // reviewed as a --dry-run document and sent with --metadata.
+    keelctl_ok(&node, &dir, &["keys", "generate", "--out", "root3"])?;
+    let args = ["trust", "rotate-root", "--root-key", "root2.pub", "--root-key", "root3.pub", "--root-threshold", "2"];
+    let document = keelctl_ok(&node, &dir, &[&args[..], &["--dry-run"]].concat())?;
+    std::fs::write(dir.join("root-v3.json"), &document)?;
+    let signers = ["--signer", "root2.key", "--signer", "root3.key"];
+    keelctl_ok(&node, &dir, &[&["trust", "rotate-root", "--metadata", "root-v3.json"][..], &signers].concat())?;
+    let root = root_of(&node).await?;
+    ensure!(root.version == 3 && role(&root, "root")?.threshold == 2, "{root:?}");
+    keelctl_ok(&node, &dir, &["keys", "generate", "--out", "ops2"])?;
+    let add = ["trust", "add-key", "--public", "ops2.pub", "--purpose", "api-token"];
+    let output = keelctl(&node, &dir, &[&add[..], &["--signer", "root2.key"]].concat())?;
+    ensure!(output.status.code() == Some(1), "one of two root signatures: {output:?}");
+    ensure!(String::from_utf8_lossy(&output.stderr).contains("SIGNATURE_THRESHOLD_NOT_MET"), "{output:?}");
+    keelctl_ok(&node, &dir, &[&add[..], &signers].concat())?;
     Ok(())
 }
 
