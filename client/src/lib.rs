@@ -30,7 +30,8 @@
 //! - [`error`]: [`ClientError`], the one conversion from `tonic::Status`;
 //!   [`local_error`]: [`LocalError`] for files and arguments.
 //! - [`signing`]: payload rules; [`key_spec`]: [`KeySpec`]; [`key_pair`] and
-//!   [`public_key`]: key files; [`signed_manifest`]: bundles.
+//!   [`public_key`]: key files; [`signed_manifest`]: bundles;
+//!   [`root_metadata`]: root rotation documents.
 //! - [`tls`]: [`ClientTls`], TLS to `https://` endpoints (cluster CA, optional client certificate).
 //! - [`limits`]: every bound as a named constant.
 //! - [`cli`]: the `keelctl` command line (the binary only parses and runs it).
@@ -57,6 +58,7 @@ mod local_file;
 pub mod public_key;
 mod registry;
 pub mod retry;
+pub mod root_metadata;
 mod routing;
 #[cfg(test)]
 mod routing_tests;

@@ -10,6 +10,7 @@ use crate::events::key_or_new;
 use crate::key_pair::KeyPair;
 use crate::key_spec::KeySpec;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
+use crate::root_metadata;
 use crate::routing::Route;
 use crate::served::Served;
 use crate::signing;
@@ -120,5 +121,15 @@ impl KeelClient {
             trust_service(channel).rotate_root(request).await
         })
         .await
+    }
+
+    /// Signs the root metadata `document` with every key in `signers`
+    /// (current and new root keys) and sends it.
+    pub async fn rotate_root_signed(
+        &self,
+        document: &serde_json::Value,
+        signers: &[&KeyPair],
+    ) -> Result<Served<pb::RootMetadata>, ClientError> {
+        self.rotate_root(root_metadata::rotate_root_request(document, signers)?).await
     }
 }

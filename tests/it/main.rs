@@ -11,6 +11,7 @@ mod compose;
 mod events;
 mod fixture;
 mod harness;
+mod manifest_schemas;
 mod membership;
 mod registry_graph;
 mod single_node;

@@ -30,13 +30,14 @@ async fn trust_get_prints_a_table_and_the_serving_node_on_stderr() {
     assert_eq!(
         stdout,
         format!(
-            "key_id           k1\n\
-             public_key       {}\n\
-             purposes         ENGINE_PUBLISHER\n\
-             not_before       2026-01-01T00:00:00Z\n\
-             not_after        never\n\
-             create_revision  7\n\
-             signed_by        root0\n",
+            "key_id            k1\n\
+             public_key        {}\n\
+             purposes          ENGINE_PUBLISHER\n\
+             not_before        2026-01-01T00:00:00Z\n\
+             not_after         never\n\
+             create_revision   7\n\
+             signed_by         root0\n\
+             revoked_revision  -\n",
             "ab".repeat(32)
         )
     );
@@ -63,6 +64,7 @@ async fn trust_get_json_has_stable_fields_and_nothing_on_stderr() {
             "not_after": null,
             "create_revision": 7,
             "signed_by": ["root0"],
+            "revoked_revision": null,
         })
     );
 }

@@ -140,6 +140,8 @@ pub struct EngineVersionView {
     pub publish_time: String,
     /// Yanked: readable, no longer resolvable for new dependants.
     pub yanked: bool,
+    /// UI surfaces the manifest declares, as `kind:name=entry`.
+    pub ui_surfaces: Vec<String>,
     /// The manifest document (only for `engine get`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<serde_json::Value>,
@@ -186,6 +188,7 @@ impl EngineVersionView {
             publish_time_ms: version.publish_time_ms,
             publish_time: format_rfc3339(version.publish_time_ms),
             yanked: version.yanked,
+            ui_surfaces: version.ui_surfaces.iter().map(ui_surface_text).collect(),
             manifest,
         })
     }
@@ -204,8 +207,16 @@ impl EngineVersionView {
             .field("signed_by", self.signer_ids())
             .field("publish_revision", self.publish_revision)
             .field("publish_time", &self.publish_time)
-            .field("yanked", self.yanked);
+            .field("yanked", self.yanked)
+            .field("ui_surfaces", if self.ui_surfaces.is_empty() { "-".into() } else { self.ui_surfaces.join(" ") });
     }
+}
+
+/// `kind:name=entry`, e.g. `panel:invoices=ui/invoices.html`.
+fn ui_surface_text(surface: &pb::UiSurface) -> String {
+    let kind = pb::UiSurfaceKind::try_from(surface.kind)
+        .map_or_else(|_| format!("UNKNOWN({})", surface.kind), |kind| kind.as_str_name().to_lowercase());
+    format!("{kind}:{}={}", surface.name, surface.entry)
 }
 
 /// An engine summary as shown.

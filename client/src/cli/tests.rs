@@ -75,7 +75,7 @@ fn trust_add_key_parses_purposes_and_times() {
     assert_eq!(args.purpose, [PurposeArg::EnginePublisher, PurposeArg::ApiToken]);
     assert_eq!(args.not_before, Some(1_767_225_600_000));
     assert_eq!(args.not_after, Some(1_798_761_600_000));
-    assert_eq!(args.signer, std::path::Path::new("root.key"));
+    assert_eq!(args.signer, [std::path::Path::new("root.key")]);
 }
 
 #[test]
@@ -85,6 +85,71 @@ fn trust_add_key_refuses_root_purpose_missing_purpose_and_bad_times() {
     assert!(parse(&[&base[..], &["--purpose", "root"]].concat()).is_err(), "root is not offered");
     let bad_time = [&base[..], &["--purpose", "api-token", "--not-after", "next week"]].concat();
     assert!(parse(&bad_time).is_err());
+}
+
+#[test]
+fn trust_add_key_and_revoke_take_several_signers() {
+    let cli = parse(&[
+        "trust",
+        "add-key",
+        "--public",
+        "p.pub",
+        "--purpose",
+        "api-token",
+        "--signer",
+        "a.key",
+        "--signer",
+        "b.key",
+    ])
+    .expect("parses");
+    let Command::Trust(TrustCommand::AddKey(args)) = cli.command else { panic!("wrong command") };
+    assert_eq!(args.signer.len(), 2);
+    let cli = parse(&["trust", "revoke", "k1", "--signer", "a.key", "--signer", "b.key"]).expect("parses");
+    let Command::Trust(TrustCommand::Revoke { signer, .. }) = cli.command else { panic!("wrong command") };
+    assert_eq!(signer.len(), 2);
+    assert!(parse(&["trust", "revoke", "k1"]).is_err(), "a signer is required");
+}
+
+#[test]
+fn trust_rotate_root_parses_keys_thresholds_and_signers() {
+    let cli = parse(&[
+        "trust",
+        "rotate-root",
+        "--root-key",
+        "new1.pub",
+        "--root-key",
+        "new2.pub",
+        "--root-threshold",
+        "2",
+        "--engine-publisher-threshold",
+        "1",
+        "--not-after",
+        "2030-01-01T00:00:00Z",
+        "--signer",
+        "old.key",
+        "--signer",
+        "new1.key",
+        "--signer",
+        "new2.key",
+    ])
+    .expect("parses");
+    let Command::Trust(TrustCommand::RotateRoot(args)) = cli.command else { panic!("wrong command") };
+    assert_eq!(args.root_key.len(), 2);
+    assert_eq!(args.root_threshold, Some(2));
+    assert_eq!(args.engine_publisher_threshold, Some(1));
+    assert_eq!(args.not_after, Some(1_893_456_000_000));
+    assert_eq!(args.signer.len(), 3);
+    assert!(!args.dry_run);
+}
+
+#[test]
+fn trust_rotate_root_needs_keys_or_a_document_and_signers_unless_dry() {
+    assert!(parse(&["trust", "rotate-root", "--signer", "old.key"]).is_err(), "no new root keys");
+    assert!(parse(&["trust", "rotate-root", "--root-key", "n.pub"]).is_err(), "no signer");
+    assert!(parse(&["trust", "rotate-root", "--root-key", "n.pub", "--dry-run"]).is_ok());
+    assert!(parse(&["trust", "rotate-root", "--metadata", "m.json", "--signer", "old.key"]).is_ok());
+    let both = ["trust", "rotate-root", "--metadata", "m.json", "--root-key", "n.pub", "--signer", "old.key"];
+    assert!(parse(&both).is_err(), "a document and building flags conflict");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! `keelctl trust`: add, list, show and revoke trust-store keys; show the
-//! root metadata.
+//! `keelctl trust`: add, list, show and revoke trust-store keys; show and
+//! rotate the root metadata.
 //!
 //! `add-key` builds the key's spec from a public key file, signs its payload
 //! with a root key file and sends `AddKey`:
@@ -10,8 +10,14 @@
 //!   --not-before/after ┘
 //! ```
 //!
-//! `revoke` signs `keel/v1/revoke\n` + JCS `{"key_id"}` with a root key file
-//! and sends `RevokeKey`; `show-root` reads `GetRoot`.
+//! `revoke` signs `keel/v1/revoke\n` + JCS `{"key_id"}` with root key files
+//! and sends `RevokeKey`; `show-root` reads `GetRoot`; `rotate-root` (in
+//! `rotate_root`) builds, signs and sends the next root metadata.
+//!
+//! `--signer` may be repeated wherever a root signature is needed: once the
+//! root threshold is above 1, a threshold of root keys must sign.
+
+pub mod rotate_root;
 
 use super::error::CliError;
 use super::output::Output;
@@ -53,14 +59,18 @@ pub enum TrustCommand {
         #[arg(long, value_enum, default_value_t)]
         consistency: ConsistencyArg,
     },
-    /// Revoke a key, signed by a root key.
+    /// Revoke a key, signed by root keys.
     Revoke {
         /// The key id to revoke.
         key_id: String,
-        /// The root key's secret key file that signs the revocation.
-        #[arg(long)]
-        signer: PathBuf,
+        /// A root key's secret key file that signs the revocation (repeat
+        /// for a root threshold above 1).
+        #[arg(long, required = true)]
+        signer: Vec<PathBuf>,
     },
+    /// Rotate the root metadata to the next version: new root keys and
+    /// thresholds, signed by current and new root keys.
+    RotateRoot(rotate_root::RotateRootArgs),
 }
 
 /// `keelctl trust add-key` arguments.
@@ -78,9 +88,10 @@ pub struct AddKeyArgs {
     /// Valid until, exclusive (RFC 3339 or Unix ms). Default: no expiry.
     #[arg(long, value_parser = parse_time_ms)]
     pub not_after: Option<u64>,
-    /// The root key's secret key file that signs the addition.
-    #[arg(long)]
-    pub signer: PathBuf,
+    /// A root key's secret key file that signs the addition (repeat for a
+    /// root threshold above 1).
+    #[arg(long, required = true)]
+    pub signer: Vec<PathBuf>,
 }
 
 /// Purposes a key added with `add-key` may hold (root keys are installed at
@@ -125,6 +136,8 @@ pub struct KeyView {
     pub create_revision: u64,
     /// Root keys that admitted it.
     pub signed_by: Vec<String>,
+    /// Revision at which it was revoked; `null` when it is not revoked.
+    pub revoked_revision: Option<u64>,
 }
 
 impl KeyView {
@@ -144,6 +157,7 @@ impl KeyView {
             not_after: not_after_ms.map(time_text),
             create_revision: key.create_revision,
             signed_by: key.signed_by.clone(),
+            revoked_revision: (key.revoked_revision > 0).then_some(key.revoked_revision),
         }
     }
 
@@ -155,7 +169,11 @@ impl KeyView {
             .field("not_before", self.not_before.as_deref().unwrap_or("-"))
             .field("not_after", self.not_after.as_deref().unwrap_or("never"))
             .field("create_revision", self.create_revision)
-            .field("signed_by", if self.signed_by.is_empty() { "-".into() } else { self.signed_by.join(",") });
+            .field("signed_by", if self.signed_by.is_empty() { "-".into() } else { self.signed_by.join(",") })
+            .field(
+                "revoked_revision",
+                self.revoked_revision.map_or_else(|| "-".into(), |revision| revision.to_string()),
+            );
     }
 }
 
@@ -213,6 +231,20 @@ impl RootView {
                 .collect(),
         }
     }
+
+    /// One row per role.
+    pub fn to_table(&self) -> Table {
+        let mut table = Table::with_header(&["VERSION", "ROLE", "THRESHOLD", "KEY_IDS"]);
+        for role in &self.roles {
+            table.row([
+                self.version.to_string(),
+                role.role.clone(),
+                role.threshold.to_string(),
+                if role.key_ids.is_empty() { "-".into() } else { role.key_ids.join(",") },
+            ]);
+        }
+        table
+    }
 }
 
 fn purpose_name(purpose: i32) -> String {
@@ -232,8 +264,15 @@ pub async fn run(command: TrustCommand, global: &GlobalArgs, output: &mut Output
             let served = client.list_all_keys(purpose.map(pb::KeyPurpose::from), consistency.into()).await?;
             let views: Vec<KeyView> = served.value.iter().map(KeyView::from_proto).collect();
             output.show(&views, |views| {
-                let mut table =
-                    Table::with_header(&["KEY_ID", "PURPOSES", "NOT_BEFORE", "NOT_AFTER", "REVISION", "SIGNED_BY"]);
+                let mut table = Table::with_header(&[
+                    "KEY_ID",
+                    "PURPOSES",
+                    "NOT_BEFORE",
+                    "NOT_AFTER",
+                    "REVISION",
+                    "SIGNED_BY",
+                    "REVOKED_AT",
+                ]);
                 for view in views {
                     table.row([
                         view.key_id.clone(),
@@ -242,6 +281,7 @@ pub async fn run(command: TrustCommand, global: &GlobalArgs, output: &mut Output
                         view.not_after.clone().unwrap_or_else(|| "never".into()),
                         view.create_revision.to_string(),
                         if view.signed_by.is_empty() { "-".into() } else { view.signed_by.join(",") },
+                        view.revoked_revision.map_or_else(|| "-".into(), |revision| revision.to_string()),
                     ]);
                 }
                 table
@@ -263,25 +303,14 @@ pub async fn run(command: TrustCommand, global: &GlobalArgs, output: &mut Output
         TrustCommand::ShowRoot { consistency } => {
             let client = connect(global).await?;
             let served = client.get_root(consistency.into()).await?;
-            output.show(&RootView::from_proto(&served.value), |view| {
-                let mut table = Table::with_header(&["VERSION", "ROLE", "THRESHOLD", "KEY_IDS"]);
-                for role in &view.roles {
-                    table.row([
-                        view.version.to_string(),
-                        role.role.clone(),
-                        role.threshold.to_string(),
-                        if role.key_ids.is_empty() { "-".into() } else { role.key_ids.join(",") },
-                    ]);
-                }
-                table
-            })?;
+            output.show(&RootView::from_proto(&served.value), RootView::to_table)?;
             output.served_by(&served.meta);
             Ok(())
         }
         TrustCommand::Revoke { key_id, signer } => {
-            let signer = KeyPair::read_secret_file(&signer)?;
+            let signers = read_signers(&signer)?;
             let client = connect(global).await?;
-            let served = client.revoke_key_signed(&key_id, &[&signer]).await?;
+            let served = client.revoke_key_signed(&key_id, &signers.iter().collect::<Vec<_>>()).await?;
             let view = RevokedKeyView {
                 revoked_revision: served.value.revoked_revision,
                 key: KeyView::from_proto(&served.value),
@@ -295,13 +324,19 @@ pub async fn run(command: TrustCommand, global: &GlobalArgs, output: &mut Output
             output.served_by(&served.meta);
             Ok(())
         }
+        TrustCommand::RotateRoot(args) => rotate_root::run(args, global, output).await,
     }
+}
+
+/// Reads every `--signer` secret key file.
+fn read_signers(paths: &[PathBuf]) -> Result<Vec<KeyPair>, CliError> {
+    Ok(paths.iter().map(|path| KeyPair::read_secret_file(path)).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Builds, signs and sends an `AddKey` request.
 async fn add_key(args: AddKeyArgs, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
     let public = PublicKey::read_file(&args.public)?;
-    let signer = KeyPair::read_secret_file(&args.signer)?;
+    let signers = read_signers(&args.signer)?;
     let not_before_ms = match args.not_before {
         Some(not_before_ms) => not_before_ms,
         None => now_ms_rounded_to_second().map_err(|problem| CliError::Usage { problem })?,
@@ -312,7 +347,7 @@ async fn add_key(args: AddKeyArgs, global: &GlobalArgs, output: &mut Output<'_>)
         not_before_ms,
         args.not_after,
     )?;
-    let request = spec.add_key_request(&[&signer])?;
+    let request = spec.add_key_request(&signers.iter().collect::<Vec<_>>())?;
     let client = connect(global).await?;
     let served = client.add_key(request).await?;
     let view = AddedKeyView { created: served.value.created, key: served.value.key.as_ref().map(KeyView::from_proto) };

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod action_schema;
 pub mod command;
 pub mod event;
 pub mod event_history;
@@ -22,6 +23,7 @@ pub mod signing;
 pub mod state;
 pub mod tenant;
 pub mod trust_store;
+pub mod ui_surface;
 
 pub use command::{Command, Proposal};
 pub use event::{Event, EventKind};

@@ -55,12 +55,17 @@ pub const IDEMPOTENCY_RECORDS_BYTES_MAX: usize = 32 * 1024 * 1024;
 pub const PAGE_SIZE_MAX: usize = 1000;
 /// Items in a page when the request does not say.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
+/// UI surfaces declared by one engine version.
+pub const UI_SURFACES_PER_ENGINE_MAX: usize = 16;
+/// Bytes in a UI surface's `entry` (a relative path or an https URL).
+pub const UI_ENTRY_BYTES_MAX: usize = 1024;
 
 const _: () = assert!(MANIFEST_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
 const _: () = assert!(DESCRIPTION_BYTES_MAX < MANIFEST_BYTES_MAX);
 const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < EVENT_HISTORY_BYTES_MAX);
+const _: () = assert!(UI_ENTRY_BYTES_MAX < MANIFEST_BYTES_MAX);
 
 /// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -79,6 +84,8 @@ pub enum Limit {
     EventPayloadBytes,
     IdempotencyKeyBytes,
     WatchersPerNode,
+    UiSurfacesPerEngine,
+    UiEntryBytes,
 }
 
 impl Limit {
@@ -98,6 +105,8 @@ impl Limit {
             Limit::EventPayloadBytes => "EVENT_PAYLOAD_BYTES_MAX",
             Limit::IdempotencyKeyBytes => "IDEMPOTENCY_KEY_BYTES_MAX",
             Limit::WatchersPerNode => "WATCHERS_PER_NODE_MAX",
+            Limit::UiSurfacesPerEngine => "UI_SURFACES_PER_ENGINE_MAX",
+            Limit::UiEntryBytes => "UI_ENTRY_BYTES_MAX",
         }
     }
 
@@ -117,6 +126,8 @@ impl Limit {
             Limit::EventPayloadBytes => EVENT_PAYLOAD_BYTES_MAX,
             Limit::IdempotencyKeyBytes => IDEMPOTENCY_KEY_BYTES_MAX,
             Limit::WatchersPerNode => WATCHERS_PER_NODE_MAX,
+            Limit::UiSurfacesPerEngine => UI_SURFACES_PER_ENGINE_MAX,
+            Limit::UiEntryBytes => UI_ENTRY_BYTES_MAX,
         }
     }
 

@@ -1,13 +1,17 @@
 //! Engine manifests: the JSON document a publisher signs.
 //!
 //! Parsing is strict (unknown keys are refused) and fully validated here, so
-//! a [`Manifest`] value is always well formed. The canonical form is RFC 8785
-//! JSON of the document as sent; its SHA-256 identifies the content.
+//! a [`Manifest`] value is always well formed: every action schema is a
+//! usable JSON Schema (`action_schema`), every UI surface well formed
+//! (`ui_surface`). The canonical form is RFC 8785 JSON of the document as
+//! sent; its SHA-256 identifies the content.
 
+use crate::action_schema::{self, SchemaRole};
 use crate::ids::{Name, check_description};
 use crate::limits::{Limit, MANIFEST_BYTES_MAX};
 use crate::rejection::Rejection;
 use crate::signing;
+use crate::ui_surface::{self, UiSurface};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -98,6 +102,22 @@ pub struct Manifest {
     /// Capabilities it requires from the host.
     #[serde(default)]
     pub capabilities: BTreeSet<Name>,
+    /// UI surfaces it offers, if any.
+    #[serde(default)]
+    pub ui: Vec<UiSurface>,
+}
+
+/// Only the `ui` list of a manifest; other keys are ignored.
+#[derive(Deserialize)]
+struct UiOnly {
+    #[serde(default)]
+    ui: Vec<UiSurface>,
+}
+
+/// The UI surfaces of a stored (canonical, already validated) manifest.
+/// Bytes that do not parse have none; a stored manifest always parses.
+pub fn ui_surfaces_of(canonical: &[u8]) -> Vec<UiSurface> {
+    serde_json::from_slice::<UiOnly>(canonical).map(|only| only.ui).unwrap_or_default()
 }
 
 /// A manifest with its canonical bytes.
@@ -220,7 +240,12 @@ fn check_names(document: &serde_json::Value) -> Result<(), Rejection> {
         }
     }
     name_at("manifest.name", document.get("name"))?;
-    for (list, field) in [("dependencies", "manifest.dependencies.name"), ("actions", "manifest.actions.name")] {
+    let lists = [
+        ("dependencies", "manifest.dependencies.name"),
+        ("actions", "manifest.actions.name"),
+        ("ui", "manifest.ui.name"),
+    ];
+    for (list, field) in lists {
         if let Some(serde_json::Value::Array(items)) = document.get(list) {
             for item in items {
                 name_at(field, item.get("name"))?;
@@ -269,15 +294,14 @@ fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
                 problem: "action names must be unique".into(),
             });
         }
-        for schema in [&action.input_schema, &action.output_schema].into_iter().flatten() {
-            if !(schema.is_object() || schema.is_boolean()) {
-                return Err(Rejection::FieldInvalid {
-                    field: "manifest.actions.schema".into(),
-                    problem: "a JSON Schema is an object or a boolean".into(),
-                });
+        let schemas = [(SchemaRole::Input, &action.input_schema), (SchemaRole::Output, &action.output_schema)];
+        for (role, schema) in schemas {
+            if let Some(schema) = schema {
+                action_schema::check(action.name.as_str(), role, schema)?;
             }
         }
     }
+    ui_surface::validate(&manifest.ui)?;
     Ok(version)
 }
 

@@ -74,6 +74,8 @@ pub enum Rejection {
 
     #[error("idempotency key {key} was used at revision {revision} for a different request")]
     IdempotencyKeyReused { key: String, revision: u64 },
+    #[error("action {action}: {schema} is not a usable JSON Schema: {problem}")]
+    ActionSchemaInvalid { action: String, schema: Cow<'static, str>, problem: String },
 }
 
 impl Rejection {
@@ -106,6 +108,7 @@ impl Rejection {
             Rejection::DependencyCycle { .. } => "DEPENDENCY_CYCLE",
             Rejection::EngineVersionNotFound { .. } => "ENGINE_VERSION_NOT_FOUND",
             Rejection::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
+            Rejection::ActionSchemaInvalid { .. } => "ACTION_SCHEMA_INVALID",
         }
     }
 
@@ -137,6 +140,7 @@ impl Rejection {
         "DEPENDENCY_CYCLE",
         "ENGINE_VERSION_NOT_FOUND",
         "IDEMPOTENCY_KEY_REUSED",
+        "ACTION_SCHEMA_INVALID",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -146,7 +150,8 @@ impl Rejection {
             | Rejection::FieldInvalid { .. }
             | Rejection::ManifestMalformed { .. }
             | Rejection::VersionInvalid { .. }
-            | Rejection::KeyValidityInvalid { .. } => RejectionClass::InvalidArgument,
+            | Rejection::KeyValidityInvalid { .. }
+            | Rejection::ActionSchemaInvalid { .. } => RejectionClass::InvalidArgument,
             Rejection::LimitExceeded { .. } => RejectionClass::InvalidArgument,
             Rejection::KeyUnknown { .. }
             | Rejection::KeyPurposeMismatch { .. }

@@ -14,7 +14,7 @@ use keel_kernel::command::{Command, Proposal};
 use keel_kernel::limits::{
     ACTIONS_PER_ENGINE_MAX, BOOTSTRAP_ROOT_KEYS_MAX, CAPABILITIES_PER_ENGINE_MAX, DEPENDENCIES_PER_ENGINE_MAX,
     DESCRIPTION_BYTES_MAX, ENABLED_ENGINES_PER_TENANT_MAX, KEYS_PER_ROLE_MAX, MANIFEST_BYTES_MAX, NAME_BYTES_MAX,
-    SIGNATURES_PER_REQUEST_MAX,
+    SIGNATURES_PER_REQUEST_MAX, UI_ENTRY_BYTES_MAX, UI_SURFACES_PER_ENGINE_MAX,
 };
 use keel_kernel::signing::Signature;
 use keel_kernel::trust_store::{KeyPurpose, KeySpec};
@@ -750,7 +750,141 @@ fn publish_with_duplicate_actions_is_refused() {
 #[test]
 fn publish_with_a_schema_that_is_not_an_object_is_refused() {
     let actions = json!([{"name": "echo", "input_schema": "object"}]);
-    check_publish(manifest_with("actions", actions), Expect::Rejected("FIELD_INVALID manifest.actions.schema"));
+    check_publish(manifest_with("actions", actions), Expect::Rejected("ACTION_SCHEMA_INVALID input_schema"));
+}
+
+// ---------------------------------------------------------------- action schemas
+
+/// A manifest whose only action carries these schemas.
+fn manifest_with_schemas(input: serde_json::Value, output: serde_json::Value) -> Vec<u8> {
+    manifest_with("actions", json!([{"name": "echo", "input_schema": input, "output_schema": output}]))
+}
+
+#[test]
+fn publish_with_schemas_of_every_supported_draft_is_accepted() {
+    for (uri, _) in keel_kernel::action_schema::SUPPORTED_DRAFTS {
+        let input =
+            json!({"$schema": uri, "type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}});
+        check_publish(manifest_with_schemas(input, json!(true)), Expect::Events(vec![published("echo", "1.0.0")]));
+    }
+    let local_ref = json!({"$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}}});
+    check_publish(manifest_with_schemas(json!(false), local_ref), Expect::Events(vec![published("echo", "1.0.0")]));
+}
+
+#[test]
+fn publish_with_a_schema_that_breaks_its_meta_schema_is_refused() {
+    let cases = [
+        (json!({"type": "no-such-type"}), json!(true), "ACTION_SCHEMA_INVALID input_schema"),
+        (json!(true), json!({"properties": {"n": {"minimum": "zero"}}}), "ACTION_SCHEMA_INVALID output_schema"),
+        (json!({"required": "n"}), json!(true), "ACTION_SCHEMA_INVALID input_schema"),
+        (json!(true), json!(17), "ACTION_SCHEMA_INVALID output_schema"),
+    ];
+    for (input, output, expected) in cases {
+        check_publish(manifest_with_schemas(input, output), Expect::Rejected(expected));
+    }
+}
+
+#[test]
+fn publish_with_a_schema_that_does_not_compile_is_refused() {
+    let bad_pattern = json!({"type": "string", "pattern": "(unclosed"});
+    check_publish(
+        manifest_with_schemas(bad_pattern, json!(true)),
+        Expect::Rejected("ACTION_SCHEMA_INVALID input_schema"),
+    );
+}
+
+#[test]
+fn publish_with_a_schema_needing_io_is_refused() {
+    for input in [
+        json!({"$ref": "https://example.com/schemas/order.json"}),
+        json!({"$ref": "file:///etc/passwd"}),
+        json!({"$id": "https://example.com/a.json", "properties": {"x": {"$ref": "b.json"}}}),
+        json!({"$schema": "https://example.com/custom-meta"}),
+        json!({"$schema": "http://json-schema.org/draft-03/schema#"}),
+    ] {
+        check_publish(
+            manifest_with_schemas(input, json!(true)),
+            Expect::Rejected("ACTION_SCHEMA_INVALID input_schema"),
+        );
+    }
+}
+
+#[test]
+fn a_schema_rejection_names_the_action_and_the_schema() {
+    let checked = check_publish(
+        manifest_with("actions", json!([{"name": "ok"}, {"name": "bad", "output_schema": {"type": 5}}])),
+        Expect::Rejected("ACTION_SCHEMA_INVALID output_schema"),
+    );
+    let Err(Rejection::ActionSchemaInvalid { action, problem, .. }) = checked.result else { unreachable!() };
+    assert_eq!(action, "bad");
+    assert!(!problem.is_empty());
+}
+
+// ---------------------------------------------------------------- UI surfaces
+
+fn ui_surface(name: &str, kind: &str, entry: &str) -> serde_json::Value {
+    json!({"name": name, "kind": kind, "entry": entry, "description": format!("{name} {kind}")})
+}
+
+#[test]
+fn publish_with_ui_surfaces_keeps_them_readable() {
+    let ui = json!([
+        ui_surface("invoices", "panel", "ui/invoices.html"),
+        ui_surface("refund", "form", "https://console.example.com/refund"),
+        {"name": "total", "kind": "widget", "entry": "widgets/total.js"},
+    ]);
+    let checked = check_publish(manifest_with("ui", ui), Expect::Events(vec![published("echo", "1.0.0")]));
+    let stored = checked.state.registry().get(&name("echo"), None).expect("published");
+    let surfaces = keel_kernel::manifest::ui_surfaces_of(&stored.manifest);
+    let summary: Vec<(String, &str, String)> =
+        surfaces.iter().map(|s| (s.name.to_string(), s.kind.as_str(), s.entry.clone())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("invoices".to_owned(), "panel", "ui/invoices.html".to_owned()),
+            ("refund".to_owned(), "form", "https://console.example.com/refund".to_owned()),
+            ("total".to_owned(), "widget", "widgets/total.js".to_owned()),
+        ]
+    );
+    assert_eq!(surfaces[2].description, "");
+}
+
+#[test]
+fn publish_with_bad_ui_surfaces_is_refused() {
+    let cases = [
+        (json!([ui_surface("a", "panel", "../outside.html")]), "FIELD_INVALID manifest.ui.entry"),
+        (json!([ui_surface("a", "panel", "javascript:alert(1)")]), "FIELD_INVALID manifest.ui.entry"),
+        (json!([ui_surface("a", "panel", "http://example.com/a")]), "FIELD_INVALID manifest.ui.entry"),
+        (json!([ui_surface("a", "panel", "")]), "FIELD_REQUIRED manifest.ui.entry"),
+        (json!([ui_surface("a", "panel", &"x".repeat(UI_ENTRY_BYTES_MAX + 1))]), "LIMIT_EXCEEDED UI_ENTRY_BYTES_MAX"),
+        (json!([ui_surface("a", "popup", "a.html")]), "MANIFEST_MALFORMED"),
+        (json!([ui_surface("Has Space", "panel", "a.html")]), "FIELD_INVALID manifest.ui.name"),
+        (json!([ui_surface("a", "panel", "a.html"), ui_surface("a", "form", "b.html")]), "FIELD_INVALID manifest.ui"),
+        (json!([{"name": "a", "kind": "panel", "entry": "a.html", "icon": "x.png"}]), "MANIFEST_MALFORMED"),
+        (
+            json!([{"name": "a", "kind": "panel", "entry": "a.html", "description": "d".repeat(DESCRIPTION_BYTES_MAX + 1)}]),
+            "LIMIT_EXCEEDED DESCRIPTION_BYTES_MAX",
+        ),
+        (json!({"name": "a"}), "MANIFEST_MALFORMED"),
+    ];
+    for (ui, expected) in cases {
+        check_publish(manifest_with("ui", ui), Expect::Rejected(expected));
+    }
+}
+
+#[test]
+fn publish_with_too_many_ui_surfaces_is_refused() {
+    let surfaces = |count: usize| {
+        json!((0..count).map(|i| ui_surface(&format!("s{i}"), "widget", &format!("w/{i}.js"))).collect::<Vec<_>>())
+    };
+    check_publish(
+        manifest_with("ui", surfaces(UI_SURFACES_PER_ENGINE_MAX)),
+        Expect::Events(vec![published("echo", "1.0.0")]),
+    );
+    check_publish(
+        manifest_with("ui", surfaces(UI_SURFACES_PER_ENGINE_MAX + 1)),
+        Expect::Rejected("LIMIT_EXCEEDED UI_SURFACES_PER_ENGINE_MAX"),
+    );
 }
 
 #[test]
@@ -1396,4 +1530,171 @@ fn rotate_root_keeping_a_revoked_publisher_is_refused() {
     setup.push(now(revoke(PUBLISHER, &[ROOT])));
     let document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
     check(&setup, now(rotate_root(&document, &[ROOT, ROOT2])), Expect::Rejected("KEY_REVOKED"));
+}
+
+// ---------------------------------------------------------------- trust: bad input at every role
+
+/// Setup: ROOT bootstrapped with ROOT2 rotated in beside it (threshold 1),
+/// PUBLISHER added.
+fn two_roots_and_publisher() -> Vec<Proposal> {
+    let mut setup = trust_and_publisher();
+    setup.push(now(rotate_root(&root_document(2, &[ROOT, ROOT2], 1, &[PUBLISHER]), &[ROOT, ROOT2])));
+    setup
+}
+
+#[test]
+fn rotate_root_signed_by_a_revoked_current_root_is_refused() {
+    let mut setup = two_roots_and_publisher();
+    setup.push(now(revoke(ROOT2, &[ROOT])));
+    let document = root_document(3, &[ROOT2], 1, &[PUBLISHER]);
+    // ROOT2 is revoked: as a current signer it does not count, and it cannot be a new root either.
+    check(&setup, now(rotate_root(&document, &[ROOT2])), Expect::Rejected("KEY_REVOKED"));
+    let document = root_document(3, &[STRANGER], 1, &[PUBLISHER]);
+    let checked =
+        check(&setup, now(rotate_root(&document, &[ROOT2, STRANGER])), Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"));
+    assert!(threshold_side(&checked).contains("version 2"), "the current side falls short");
+}
+
+#[test]
+fn rotate_root_signed_by_an_expired_or_not_yet_valid_current_root_is_refused() {
+    let windowed = |not_before_ms, not_after_ms| {
+        vec![at(
+            T0_MS,
+            Command::BootstrapTrust { root_keys: vec![with_window(root_spec(ROOT), not_before_ms, not_after_ms)] },
+        )]
+    };
+    let document = root_document(2, &[ROOT2], 1, &[]);
+    let expired = windowed(0, Some(T0_MS + 10));
+    check(
+        &expired,
+        at(T0_MS + 10, rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"),
+    );
+    let not_yet = windowed(T0_MS + 1_000, None);
+    check(&not_yet, at(T0_MS, rotate_root(&document, &[ROOT, ROOT2])), Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"));
+    // Inside the window it applies.
+    check(
+        &not_yet,
+        at(T0_MS + 1_000, rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Events(vec![EventKind::RootRotated { version: 2 }]),
+    );
+}
+
+#[test]
+fn rotate_root_with_a_new_root_not_yet_valid_is_refused() {
+    let mut document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    document["root_keys"][0]["not_before_ms"] = json!(T0_MS + 1);
+    let checked = check(
+        &trust_and_publisher(),
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"),
+    );
+    assert!(threshold_side(&checked).contains("version 2"), "the new side falls short");
+}
+
+#[test]
+fn rotate_root_signed_twice_by_one_key_counts_it_once() {
+    let mut setup = vec![now(bootstrap(&[ROOT]))];
+    setup.push(now(rotate_root(&root_document(2, &[ROOT, ROOT2], 2, &[]), &[ROOT, ROOT2])));
+    let document = root_document(3, &[ROOT2], 1, &[]);
+    check(&setup, now(rotate_root(&document, &[ROOT2, ROOT2])), Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"));
+    check(
+        &setup,
+        now(rotate_root(&document, &[ROOT, ROOT2])),
+        Expect::Events(vec![EventKind::RootRotated { version: 3 }]),
+    );
+}
+
+#[test]
+fn rotate_root_signed_by_an_api_token_key_is_refused() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(add_key(key_spec(TOKEN, &[KeyPurpose::ApiToken]), &[ROOT])));
+    let document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
+    check(&setup, now(rotate_root(&document, &[TOKEN, ROOT2])), Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"));
+}
+
+#[test]
+fn revoke_signed_by_an_expired_or_not_yet_valid_root_is_refused() {
+    let windowed = |not_before_ms, not_after_ms| {
+        vec![
+            at(
+                T0_MS,
+                Command::BootstrapTrust {
+                    root_keys: vec![root_spec(ROOT2), with_window(root_spec(ROOT), not_before_ms, not_after_ms)],
+                },
+            ),
+            at(T0_MS, add_key(publisher_spec(PUBLISHER), &[ROOT2])),
+        ]
+    };
+    check(&windowed(0, Some(T0_MS + 10)), at(T0_MS + 10, revoke(PUBLISHER, &[ROOT])), Expect::Rejected("KEY_EXPIRED"));
+    check(&windowed(T0_MS + 10, None), at(T0_MS, revoke(PUBLISHER, &[ROOT])), Expect::Rejected("KEY_NOT_YET_VALID"));
+}
+
+#[test]
+fn revoke_signed_by_a_revoked_root_is_refused() {
+    let mut setup = vec![now(bootstrap(&[ROOT, ROOT2])), now(add_key(publisher_spec(PUBLISHER), &[ROOT]))];
+    setup.push(now(revoke(ROOT2, &[ROOT])));
+    check(&setup, now(revoke(PUBLISHER, &[ROOT2])), Expect::Rejected("KEY_REVOKED"));
+}
+
+#[test]
+fn revoke_within_a_higher_root_threshold_needs_that_many_signatures() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(rotate_root(&root_document(2, &[ROOT, ROOT2], 2, &[PUBLISHER]), &[ROOT, ROOT2])));
+    check(&setup, now(revoke(PUBLISHER, &[ROOT])), Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"));
+    // A 2-of-2 root cannot lose a key to revocation: it would lock the root out.
+    check(&setup, now(revoke(ROOT2, &[ROOT, ROOT2])), Expect::Rejected("FIELD_INVALID key_id"));
+    check(
+        &setup,
+        now(revoke(PUBLISHER, &[ROOT, ROOT2])),
+        Expect::Events(vec![EventKind::KeyRevoked { key_id: key_id(PUBLISHER) }]),
+    );
+}
+
+#[test]
+fn a_publisher_threshold_above_one_needs_that_many_publisher_signatures() {
+    let mut setup = trust_and_publisher();
+    setup.push(now(add_key(publisher_spec(PUBLISHER2), &[ROOT])));
+    let mut document = root_document(2, &[ROOT], 1, &[PUBLISHER, PUBLISHER2]);
+    document["roles"]["engine-publisher"]["threshold"] = json!(2);
+    setup.push(now(rotate_root(&document, &[ROOT])));
+    let bytes = manifest("echo", "1.0.0");
+    check(&setup, now(publish(bytes.clone(), PUBLISHER)), Expect::Rejected("SIGNATURE_THRESHOLD_NOT_MET"));
+    let both = vec![sign_manifest(&bytes, PUBLISHER), sign_manifest(&bytes, PUBLISHER2)];
+    let checked = check(
+        &setup,
+        now(Command::PublishEngineVersion { manifest: bytes, signatures: both }),
+        Expect::Events(vec![published("echo", "1.0.0")]),
+    );
+    let stored = checked.state.registry().get(&name("echo"), None).expect("published");
+    assert_eq!(stored.signatures.len(), 2);
+}
+
+#[test]
+fn a_publisher_dropped_from_its_role_by_rotation_signs_nothing() {
+    let document = root_document(2, &[ROOT], 1, &[]);
+    let mut setup = trust_and_publisher();
+    setup.push(now(publish(manifest("echo", "1.0.0"), PUBLISHER)));
+    setup.push(now(rotate_root(&document, &[ROOT])));
+    check(
+        &setup,
+        now(publish(manifest("echo", "1.0.1"), PUBLISHER)),
+        Expect::Rejected("KEY_PURPOSE_MISMATCH ENGINE_PUBLISHER"),
+    );
+    // What it published before stays.
+    let checked = check(&setup, now(yank("echo", "1.0.0")), Expect::Events(vec![yanked("echo", "1.0.0")]));
+    assert!(checked.state.registry().get(&name("echo"), Some(&version("1.0.0"))).is_some());
+}
+
+#[test]
+fn a_manifest_published_before_its_key_expires_stays_published() {
+    let setup = vec![
+        now(bootstrap(&[ROOT])),
+        now(add_key(with_window(publisher_spec(PUBLISHER), 0, Some(T0_MS + 10)), &[ROOT])),
+        now(publish(manifest("echo", "1.0.0"), PUBLISHER)),
+    ];
+    let checked =
+        check(&setup, at(T0_MS + 10, publish(manifest("echo", "1.0.1"), PUBLISHER)), Expect::Rejected("KEY_EXPIRED"));
+    let stored = checked.state.registry().get(&name("echo"), Some(&version("1.0.0"))).expect("still published");
+    assert_eq!(stored.signatures[0].key_id, key_id(PUBLISHER));
 }

@@ -755,6 +755,42 @@ fn assert_graph_invariants(state: &KernelState, context: &str) {
     assert_eq!(removed, in_degree.len(), "{context}: the dependency graph over names has a cycle: {edges:?}");
 }
 
+/// A new version resolved each dependency, against the registry just before
+/// its publish, to the highest version that matched and was not yanked.
+fn assert_resolved_against(before: &KernelState, published: &keel_kernel::registry::EngineVersion, context: &str) {
+    let document: serde_json::Value = serde_json::from_slice(&published.manifest).expect("stored manifests are JSON");
+    let dependencies = document["dependencies"].as_array().cloned().unwrap_or_default();
+    assert_eq!(dependencies.len(), published.resolved_dependencies.len(), "{context}: one resolution per dependency");
+    for (dependency, (resolved_name, resolved_version)) in dependencies.iter().zip(&published.resolved_dependencies) {
+        let requirement = semver::VersionReq::parse(dependency["requirement"].as_str().expect("a requirement"))
+            .expect("vocabulary requirements parse");
+        let highest = before
+            .registry()
+            .versions_from(resolved_name, None)
+            .into_iter()
+            .flatten()
+            .filter(|candidate| !candidate.is_yanked && requirement.matches(&candidate.version))
+            .map(|candidate| candidate.version.clone())
+            .max();
+        assert_eq!(highest.as_ref(), Some(resolved_version), "{context}: {resolved_name} {requirement}");
+    }
+}
+
+/// A yank flips one version's flag and changes nothing else: every recorded
+/// resolution, of every version, stays as it was.
+fn assert_only_the_yank_changed(before: &KernelState, after: &KernelState, engine: &str, version: &str, context: &str) {
+    let flatten = |state: &KernelState| -> Vec<keel_kernel::registry::EngineVersion> {
+        state.registry().engines_from(None).flat_map(|(_, versions)| versions.values().cloned()).collect()
+    };
+    let (mut expected, actual) = (flatten(before), flatten(after));
+    for record in &mut expected {
+        if record.engine.as_str() == engine && record.version.to_string() == version {
+            record.is_yanked = true;
+        }
+    }
+    assert_eq!(actual, expected, "{context}: a yank changed more than its version's flag");
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -772,10 +808,20 @@ proptest! {
             let revision = setup.len() as u64 + index as u64 + 1;
             let before = state.clone();
             let result = state.apply(revision, &at(T0_MS, graph_command(op)));
+            let context = format!("entry {revision} ({op:?})");
             if result.as_ref().map_or(true, |applied| applied.events.is_empty()) {
-                assert_eq!(state, before, "entry {revision} ({op:?}): {}", describe(&result));
+                assert_eq!(state, before, "{context}: {}", describe(&result));
             }
-            assert_graph_invariants(&state, &format!("after entry {revision} ({op:?})"));
+            match (&result, op) {
+                (Ok(Applied { outcome: Outcome::EngineVersionPublished { version, created: true }, .. }), _) => {
+                    assert_resolved_against(&before, version, &context);
+                }
+                (Ok(_), GraphOp::Yank { engine, version }) => {
+                    assert_only_the_yank_changed(&before, &state, GRAPH_ENGINES[*engine], GRAPH_VERSIONS[*version], &context);
+                }
+                _ => {}
+            }
+            assert_graph_invariants(&state, &format!("after {context}"));
         }
     }
 }
@@ -816,4 +862,59 @@ fn the_graph_generator_reaches_every_dependency_outcome() {
     ];
     let missing: Vec<&str> = expected.into_iter().filter(|outcome| !seen.contains(*outcome)).collect();
     assert!(missing.is_empty(), "the graph generator no longer reaches {missing:?}; it reached {seen:#?}");
+}
+
+// ---------------------------------------------------------------- action schemas
+
+/// Schema-like JSON: objects keyed mostly by JSON Schema keywords, with any
+/// JSON (or nested schema-like objects) as values.
+fn schema_like() -> impl Strategy<Value = serde_json::Value> {
+    const KEYWORDS: [&str; 16] = [
+        "type",
+        "properties",
+        "items",
+        "$ref",
+        "pattern",
+        "minimum",
+        "required",
+        "enum",
+        "const",
+        "anyOf",
+        "$defs",
+        "additionalProperties",
+        "$schema",
+        "$id",
+        "format",
+        "not",
+    ];
+    let leaf = prop_oneof![
+        4 => json_value(),
+        1 => proptest::sample::select(vec!["object", "string", "integer", "#", "#/$defs/a", "^(a|b)*$", "(", "https://example.com/s"])
+            .prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        proptest::collection::btree_map(
+            prop_oneof![4 => proptest::sample::select(KEYWORDS.to_vec()).prop_map(str::to_owned), 1 => "[a-z]{1,3}"],
+            inner,
+            0..4,
+        )
+        .prop_map(|entries| serde_json::Value::Object(entries.into_iter().collect()))
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Checking an action schema is total and deterministic: any JSON is
+    /// accepted or refused with ACTION_SCHEMA_INVALID (never a panic), and
+    /// checking it again gives the same answer, problem text included.
+    #[test]
+    fn action_schema_checks_are_total_and_deterministic(schema in schema_like()) {
+        use keel_kernel::action_schema::{SchemaRole, check};
+        let first = check("run", SchemaRole::Input, &schema);
+        if let Err(rejection) = &first {
+            prop_assert_eq!(rejection.reason(), "ACTION_SCHEMA_INVALID");
+        }
+        prop_assert_eq!(check("run", SchemaRole::Input, &schema), first);
+    }
 }

@@ -21,6 +21,16 @@ const DEPENDENCIES_ALLOWED: &[&str] = &[
     "thiserror",
     "bincode",
     "serde_bytes",
+    // Checks action schemas against their draft's meta-schema at publish.
+    // Pure for the kernel's use: without default features it has no HTTP or
+    // file resolution, and `action_schema` only ever builds with the offline
+    // retriever and an explicit, allowlisted draft, so even a build that
+    // unifies those features on never reaches them. It links getrandom
+    // through ahash, which seeds hash maps inside the crate; a verdict is a
+    // boolean over the whole schema and the reported problem is the least of
+    // all violations, so neither depends on map order (see
+    // `the_jsonschema_dependency_does_no_io` below and `action_schema.rs`).
+    "jsonschema",
 ];
 
 /// Crates that would bring I/O, clocks, randomness or consensus into the kernel.
@@ -125,6 +135,25 @@ fn no_build_script_or_platform_specific_dependencies() {
     }
     assert!(!manifest.contains("build ="), "the kernel has no build script");
     assert!(!kernel_dir().join("build.rs").exists(), "the kernel has no build script");
+}
+
+#[test]
+fn the_jsonschema_dependency_does_no_io() {
+    // Default features would add HTTP (reqwest) and file resolution.
+    let manifest = read(&kernel_dir().join("Cargo.toml"));
+    let line = manifest.lines().map(str::trim).find(|line| line.starts_with("jsonschema"));
+    let line = line.expect("the kernel depends on jsonschema");
+    assert!(line.contains("default-features = false"), "{line}");
+    assert!(!line.contains("features = ["), "no optional features: {line}");
+    // Every build goes through the offline retriever with an explicit draft.
+    let source = read(&kernel_dir().join("src").join("action_schema.rs"));
+    let code = code_only(&source);
+    for build in code.match_indices(".build(") {
+        let statement_start = code[..build.0].rfind(';').unwrap_or(0);
+        let statement = &code[statement_start..build.0];
+        assert!(statement.contains(".offline()") && statement.contains(".with_draft("), "{statement}");
+    }
+    assert!(code.contains(".build("), "action_schema compiles schemas");
 }
 
 #[test]

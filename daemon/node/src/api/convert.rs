@@ -192,6 +192,23 @@ pub fn engine_version_to_pb(version: &EngineVersion) -> pb::EngineVersion {
         publish_revision: version.publish_revision,
         publish_time_ms: ms_i64(version.publish_time_ms),
         yanked: version.is_yanked,
+        ui_surfaces: keel_kernel::manifest::ui_surfaces_of(&version.manifest).iter().map(ui_surface_to_pb).collect(),
+    }
+}
+
+/// One UI surface for the wire.
+fn ui_surface_to_pb(surface: &keel_kernel::ui_surface::UiSurface) -> pb::UiSurface {
+    use keel_kernel::ui_surface::UiKind;
+    let kind = match surface.kind {
+        UiKind::Panel => pb::UiSurfaceKind::Panel,
+        UiKind::Form => pb::UiSurfaceKind::Form,
+        UiKind::Widget => pb::UiSurfaceKind::Widget,
+    };
+    pb::UiSurface {
+        name: surface.name.to_string(),
+        kind: kind as i32,
+        entry: surface.entry.clone(),
+        description: surface.description.clone(),
     }
 }
 

@@ -263,6 +263,9 @@ impl ApiError {
             ApiError::Rejected(Rejection::FieldInvalid { field, problem }) => {
                 details.add_bad_request_violation(field.to_string(), problem.to_string());
             }
+            ApiError::Rejected(Rejection::ActionSchemaInvalid { action, schema, problem }) => {
+                details.add_bad_request_violation(format!("manifest.actions[{action}].{schema}"), problem.clone());
+            }
             ApiError::Rejected(Rejection::VersionInvalid { field, value }) => {
                 details.add_bad_request_violation(field.to_string(), format!("{value:?} is not valid semver"));
             }
@@ -366,6 +369,10 @@ fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, Stri
         Rejection::IdempotencyKeyReused { key, revision } => {
             put("key", key.clone());
             put("revision", revision.to_string());
+        }
+        Rejection::ActionSchemaInvalid { action, schema, .. } => {
+            put("action", action.clone());
+            put("schema", schema.to_string());
         }
         Rejection::ManifestMalformed { .. } | Rejection::TrustNotBootstrapped | Rejection::TrustAlreadyBootstrapped => {
         }
