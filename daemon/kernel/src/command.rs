@@ -70,6 +70,16 @@ pub enum Command {
         /// Root signatures over `trust_store::revoke_signing_payload(key_id)`.
         signatures: Vec<Signature>,
     },
+    /// Stores the next version of a policy (Rego source), compiled and
+    /// probed in `apply` (see `policy`).
+    PutPolicy {
+        /// Policy name.
+        name: Name,
+        /// Rego source as sent.
+        source: String,
+        /// Compare-and-set: the current latest version (0: the name is new).
+        expected_version: Option<u64>,
+    },
 }
 
 /// What the leader proposes: a command and the leader's clock.
@@ -95,6 +105,7 @@ impl std::fmt::Display for Proposal {
             Command::YankEngineVersion { .. } => "yank_engine_version",
             Command::RotateRoot { .. } => "rotate_root",
             Command::RevokeKey { .. } => "revoke_key",
+            Command::PutPolicy { .. } => "put_policy",
         };
         write!(f, "{kind}@{}", self.leader_time_ms)
     }

@@ -24,4 +24,5 @@ pub enum EventKind {
     EngineVersionYanked { engine: Name, version: String },
     RootRotated { version: u64 },
     KeyRevoked { key_id: String },
+    PolicyPut { name: Name, version: u64 },
 }

@@ -14,6 +14,7 @@ pub mod event;
 pub mod ids;
 pub mod limits;
 pub mod manifest;
+pub mod policy;
 pub mod registry;
 pub mod rejection;
 pub mod signing;

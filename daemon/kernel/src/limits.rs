@@ -40,11 +40,31 @@ pub const GRPC_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const PAGE_SIZE_MAX: usize = 1000;
 /// Items in a page when the request does not say.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
+/// Bytes in one policy's Rego source.
+pub const POLICY_SOURCE_BYTES_MAX: usize = 64 * 1024;
+/// Policy names in the replicated state.
+pub const POLICIES_MAX: usize = 256;
+/// Versions kept per policy name; a put beyond it drops the oldest.
+pub const POLICY_VERSIONS_KEPT: usize = 16;
+/// Cases in one `PolicyService.Test` request.
+pub const POLICY_TEST_CASES_MAX: usize = 256;
+/// RVM instructions one policy evaluation may execute; over it the
+/// evaluation fails (at put: a rejection; at evaluate: a deny).
+pub const POLICY_EVAL_INSTRUCTIONS_MAX: usize = 100_000;
+/// Bytes of an evaluator or compiler message kept in a rejection or a reason.
+pub const POLICY_MESSAGE_BYTES_MAX: usize = 1024;
+/// Compiled policy programs one node keeps in memory for `Evaluate`.
+pub const POLICY_PROGRAMS_CACHED_MAX: usize = 64;
+/// Data classes in one evaluation context.
+pub const POLICY_CONTEXT_DATA_CLASSES_MAX: usize = 16;
 
 const _: () = assert!(MANIFEST_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
 const _: () = assert!(DESCRIPTION_BYTES_MAX < MANIFEST_BYTES_MAX);
+const _: () = assert!(POLICY_SOURCE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(POLICY_MESSAGE_BYTES_MAX <= DESCRIPTION_BYTES_MAX);
+const _: () = assert!(POLICY_VERSIONS_KEPT >= 1);
 
 /// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -60,6 +80,10 @@ pub enum Limit {
     SignaturesPerRequest,
     BootstrapRootKeys,
     EnabledEnginesPerTenant,
+    PolicySourceBytes,
+    Policies,
+    PolicyTestCases,
+    PolicyContextDataClasses,
 }
 
 impl Limit {
@@ -76,6 +100,10 @@ impl Limit {
             Limit::SignaturesPerRequest => "SIGNATURES_PER_REQUEST_MAX",
             Limit::BootstrapRootKeys => "BOOTSTRAP_ROOT_KEYS_MAX",
             Limit::EnabledEnginesPerTenant => "ENABLED_ENGINES_PER_TENANT_MAX",
+            Limit::PolicySourceBytes => "POLICY_SOURCE_BYTES_MAX",
+            Limit::Policies => "POLICIES_MAX",
+            Limit::PolicyTestCases => "POLICY_TEST_CASES_MAX",
+            Limit::PolicyContextDataClasses => "POLICY_CONTEXT_DATA_CLASSES_MAX",
         }
     }
 
@@ -92,6 +120,10 @@ impl Limit {
             Limit::SignaturesPerRequest => SIGNATURES_PER_REQUEST_MAX,
             Limit::BootstrapRootKeys => BOOTSTRAP_ROOT_KEYS_MAX,
             Limit::EnabledEnginesPerTenant => ENABLED_ENGINES_PER_TENANT_MAX,
+            Limit::PolicySourceBytes => POLICY_SOURCE_BYTES_MAX,
+            Limit::Policies => POLICIES_MAX,
+            Limit::PolicyTestCases => POLICY_TEST_CASES_MAX,
+            Limit::PolicyContextDataClasses => POLICY_CONTEXT_DATA_CLASSES_MAX,
         }
     }
 

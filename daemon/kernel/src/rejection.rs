@@ -71,6 +71,19 @@ pub enum Rejection {
     TenantAlreadyExists { tenant_id: String },
     #[error("etag mismatch: expected {expected}, current {current}")]
     EtagMismatch { expected: String, current: String },
+
+    #[error("policy does not compile: {detail}")]
+    PolicyCompileFailed { detail: String },
+    #[error("policy uses {builtin}, which is not deterministic and cannot run in a replicated policy")]
+    PolicyBuiltinForbidden { builtin: String },
+    #[error("policy result for probe {probe} does not match the decision schema: {detail}")]
+    PolicyDecisionMalformed { probe: String, detail: String },
+    #[error("policy evaluation failed for probe {probe}: {detail}")]
+    PolicyEvaluationFailed { probe: String, detail: String },
+    #[error("policy {name} has no version {version}")]
+    PolicyNotFound { name: String, version: u64 },
+    #[error("policy {name} is at version {current}, not {expected}")]
+    PolicyVersionMismatch { name: String, expected: u64, current: u64 },
 }
 
 impl Rejection {
@@ -102,6 +115,12 @@ impl Rejection {
             Rejection::DependencyTierViolation { .. } => "DEPENDENCY_TIER_VIOLATION",
             Rejection::DependencyCycle { .. } => "DEPENDENCY_CYCLE",
             Rejection::EngineVersionNotFound { .. } => "ENGINE_VERSION_NOT_FOUND",
+            Rejection::PolicyCompileFailed { .. } => "POLICY_COMPILE_FAILED",
+            Rejection::PolicyBuiltinForbidden { .. } => "POLICY_BUILTIN_FORBIDDEN",
+            Rejection::PolicyDecisionMalformed { .. } => "POLICY_DECISION_MALFORMED",
+            Rejection::PolicyEvaluationFailed { .. } => "POLICY_EVALUATION_FAILED",
+            Rejection::PolicyNotFound { .. } => "POLICY_NOT_FOUND",
+            Rejection::PolicyVersionMismatch { .. } => "POLICY_VERSION_MISMATCH",
         }
     }
 
@@ -132,6 +151,12 @@ impl Rejection {
         "DEPENDENCY_TIER_VIOLATION",
         "DEPENDENCY_CYCLE",
         "ENGINE_VERSION_NOT_FOUND",
+        "POLICY_COMPILE_FAILED",
+        "POLICY_BUILTIN_FORBIDDEN",
+        "POLICY_DECISION_MALFORMED",
+        "POLICY_EVALUATION_FAILED",
+        "POLICY_NOT_FOUND",
+        "POLICY_VERSION_MISMATCH",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -141,7 +166,11 @@ impl Rejection {
             | Rejection::FieldInvalid { .. }
             | Rejection::ManifestMalformed { .. }
             | Rejection::VersionInvalid { .. }
-            | Rejection::KeyValidityInvalid { .. } => RejectionClass::InvalidArgument,
+            | Rejection::KeyValidityInvalid { .. }
+            | Rejection::PolicyCompileFailed { .. }
+            | Rejection::PolicyBuiltinForbidden { .. }
+            | Rejection::PolicyDecisionMalformed { .. }
+            | Rejection::PolicyEvaluationFailed { .. } => RejectionClass::InvalidArgument,
             Rejection::LimitExceeded { .. } => RejectionClass::InvalidArgument,
             Rejection::KeyUnknown { .. }
             | Rejection::KeyPurposeMismatch { .. }
@@ -154,13 +183,16 @@ impl Rejection {
             | Rejection::TrustAlreadyBootstrapped
             | Rejection::VersionAlreadyPublished { .. }
             | Rejection::TenantAlreadyExists { .. } => RejectionClass::AlreadyExists,
-            Rejection::TenantNotFound { .. } | Rejection::EngineVersionNotFound { .. } => RejectionClass::NotFound,
+            Rejection::TenantNotFound { .. }
+            | Rejection::EngineVersionNotFound { .. }
+            | Rejection::PolicyNotFound { .. } => RejectionClass::NotFound,
             Rejection::TrustNotBootstrapped
             | Rejection::RootVersionInvalid { .. }
             | Rejection::EtagMismatch { .. }
             | Rejection::DependencyUnresolvable { .. }
             | Rejection::DependencyTierViolation { .. }
-            | Rejection::DependencyCycle { .. } => RejectionClass::FailedPrecondition,
+            | Rejection::DependencyCycle { .. }
+            | Rejection::PolicyVersionMismatch { .. } => RejectionClass::FailedPrecondition,
         }
     }
 }

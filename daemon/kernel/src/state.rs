@@ -12,6 +12,7 @@
 
 use crate::command::{Command, Proposal};
 use crate::event::{Event, EventKind};
+use crate::policy::{Policies, StoredPolicy};
 use crate::registry::{EngineVersion, Registry};
 use crate::rejection::Rejection;
 use crate::tenant::{Tenant, Tenants};
@@ -27,7 +28,8 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 /// a version 1 snapshot is refused (no cluster has persisted one in production).
 /// Version 3 added the trust store's `RootMetadata` and
 /// `TrustedKey::revoked_at_revision`; version 2 snapshots are refused likewise.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+/// Version 4 added the policies.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 
 /// The whole replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,7 @@ pub struct KernelState {
     trust: TrustStore,
     registry: Registry,
     tenants: Tenants,
+    policies: Policies,
 }
 
 /// What a successful apply produced.
@@ -59,6 +62,7 @@ pub enum Outcome {
     EngineVersionYanked { version: Box<EngineVersion>, created: bool },
     RootRotated { root: RootMetadata },
     KeyRevoked { key: TrustedKey, created: bool },
+    PolicyPut { policy: Box<StoredPolicy>, created: bool },
 }
 
 /// Why a snapshot could not be decoded. Fatal for the node that reads it.
@@ -154,6 +158,15 @@ impl KernelState {
                 };
                 Applied { outcome: Outcome::KeyRevoked { key, created }, events }
             }
+            Command::PutPolicy { name, source, expected_version } => {
+                let (policy, created) = self.policies.put(name, source, *expected_version, revision, at_ms)?;
+                let events = if created {
+                    vec![Event { revision, kind: EventKind::PolicyPut { name: name.clone(), version: policy.version } }]
+                } else {
+                    Vec::new()
+                };
+                Applied { outcome: Outcome::PolicyPut { policy: Box::new(policy), created }, events }
+            }
         };
         // Only a change moves the clock, so a rejected or no-op entry leaves the digest as it was.
         if !applied.events.is_empty() {
@@ -175,6 +188,11 @@ impl KernelState {
     /// The tenants.
     pub fn tenants(&self) -> &Tenants {
         &self.tenants
+    }
+
+    /// The policies.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// Time of the last change, Unix ms.

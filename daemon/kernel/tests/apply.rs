@@ -14,7 +14,7 @@ use keel_kernel::command::{Command, Proposal};
 use keel_kernel::limits::{
     ACTIONS_PER_ENGINE_MAX, BOOTSTRAP_ROOT_KEYS_MAX, CAPABILITIES_PER_ENGINE_MAX, DEPENDENCIES_PER_ENGINE_MAX,
     DESCRIPTION_BYTES_MAX, ENABLED_ENGINES_PER_TENANT_MAX, KEYS_PER_ROLE_MAX, MANIFEST_BYTES_MAX, NAME_BYTES_MAX,
-    SIGNATURES_PER_REQUEST_MAX,
+    POLICIES_MAX, POLICY_SOURCE_BYTES_MAX, POLICY_VERSIONS_KEPT, SIGNATURES_PER_REQUEST_MAX,
 };
 use keel_kernel::signing::Signature;
 use keel_kernel::trust_store::{KeyPurpose, KeySpec};
@@ -88,7 +88,8 @@ fn created(outcome: &Outcome) -> Option<bool> {
         | Outcome::KeyAdded { created, .. }
         | Outcome::EngineVersionPublished { created, .. }
         | Outcome::EngineVersionYanked { created, .. }
-        | Outcome::KeyRevoked { created, .. } => Some(*created),
+        | Outcome::KeyRevoked { created, .. }
+        | Outcome::PolicyPut { created, .. } => Some(*created),
         Outcome::TenantWritten { .. } | Outcome::RootRotated { .. } => None,
     }
 }
@@ -1395,4 +1396,146 @@ fn rotate_root_keeping_a_revoked_publisher_is_refused() {
     setup.push(now(revoke(PUBLISHER, &[ROOT])));
     let document = root_document(2, &[ROOT2], 1, &[PUBLISHER]);
     check(&setup, now(rotate_root(&document, &[ROOT, ROOT2])), Expect::Rejected("KEY_REVOKED"));
+}
+
+// ---------------------------------------------------------------- policies
+
+const ALLOW_ALL: &str = "package keel.policy\n\ndecision := {\"allow\": true, \"reason\": \"ok\"}\n";
+const DENY_ALL: &str = "package keel.policy\n\ndecision := {\"allow\": false, \"reason\": \"no\"}\n";
+
+fn put_policy(name_text: &str, source: &str, expected_version: Option<u64>) -> Command {
+    Command::PutPolicy { name: name(name_text), source: source.to_owned(), expected_version }
+}
+
+fn policy_put(name_text: &str, version: u64) -> EventKind {
+    EventKind::PolicyPut { name: name(name_text), version }
+}
+
+#[test]
+fn policy_put_stores_version_one() {
+    let checked = check(&[], now(put_policy("main", ALLOW_ALL, None)), Expect::Events(vec![policy_put("main", 1)]));
+    let policy = checked.state.policies().latest(&name("main")).expect("stored");
+    assert_eq!((policy.version, policy.source.as_str(), policy.put_revision), (1, ALLOW_ALL, 1));
+    assert_eq!(policy.policy_version(), "main@1");
+}
+
+#[test]
+fn policy_put_of_other_source_makes_the_next_version() {
+    let setup = vec![now(put_policy("main", ALLOW_ALL, None))];
+    check(&setup, now(put_policy("main", DENY_ALL, Some(1))), Expect::Events(vec![policy_put("main", 2)]));
+}
+
+#[test]
+fn policy_put_of_the_latest_source_changes_nothing() {
+    let setup = vec![now(put_policy("main", ALLOW_ALL, None))];
+    check(&setup, now(put_policy("main", ALLOW_ALL, None)), Expect::NoChange);
+}
+
+#[test]
+fn policy_put_keeps_the_last_versions_only() {
+    let sources: Vec<String> = (0..=POLICY_VERSIONS_KEPT).map(|i| format!("{ALLOW_ALL}# revision {i}\n")).collect();
+    let setup: Vec<Proposal> =
+        sources[..POLICY_VERSIONS_KEPT].iter().map(|s| now(put_policy("main", s, None))).collect();
+    let last = POLICY_VERSIONS_KEPT as u64 + 1;
+    let checked = check(
+        &setup,
+        now(put_policy("main", &sources[POLICY_VERSIONS_KEPT], None)),
+        Expect::Events(vec![policy_put("main", last)]),
+    );
+    let policies = checked.state.policies();
+    assert!(policies.get(&name("main"), Some(1)).is_none(), "the oldest version is dropped");
+    assert!(policies.get(&name("main"), Some(2)).is_some());
+    assert_eq!(policies.latest(&name("main")).map(|p| p.version), Some(last));
+}
+
+#[test]
+fn policy_put_rejections_change_nothing() {
+    let one = vec![now(put_policy("main", ALLOW_ALL, None))];
+    let cases: &[(&[Proposal], &str, Option<u64>, &str)] = &[
+        (&[], "", None, "FIELD_REQUIRED policy.source"),
+        (&[], "package keel.policy\ndecision := {", None, "POLICY_COMPILE_FAILED"),
+        (&[], "package other\ndecision := {\"allow\": true, \"reason\": \"x\"}", None, "POLICY_COMPILE_FAILED"),
+        (&[], "package keel.policy\nallow := true", None, "POLICY_COMPILE_FAILED"),
+        (&[], "package keel.policy\ndecision := f(1)", None, "POLICY_COMPILE_FAILED"),
+        (
+            &[],
+            "package keel.policy\ndecision := {\"allow\": true, \"reason\": \"x\", \"t\": time.now_ns()}",
+            None,
+            "POLICY_BUILTIN_FORBIDDEN",
+        ),
+        (
+            &[],
+            "package keel.policy\ndecision := {\"allow\": rand.intn(\"k\", 2) == 1, \"reason\": \"x\"}",
+            None,
+            "POLICY_BUILTIN_FORBIDDEN",
+        ),
+        (
+            &[],
+            "package keel.policy\ndecision := {\"allow\": true, \"reason\": uuid.rfc4122(\"k\")}",
+            None,
+            "POLICY_BUILTIN_FORBIDDEN",
+        ),
+        (
+            &[],
+            "package keel.policy\ndecision := http.send({\"method\": \"get\", \"url\": \"http://x\"})",
+            None,
+            "POLICY_BUILTIN_FORBIDDEN",
+        ),
+        (&[], "package keel.policy\ndecision := true", None, "POLICY_DECISION_MALFORMED"),
+        (
+            &[],
+            "package keel.policy\ndecision := {\"allow\": \"yes\", \"reason\": \"x\"}",
+            None,
+            "POLICY_DECISION_MALFORMED",
+        ),
+        (&[], "package keel.policy\ndecision := {\"allow\": true}", None, "POLICY_DECISION_MALFORMED"),
+        (
+            &[],
+            "package keel.policy\ndecision := {\"allow\": true, \"reason\": \"x\", \"extra\": 1}",
+            None,
+            "POLICY_DECISION_MALFORMED",
+        ),
+        (
+            &[],
+            "package keel.policy\ndecision := {\"allow\": true, \"reason\": \"x\", \"limits\": {\"burst\": 1}}",
+            None,
+            "POLICY_DECISION_MALFORMED",
+        ),
+        (
+            &[],
+            "package keel.policy\ndecision := {\"allow\": true, \"reason\": \"x\", \"limits\": {\"calls_per_minute\": -1, \"burst\": 1, \"max_duration_ms\": 1}}",
+            None,
+            "POLICY_DECISION_MALFORMED",
+        ),
+        (
+            &[],
+            "package keel.policy\ndecision := {\"allow\": true, \"reason\": \"x\"} if input.risk_band == \"low\"\ndecision := {\"allow\": true, \"reason\": 7} if input.risk_band == \"high\"",
+            None,
+            "POLICY_DECISION_MALFORMED",
+        ),
+        (
+            &[],
+            "package keel.policy\nn := count([x | some x in numbers.range(1, 1000000)])\ndecision := {\"allow\": n > 0, \"reason\": \"big\"}",
+            None,
+            "POLICY_EVALUATION_FAILED",
+        ),
+        (&one, DENY_ALL, Some(0), "POLICY_VERSION_MISMATCH"),
+        (&one, DENY_ALL, Some(2), "POLICY_VERSION_MISMATCH"),
+        (&[], DENY_ALL, Some(1), "POLICY_VERSION_MISMATCH"),
+    ];
+    for (setup, source, expected_version, label) in cases {
+        check(setup, now(put_policy("main", source, *expected_version)), Expect::Rejected(label));
+    }
+}
+
+#[test]
+fn policy_put_over_the_source_limit_is_refused() {
+    let source = format!("{ALLOW_ALL}#{}", "x".repeat(POLICY_SOURCE_BYTES_MAX));
+    check(&[], now(put_policy("main", &source, None)), Expect::Rejected("LIMIT_EXCEEDED POLICY_SOURCE_BYTES_MAX"));
+}
+
+#[test]
+fn policy_put_of_a_name_over_the_count_limit_is_refused() {
+    let setup: Vec<Proposal> = (0..POLICIES_MAX).map(|i| now(put_policy(&format!("p{i}"), ALLOW_ALL, None))).collect();
+    check(&setup, now(put_policy("one-more", ALLOW_ALL, None)), Expect::Rejected("LIMIT_EXCEEDED POLICIES_MAX"));
 }

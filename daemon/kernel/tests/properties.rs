@@ -472,8 +472,11 @@ impl Model {
             Command::UpdateTenant { spec, expected_etag } => {
                 self.update_tenant(spec, expected_etag.as_deref(), revision)
             }
-            Command::YankEngineVersion { .. } | Command::RotateRoot { .. } | Command::RevokeKey { .. } => {
-                unreachable!("the model's logs never yank, rotate the root or revoke")
+            Command::YankEngineVersion { .. }
+            | Command::RotateRoot { .. }
+            | Command::RevokeKey { .. }
+            | Command::PutPolicy { .. } => {
+                unreachable!("the model's logs never yank, rotate the root, revoke or put policies")
             }
         };
         if predicted == Predicted::Changed {

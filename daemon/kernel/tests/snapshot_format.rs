@@ -16,9 +16,9 @@ use keel_kernel::state::{SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC};
 use keel_kernel::trust_store::KeyPurpose;
 use keel_kernel::{KernelState, SnapshotError};
 
-/// The fixed state's snapshot, as written by format version 3.
+/// The fixed state's snapshot, as written by format version 4.
 const GOLDEN_SNAPSHOT_HEX: &str = concat!(
-    "4b45454c534e415003004087e5cf8b0100000300000000000000200000000000000033343735306639386264353966636663",
+    "4b45454c534e41500400288be5cf8b0100000300000000000000200000000000000033343735306639386264353966636663",
     "3934366461343561616162653933336220000000000000003334373530663938626435396663666339343664613435616161",
     "6265393333628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c010000000000000000000000",
     "0000000000000000000100000000000000000000000000000001090000000000000020000000000000003530366566313837",
@@ -51,15 +51,20 @@ const GOLDEN_SNAPSHOT_HEX: &str = concat!(
     "0000000000006563686f0a00000000000000312e302e302d72632e31000100000000000000040000000000000061636d6504",
     "0000000000000061636d65080000000000000041636d6520496e6301000000070000000000000065752d7765737400000000",
     "010000000000000004000000000000006563686f04000000000000000500000000000000b873e5cf8b010000a077e5cf8b01",
-    "0000",
+    "0000010000000000000004000000000000006d61696e0100000000000000010000000000000004000000000000006d61696e",
+    "010000000000000041000000000000007061636b616765206b65656c2e706f6c6963790a0a6465636973696f6e203a3d207b",
+    "22616c6c6f77223a20747275652c2022726561736f6e223a20226f6b227d0a40000000000000006335363266393931346664",
+    "3739643634623062626335383564346562376366653866353863326139383137656533333739356635346436623966303331",
+    "6438340a00000000000000288be5cf8b010000",
 );
 
 /// SHA-256 of [`GOLDEN_SNAPSHOT_HEX`]'s bytes: the fixed state's digest.
-const GOLDEN_DIGEST_HEX: &str = "cddbadb611a4ff1726ce0b01f7d1b7407b9b2f9ee9dda7cd2e18d09b6397922e";
+const GOLDEN_DIGEST_HEX: &str = "11d0e8704e9e4b94c6d74dd785a73bae7c4cd4b31b593e687a59f9862465e66a";
 
 /// A small state touching every part of the kernel: roots, an added key with
 /// a validity window, a published manifest, a tenant created then updated, a
-/// second manifest depending on the first, then the first yanked.
+/// second manifest depending on the first, then the first yanked, the root
+/// rotated, a key revoked and a policy put.
 fn fixed_log() -> Vec<Proposal> {
     let publisher = with_window(
         key_spec(PUBLISHER, &[KeyPurpose::EnginePublisher, KeyPurpose::ApiToken]),
@@ -82,6 +87,14 @@ fn fixed_log() -> Vec<Proposal> {
         ),
         at(T0_MS + 7_000, rotate_root(&root_document(2, &[ROOT2], 1, &[PUBLISHER]), &[ROOT, ROOT2])),
         at(T0_MS + 8_000, revoke(ROOT, &[ROOT2])),
+        at(
+            T0_MS + 9_000,
+            Command::PutPolicy {
+                name: name("main"),
+                source: "package keel.policy\n\ndecision := {\"allow\": true, \"reason\": \"ok\"}\n".to_owned(),
+                expected_version: Some(0),
+            },
+        ),
     ]
 }
 
