@@ -11,6 +11,7 @@
 
 use crate::api::cluster::ClusterApi;
 use crate::api::context::{self, ApiContext, Identity};
+use crate::api::policy::PolicyApi;
 use crate::api::registry::RegistryApi;
 use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
@@ -259,6 +260,7 @@ async fn serve_grpc(
     health_reporter.set_serving::<pb::registry_service_server::RegistryServiceServer<RegistryApi>>().await;
     health_reporter.set_serving::<pb::trust_service_server::TrustServiceServer<TrustApi>>().await;
     health_reporter.set_serving::<pb::tenant_service_server::TenantServiceServer<TenantApi>>().await;
+    health_reporter.set_serving::<pb::policy_service_server::PolicyServiceServer<PolicyApi>>().await;
     health_reporter.set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterApi>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -288,6 +290,7 @@ async fn serve_grpc(
         .add_service(limit(pb::trust_service_server::TrustServiceServer::new(TrustApi { ctx: ctx.clone() })))
         .add_service(limit(pb::registry_service_server::RegistryServiceServer::new(RegistryApi { ctx: ctx.clone() })))
         .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
+        .add_service(limit(pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(ctx.clone()))))
         .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
         .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -392,6 +395,7 @@ message_limits!(
     pb::trust_service_server::TrustServiceServer<TrustApi>,
     pb::registry_service_server::RegistryServiceServer<RegistryApi>,
     pb::tenant_service_server::TenantServiceServer<TenantApi>,
+    pb::policy_service_server::PolicyServiceServer<PolicyApi>,
     pb::cluster_service_server::ClusterServiceServer<ClusterApi>
 );
 
