@@ -63,6 +63,13 @@ pub const TLS_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Larger than [`MANIFEST_BYTES_MAX`] because files may be pretty-printed and
 /// carry signatures; the canonical size is checked separately.
 pub const MANIFEST_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Bytes in a policy's Rego source (the server's `POLICY_SOURCE_BYTES_MAX`);
+/// larger policy files are refused before they are sent.
+pub const POLICY_SOURCE_BYTES_MAX: u64 = 64 * 1024;
+/// Bytes read from a `policy test` cases file before it is refused.
+pub const POLICY_CASES_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Cases in one `policy test` run (the server's `POLICY_TEST_CASES_MAX`).
+pub const POLICY_TEST_CASES_MAX: usize = 256;
 
 const _: () = assert!(RETRY_BACKOFF_INITIAL_MS <= RETRY_BACKOFF_MAX_MS);
 const _: () = assert!(RETRY_ATTEMPTS_MAX >= 1);
@@ -73,3 +80,5 @@ const _: () = assert!(MANIFEST_BYTES_MAX as u64 <= MANIFEST_FILE_BYTES_MAX);
 const _: () = assert!(LIST_PAGE_SIZE > 0);
 const _: () = assert!(DISCOVERY_TIMEOUT_MS < CALL_TIMEOUT_DEFAULT_MS);
 const _: () = assert!(CHANNELS_MAX >= ENDPOINTS_MAX);
+const _: () = assert!(POLICY_SOURCE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX as u64);
+const _: () = assert!(POLICY_CASES_FILE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX as u64);
