@@ -11,6 +11,7 @@ mod compose;
 mod fixture;
 mod harness;
 mod membership;
+mod policy;
 mod registry_graph;
 mod single_node;
 mod trust_rotation;

@@ -8,7 +8,7 @@ use fixture::*;
 use keel_kernel::KernelState;
 use keel_kernel::command::{Command, Proposal};
 use keel_kernel::manifest::DataClass;
-use keel_kernel::policy::{self, EvaluationContext, PolicyProgram, PolicyTestCase};
+use keel_kernel::policy::{self, EvaluationContext, PolicyTestCase};
 use keel_kernel::tenant::{TenantSpec, TenantStatus, TenantTier};
 use std::collections::BTreeSet;
 
