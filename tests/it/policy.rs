@@ -343,3 +343,32 @@ async fn policy_commands_through_keelctl() -> Result<()> {
     ensure!(got["version"] == 1, "{got}");
     Ok(())
 }
+
+#[tokio::test]
+async fn every_member_of_a_cluster_gives_the_same_decision() -> Result<()> {
+    use crate::cluster_harness::{Cluster, ClusterOptions};
+    let cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let follower = (leader + 1) % 3;
+    crate::single_node::tenants(&cluster.nodes[leader]).await?.create_tenant(Fixture::tenant_request("acme")).await?;
+
+    // A put through a follower is forwarded; a bad one changes nothing anywhere.
+    let mut through_follower = policies(&cluster.nodes[follower]).await?;
+    through_follower.put_policy(put("main", MAIN, Some(0))).await?;
+    let (_, digest) = cluster.converged().await?;
+    let status = through_follower.put_policy(put("main", "package keel.policy\ndecision := 1", None)).await;
+    let status = status.err().context("a malformed policy is refused")?;
+    ensure!(reason_of(&status) == "POLICY_DECISION_MALFORMED", "{status:?}");
+    let (_, digest_after) = cluster.converged().await?;
+    ensure!(digest_after == digest, "a refused put changed the state");
+
+    let mut decisions = Vec::new();
+    for node in &cluster.nodes {
+        let decision = policies(node).await?.evaluate(evaluate(context("acme", "billing", "low"))).await?.into_inner();
+        decisions.push(decision);
+    }
+    ensure!(decisions[0].allow && decisions[0].reason == "enterprise tier", "{:?}", decisions[0]);
+    // Linearizable reads at the same revision: the same decision, id included.
+    ensure!(decisions.iter().all(|d| *d == decisions[0]), "{decisions:?}");
+    Ok(())
+}
