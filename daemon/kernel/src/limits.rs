@@ -55,6 +55,10 @@ pub const POLICY_EVAL_INSTRUCTIONS_MAX: usize = 100_000;
 pub const POLICY_MESSAGE_BYTES_MAX: usize = 1024;
 /// Compiled policy programs one node keeps in memory for `Evaluate`.
 pub const POLICY_PROGRAMS_CACHED_MAX: usize = 64;
+/// Nesting of `[` and `{` in a policy's source. regorus's parser takes
+/// time exponential in this depth (measured: ×2 per level), so it is bounded
+/// before parsing; real policies nest 3 or 4 deep.
+pub const POLICY_NESTING_DEPTH_MAX: usize = 6;
 /// Data classes in one evaluation context.
 pub const POLICY_CONTEXT_DATA_CLASSES_MAX: usize = 16;
 
@@ -84,6 +88,7 @@ pub enum Limit {
     Policies,
     PolicyTestCases,
     PolicyContextDataClasses,
+    PolicyNestingDepth,
 }
 
 impl Limit {
@@ -104,6 +109,7 @@ impl Limit {
             Limit::Policies => "POLICIES_MAX",
             Limit::PolicyTestCases => "POLICY_TEST_CASES_MAX",
             Limit::PolicyContextDataClasses => "POLICY_CONTEXT_DATA_CLASSES_MAX",
+            Limit::PolicyNestingDepth => "POLICY_NESTING_DEPTH_MAX",
         }
     }
 
@@ -124,6 +130,7 @@ impl Limit {
             Limit::Policies => POLICIES_MAX,
             Limit::PolicyTestCases => POLICY_TEST_CASES_MAX,
             Limit::PolicyContextDataClasses => POLICY_CONTEXT_DATA_CLASSES_MAX,
+            Limit::PolicyNestingDepth => POLICY_NESTING_DEPTH_MAX,
         }
     }
 

@@ -14,7 +14,7 @@ use keel_kernel::command::{Command, Proposal};
 use keel_kernel::limits::{
     ACTIONS_PER_ENGINE_MAX, BOOTSTRAP_ROOT_KEYS_MAX, CAPABILITIES_PER_ENGINE_MAX, DEPENDENCIES_PER_ENGINE_MAX,
     DESCRIPTION_BYTES_MAX, ENABLED_ENGINES_PER_TENANT_MAX, KEYS_PER_ROLE_MAX, MANIFEST_BYTES_MAX, NAME_BYTES_MAX,
-    POLICIES_MAX, POLICY_SOURCE_BYTES_MAX, POLICY_VERSIONS_KEPT, SIGNATURES_PER_REQUEST_MAX,
+    POLICIES_MAX, POLICY_NESTING_DEPTH_MAX, POLICY_SOURCE_BYTES_MAX, POLICY_VERSIONS_KEPT, SIGNATURES_PER_REQUEST_MAX,
 };
 use keel_kernel::signing::Signature;
 use keel_kernel::trust_store::{KeyPurpose, KeySpec};
@@ -1526,6 +1526,12 @@ fn policy_put_rejections_change_nothing() {
     for (setup, source, expected_version, label) in cases {
         check(setup, now(put_policy("main", source, *expected_version)), Expect::Rejected(label));
     }
+    // Deep nesting is refused before parsing (regorus's parse time doubles per level).
+    let depth = POLICY_NESTING_DEPTH_MAX + 1;
+    let nested = format!("package keel.policy\ndecision := {}1{}", "[".repeat(depth), "]".repeat(depth));
+    check(&[], now(put_policy("main", &nested, None)), Expect::Rejected("LIMIT_EXCEEDED POLICY_NESTING_DEPTH_MAX"));
+    let nested = format!("package keel.policy\ndecision := {}1{}", "[".repeat(20_000), "]".repeat(20_000));
+    check(&[], now(put_policy("main", &nested, None)), Expect::Rejected("LIMIT_EXCEEDED POLICY_NESTING_DEPTH_MAX"));
 }
 
 #[test]

@@ -19,7 +19,7 @@
 //! program's builtin table, in case a feature ever slips in) names the
 //! builtin in a [`Rejection::PolicyBuiltinForbidden`] instead.
 
-use crate::limits::{POLICY_EVAL_INSTRUCTIONS_MAX, POLICY_MESSAGE_BYTES_MAX};
+use crate::limits::{Limit, POLICY_EVAL_INSTRUCTIONS_MAX, POLICY_MESSAGE_BYTES_MAX};
 use crate::rejection::Rejection;
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::{Program, RegoVM};
@@ -98,7 +98,9 @@ impl PolicyProgram {
     /// Compiles `source`: it must parse, declare `package keel.policy`,
     /// define a `decision` rule and call only deterministic builtins.
     pub fn compile(source: &str) -> Result<PolicyProgram, Rejection> {
-        if let Some(builtin) = forbidden_reference(source) {
+        let code = code_only(source);
+        Limit::PolicyNestingDepth.check(nesting_depth(&code))?;
+        if let Some(builtin) = forbidden_reference(&code) {
             return Err(Rejection::PolicyBuiltinForbidden { builtin });
         }
         let mut engine = regorus::Engine::new();
@@ -231,39 +233,82 @@ fn is_forbidden(path: &str) -> bool {
     })
 }
 
-/// The first dotted reference in `source` (outside comments and strings)
-/// that names a forbidden builtin.
-fn forbidden_reference(source: &str) -> Option<String> {
+/// `source` with comments and string literals blanked out (replaced by
+/// spaces), so scans see only code.
+fn code_only(source: &str) -> Vec<char> {
     let chars: Vec<char> = source.chars().collect();
+    let mut code = chars.clone();
     let mut i = 0;
+    let blank = |code: &mut Vec<char>, from: usize, to: usize| {
+        for c in code.iter_mut().take(to.min(chars.len())).skip(from) {
+            *c = ' ';
+        }
+    };
     while i < chars.len() {
-        let c = chars[i];
-        if c == '#' {
-            while i < chars.len() && chars[i] != '\n' {
+        let start = i;
+        match chars[i] {
+            '#' => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '"' => {
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
                 i += 1;
             }
-        } else if c == '"' {
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                i += if chars[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-        } else if c == '`' {
-            i += 1;
-            while i < chars.len() && chars[i] != '`' {
+            '`' => {
+                i += 1;
+                while i < chars.len() && chars[i] != '`' {
+                    i += 1;
+                }
                 i += 1;
             }
-            i += 1;
-        } else if c.is_ascii_alphabetic() || c == '_' {
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        blank(&mut code, start, i);
+    }
+    code
+}
+
+/// The deepest nesting of `[` and `{` in the code. regorus's parser
+/// backtracks on array and object literals, so its time doubles with each
+/// level; `POLICY_NESTING_DEPTH_MAX` keeps a put's parse short.
+fn nesting_depth(code: &[char]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in code {
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The first dotted reference in the code that names a forbidden builtin.
+fn forbidden_reference(code: &[char]) -> Option<String> {
+    let mut i = 0;
+    while i < code.len() {
+        let c = code[i];
+        if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
+            while i < code.len() && (code[i].is_ascii_alphanumeric() || code[i] == '_' || code[i] == '.') {
                 i += 1;
             }
             // A path after `.` continues an expression (`input.x.time.now`), not a builtin.
-            if start > 0 && chars[start - 1] == '.' {
+            if start > 0 && code[start - 1] == '.' {
                 continue;
             }
-            let path: String = chars[start..i].iter().collect();
+            let path: String = code[start..i].iter().collect();
             let path = path.trim_end_matches('.');
             // Every prefix of a dotted path: `time.now_ns.x` still names `time.now_ns`.
             let ends = path.match_indices('.').map(|(index, _)| index).chain(std::iter::once(path.len()));
@@ -302,7 +347,21 @@ mod tests {
             ("x := input[\"a\"].time.now_ns", None),
         ];
         for (source, expected) in cases {
-            assert_eq!(forbidden_reference(source).as_deref(), *expected, "{source}");
+            assert_eq!(forbidden_reference(&code_only(source)).as_deref(), *expected, "{source}");
+        }
+    }
+
+    #[test]
+    fn nesting_counts_brackets_and_braces_in_code_only() {
+        let cases: &[(&str, usize)] = &[
+            ("x := 1", 0),
+            ("x := [[1], {\"a\": [2]}]", 3),
+            ("x := \"[[[[[[[[\" # {{{{{{{{", 0),
+            ("x := `{{{{` ; y := ((((1))))", 0),
+            ("decision := {\"a\": 1} if { x := [y | some y in [1]] }", 3),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(nesting_depth(&code_only(source)), *expected, "{source}");
         }
     }
 }
