@@ -74,7 +74,9 @@ pub enum Rejection {
 
     #[error("policy does not compile: {detail}")]
     PolicyCompileFailed { detail: String },
-    #[error("policy uses {builtin}, which is not deterministic and cannot run in a replicated policy")]
+    #[error(
+        "policy uses {builtin}, which a replicated policy may not call (not deterministic, or unbounded allocation)"
+    )]
     PolicyBuiltinForbidden { builtin: String },
     #[error("policy result for probe {probe} does not match the decision schema: {detail}")]
     PolicyDecisionMalformed { probe: String, detail: String },

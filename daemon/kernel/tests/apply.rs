@@ -1515,7 +1515,7 @@ fn policy_put_rejections_change_nothing() {
         ),
         (
             &[],
-            "package keel.policy\nn := count([x | some x in numbers.range(1, 1000000)])\ndecision := {\"allow\": n > 0, \"reason\": \"big\"}",
+            "package keel.policy\nxs := [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49]\nn := count([1 | some a in xs; some b in xs; some c in xs])\ndecision := {\"allow\": n > 0, \"reason\": \"big\"}",
             None,
             "POLICY_EVALUATION_FAILED",
         ),
@@ -1526,6 +1526,10 @@ fn policy_put_rejections_change_nothing() {
     for (setup, source, expected_version, label) in cases {
         check(setup, now(put_policy("main", source, *expected_version)), Expect::Rejected(label));
     }
+    // One instruction that allocates as its arguments say is refused at put.
+    let range =
+        "package keel.policy\nxs := numbers.range(0, 1000000000000)\ndecision := {\"allow\": true, \"reason\": \"x\"}";
+    check(&[], now(put_policy("main", range, None)), Expect::Rejected("POLICY_BUILTIN_FORBIDDEN"));
     // Deep nesting is refused before parsing (regorus's parse time doubles per level).
     let depth = POLICY_NESTING_DEPTH_MAX + 1;
     let nested = format!("package keel.policy\ndecision := {}1{}", "[".repeat(depth), "]".repeat(depth));

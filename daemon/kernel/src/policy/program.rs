@@ -34,9 +34,10 @@ pub const DECISION_RULE_PATH: &str = "data.keel.policy.decision";
 /// The file name regorus reports in messages.
 const POLICY_FILE_NAME: &str = "policy.rego";
 
-/// Builtins that read the clock, draw randomness, do I/O or describe the
-/// host, with the namespaces they live in. A reference to any of these paths
-/// (or below a namespace ending in `.`) refuses the policy.
+/// Builtins a replicated policy may not call: those that read the clock,
+/// draw randomness, do I/O or describe the host, and those whose allocation
+/// one instruction cannot bound. A reference to any of these paths (or below
+/// a namespace ending in `.`) refuses the policy.
 pub const BUILTINS_FORBIDDEN: &[&str] = &[
     "time.",
     "rand.",
@@ -47,6 +48,11 @@ pub const BUILTINS_FORBIDDEN: &[&str] = &[
     // These two check token and certificate expiry against the clock.
     "io.jwt.decode_verify",
     "crypto.x509.parse_and_verify_certificates",
+    // Deterministic, but these allocate as many elements as their arguments
+    // say in one instruction, which the instruction budget cannot stop: one
+    // `numbers.range(0, 1e12)` would abort every node applying the put.
+    "numbers.range",
+    "numbers.range_step",
 ];
 
 /// A compiled policy, ready to evaluate. Cheap to clone (shared program).
@@ -344,6 +350,8 @@ mod tests {
             ("timeout := 1", None),
             ("x := my_time.now_ns", None),
             ("x := io.jwt.decode(t)", None),
+            ("xs := numbers.range(0, 1000000000000)", Some("numbers.range")),
+            ("xs := numbers.range_step(0, 10, 2)", Some("numbers.range_step")),
             ("x := input[\"a\"].time.now_ns", None),
         ];
         for (source, expected) in cases {
