@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "keel/v1/tenant.proto",
     "keel/v1/cluster.proto",
     "keel/v1/events.proto",
+    "keel/v1/policy.proto",
     "keel/raft/v1/raft.proto",
 ];
 

@@ -55,6 +55,7 @@ pub mod key_spec;
 pub mod limits;
 pub mod local_error;
 mod local_file;
+mod policy;
 pub mod public_key;
 mod registry;
 pub mod retry;

@@ -63,6 +63,13 @@ pub const TLS_FILE_BYTES_MAX: u64 = 1024 * 1024;
 /// Larger than [`MANIFEST_BYTES_MAX`] because files may be pretty-printed and
 /// carry signatures; the canonical size is checked separately.
 pub const MANIFEST_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Bytes in a policy's Rego source (the server's `POLICY_SOURCE_BYTES_MAX`);
+/// larger policy files are refused before they are sent.
+pub const POLICY_SOURCE_BYTES_MAX: u64 = 64 * 1024;
+/// Bytes read from a `policy test` cases file before it is refused.
+pub const POLICY_CASES_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Cases in one `policy test` run (the server's `POLICY_TEST_CASES_MAX`).
+pub const POLICY_TEST_CASES_MAX: usize = 256;
 
 const _: () = assert!(RETRY_BACKOFF_INITIAL_MS <= RETRY_BACKOFF_MAX_MS);
 const _: () = assert!(RETRY_ATTEMPTS_MAX >= 1);
@@ -77,3 +84,5 @@ const _: () = assert!(CHANNELS_MAX >= ENDPOINTS_MAX);
 /// Reconnects in a row (without a message in between) before a watch gives
 /// up and returns the last error.
 pub const WATCH_RECONNECTS_MAX: u32 = 10;
+const _: () = assert!(POLICY_SOURCE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX as u64);
+const _: () = assert!(POLICY_CASES_FILE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX as u64);

@@ -13,6 +13,7 @@ mod fixture;
 mod harness;
 mod manifest_schemas;
 mod membership;
+mod policy;
 mod registry_graph;
 mod single_node;
 mod trust_rotation;

@@ -5,7 +5,8 @@
 //!   <metadata key>=<value>
 //! ```
 //!
-//! Exit codes: [`EXIT_SERVER_ERROR`] when the server refused or failed,
+//! Exit codes: [`EXIT_SERVER_ERROR`] when the server refused or failed (or
+//! `policy test` cases failed),
 //! [`EXIT_USAGE`] for invalid usage or local input (clap uses the same code
 //! for its own usage errors), [`EXIT_UNAVAILABLE`] when the cluster could
 //! not be reached or did not answer in time.
@@ -23,6 +24,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNAVAILABLE: u8 = 3;
 /// Reason reported when writing the output failed.
 pub const REASON_OUTPUT_FAILED: &str = "OUTPUT_FAILED";
+/// Reason reported when `policy test` ran and some case did not pass.
+pub const REASON_POLICY_TEST_FAILED: &str = "POLICY_TEST_FAILED";
 
 /// A failed `keelctl` command.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,14 @@ pub enum CliError {
         /// Why.
         source: std::io::Error,
     },
+    /// `policy test` ran, and some cases did not get the expected decision.
+    #[error("{failed} of {total} policy test cases failed")]
+    PolicyTestFailed {
+        /// Cases that failed.
+        failed: u32,
+        /// Cases run.
+        total: u32,
+    },
 }
 
 impl CliError {
@@ -57,7 +68,7 @@ impl CliError {
                 ErrorClass::Unavailable => EXIT_UNAVAILABLE,
             },
             CliError::Local(_) | CliError::Usage { .. } => EXIT_USAGE,
-            CliError::Output { .. } => EXIT_SERVER_ERROR,
+            CliError::Output { .. } | CliError::PolicyTestFailed { .. } => EXIT_SERVER_ERROR,
         }
     }
 
@@ -67,6 +78,7 @@ impl CliError {
             CliError::Client(error) => error.reason(),
             CliError::Local(_) | CliError::Usage { .. } => REASON_INVALID_INPUT,
             CliError::Output { .. } => REASON_OUTPUT_FAILED,
+            CliError::PolicyTestFailed { .. } => REASON_POLICY_TEST_FAILED,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The `keelctl` command line: argument definitions and dispatch.
 //!
 //! ```text
-//!   argv ──clap──▶ Cli{global, command} ──run()──▶ keys | trust | engine | tenant | cluster | events
+//!   argv ──clap──▶ Cli{global, command} ──run()──▶ keys | trust | engine | tenant | policy | cluster | events
 //!                                                    │ local work (key files, signing)
 //!                                                    │ KeelClient call(s)
 //!                                                    ▼
@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod output;
+pub mod policy;
 pub mod table;
 pub mod tenant;
 pub mod timestamp;
@@ -39,7 +40,11 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
 
 /// `keelctl`: administer a Keel cluster.
 #[derive(Debug, clap::Parser)]
-#[command(name = "keelctl", version, about = "Administer a Keel cluster: keys, engines, tenants, status, membership.")]
+#[command(
+    name = "keelctl",
+    version,
+    about = "Administer a Keel cluster: keys, engines, tenants, policies, status, membership."
+)]
 pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
@@ -126,6 +131,9 @@ pub enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Put, read, evaluate and test Rego policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Inspect the cluster and change its membership.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -163,6 +171,7 @@ pub async fn run(cli: Cli, stdout: &mut dyn std::io::Write, stderr: &mut dyn std
         Command::Trust(command) => trust::run(command, global, &mut output).await,
         Command::Engine(command) => engine::run(command, global, &mut output).await,
         Command::Tenant(command) => tenant::run(command, global, &mut output).await,
+        Command::Policy(command) => policy::run(command, global, &mut output).await,
         Command::Cluster(command) => cluster::run(command, global, &mut output).await,
         Command::Events(command) => events::run(command, global, &mut output).await,
     }

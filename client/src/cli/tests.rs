@@ -5,6 +5,7 @@ use super::engine::EngineCommand;
 use super::error::{CliError, EXIT_USAGE};
 use super::keys::KeysCommand;
 use super::output::OutputFormat;
+use super::policy::PolicyCommand;
 use super::tenant::{TenantCommand, TenantStatusArg, TenantTierArg, UpdateTenantArgs, apply_update};
 use super::trust::{PurposeArg, TrustCommand};
 use super::*;
@@ -225,6 +226,63 @@ fn tenant_commands_parse() {
         parse(&["tenant", "get", "acme"]).expect("get").command,
         Command::Tenant(TenantCommand::Get { .. })
     ));
+}
+
+#[test]
+fn policy_commands_parse() {
+    let cli = parse(&["policy", "put", "main", "--file", "main.rego", "--expected-version", "2"]).expect("put");
+    let Command::Policy(PolicyCommand::Put { name, file, expected_version }) = cli.command else {
+        panic!("wrong command")
+    };
+    assert_eq!((name.as_str(), file.to_str(), expected_version), ("main", Some("main.rego"), Some(2)));
+    assert!(parse(&["policy", "put", "main"]).is_err(), "--file required");
+    let cli = parse(&[
+        "policy",
+        "eval",
+        "--tenant",
+        "acme",
+        "--engine",
+        "billing",
+        "--action",
+        "charge",
+        "--risk-band",
+        "critical",
+        "--data-class",
+        "pii",
+        "--data-class",
+        "pci",
+    ])
+    .expect("eval");
+    let Command::Policy(PolicyCommand::Eval(args)) = cli.command else { panic!("wrong command") };
+    assert_eq!((args.policy.as_str(), args.risk_band.as_deref()), ("main", Some("critical")));
+    assert_eq!(args.data_classes, ["pii", "pci"]);
+    assert!(parse(&["policy", "eval", "--tenant", "acme", "--engine", "billing"]).is_err(), "--action required");
+    let cli = parse(&["policy", "get", "main", "--version", "3"]).expect("get");
+    assert!(matches!(cli.command, Command::Policy(PolicyCommand::Get { version: Some(3), .. })));
+    assert!(matches!(parse(&["policy", "list"]).expect("list").command, Command::Policy(PolicyCommand::List { .. })));
+    let cli = parse(&["policy", "test", "--file", "p.rego", "--cases", "cases.json"]).expect("test");
+    assert!(matches!(cli.command, Command::Policy(PolicyCommand::Test { .. })));
+}
+
+#[test]
+fn policy_test_with_a_malformed_cases_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("p.rego");
+    let cases = dir.path().join("cases.json");
+    std::fs::write(&policy, "package keel.policy\n").expect("write policy");
+    std::fs::write(&cases, "{not json").expect("write cases");
+    let (result, _, _) = run_local(&[
+        "--endpoints",
+        "http://127.0.0.1:1",
+        "policy",
+        "test",
+        "--file",
+        policy.to_str().expect("utf-8"),
+        "--cases",
+        cases.to_str().expect("utf-8"),
+    ]);
+    let error = result.expect_err("malformed cases");
+    assert_eq!(error.exit_code(), EXIT_USAGE, "{error}");
 }
 
 fn update_args(args: &[&str]) -> UpdateTenantArgs {

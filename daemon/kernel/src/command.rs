@@ -82,6 +82,16 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// Stores the next version of a policy (Rego source), compiled and
+    /// probed in `apply` (see `policy`).
+    PutPolicy {
+        /// Policy name.
+        name: Name,
+        /// Rego source as sent.
+        source: String,
+        /// Compare-and-set: the current latest version (0: the name is new).
+        expected_version: Option<u64>,
+    },
 }
 
 /// What the leader proposes: a command and the leader's clock.
@@ -112,6 +122,7 @@ impl std::fmt::Display for Proposal {
             Command::RotateRoot { .. } => "rotate_root",
             Command::RevokeKey { .. } => "revoke_key",
             Command::PublishEvent { .. } => "publish_event",
+            Command::PutPolicy { .. } => "put_policy",
         };
         write!(f, "{kind}@{}", self.leader_time_ms)
     }

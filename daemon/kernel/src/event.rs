@@ -48,6 +48,11 @@ pub enum EventKind {
     KeyRevoked {
         key_id: String,
     },
+    /// A policy got a new version.
+    PolicyPut {
+        name: Name,
+        version: u64,
+    },
     /// A user event published through `EventService.Publish`.
     UserEvent {
         /// The publisher's topic.
@@ -78,6 +83,7 @@ impl EventKind {
             EventKind::EngineVersionYanked { .. } => "ENGINE_VERSION_YANKED",
             EventKind::RootRotated { .. } => "ROOT_ROTATED",
             EventKind::KeyRevoked { .. } => "KEY_REVOKED",
+            EventKind::PolicyPut { .. } => "POLICY_PUT",
             EventKind::UserEvent { .. } => "USER_EVENT",
         }
     }
@@ -92,6 +98,7 @@ impl EventKind {
         "ENGINE_VERSION_YANKED",
         "ROOT_ROTATED",
         "KEY_REVOKED",
+        "POLICY_PUT",
         "USER_EVENT",
     ];
 

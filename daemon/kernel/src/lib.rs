@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod limits;
 pub mod manifest;
+pub mod policy;
 pub mod registry;
 pub mod rejection;
 pub mod signing;

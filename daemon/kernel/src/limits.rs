@@ -59,6 +59,27 @@ pub const PAGE_SIZE_DEFAULT: usize = 100;
 pub const UI_SURFACES_PER_ENGINE_MAX: usize = 16;
 /// Bytes in a UI surface's `entry` (a relative path or an https URL).
 pub const UI_ENTRY_BYTES_MAX: usize = 1024;
+/// Bytes in one policy's Rego source.
+pub const POLICY_SOURCE_BYTES_MAX: usize = 64 * 1024;
+/// Policy names in the replicated state.
+pub const POLICIES_MAX: usize = 256;
+/// Versions kept per policy name; a put beyond it drops the oldest.
+pub const POLICY_VERSIONS_KEPT: usize = 16;
+/// Cases in one `PolicyService.Test` request.
+pub const POLICY_TEST_CASES_MAX: usize = 256;
+/// RVM instructions one policy evaluation may execute; over it the
+/// evaluation fails (at put: a rejection; at evaluate: a deny).
+pub const POLICY_EVAL_INSTRUCTIONS_MAX: usize = 100_000;
+/// Bytes of an evaluator or compiler message kept in a rejection or a reason.
+pub const POLICY_MESSAGE_BYTES_MAX: usize = 1024;
+/// Compiled policy programs one node keeps in memory for `Evaluate`.
+pub const POLICY_PROGRAMS_CACHED_MAX: usize = 64;
+/// Nesting of `[` and `{` in a policy's source. regorus's parser takes
+/// time exponential in this depth (measured: ×2 per level), so it is bounded
+/// before parsing; real policies nest 3 or 4 deep.
+pub const POLICY_NESTING_DEPTH_MAX: usize = 6;
+/// Data classes in one evaluation context.
+pub const POLICY_CONTEXT_DATA_CLASSES_MAX: usize = 16;
 
 const _: () = assert!(MANIFEST_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
@@ -66,6 +87,9 @@ const _: () = assert!(PAGE_SIZE_DEFAULT <= PAGE_SIZE_MAX);
 const _: () = assert!(DESCRIPTION_BYTES_MAX < MANIFEST_BYTES_MAX);
 const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX < EVENT_HISTORY_BYTES_MAX);
 const _: () = assert!(UI_ENTRY_BYTES_MAX < MANIFEST_BYTES_MAX);
+const _: () = assert!(POLICY_SOURCE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(POLICY_MESSAGE_BYTES_MAX <= DESCRIPTION_BYTES_MAX);
+const _: () = assert!(POLICY_VERSIONS_KEPT >= 1);
 
 /// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -86,6 +110,11 @@ pub enum Limit {
     WatchersPerNode,
     UiSurfacesPerEngine,
     UiEntryBytes,
+    PolicySourceBytes,
+    Policies,
+    PolicyTestCases,
+    PolicyContextDataClasses,
+    PolicyNestingDepth,
 }
 
 impl Limit {
@@ -107,6 +136,11 @@ impl Limit {
             Limit::WatchersPerNode => "WATCHERS_PER_NODE_MAX",
             Limit::UiSurfacesPerEngine => "UI_SURFACES_PER_ENGINE_MAX",
             Limit::UiEntryBytes => "UI_ENTRY_BYTES_MAX",
+            Limit::PolicySourceBytes => "POLICY_SOURCE_BYTES_MAX",
+            Limit::Policies => "POLICIES_MAX",
+            Limit::PolicyTestCases => "POLICY_TEST_CASES_MAX",
+            Limit::PolicyContextDataClasses => "POLICY_CONTEXT_DATA_CLASSES_MAX",
+            Limit::PolicyNestingDepth => "POLICY_NESTING_DEPTH_MAX",
         }
     }
 
@@ -128,6 +162,11 @@ impl Limit {
             Limit::WatchersPerNode => WATCHERS_PER_NODE_MAX,
             Limit::UiSurfacesPerEngine => UI_SURFACES_PER_ENGINE_MAX,
             Limit::UiEntryBytes => UI_ENTRY_BYTES_MAX,
+            Limit::PolicySourceBytes => POLICY_SOURCE_BYTES_MAX,
+            Limit::Policies => POLICIES_MAX,
+            Limit::PolicyTestCases => POLICY_TEST_CASES_MAX,
+            Limit::PolicyContextDataClasses => POLICY_CONTEXT_DATA_CLASSES_MAX,
+            Limit::PolicyNestingDepth => POLICY_NESTING_DEPTH_MAX,
         }
     }
 

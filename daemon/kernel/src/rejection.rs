@@ -76,6 +76,20 @@ pub enum Rejection {
     IdempotencyKeyReused { key: String, revision: u64 },
     #[error("action {action}: {schema} is not a usable JSON Schema: {problem}")]
     ActionSchemaInvalid { action: String, schema: Cow<'static, str>, problem: String },
+    #[error("policy does not compile: {detail}")]
+    PolicyCompileFailed { detail: String },
+    #[error(
+        "policy uses {builtin}, which a replicated policy may not call (not deterministic, or unbounded allocation)"
+    )]
+    PolicyBuiltinForbidden { builtin: String },
+    #[error("policy result for probe {probe} does not match the decision schema: {detail}")]
+    PolicyDecisionMalformed { probe: String, detail: String },
+    #[error("policy evaluation failed for probe {probe}: {detail}")]
+    PolicyEvaluationFailed { probe: String, detail: String },
+    #[error("policy {name} has no version {version}")]
+    PolicyNotFound { name: String, version: u64 },
+    #[error("policy {name} is at version {current}, not {expected}")]
+    PolicyVersionMismatch { name: String, expected: u64, current: u64 },
 }
 
 impl Rejection {
@@ -109,6 +123,12 @@ impl Rejection {
             Rejection::EngineVersionNotFound { .. } => "ENGINE_VERSION_NOT_FOUND",
             Rejection::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
             Rejection::ActionSchemaInvalid { .. } => "ACTION_SCHEMA_INVALID",
+            Rejection::PolicyCompileFailed { .. } => "POLICY_COMPILE_FAILED",
+            Rejection::PolicyBuiltinForbidden { .. } => "POLICY_BUILTIN_FORBIDDEN",
+            Rejection::PolicyDecisionMalformed { .. } => "POLICY_DECISION_MALFORMED",
+            Rejection::PolicyEvaluationFailed { .. } => "POLICY_EVALUATION_FAILED",
+            Rejection::PolicyNotFound { .. } => "POLICY_NOT_FOUND",
+            Rejection::PolicyVersionMismatch { .. } => "POLICY_VERSION_MISMATCH",
         }
     }
 
@@ -141,6 +161,12 @@ impl Rejection {
         "ENGINE_VERSION_NOT_FOUND",
         "IDEMPOTENCY_KEY_REUSED",
         "ACTION_SCHEMA_INVALID",
+        "POLICY_COMPILE_FAILED",
+        "POLICY_BUILTIN_FORBIDDEN",
+        "POLICY_DECISION_MALFORMED",
+        "POLICY_EVALUATION_FAILED",
+        "POLICY_NOT_FOUND",
+        "POLICY_VERSION_MISMATCH",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -151,7 +177,11 @@ impl Rejection {
             | Rejection::ManifestMalformed { .. }
             | Rejection::VersionInvalid { .. }
             | Rejection::KeyValidityInvalid { .. }
-            | Rejection::ActionSchemaInvalid { .. } => RejectionClass::InvalidArgument,
+            | Rejection::ActionSchemaInvalid { .. }
+            | Rejection::PolicyCompileFailed { .. }
+            | Rejection::PolicyBuiltinForbidden { .. }
+            | Rejection::PolicyDecisionMalformed { .. }
+            | Rejection::PolicyEvaluationFailed { .. } => RejectionClass::InvalidArgument,
             Rejection::LimitExceeded { .. } => RejectionClass::InvalidArgument,
             Rejection::KeyUnknown { .. }
             | Rejection::KeyPurposeMismatch { .. }
@@ -164,14 +194,17 @@ impl Rejection {
             | Rejection::TrustAlreadyBootstrapped
             | Rejection::VersionAlreadyPublished { .. }
             | Rejection::TenantAlreadyExists { .. } => RejectionClass::AlreadyExists,
-            Rejection::TenantNotFound { .. } | Rejection::EngineVersionNotFound { .. } => RejectionClass::NotFound,
+            Rejection::TenantNotFound { .. }
+            | Rejection::EngineVersionNotFound { .. }
+            | Rejection::PolicyNotFound { .. } => RejectionClass::NotFound,
             Rejection::TrustNotBootstrapped
             | Rejection::RootVersionInvalid { .. }
             | Rejection::EtagMismatch { .. }
             | Rejection::DependencyUnresolvable { .. }
             | Rejection::DependencyTierViolation { .. }
             | Rejection::DependencyCycle { .. }
-            | Rejection::IdempotencyKeyReused { .. } => RejectionClass::FailedPrecondition,
+            | Rejection::IdempotencyKeyReused { .. }
+            | Rejection::PolicyVersionMismatch { .. } => RejectionClass::FailedPrecondition,
         }
     }
 }

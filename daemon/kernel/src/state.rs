@@ -15,6 +15,7 @@ use crate::event::{Event, EventKind};
 use crate::event_history::EventHistory;
 use crate::idempotency::{IdempotencyTable, Lookup};
 use crate::limits::Limit;
+use crate::policy::{Policies, StoredPolicy};
 use crate::registry::{EngineVersion, Registry};
 use crate::rejection::Rejection;
 use crate::tenant::{Tenant, Tenants};
@@ -30,8 +31,8 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 /// a version 1 snapshot is refused (no cluster has persisted one in production).
 /// Version 3 added the trust store's `RootMetadata` and
 /// `TrustedKey::revoked_at_revision`; version 2 snapshots are refused likewise.
-/// Version 4 added the event history and the idempotency table (and
-/// `Event::time_ms`); version 3 snapshots are refused likewise.
+/// Version 4 added the event history, the idempotency table (and
+/// `Event::time_ms`) and the policies; version 3 snapshots are refused likewise.
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 
 /// The whole replicated state.
@@ -44,6 +45,7 @@ pub struct KernelState {
     tenants: Tenants,
     history: EventHistory,
     idempotency: IdempotencyTable,
+    policies: Policies,
 }
 
 /// What a successful apply produced.
@@ -70,6 +72,7 @@ pub enum Outcome {
     RootRotated { root: RootMetadata },
     KeyRevoked { key: TrustedKey, created: bool },
     EventPublished { revision: u64 },
+    PolicyPut { policy: Box<StoredPolicy>, created: bool },
 }
 
 /// Why a snapshot could not be decoded. Fatal for the node that reads it.
@@ -187,6 +190,11 @@ impl KernelState {
                 };
                 (Outcome::EventPublished { revision }, vec![kind])
             }
+            Command::PutPolicy { name, source, expected_version } => {
+                let (policy, created) = self.policies.put(name, source, *expected_version, revision, at_ms)?;
+                let kind = EventKind::PolicyPut { name: name.clone(), version: policy.version };
+                (Outcome::PolicyPut { policy: Box::new(policy), created }, if_created(created, kind))
+            }
         })
     }
 
@@ -213,6 +221,11 @@ impl KernelState {
     /// The tenants.
     pub fn tenants(&self) -> &Tenants {
         &self.tenants
+    }
+
+    /// The policies.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// Time of the last change, Unix ms.

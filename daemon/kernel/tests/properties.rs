@@ -475,8 +475,9 @@ impl Model {
             Command::YankEngineVersion { .. }
             | Command::RotateRoot { .. }
             | Command::RevokeKey { .. }
-            | Command::PublishEvent { .. } => {
-                unreachable!("the model's logs never yank, rotate the root, revoke or publish events")
+            | Command::PublishEvent { .. }
+            | Command::PutPolicy { .. } => {
+                unreachable!("the model's logs never yank, rotate the root, revoke, publish events or put policies")
             }
         };
         if predicted == Predicted::Changed {

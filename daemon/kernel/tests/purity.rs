@@ -31,6 +31,18 @@ const DEPENDENCIES_ALLOWED: &[&str] = &[
     // all violations, so neither depends on map order (see
     // `the_jsonschema_dependency_does_no_io` below and `action_schema.rs`).
     "jsonschema",
+    // Rego policies. Pure Rust and pure as built: without its `std` feature
+    // regorus links no clock (its execution timer has no time source), no
+    // randomness (`rand.intn` and the `rand` crate are behind `std`) and no
+    // I/O builtin (`time`, `uuid`, `http`, `opa-runtime` are off); the RVM's
+    // instruction budget bounds every evaluation. See
+    // `regorus_is_built_without_clock_randomness_or_io` below.
+    "regorus",
+    // Not used by the kernel's code: listed only to turn on indexmap's `std`
+    // feature, which regorus's RVM needs for `IndexMap<K, V>` with the default
+    // hasher. indexmap iterates in insertion order whatever the hasher's keys,
+    // so the seeded `RandomState` affects lookup speed, never a result.
+    "indexmap",
 ];
 
 /// Crates that would bring I/O, clocks, randomness or consensus into the kernel.
@@ -169,6 +181,30 @@ fn the_signature_library_draws_no_randomness() {
             assert!(line.contains("default-features = false"), "{line}");
             assert!(!line.contains("rand_core"), "{line}");
         }
+    }
+}
+
+#[test]
+fn regorus_is_built_without_clock_randomness_or_io() {
+    let workspace = read(&kernel_dir().join("../../Cargo.toml"));
+    let line = workspace
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("regorus "))
+        .expect("the workspace declares regorus");
+    assert!(line.contains("default-features = false"), "{line}");
+    for feature in [
+        "\"std\"",
+        "full-opa",
+        "opa-no-std",
+        "\"time\"",
+        "\"uuid\"",
+        "\"http\"",
+        "opa-runtime",
+        "\"rand\"",
+        "allocator-memory-limits",
+    ] {
+        assert!(!line.contains(feature), "regorus feature {feature} would bring a clock, randomness or I/O: {line}");
     }
 }
 

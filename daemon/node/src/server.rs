@@ -12,6 +12,7 @@
 use crate::api::cluster::ClusterApi;
 use crate::api::context::{self, ApiContext, Identity};
 use crate::api::events::EventApi;
+use crate::api::policy::PolicyApi;
 use crate::api::registry::RegistryApi;
 use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
@@ -260,6 +261,7 @@ async fn serve_grpc(
     health_reporter.set_serving::<pb::registry_service_server::RegistryServiceServer<RegistryApi>>().await;
     health_reporter.set_serving::<pb::trust_service_server::TrustServiceServer<TrustApi>>().await;
     health_reporter.set_serving::<pb::tenant_service_server::TenantServiceServer<TenantApi>>().await;
+    health_reporter.set_serving::<pb::policy_service_server::PolicyServiceServer<PolicyApi>>().await;
     health_reporter.set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterApi>>().await;
     health_reporter.set_serving::<pb::event_service_server::EventServiceServer<EventApi>>().await;
 
@@ -291,6 +293,7 @@ async fn serve_grpc(
         .add_service(limit(pb::registry_service_server::RegistryServiceServer::new(RegistryApi { ctx: ctx.clone() })))
         .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
         .add_service(limit(pb::event_service_server::EventServiceServer::new(EventApi { ctx: ctx.clone() })))
+        .add_service(limit(pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(ctx.clone()))))
         .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
         .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -396,7 +399,8 @@ message_limits!(
     pb::registry_service_server::RegistryServiceServer<RegistryApi>,
     pb::tenant_service_server::TenantServiceServer<TenantApi>,
     pb::cluster_service_server::ClusterServiceServer<ClusterApi>,
-    pb::event_service_server::EventServiceServer<EventApi>
+    pb::event_service_server::EventServiceServer<EventApi>,
+    pb::policy_service_server::PolicyServiceServer<PolicyApi>
 );
 
 fn limit<S: MessageLimits>(server: S) -> S {

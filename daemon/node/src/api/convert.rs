@@ -6,6 +6,7 @@
 
 use keel_kernel::limits::{Limit, NAME_BYTES_MAX};
 use keel_kernel::manifest::Tier;
+use keel_kernel::policy::{self, EvaluationContext, PolicyDecision, PolicyTestCase, StoredPolicy};
 use keel_kernel::registry::EngineVersion;
 use keel_kernel::signing::Signature;
 use keel_kernel::tenant::{Tenant, TenantSpec, TenantStatus, TenantTier};
@@ -363,6 +364,10 @@ pub fn event_to_pb(event: &keel_kernel::Event) -> pb::Event {
         EventKind::RootRotated { version } => {
             attributes.insert("root_version".to_owned(), version.to_string());
         }
+        EventKind::PolicyPut { name, version } => {
+            attributes.insert("policy".to_owned(), name.to_string());
+            attributes.insert("version".to_owned(), version.to_string());
+        }
         EventKind::UserEvent { topic, payload: bytes, .. } => {
             attributes.insert("topic".to_owned(), topic.to_string());
             payload = bytes.clone();
@@ -376,5 +381,82 @@ pub fn event_to_pb(event: &keel_kernel::Event) -> pb::Event {
         engine: event.kind.engine().map(Name::to_string).unwrap_or_default(),
         attributes,
         payload,
+    }
+}
+
+/// `policies/{name}` or a bare policy name.
+pub fn policy_name(field: &'static str, name: &str) -> Result<Name, Rejection> {
+    Name::parse(field, name.strip_prefix("policies/").unwrap_or(name))
+}
+
+/// A stored policy version for the wire.
+pub fn policy_to_pb(policy: &StoredPolicy) -> pb::Policy {
+    pb::Policy {
+        name: format!("policies/{}/versions/{}", policy.name, policy.version),
+        policy: policy.name.to_string(),
+        version: policy.version,
+        source: policy.source.clone(),
+        source_sha256: policy.source_sha256.clone(),
+        put_revision: policy.put_revision,
+        put_time_ms: ms_i64(policy.put_time_ms),
+    }
+}
+
+/// A decision context as sent: tenant, engine and action required, the rest optional.
+pub fn evaluation_context(context: Option<pb::EvaluationContext>) -> Result<EvaluationContext, Rejection> {
+    let context = context.ok_or_else(|| required("context"))?;
+    let optional =
+        |field: &'static str, value: &str| (!value.is_empty()).then(|| Name::parse(field, value)).transpose();
+    Limit::PolicyContextDataClasses.check(context.data_classes.len())?;
+    let data_classes = context
+        .data_classes
+        .iter()
+        .map(|class| {
+            policy::data_class_from_name(class)
+                .ok_or_else(|| invalid("context.data_classes", "must be public, confidential, pii, pci or phi"))
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    Ok(EvaluationContext {
+        tenant: Name::parse("context.tenant", &context.tenant)?,
+        engine: Name::parse("context.engine", &context.engine)?,
+        version: (!context.version.is_empty())
+            .then(|| keel_kernel::manifest::parse_version("context.version", &context.version))
+            .transpose()?,
+        action: Name::parse("context.action", &context.action)?,
+        role: optional("context.role", &context.role)?,
+        risk_band: optional("context.risk_band", &context.risk_band)?,
+        region: optional("context.region", &context.region)?,
+        data_classes,
+    })
+}
+
+/// Test cases as sent, within `POLICY_TEST_CASES_MAX`.
+pub fn policy_test_cases(cases: Vec<pb::PolicyTestCase>) -> Result<Vec<PolicyTestCase>, Rejection> {
+    Limit::PolicyTestCases.check(cases.len())?;
+    cases
+        .into_iter()
+        .map(|case| {
+            Ok(PolicyTestCase {
+                context: evaluation_context(case.context)?,
+                expect_allow: case.expect_allow,
+                expect_reason: case.expect_reason,
+            })
+        })
+        .collect()
+}
+
+/// A decision for the wire.
+pub fn policy_decision_to_pb(decision: &PolicyDecision) -> pb::PolicyDecision {
+    pb::PolicyDecision {
+        allow: decision.allow,
+        reason: decision.reason.clone(),
+        limits: decision.limits.map(|limits| pb::DecisionLimits {
+            calls_per_minute: limits.calls_per_minute,
+            burst: limits.burst,
+            max_duration_ms: limits.max_duration_ms,
+        }),
+        policy_version: decision.policy_version.clone(),
+        decision_id: decision.decision_id.clone(),
+        revision: decision.revision,
     }
 }

@@ -31,7 +31,7 @@ pub enum ApiError {
     /// The named resource does not exist.
     #[error("{resource} not found")]
     NotFound {
-        /// `ENGINE_NOT_FOUND`, `ENGINE_VERSION_NOT_FOUND`, `KEY_UNKNOWN`, `TENANT_NOT_FOUND`.
+        /// `ENGINE_NOT_FOUND`, `ENGINE_VERSION_NOT_FOUND`, `KEY_UNKNOWN`, `TENANT_NOT_FOUND`, `POLICY_NOT_FOUND`.
         reason: &'static str,
         /// The resource name asked for.
         resource: String,
@@ -147,6 +147,7 @@ impl ApiError {
         "ENGINE_VERSION_NOT_FOUND",
         "KEY_UNKNOWN",
         "TENANT_NOT_FOUND",
+        "POLICY_NOT_FOUND",
         "PAGE_TOKEN_INVALID",
         "MEMBER_ALREADY_EXISTS",
         "ADDRESS_IN_USE",
@@ -292,7 +293,7 @@ impl From<ApiError> for Status {
 
 /// Limits on accumulated state rather than on one request's shape.
 fn is_capacity_limit(limit: Limit) -> bool {
-    matches!(limit, Limit::KeysPerRole)
+    matches!(limit, Limit::KeysPerRole | Limit::Policies)
 }
 
 fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, String>) {
@@ -373,6 +374,21 @@ fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, Stri
         Rejection::ActionSchemaInvalid { action, schema, .. } => {
             put("action", action.clone());
             put("schema", schema.to_string());
+        }
+        Rejection::PolicyCompileFailed { detail } => put("detail", detail.clone()),
+        Rejection::PolicyBuiltinForbidden { builtin } => put("builtin", builtin.clone()),
+        Rejection::PolicyDecisionMalformed { probe, detail } | Rejection::PolicyEvaluationFailed { probe, detail } => {
+            put("probe", probe.clone());
+            put("detail", detail.clone());
+        }
+        Rejection::PolicyNotFound { name, version } => {
+            put("name", name.clone());
+            put("version", version.to_string());
+        }
+        Rejection::PolicyVersionMismatch { name, expected, current } => {
+            put("name", name.clone());
+            put("expected", expected.to_string());
+            put("current", current.to_string());
         }
         Rejection::ManifestMalformed { .. } | Rejection::TrustNotBootstrapped | Rejection::TrustAlreadyBootstrapped => {
         }

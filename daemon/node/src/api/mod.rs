@@ -2,7 +2,7 @@
 //! context, the wire↔kernel conversion and the error mapping.
 //!
 //! ```text
-//!  tonic ──► service (trust/registry/tenant/cluster)
+//!  tonic ──► service (trust/registry/tenant/policy/cluster)
 //!              │ convert::*  (pb → kernel, validated)       error::ApiError → Status (one place)
 //!              ▼
 //!            context::ApiContext ── propose ──► Raft ──► KernelState::apply
@@ -15,6 +15,7 @@ pub mod convert;
 pub mod error;
 pub mod events;
 pub mod membership;
+pub mod policy;
 pub mod registry;
 pub mod tenant;
 pub mod trust;
