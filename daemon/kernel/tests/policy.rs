@@ -241,3 +241,82 @@ fn test_runs_a_candidate_against_cases_without_storing_it() {
     let refused = policy::test("package keel.policy\ndecision := 1", &cases, state.tenants(), state.registry(), 7);
     assert_eq!(refused.map(|_| ()).map_err(|r| r.reason()), Err("POLICY_DECISION_MALFORMED"));
 }
+
+/// Sources a generated log puts: three good ones, then a malformed decision,
+/// one that does not compile and one with a forbidden builtin.
+const VOCABULARY: &[&str] = &[
+    "package keel.policy\ndecision := {\"allow\": true, \"reason\": \"a\"}\n",
+    "package keel.policy\ndecision := {\"allow\": false, \"reason\": \"b\"}\n",
+    "package keel.policy\ndefault decision := {\"allow\": false, \"reason\": \"c\"}\n",
+    "package keel.policy\ndecision := [1]\n",
+    "package keel.policy\ndecision := {\n",
+    "package keel.policy\ndecision := {\"allow\": true, \"reason\": uuid.rfc4122(\"x\")}\n",
+];
+const GOOD_SOURCES: usize = 3;
+const NAMES: &[&str] = &["main", "staging"];
+
+/// What a naive model predicts per name: (latest version, index of its source).
+type PolicyModel = std::collections::BTreeMap<usize, (u64, usize)>;
+
+/// Applies one put to the model; `None` when the kernel must refuse it.
+fn model_put(model: &mut PolicyModel, name: usize, source: usize, expected: Option<u64>) -> Option<bool> {
+    let (current, latest) = model.get(&name).copied().map_or((0, None), |(version, source)| (version, Some(source)));
+    if latest == Some(source) {
+        return Some(false);
+    }
+    if expected.is_some_and(|expected| expected != current) || source >= GOOD_SOURCES {
+        return None;
+    }
+    model.insert(name, (current + 1, source));
+    Some(true)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 24, ..proptest::test_runner::Config::default() })]
+
+    /// Random puts (good and bad sources, with and without compare-and-set):
+    /// the kernel agrees with the model, a refused or repeated put leaves the
+    /// digest as it was, and replaying the log gives the same digest.
+    #[test]
+    fn policy_puts_agree_with_a_model_and_replay_to_the_same_digest(
+        ops in proptest::collection::vec(
+            (0..NAMES.len(), 0..VOCABULARY.len(), proptest::option::of(0u64..4)),
+            1..24,
+        )
+    ) {
+        let log: Vec<Proposal> = ops
+            .iter()
+            .map(|(name_index, source, expected)| now(Command::PutPolicy {
+                name: name(NAMES[*name_index]),
+                source: VOCABULARY[*source].to_owned(),
+                expected_version: *expected,
+            }))
+            .collect();
+        let mut state = KernelState::default();
+        let mut model = PolicyModel::new();
+        for (index, (proposal, (name_index, source, expected))) in log.iter().zip(&ops).enumerate() {
+            let before = state.digest();
+            let result = state.apply(index as u64 + 1, proposal);
+            let predicted = model_put(&mut model, *name_index, *source, *expected);
+            match (&result, predicted) {
+                (Ok(applied), Some(true)) => proptest::prop_assert_eq!(applied.events.len(), 1),
+                (Ok(applied), Some(false)) => {
+                    proptest::prop_assert!(applied.events.is_empty());
+                    proptest::prop_assert_eq!(state.digest(), before);
+                }
+                (Err(_), None) => proptest::prop_assert_eq!(state.digest(), before),
+                _ => proptest::prop_assert!(false, "entry {}: kernel {:?}, model {:?}", index, result, predicted),
+            }
+            for (name_index, policy_name) in NAMES.iter().enumerate() {
+                let stored = state.policies().latest(&name(policy_name)).map(|p| (p.version, p.source.clone()));
+                let expected = model.get(&name_index).map(|(version, source)| (*version, VOCABULARY[*source].to_owned()));
+                proptest::prop_assert_eq!(stored, expected);
+            }
+        }
+        let mut replayed = KernelState::default();
+        for (index, proposal) in log.iter().enumerate() {
+            let _ = replayed.apply(index as u64 + 1, proposal);
+        }
+        proptest::prop_assert_eq!(replayed.digest(), state.digest());
+    }
+}

@@ -193,10 +193,16 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
                     Ok((stored, policy::input_document(&context, kernel.tenants(), kernel.registry())))
                 })
                 .await?;
-            let program = stored.as_ref().map(|stored| self.programs.program(stored)).transpose()?;
-            let version = stored.as_ref().map(StoredPolicy::policy_version);
-            let active = version.as_deref().zip(program.as_ref());
-            let decision = policy::decide_input(active, &input, revision);
+            // Compiling (on a cache miss) and evaluating are CPU work: off the async workers.
+            let programs = Arc::clone(&self.programs);
+            let decision = tokio::task::spawn_blocking(move || {
+                let program = stored.as_ref().map(|stored| programs.program(stored)).transpose()?;
+                let version = stored.as_ref().map(StoredPolicy::policy_version);
+                let active = version.as_deref().zip(program.as_ref());
+                Ok::<_, ApiError>(policy::decide_input(active, &input, revision))
+            })
+            .await
+            .map_err(|error| ApiError::internal(anyhow::anyhow!("policy evaluation task: {error}")))??;
             Ok((convert::policy_decision_to_pb(&decision), revision))
         }
         .await;
