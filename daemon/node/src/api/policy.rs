@@ -108,7 +108,7 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
             let name = convert::policy_name("policy", &body.policy)?;
             policy::check_source(&body.source)?;
             let command = Command::PutPolicy { name, source: body.source, expected_version: body.expected_version };
-            let (applied, revision) = self.ctx.propose(command, deadline).await?;
+            let (applied, revision) = self.ctx.propose_idempotent(command, body.idempotency_key, deadline).await?;
             match applied.outcome {
                 Outcome::PolicyPut { policy, created } => {
                     Ok((pb::PutPolicyResponse { policy: Some(convert::policy_to_pb(&policy)), created }, revision))
