@@ -6,7 +6,7 @@
 //!  next() ─► [no stream? open Watch(from = next_revision) on a reachable member]
 //!          ─► message ─► events: next_revision = last revision + 1 ─► Events
 //!                      └ progress: next_revision = progress + 1   ─► Progress
-//!          ─► stream broke (transport, node stopping, stream ended):
+//!          ─► stream broke (transport, node stopping, stream ended, WATCHER_TOO_SLOW):
 //!             mark the endpoint failed, back off, reopen from next_revision
 //!             (at most WATCH_RECONNECTS_MAX times in a row)
 //! ```
@@ -14,7 +14,8 @@
 //! Every node holds the same replicated event history, so a watch resumed on
 //! another node from `next_revision` continues exactly where it broke off: no
 //! gap, no duplicate. `COMPACTED`, `REVISION_IN_FUTURE` and bad filters are
-//! returned to the caller, never retried.
+//! returned to the caller, never retried (after `COMPACTED`: read the state,
+//! then watch from the revision the read reports + 1).
 
 use crate::client::KeelClient;
 use crate::error::ClientError;
@@ -153,9 +154,12 @@ impl EventWatch {
                 },
             };
             self.stream = None;
-            match retry::retry_action(&error) {
-                RetryAction::Stop => return Err(error),
-                RetryAction::SameEndpoint | RetryAction::NextEndpoint | RetryAction::Redirect { .. } => {}
+            // A cut-off for reading too slowly is resumed like a broken
+            // stream: the caller is reading again, and `next_revision` says
+            // exactly what it has seen.
+            let is_cut_off = error.reason() == pb::ErrorReason::WatcherTooSlow.as_str_name();
+            if !is_cut_off && retry::retry_action(&error) == RetryAction::Stop {
+                return Err(error);
             }
             if self.n_reconnects >= WATCH_RECONNECTS_MAX {
                 return Err(error);
