@@ -1,30 +1,9 @@
 //! The README walkthrough, through the real `keelctl` binary against a real keeld.
 
 use crate::harness::{KeelProcess, keelctl_bin};
+use crate::keelctl::{keelctl, keelctl_ok as ok};
 use anyhow::{Context, Result, ensure};
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn keelctl(node: &KeelProcess, cwd: &Path, args: &[&str]) -> Result<Output> {
-    Command::new(keelctl_bin())
-        .current_dir(cwd)
-        .env("KEEL_ENDPOINTS", &node.endpoint)
-        .args(args)
-        .output()
-        .with_context(|| format!("running keelctl {args:?}"))
-}
-
-fn ok(node: &KeelProcess, cwd: &Path, args: &[&str]) -> Result<String> {
-    let output = keelctl(node, cwd, args)?;
-    ensure!(
-        output.status.success(),
-        "keelctl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
-}
+use std::process::Command;
 
 #[tokio::test]
 async fn readme_walkthrough_with_keelctl() -> Result<()> {

@@ -310,16 +310,10 @@ async fn a_watcher_that_stops_reading_is_cut_off_with_a_clear_status() -> Result
     Ok(())
 }
 
-fn keelctl_json(node: &KeelProcess, args: &[&str]) -> Result<Vec<serde_json::Value>> {
-    let output = std::process::Command::new(crate::harness::keelctl_bin())
-        .env("KEEL_ENDPOINTS", &node.endpoint)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .with_context(|| format!("running keelctl {args:?}"))?;
-    ensure!(output.status.success(), "keelctl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8(output.stdout)?;
-    // Pretty JSON for one result, one object per line for a watch.
+/// `keelctl --output json args`: one pretty JSON result, or one object per line (a watch).
+fn keelctl_json_values(node: &KeelProcess, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let json_args: Vec<&str> = ["--output", "json"].iter().chain(args).copied().collect();
+    let stdout = crate::keelctl::keelctl_ok(node, &node.scratch(), &json_args)?;
     match serde_json::from_str::<serde_json::Value>(&stdout) {
         Ok(value) => Ok(vec![value]),
         Err(_) => stdout.lines().map(|line| Ok(serde_json::from_str(line)?)).collect(),
@@ -331,13 +325,15 @@ async fn keelctl_publishes_once_per_key_and_watches_from_a_revision() -> Result<
     let node = KeelProcess::start().await?;
     let publish = ["events", "publish", "--topic", "deploys", "--tenant", "acme", "--payload", "build 42"];
     let keyed: Vec<&str> = publish.iter().copied().chain(["--idempotency-key", "deploy-42"]).collect();
-    let first = keelctl_json(&node, &keyed)?;
-    let again = keelctl_json(&node, &keyed)?;
+    let first = keelctl_json_values(&node, &keyed)?;
+    let again = keelctl_json_values(&node, &keyed)?;
     ensure!(first[0]["revision"] == again[0]["revision"], "{first:?} vs {again:?}");
     ensure!(first[0]["is_replay"] == false && again[0]["is_replay"] == true, "{first:?} {again:?}");
 
-    let watched =
-        keelctl_json(&node, &["events", "watch", "--from-revision", "1", "--kind", "USER_EVENT", "--count", "1"])?;
+    let watched = keelctl_json_values(
+        &node,
+        &["events", "watch", "--from-revision", "1", "--kind", "USER_EVENT", "--count", "1"],
+    )?;
     ensure!(watched.len() == 1, "{watched:?}");
     ensure!(watched[0]["revision"] == first[0]["revision"], "{watched:?}");
     ensure!(watched[0]["payload"] == "build 42" && watched[0]["tenant"] == "acme", "{watched:?}");

@@ -11,6 +11,7 @@ mod compose;
 mod events;
 mod fixture;
 mod harness;
+mod keelctl;
 mod manifest_schemas;
 mod membership;
 mod policy;

@@ -3,11 +3,11 @@
 //! bad policies refused with a stable reason and no change to the state.
 
 use crate::fixture::{Fixture, reason_of};
-use crate::harness::{KeelProcess, keelctl_bin};
+use crate::harness::KeelProcess;
+use crate::keelctl::{keelctl, keelctl_ok as ok};
 use anyhow::{Context, Result, ensure};
 use keel_proto::v1 as pb;
 use pb::policy_service_client::PolicyServiceClient;
-use std::path::Path;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -255,27 +255,6 @@ async fn bad_policies_are_refused_and_change_nothing() -> Result<()> {
     assert_refused(&node, &digest, "malformed candidate", result, Code::InvalidArgument, "POLICY_DECISION_MALFORMED")
         .await?;
     Ok(())
-}
-
-fn keelctl(node: &KeelProcess, cwd: &Path, args: &[&str]) -> Result<std::process::Output> {
-    std::process::Command::new(keelctl_bin())
-        .current_dir(cwd)
-        .env("KEEL_ENDPOINTS", &node.endpoint)
-        .args(args)
-        .output()
-        .with_context(|| format!("running keelctl {args:?}"))
-}
-
-fn ok(node: &KeelProcess, cwd: &Path, args: &[&str]) -> Result<String> {
-    let output = keelctl(node, cwd, args)?;
-    ensure!(
-        output.status.success(),
-        "keelctl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 //! and yank, dependants and the resolved graph work through keelctl.
 
 use crate::fixture::{Fixture, reason_of};
-use crate::harness::{KeelProcess, keelctl_bin};
+use crate::harness::KeelProcess;
+use crate::keelctl::keelctl_json;
 use crate::single_node::registry;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use keel_proto::v1 as pb;
 use tonic::Code;
 
@@ -16,24 +17,6 @@ fn manifest(name: &str, version: &str, tier: &str, dependencies: &[(&str, &str)]
     document["dependencies"] =
         dependencies.iter().map(|(n, r)| serde_json::json!({"name": n, "requirement": r})).collect();
     document
-}
-
-/// Runs keelctl with JSON output and parses what it prints.
-fn keelctl_json(node: &KeelProcess, args: &[&str]) -> Result<serde_json::Value> {
-    let output = std::process::Command::new(keelctl_bin())
-        .env("KEEL_ENDPOINTS", &node.endpoint)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .with_context(|| format!("running keelctl {args:?}"))?;
-    ensure!(
-        output.status.success(),
-        "keelctl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).with_context(|| format!("keelctl {args:?} printed no JSON"))
 }
 
 #[tokio::test]

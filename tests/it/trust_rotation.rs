@@ -8,12 +8,12 @@
 
 use crate::cluster_harness::{Cluster, ClusterOptions};
 use crate::fixture::{Fixture, KeyOptions, now_ms, reason_of};
-use crate::harness::{KeelProcess, keelctl_bin};
+use crate::harness::KeelProcess;
+use crate::keelctl::{keelctl, keelctl_ok};
 use anyhow::{Context, Result, bail, ensure};
 use keel_client::key_pair::KeyPair;
 use keel_client::root_metadata::{RootKeyEntry, RootMetadataDraft, rotate_root_request};
 use keel_proto::v1 as pb;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -81,27 +81,6 @@ async fn assert_refused<T: std::fmt::Debug>(
     ensure!(node.status().await?.state_digest == digest, "{what}: a refusal changed the state");
     ensure!(root_of(node).await?.version == version, "{what}: a refusal changed the root version");
     Ok(())
-}
-
-fn keelctl(node: &KeelProcess, cwd: &Path, args: &[&str]) -> Result<std::process::Output> {
-    std::process::Command::new(keelctl_bin())
-        .current_dir(cwd)
-        .env("KEEL_ENDPOINTS", &node.endpoint)
-        .args(args)
-        .output()
-        .with_context(|| format!("running keelctl {args:?}"))
-}
-
-fn keelctl_ok(node: &KeelProcess, cwd: &Path, args: &[&str]) -> Result<String> {
-    let output = keelctl(node, cwd, args)?;
-    ensure!(
-        output.status.success(),
-        "keelctl {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
 }
 
 /// `keelctl trust rotate-root` moves the root to version 2 with a new key:
