@@ -2,32 +2,13 @@
 //! stable reason, and changes nothing (the state digest before and after is
 //! equal).
 
+use crate::fixture::assert_refused;
 use crate::fixture::{Fixture, KeyOptions, reason_of};
 use crate::harness::KeelProcess;
 use crate::single_node::{get, registry};
 use anyhow::Result;
 use keel_proto::v1 as pb;
 use tonic::Code;
-
-/// Asserts `result` failed with `code`/`reason` and the digest did not move.
-async fn assert_refused<T: std::fmt::Debug>(
-    node: &KeelProcess,
-    digest_before: &str,
-    what: &str,
-    result: Result<T, tonic::Status>,
-    code: Code,
-    reason: &str,
-) -> Result<()> {
-    let status = match result {
-        Ok(value) => anyhow::bail!("{what}: expected {reason}, got success {value:?}"),
-        Err(status) => status,
-    };
-    assert_eq!(status.code(), code, "{what}: {status:?}");
-    assert_eq!(reason_of(&status), reason, "{what}: {status:?}");
-    let digest_after = node.status().await?.state_digest;
-    assert_eq!(digest_after, digest_before, "{what}: the state changed");
-    Ok(())
-}
 
 #[tokio::test]
 async fn bad_publishes_are_refused_and_change_nothing() -> Result<()> {

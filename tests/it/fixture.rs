@@ -240,3 +240,22 @@ impl Fixture {
         Ok(client.create_tenant(Self::tenant_request(tenant_id)).await?.into_inner())
     }
 }
+
+/// Asserts `result` failed with `code`/`reason` and the digest did not move.
+pub async fn assert_refused<T: std::fmt::Debug>(
+    node: &KeelProcess,
+    digest_before: &str,
+    what: &str,
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    reason: &str,
+) -> Result<()> {
+    let status = match result {
+        Ok(value) => anyhow::bail!("{what}: expected {reason}, got success {value:?}"),
+        Err(status) => status,
+    };
+    anyhow::ensure!(status.code() == code, "{what}: {status:?}");
+    anyhow::ensure!(reason_of(&status) == reason, "{what}: {status:?}");
+    anyhow::ensure!(node.status().await?.state_digest == digest_before, "{what}: the state changed");
+    Ok(())
+}

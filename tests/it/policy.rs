@@ -2,6 +2,7 @@
 //! gRPC and through keelctl, the example policies in `deploy/policies/`, and
 //! bad policies refused with a stable reason and no change to the state.
 
+use crate::fixture::assert_refused;
 use crate::fixture::{Fixture, reason_of};
 use crate::harness::KeelProcess;
 use crate::keelctl::{keelctl, keelctl_ok as ok};
@@ -149,25 +150,6 @@ async fn policies_are_put_read_listed_evaluated_and_tested() -> Result<()> {
     ensure!(tested.results.iter().map(|r| r.passed).collect::<Vec<_>>() == [true, true, false]);
     ensure!(tested.results[0].decision.as_ref().map(|d| d.policy_version.as_str()) == Some("candidate"));
     ensure!(node.status().await?.state_digest == digest, "Test changed the state");
-    Ok(())
-}
-
-/// Asserts `result` failed with `code`/`reason` and the digest did not move.
-async fn assert_refused<T: std::fmt::Debug>(
-    node: &KeelProcess,
-    digest_before: &str,
-    what: &str,
-    result: Result<T, tonic::Status>,
-    code: Code,
-    reason: &str,
-) -> Result<()> {
-    let status = match result {
-        Ok(value) => anyhow::bail!("{what}: expected {reason}, got success {value:?}"),
-        Err(status) => status,
-    };
-    ensure!(status.code() == code, "{what}: {status:?}");
-    ensure!(reason_of(&status) == reason, "{what}: {status:?}");
-    ensure!(node.status().await?.state_digest == digest_before, "{what}: the state changed");
     Ok(())
 }
 
