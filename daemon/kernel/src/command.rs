@@ -102,6 +102,10 @@ pub struct Proposal {
     /// runs backwards; rejected and no-op entries do not move the clock, so
     /// they leave the state (and its digest) exactly as it was.
     pub leader_time_ms: u64,
+    /// The evaluation semantics (`judge::SEMANTICS_VERSION`) of the build
+    /// that proposed this entry. A member whose build judges otherwise stops
+    /// rather than apply an entry that needs judging.
+    pub semantics_version: u32,
     /// The change.
     pub command: Command,
     /// The client's idempotency key, if it sent one: a retry with the same

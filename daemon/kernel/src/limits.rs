@@ -78,6 +78,25 @@ pub const POLICY_PROGRAMS_CACHED_MAX: usize = 64;
 /// time exponential in this depth (measured: ×2 per level), so it is bounded
 /// before parsing; real policies nest 3 or 4 deep.
 pub const POLICY_NESTING_DEPTH_MAX: usize = 6;
+/// Bytes one judgement (a policy put, a policy evaluation, a manifest's
+/// action schemas) may hold allocated at once, counted exactly in the
+/// judging child process: one allocation past it aborts the evaluation, the
+/// same way on every member (`EVALUATION_ABORTED`, failure `memory_budget`).
+pub const EVALUATION_MEMORY_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// The name reported for [`EVALUATION_MEMORY_BYTES_MAX`] in `ErrorInfo.metadata["limit"]`.
+pub const EVALUATION_MEMORY_BYTES_MAX_NAME: &str = "EVALUATION_MEMORY_BYTES_MAX";
+/// Stack of the thread that judges, fixed so that deep recursion fails at
+/// the same depth on every member whatever its `ulimit -s`.
+pub const EVALUATION_STACK_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of one judgement request or verdict exchanged with the judging process.
+pub const EVALUATION_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Bytes of one signature (Ed25519 signatures are exactly 64).
+pub const SIGNATURE_BYTES_MAX: usize = 64;
+/// Bytes of one proposal as written to the log (bincode of the whole
+/// `Proposal`). Checked before proposing: an entry over it could be
+/// appended by the leader but never sent to a follower, and no later write
+/// would commit. The node asserts it fits one peer message with room to spare.
+pub const PROPOSAL_BYTES_MAX: usize = 3 * 1024 * 1024;
 /// Data classes in one evaluation context.
 pub const POLICY_CONTEXT_DATA_CLASSES_MAX: usize = 16;
 
@@ -90,6 +109,11 @@ const _: () = assert!(UI_ENTRY_BYTES_MAX < MANIFEST_BYTES_MAX);
 const _: () = assert!(POLICY_SOURCE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
 const _: () = assert!(POLICY_MESSAGE_BYTES_MAX <= DESCRIPTION_BYTES_MAX);
 const _: () = assert!(POLICY_VERSIONS_KEPT >= 1);
+const _: () = assert!(GRPC_MESSAGE_BYTES_MAX < EVALUATION_MESSAGE_BYTES_MAX);
+const _: () = assert!(PROPOSAL_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX + 64 * 1024 < PROPOSAL_BYTES_MAX);
+const _: () = assert!(MANIFEST_BYTES_MAX + SIGNATURES_PER_REQUEST_MAX * 1024 < PROPOSAL_BYTES_MAX);
+const _: () = assert!(EVALUATION_MESSAGE_BYTES_MAX < EVALUATION_MEMORY_BYTES_MAX);
 
 /// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -115,6 +139,8 @@ pub enum Limit {
     PolicyTestCases,
     PolicyContextDataClasses,
     PolicyNestingDepth,
+    SignatureBytes,
+    ProposalBytes,
 }
 
 impl Limit {
@@ -141,6 +167,8 @@ impl Limit {
             Limit::PolicyTestCases => "POLICY_TEST_CASES_MAX",
             Limit::PolicyContextDataClasses => "POLICY_CONTEXT_DATA_CLASSES_MAX",
             Limit::PolicyNestingDepth => "POLICY_NESTING_DEPTH_MAX",
+            Limit::SignatureBytes => "SIGNATURE_BYTES_MAX",
+            Limit::ProposalBytes => "PROPOSAL_BYTES_MAX",
         }
     }
 
@@ -167,6 +195,8 @@ impl Limit {
             Limit::PolicyTestCases => POLICY_TEST_CASES_MAX,
             Limit::PolicyContextDataClasses => POLICY_CONTEXT_DATA_CLASSES_MAX,
             Limit::PolicyNestingDepth => POLICY_NESTING_DEPTH_MAX,
+            Limit::SignatureBytes => SIGNATURE_BYTES_MAX,
+            Limit::ProposalBytes => PROPOSAL_BYTES_MAX,
         }
     }
 

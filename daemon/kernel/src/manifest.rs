@@ -2,12 +2,13 @@
 //!
 //! Parsing is strict (unknown keys are refused) and fully validated here, so
 //! a [`Manifest`] value is always well formed: every action schema is a
-//! usable JSON Schema (`action_schema`), every UI surface well formed
+//! usable JSON Schema (`action_schema`, judged through `judge` by
+//! [`parse_judged`]), every UI surface well formed
 //! (`ui_surface`). The canonical form is RFC 8785 JSON of the document as
 //! sent; its SHA-256 identifies the content.
 
-use crate::action_schema::{self, SchemaRole};
 use crate::ids::{Name, check_description};
+use crate::judge::{self, ActionSchema, Judge, Judgement};
 use crate::limits::{Limit, MANIFEST_BYTES_MAX};
 use crate::rejection::Rejection;
 use crate::signing;
@@ -294,15 +295,39 @@ fn validate(manifest: &Manifest) -> Result<semver::Version, Rejection> {
                 problem: "action names must be unique".into(),
             });
         }
-        let schemas = [(SchemaRole::Input, &action.input_schema), (SchemaRole::Output, &action.output_schema)];
-        for (role, schema) in schemas {
-            if let Some(schema) = schema {
-                action_schema::check(action.name.as_str(), role, schema)?;
-            }
-        }
     }
     ui_surface::validate(&manifest.ui)?;
     Ok(version)
+}
+
+/// The judgement of a manifest's action schemas (`None` when it has none
+/// to check). [`parse`] leaves them out: running `jsonschema` is a
+/// judgement, which `apply` hands to its judge (see `judge`).
+pub fn schema_judgement(manifest: &Manifest) -> Option<Judgement> {
+    let schemas: Vec<ActionSchema> = manifest
+        .actions
+        .iter()
+        .flat_map(|action| {
+            [(true, &action.input_schema), (false, &action.output_schema)]
+                .into_iter()
+                .filter_map(|(is_input, schema)| schema.as_ref().map(|schema| (is_input, schema)))
+                .map(|(is_input, schema)| ActionSchema {
+                    action: action.name.to_string(),
+                    is_input,
+                    schema: schema.clone(),
+                })
+        })
+        .collect();
+    (!schemas.is_empty()).then_some(Judgement::ActionSchemas { schemas })
+}
+
+/// [`parse`], then the action schemas judged by `judge`.
+pub fn parse_judged(bytes: &[u8], judge: &dyn Judge) -> Result<ParsedManifest, Rejection> {
+    let parsed = parse(bytes)?;
+    if let Some(judgement) = schema_judgement(&parsed.manifest) {
+        judge::accepted(judge, &judgement)?;
+    }
+    Ok(parsed)
 }
 
 /// Parses an engine version: semver without build metadata (build metadata

@@ -13,6 +13,7 @@
 //! readable but no longer resolves for new dependants.
 
 use crate::ids::Name;
+use crate::judge::Judge;
 use crate::manifest::{self, Tier};
 use crate::rejection::Rejection;
 use crate::signing::Signature;
@@ -67,11 +68,12 @@ impl Registry {
         signatures: &[Signature],
         revision: u64,
         at_ms: u64,
+        judge: &dyn Judge,
     ) -> Result<(EngineVersion, bool), Rejection> {
         if !trust.is_bootstrapped() {
             return Err(Rejection::TrustNotBootstrapped);
         }
-        let parsed = manifest::parse(manifest_bytes)?;
+        let parsed = manifest::parse_judged(manifest_bytes, judge)?;
         if signatures.is_empty() {
             return Err(Rejection::FieldRequired { field: "signatures".into() });
         }

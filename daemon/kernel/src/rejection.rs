@@ -90,6 +90,8 @@ pub enum Rejection {
     PolicyNotFound { name: String, version: u64 },
     #[error("policy {name} is at version {current}, not {expected}")]
     PolicyVersionMismatch { name: String, expected: u64, current: u64 },
+    #[error("the {evaluator} evaluation was aborted ({failure}): {detail}")]
+    EvaluationAborted { evaluator: Cow<'static, str>, failure: Cow<'static, str>, detail: String },
 }
 
 impl Rejection {
@@ -129,6 +131,7 @@ impl Rejection {
             Rejection::PolicyEvaluationFailed { .. } => "POLICY_EVALUATION_FAILED",
             Rejection::PolicyNotFound { .. } => "POLICY_NOT_FOUND",
             Rejection::PolicyVersionMismatch { .. } => "POLICY_VERSION_MISMATCH",
+            Rejection::EvaluationAborted { .. } => "EVALUATION_ABORTED",
         }
     }
 
@@ -167,6 +170,7 @@ impl Rejection {
         "POLICY_EVALUATION_FAILED",
         "POLICY_NOT_FOUND",
         "POLICY_VERSION_MISMATCH",
+        "EVALUATION_ABORTED",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -181,7 +185,8 @@ impl Rejection {
             | Rejection::PolicyCompileFailed { .. }
             | Rejection::PolicyBuiltinForbidden { .. }
             | Rejection::PolicyDecisionMalformed { .. }
-            | Rejection::PolicyEvaluationFailed { .. } => RejectionClass::InvalidArgument,
+            | Rejection::PolicyEvaluationFailed { .. }
+            | Rejection::EvaluationAborted { .. } => RejectionClass::InvalidArgument,
             Rejection::LimitExceeded { .. } => RejectionClass::InvalidArgument,
             Rejection::KeyUnknown { .. }
             | Rejection::KeyPurposeMismatch { .. }

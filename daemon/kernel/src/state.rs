@@ -14,6 +14,7 @@ use crate::command::{Command, Proposal};
 use crate::event::{Event, EventKind};
 use crate::event_history::EventHistory;
 use crate::idempotency::{IdempotencyTable, Lookup};
+use crate::judge::{InProcessJudge, Judge};
 use crate::limits::Limit;
 use crate::policy::{Policies, StoredPolicy};
 use crate::registry::{EngineVersion, Registry};
@@ -95,8 +96,20 @@ pub enum SnapshotError {
 }
 
 impl KernelState {
-    /// Applies one committed entry at `revision` (its Raft index).
+    /// Applies one committed entry at `revision` (its Raft index), judging
+    /// in this thread ([`InProcessJudge`]).
     pub fn apply(&mut self, revision: u64, proposal: &Proposal) -> Result<Applied, Rejection> {
+        self.apply_judged(revision, proposal, &InProcessJudge)
+    }
+
+    /// Applies one committed entry at `revision`, handing every third-party
+    /// evaluation to `judge` (see `judge`).
+    pub fn apply_judged(
+        &mut self,
+        revision: u64,
+        proposal: &Proposal,
+        judge: &dyn Judge,
+    ) -> Result<Applied, Rejection> {
         let at_ms = self.clock_ms.max(proposal.leader_time_ms);
         let key = proposal.idempotency_key.as_deref();
         if let Some(key) = key
@@ -105,7 +118,7 @@ impl KernelState {
             let outcome = record.outcome.clone();
             return Ok(Applied { outcome, events: Vec::new(), replay_of: Some(record.revision) });
         }
-        let (outcome, kinds) = self.apply_command(revision, at_ms, &proposal.command)?;
+        let (outcome, kinds) = self.apply_command(revision, at_ms, &proposal.command, judge)?;
         let events: Vec<Event> = kinds.into_iter().map(|kind| Event { revision, time_ms: at_ms, kind }).collect();
         if let Some(key) = key {
             self.idempotency.record(key, &proposal.command, revision, at_ms, &outcome);
@@ -128,6 +141,7 @@ impl KernelState {
         revision: u64,
         at_ms: u64,
         command: &Command,
+        judge: &dyn Judge,
     ) -> Result<(Outcome, Vec<EventKind>), Rejection> {
         let if_created = |created: bool, kind: EventKind| if created { vec![kind] } else { Vec::new() };
         Ok(match command {
@@ -145,7 +159,8 @@ impl KernelState {
                 (Outcome::KeyAdded { key, created }, if_created(created, kind))
             }
             Command::PublishEngineVersion { manifest, signatures } => {
-                let (version, created) = self.registry.publish(&self.trust, manifest, signatures, revision, at_ms)?;
+                let (version, created) =
+                    self.registry.publish(&self.trust, manifest, signatures, revision, at_ms, judge)?;
                 let kind = EventKind::EngineVersionPublished {
                     engine: version.engine.clone(),
                     version: version.version.to_string(),
@@ -191,7 +206,7 @@ impl KernelState {
                 (Outcome::EventPublished { revision }, vec![kind])
             }
             Command::PutPolicy { name, source, expected_version } => {
-                let (policy, created) = self.policies.put(name, source, *expected_version, revision, at_ms)?;
+                let (policy, created) = self.policies.put(name, source, *expected_version, revision, at_ms, judge)?;
                 let kind = EventKind::PolicyPut { name: name.clone(), version: policy.version };
                 (Outcome::PolicyPut { policy: Box::new(policy), created }, if_created(created, kind))
             }

@@ -372,6 +372,9 @@ impl TrustStore {
         at_ms: u64,
     ) -> Result<Vec<Signature>, Rejection> {
         Limit::SignaturesPerRequest.check(signatures.len())?;
+        for signature in signatures {
+            Limit::SignatureBytes.check(signature.signature.len())?;
+        }
         let (counted, first_failure) = self.valid_signatures(requirement.purpose, message, signatures, at_ms);
         if counted.len() >= requirement.threshold && requirement.threshold > 0 {
             return Ok(counted);

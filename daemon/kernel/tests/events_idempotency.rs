@@ -90,7 +90,7 @@ proptest! {
             time_ms += if step.is_after_window { IDEMPOTENCY_WINDOW_MS } else { 10 };
             let command = command(&step.op, &tenants_created);
             let key = step.key.map(|key| KEYS[key]);
-            let proposal = Proposal { leader_time_ms: time_ms, command: command.clone(), idempotency_key: key.map(str::to_owned) };
+            let proposal = Proposal { leader_time_ms: time_ms, semantics_version: keel_kernel::judge::SEMANTICS_VERSION, command: command.clone(), idempotency_key: key.map(str::to_owned) };
             log.push(proposal.clone());
             let digest_before = state.digest();
             let result = state.apply(revision, &proposal);
@@ -173,6 +173,7 @@ fn a_malformed_idempotency_key_is_refused_and_changes_nothing() {
     let digest = state.digest();
     let proposal = Proposal {
         leader_time_ms: T0_MS,
+        semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
         command: publish_event(Vec::new()),
         idempotency_key: Some("has space".to_owned()),
     };

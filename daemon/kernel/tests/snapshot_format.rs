@@ -105,6 +105,7 @@ fn fixed_log() -> Vec<Proposal> {
         at(T0_MS + 8_000, revoke(ROOT, &[ROOT2])),
         Proposal {
             leader_time_ms: T0_MS + 9_000,
+            semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command: Command::PublishEvent {
                 topic: name("deploys"),
                 tenant: Some(name("acme")),

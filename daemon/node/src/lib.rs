@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod judge;
 pub mod ops;
 pub mod raft;
 pub mod server;

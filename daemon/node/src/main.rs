@@ -73,7 +73,27 @@ impl Flags {
     }
 }
 
+/// Counts every allocation, so a judging child (`keeld __judge`) can cap
+/// its own memory exactly (see `keel_node::judge`). Uncapped in the daemon.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// Caps further allocations at `budget` bytes above what is allocated now,
+/// or lifts the cap.
+fn set_judging_budget(budget: Option<usize>) {
+    let limit = match budget {
+        Some(budget) => ALLOCATOR.allocated().saturating_add(budget),
+        None => usize::MAX,
+    };
+    // Raising a limit cannot fail; lowering it fails only below what is
+    // allocated, which `allocated() + budget` never is.
+    let _ = ALLOCATOR.set_limit(limit);
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == keel_node::judge::JUDGE_SUBCOMMAND) {
+        return keel_node::judge::child_main(set_judging_budget);
+    }
     let flags = Flags::parse();
     let config = match Config::load(flags.config.as_deref(), flags.overrides()) {
         Ok(config) => config,

@@ -17,6 +17,7 @@ use crate::api::registry::RegistryApi;
 use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
 use crate::config::{Config, InitialState};
+use crate::judge::{NodeJudge, Sandbox};
 use crate::raft::network::{APPEND_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
@@ -56,9 +57,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let roots = root_keys(&config)?;
 
     let shared = Arc::new(SharedState::default());
+    // Policies and action schemas are judged in children of this very
+    // executable (see `judge`), in apply and at the edge alike.
+    let judge = NodeJudge::Sandbox(Arc::new(Sandbox::current_exe().context("locating keeld for judging")?));
     let (log_store, state_machine) = crate::raft::open_rocks(&config.data_dir.join(RAFT_DIR), shared.clone())
         .await
         .with_context(|| format!("opening RocksDB under {}", config.data_dir.display()))?;
+    let state_machine = state_machine.with_judge(judge.clone());
 
     let client_listener = TcpListener::bind(config.listen.client)
         .await
@@ -111,7 +116,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let identity =
         Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
-    let ctx = ApiContext::new(raft.clone(), shared, identity, leader_link).with_watchers_max(config.watch.watchers_max);
+    let ctx = ApiContext::new(raft.clone(), shared, identity, leader_link)
+        .with_watchers_max(config.watch.watchers_max)
+        .with_judge(judge);
     tokio::spawn(bootstrap_trust(ctx.clone(), roots));
     if is_fresh && config.cluster.initial_state == InitialState::New && members.keys().next() != Some(&config.node.id) {
         tokio::spawn(check_initial_membership(ctx.clone(), members));

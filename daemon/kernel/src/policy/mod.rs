@@ -23,6 +23,7 @@ pub mod context;
 pub mod program;
 
 use crate::ids::Name;
+use crate::judge::{self, Judge, Judgement};
 use crate::limits::{Limit, POLICY_VERSIONS_KEPT};
 use crate::registry::Registry;
 use crate::rejection::Rejection;
@@ -116,6 +117,7 @@ impl Policies {
         expected_version: Option<u64>,
         revision: u64,
         at_ms: u64,
+        judge: &dyn Judge,
     ) -> Result<(StoredPolicy, bool), Rejection> {
         check_source(source)?;
         let latest = self.latest(name);
@@ -135,7 +137,7 @@ impl Policies {
         if latest.is_none() {
             Limit::Policies.check(self.policies.len() + 1)?;
         }
-        check_program(source)?;
+        judge::accepted(judge, &Judgement::PolicyPut { source: source.to_owned() })?;
         let policy = StoredPolicy {
             name: name.clone(),
             version: current + 1,
@@ -228,23 +230,32 @@ pub fn decide(
     decide_input(policy, &input_document(context, tenants, registry), revision)
 }
 
-/// [`decide`] on an input document already built by [`input_document`]
-/// (the node builds it under its state lock and evaluates outside it).
+/// [`decide`] on an input document already built by [`input_document`],
+/// evaluating in this thread.
 pub fn decide_input(
     policy: Option<(&str, &PolicyProgram)>,
     input: &serde_json::Value,
     revision: u64,
 ) -> PolicyDecision {
-    let policy_version = policy.map(|(version, _)| version.to_owned()).unwrap_or_default();
+    decision_of(policy.map(|(version, program)| (version, program.evaluate(input))), input, revision)
+}
+
+/// The decision for `input` from what evaluating it gave (`None`: no
+/// policy). Fails closed: without a policy, on an undefined result or on a
+/// failed evaluation the decision is a deny.
+pub fn decision_of(
+    evaluated: Option<(&str, Result<Option<Decision>, EvaluationError>)>,
+    input: &serde_json::Value,
+    revision: u64,
+) -> PolicyDecision {
+    let policy_version = evaluated.as_ref().map(|(version, _)| (*version).to_owned()).unwrap_or_default();
     let decision_id = decision_id(revision, &policy_version, input);
     let deny = |reason: String| (false, reason, None);
-    let (allow, reason, limits) = match policy {
+    let (allow, reason, limits) = match evaluated {
         None => deny("no policy is active (default deny)".to_owned()),
-        Some((_, program)) => match program.evaluate(input) {
-            Ok(Some(decision)) => (decision.allow, decision.reason, decision.limits),
-            Ok(None) => deny("the policy made no decision (default deny)".to_owned()),
-            Err(error) => deny(program::truncate(format!("policy evaluation failed (default deny): {error}"))),
-        },
+        Some((_, Ok(Some(decision)))) => (decision.allow, decision.reason, decision.limits),
+        Some((_, Ok(None))) => deny("the policy made no decision (default deny)".to_owned()),
+        Some((_, Err(error))) => deny(program::truncate(format!("policy evaluation failed (default deny): {error}"))),
     };
     PolicyDecision { allow, reason, limits, policy_version, decision_id, revision }
 }
@@ -256,7 +267,17 @@ pub fn test_case(
     input: &serde_json::Value,
     revision: u64,
 ) -> PolicyTestResult {
-    let decision = decide_input(Some((CANDIDATE_POLICY_VERSION, program)), input, revision);
+    test_case_of(case, program.evaluate(input), input, revision)
+}
+
+/// One `Test` case's result from what evaluating the candidate gave.
+pub fn test_case_of(
+    case: &PolicyTestCase,
+    evaluated: Result<Option<Decision>, EvaluationError>,
+    input: &serde_json::Value,
+    revision: u64,
+) -> PolicyTestResult {
+    let decision = decision_of(Some((CANDIDATE_POLICY_VERSION, evaluated)), input, revision);
     let passed = decision.allow == case.expect_allow
         && case.expect_reason.as_ref().is_none_or(|reason| *reason == decision.reason);
     PolicyTestResult { decision, passed }

@@ -84,7 +84,7 @@ pub struct DecisionLimits {
 }
 
 /// Why one evaluation produced no decision.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EvaluationError {
     /// The VM stopped: a runtime error or the instruction budget.
     #[error("{detail}")]

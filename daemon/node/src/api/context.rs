@@ -9,11 +9,12 @@
 //! ```
 
 use super::error::ApiError;
+use crate::judge::NodeJudge;
 use crate::raft::shared_state::{AppliedState, SharedState};
 use crate::raft::{ApplyResponse, KeelNode, KeelRaft};
 use base64::Engine as _;
-use keel_kernel::limits::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
-use keel_kernel::{Applied, Command, Proposal};
+use keel_kernel::limits::{Limit, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+use keel_kernel::{Applied, Command, Judgement, Proposal, Verdict};
 use keel_proto::v1 as pb;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use std::sync::Arc;
@@ -77,6 +78,19 @@ impl Default for WatchStats {
     }
 }
 
+/// Refuses a write whose log entry would be over `PROPOSAL_BYTES_MAX`:
+/// the leader could append it but never send it to a follower, and no later
+/// write would commit. Measured as the bincode the log stores: bincode
+/// writes a struct as the tuple of its fields, and the stamp fields have a
+/// fixed size, so this tuple measures exactly what the `Proposal` will.
+pub fn check_proposal_bytes(write: &Write) -> Result<(), ApiError> {
+    let fields = (0u64, 0u32, &write.command, &write.idempotency_key);
+    let bytes = bincode::serialized_size(&fields).map_err(|error| ApiError::internal(anyhow::Error::new(error)))?;
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    Limit::ProposalBytes.check(bytes)?;
+    Ok(())
+}
+
 /// Shared by every service.
 #[derive(Clone)]
 pub struct ApiContext {
@@ -98,6 +112,8 @@ pub struct ApiContext {
     is_transferring: Arc<std::sync::atomic::AtomicBool>,
     /// Watch streams on this node.
     pub watch_stats: Arc<WatchStats>,
+    /// Where third-party evaluations run (policies, action schemas).
+    pub judge: NodeJudge,
 }
 
 /// Holds a leadership transfer open: heartbeats are off while it lives; on
@@ -239,6 +255,28 @@ impl ApiContext {
             config_conflict: Arc::default(),
             is_transferring: Arc::default(),
             watch_stats: Arc::default(),
+            judge: NodeJudge::default(),
+        }
+    }
+
+    /// This context judging with `judge`.
+    pub fn with_judge(mut self, judge: NodeJudge) -> ApiContext {
+        self.judge = judge;
+        self
+    }
+
+    /// Fails fast before proposing: runs `judgement` (the same one `apply`
+    /// will run) within the request's time, and refuses the write if it is
+    /// refused. A judgement that cannot finish in time here never enters the
+    /// log, so no member has to run a slow one in `apply`.
+    pub async fn prejudge(&self, judgement: Option<Judgement>, deadline: Duration) -> Result<(), ApiError> {
+        let Some(judgement) = judgement else {
+            return Ok(());
+        };
+        match self.judge.judge_for_request(judgement, deadline).await? {
+            Verdict::Rejected(rejection) => Err(ApiError::Rejected(rejection)),
+            Verdict::Accepted | Verdict::Decisions(_) => Ok(()),
+            Verdict::Unavailable { detail } => Err(ApiError::EvaluatorUnavailable { detail }),
         }
     }
 
@@ -306,6 +344,7 @@ impl ApiContext {
     }
 
     async fn propose_keyed(&self, write: Write, deadline: Duration) -> Result<(Applied, u64), ApiError> {
+        check_proposal_bytes(&write)?;
         let (response, revision) = match self.propose_here(write, deadline).await? {
             Route::Applied(response, revision) => (response, revision),
             Route::Leader { leader_id, leader, write } => {
@@ -336,10 +375,13 @@ impl ApiContext {
         if self.is_transferring.load(Ordering::Acquire) {
             return Err(ApiError::NoLeader);
         }
+        // A forwarded write lands here without passing `propose_keyed`.
+        check_proposal_bytes(&write)?;
         let now = now_ms();
         let previous = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
         let proposal = Proposal {
             leader_time_ms: previous.max(now),
+            semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command: write.command,
             idempotency_key: write.idempotency_key,
         };

@@ -64,7 +64,10 @@ pub fn key_id(field: &'static str, value: &str) -> Result<String, Rejection> {
 pub fn signatures(list: Vec<pb::Signature>) -> Result<Vec<Signature>, Rejection> {
     Limit::SignaturesPerRequest.check(list.len())?;
     list.into_iter()
-        .map(|sig| Ok(Signature { key_id: key_id("signatures.key_id", &sig.key_id)?, signature: sig.signature }))
+        .map(|sig| {
+            Limit::SignatureBytes.check(sig.signature.len())?;
+            Ok(Signature { key_id: key_id("signatures.key_id", &sig.key_id)?, signature: sig.signature })
+        })
         .collect()
 }
 

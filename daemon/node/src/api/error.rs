@@ -99,6 +99,22 @@ pub enum ApiError {
         /// Where to resume.
         next_revision: u64,
     },
+    /// A bounded resource of this node is full (judging processes,
+    /// in-flight requests): retry after `RetryInfo`, or on another member.
+    #[error("this node is at its bound {limit} ({limit_value}); retry later or on another member")]
+    Overloaded {
+        /// The bound's name.
+        limit: &'static str,
+        /// Its value.
+        limit_value: usize,
+    },
+    /// An evaluation could not run here (its process could not start or
+    /// was stopped); nothing was decided.
+    #[error("the evaluator is unavailable on this node: {detail}")]
+    EvaluatorUnavailable {
+        /// What went wrong.
+        detail: String,
+    },
     /// A bug or a storage failure. Logged in full here; the client gets the request id.
     #[error("internal error (request {request_id})")]
     Internal {
@@ -108,6 +124,9 @@ pub enum ApiError {
         source: anyhow::Error,
     },
 }
+
+/// How long a client should wait before retrying on an overloaded node.
+pub const OVERLOADED_RETRY_DELAY_MS: u64 = 100;
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(1);
 
@@ -136,7 +155,8 @@ impl ApiError {
             ApiError::Compacted { .. } => "COMPACTED",
             ApiError::RevisionInFuture { .. } => "REVISION_IN_FUTURE",
             ApiError::WatcherTooSlow { .. } => "WATCHER_TOO_SLOW",
-            ApiError::TooManyWatchers { .. } => "LIMIT_EXCEEDED",
+            ApiError::TooManyWatchers { .. } | ApiError::Overloaded { .. } => "LIMIT_EXCEEDED",
+            ApiError::EvaluatorUnavailable { .. } => "NODE_UNAVAILABLE",
             ApiError::Internal { .. } => "INTERNAL",
         }
     }
@@ -191,7 +211,10 @@ impl ApiError {
             ApiError::NotLeader { .. } | ApiError::NoLeader | ApiError::NodeUnavailable { .. } => Code::Unavailable,
             ApiError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             ApiError::Compacted { .. } | ApiError::RevisionInFuture { .. } => Code::OutOfRange,
-            ApiError::WatcherTooSlow { .. } | ApiError::TooManyWatchers { .. } => Code::ResourceExhausted,
+            ApiError::WatcherTooSlow { .. } | ApiError::TooManyWatchers { .. } | ApiError::Overloaded { .. } => {
+                Code::ResourceExhausted
+            }
+            ApiError::EvaluatorUnavailable { .. } => Code::Unavailable,
             ApiError::Internal { .. } => Code::Internal,
         }
     }
@@ -228,6 +251,13 @@ impl ApiError {
             ApiError::TooManyWatchers { watchers_max } => {
                 metadata.insert("limit".into(), Limit::WatchersPerNode.name().to_owned());
                 metadata.insert("limit_value".into(), watchers_max.to_string());
+            }
+            ApiError::Overloaded { limit, limit_value } => {
+                metadata.insert("limit".into(), (*limit).to_owned());
+                metadata.insert("limit_value".into(), limit_value.to_string());
+            }
+            ApiError::EvaluatorUnavailable { detail } => {
+                metadata.insert("detail".into(), detail.clone());
             }
             ApiError::PeerCertificate(crate::tls::PeerCertificateError::NotMember { sans }) => {
                 metadata.insert("sans".into(), sans.join(","));
@@ -278,6 +308,13 @@ impl ApiError {
             }
             ApiError::NoLeader | ApiError::MembershipChangeInProgress => {
                 details.set_retry_info(Some(Duration::from_millis(NO_LEADER_RETRY_DELAY_MS)));
+            }
+            ApiError::Overloaded { limit, limit_value } => {
+                details.add_quota_failure_violation(*limit, format!("at most {limit_value} at once on this node"));
+                details.set_retry_info(Some(Duration::from_millis(OVERLOADED_RETRY_DELAY_MS)));
+            }
+            ApiError::EvaluatorUnavailable { .. } => {
+                details.set_retry_info(Some(Duration::from_millis(OVERLOADED_RETRY_DELAY_MS)));
             }
             _ => {}
         }
@@ -389,6 +426,14 @@ fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, Stri
             put("name", name.clone());
             put("expected", expected.to_string());
             put("current", current.to_string());
+        }
+        Rejection::EvaluationAborted { evaluator, failure, detail } => {
+            put("evaluator", evaluator.to_string());
+            put("failure", failure.to_string());
+            put("detail", detail.clone());
+            if failure == "memory_budget" {
+                put("limit", keel_kernel::limits::EVALUATION_MEMORY_BYTES_MAX_NAME.to_owned());
+            }
         }
         Rejection::ManifestMalformed { .. } | Rejection::TrustNotBootstrapped | Rejection::TrustAlreadyBootstrapped => {
         }

@@ -1,98 +1,47 @@
 //! `keel.v1.PolicyService`: put, read, list, evaluate and test policies.
 //!
 //! ```text
-//!  PutPolicy ──propose──► apply: compile + probe (kernel `policy`) ──► version N+1
+//!  PutPolicy ──prejudge (sandbox, request deadline)──► propose ──► apply: judged again ──► version N+1
 //!  Evaluate ──read barrier──► under the state lock: latest version + input document
-//!           ──► outside it: compiled program (ProgramCache) ──► decision at that revision
-//!  Test ──► compile + probe the candidate ──► inputs under the lock ──► cases, on a blocking thread
+//!           ──► outside it: judge PolicyDecide{source, [input]} ──► decision at that revision
+//!  Test ──► inputs under the lock ──► judge PolicyDecide{candidate, inputs, probes} ──► cases
 //! ```
 //!
-//! Compiling is the slow part, so compiled programs are cached per
-//! `(name, version, source digest)`, at most `POLICY_PROGRAMS_CACHED_MAX`.
+//! Every compile and evaluation runs through the node's judge (a child
+//! process on keeld, see `judge`): a policy or an input that makes regorus
+//! panic or allocate without bound costs one request, never the process.
+//! The pool of judges bounds the work (`JUDGES_CONCURRENT_MAX`; beyond it
+//! `RESOURCE_EXHAUSTED` with `RetryInfo`).
 
 use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use super::convert;
 use super::error::ApiError;
-use keel_kernel::limits::POLICY_PROGRAMS_CACHED_MAX;
-use keel_kernel::policy::{self, ACTIVE_POLICY_NAME, PolicyProgram, StoredPolicy};
-use keel_kernel::{Command, Name, Outcome};
+use keel_kernel::judge::Judgement;
+use keel_kernel::policy::{self, ACTIVE_POLICY_NAME, EvaluationError};
+use keel_kernel::{Command, Outcome, Verdict};
 use keel_proto::v1 as pb;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 
 /// The service.
 pub struct PolicyApi {
     pub(crate) ctx: ApiContext,
-    pub(crate) programs: Arc<ProgramCache>,
 }
 
 impl PolicyApi {
-    /// The service with an empty program cache.
+    /// The service.
     pub fn new(ctx: ApiContext) -> PolicyApi {
-        PolicyApi { ctx, programs: Arc::new(ProgramCache::default()) }
+        PolicyApi { ctx }
     }
 }
 
-/// Compiled programs by `(name, version, source sha256)`, evicting the
-/// least recently used beyond `POLICY_PROGRAMS_CACHED_MAX`.
-#[derive(Default)]
-pub struct ProgramCache {
-    entries: Mutex<CacheEntries>,
-}
-
-#[derive(Default)]
-struct CacheEntries {
-    /// Program and the tick of its last use.
-    programs: BTreeMap<(Name, u64, String), (PolicyProgram, u64)>,
-    tick: u64,
-}
-
-impl ProgramCache {
-    /// The program of a stored policy, compiled on first use. A stored policy
-    /// compiled when it was put, so a failure here is an internal error.
-    pub fn program(&self, policy: &StoredPolicy) -> Result<PolicyProgram, ApiError> {
-        let key = (policy.name.clone(), policy.version, policy.source_sha256.clone());
-        if let Some(program) = self.lookup(&key) {
-            return Ok(program);
-        }
-        let program = PolicyProgram::compile(&policy.source).map_err(|rejection| {
-            ApiError::internal(anyhow::anyhow!(
-                "stored policy {} does not compile: {rejection}",
-                policy.policy_version()
-            ))
-        })?;
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.tick += 1;
-        let tick = entries.tick;
-        entries.programs.insert(key, (program.clone(), tick));
-        while entries.programs.len() > POLICY_PROGRAMS_CACHED_MAX {
-            let oldest = entries.programs.iter().min_by_key(|(_, (_, used))| *used).map(|(key, _)| key.clone());
-            match oldest {
-                Some(oldest) => entries.programs.remove(&oldest),
-                None => break,
-            };
-        }
-        Ok(program)
-    }
-
-    fn lookup(&self, key: &(Name, u64, String)) -> Option<PolicyProgram> {
-        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.tick += 1;
-        let tick = entries.tick;
-        let (program, used) = entries.programs.get_mut(key)?;
-        *used = tick;
-        Some(program.clone())
-    }
-
-    /// Number of cached programs.
-    pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).programs.len()
-    }
-
-    /// Whether none is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// One evaluation's result from a `PolicyDecide` verdict: a refusal of the
+/// stored source or an aborted evaluation is a failed evaluation (the
+/// decision fails closed).
+fn evaluation_of(verdict: Verdict) -> Result<Option<policy::Decision>, EvaluationError> {
+    match verdict {
+        Verdict::Decisions(mut results) if results.len() == 1 => results.remove(0),
+        Verdict::Rejected(rejection) => Err(EvaluationError::Failed { detail: rejection.to_string() }),
+        other => Err(EvaluationError::Failed { detail: format!("unexpected verdict {other:?}") }),
     }
 }
 
@@ -107,6 +56,7 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
             let body = request.into_inner();
             let name = convert::policy_name("policy", &body.policy)?;
             policy::check_source(&body.source)?;
+            self.ctx.prejudge(Some(Judgement::PolicyPut { source: body.source.clone() }), deadline).await?;
             let command = Command::PutPolicy { name, source: body.source, expected_version: body.expected_version };
             let (applied, revision) = self.ctx.propose_idempotent(command, body.idempotency_key, deadline).await?;
             match applied.outcome {
@@ -193,16 +143,18 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
                     Ok((stored, policy::input_document(&context, kernel.tenants(), kernel.registry())))
                 })
                 .await?;
-            // Compiling (on a cache miss) and evaluating are CPU work: off the async workers.
-            let programs = Arc::clone(&self.programs);
-            let decision = tokio::task::spawn_blocking(move || {
-                let program = stored.as_ref().map(|stored| programs.program(stored)).transpose()?;
-                let version = stored.as_ref().map(StoredPolicy::policy_version);
-                let active = version.as_deref().zip(program.as_ref());
-                Ok::<_, ApiError>(policy::decide_input(active, &input, revision))
-            })
-            .await
-            .map_err(|error| ApiError::internal(anyhow::anyhow!("policy evaluation task: {error}")))??;
+            let decision = match stored {
+                None => policy::decision_of(None, &input, revision),
+                Some(stored) => {
+                    let judgement = Judgement::PolicyDecide {
+                        source: stored.source.clone(),
+                        inputs: vec![input.clone()],
+                        with_probes: false,
+                    };
+                    let evaluated = evaluation_of(self.ctx.judge.judge_for_request(judgement, deadline).await?);
+                    policy::decision_of(Some((&stored.policy_version(), evaluated)), &input, revision)
+                }
+            };
             Ok((convert::policy_decision_to_pb(&decision), revision))
         }
         .await;
@@ -215,10 +167,6 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         let result = async {
             policy::check_source(&body.source)?;
             let cases = convert::policy_test_cases(body.cases)?;
-            let source = body.source;
-            let program = tokio::task::spawn_blocking(move || policy::check_program(&source))
-                .await
-                .map_err(|error| ApiError::internal(anyhow::anyhow!("policy compile task: {error}")))??;
             let (inputs, revision) = self
                 .ctx
                 .read(body.consistency, deadline, |state| {
@@ -229,15 +177,18 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
                         .collect::<Vec<_>>())
                 })
                 .await?;
-            let results = tokio::task::spawn_blocking(move || {
-                cases
-                    .iter()
-                    .zip(&inputs)
-                    .map(|(case, input)| policy::test_case(&program, case, input, revision))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|error| ApiError::internal(anyhow::anyhow!("policy test task: {error}")))?;
+            let judgement = Judgement::PolicyDecide { source: body.source, inputs: inputs.clone(), with_probes: true };
+            let evaluations = match self.ctx.judge.judge_for_request(judgement, deadline).await? {
+                Verdict::Decisions(evaluations) if evaluations.len() == cases.len() => evaluations,
+                Verdict::Rejected(rejection) => return Err(ApiError::Rejected(rejection)),
+                other => return Err(ApiError::internal(anyhow::anyhow!("a policy test was answered {other:?}"))),
+            };
+            let results: Vec<_> = cases
+                .iter()
+                .zip(evaluations)
+                .zip(&inputs)
+                .map(|((case, evaluated), input)| policy::test_case_of(case, evaluated, input, revision))
+                .collect();
             let passed_count = results.iter().filter(|result| result.passed).count();
             let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
             let response = pb::TestPolicyResponse {

@@ -24,11 +24,12 @@ impl pb::registry_service_server::RegistryService for RegistryApi {
             convert::manifest_bytes(&body.manifest)?;
             // Stateless checks fail fast here, before anything reaches the log;
             // apply repeats them and adds the signature and immutability checks.
-            keel_kernel::manifest::parse(&body.manifest)?;
+            let parsed = keel_kernel::manifest::parse(&body.manifest)?;
             let signatures = convert::signatures(body.signatures)?;
             if signatures.is_empty() {
                 return Err(ApiError::Rejected(keel_kernel::Rejection::FieldRequired { field: "signatures".into() }));
             }
+            self.ctx.prejudge(keel_kernel::manifest::schema_judgement(&parsed.manifest), deadline).await?;
             let command = Command::PublishEngineVersion { manifest: body.manifest, signatures };
             let (applied, revision) = self.ctx.propose_idempotent(command, body.idempotency_key, deadline).await?;
             match applied.outcome {

@@ -28,9 +28,10 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 /// Format version of log entry records (`[version] + bincode(Entry)`).
-/// Version 2: `Proposal` carries an idempotency key. Version 1 records are
-/// refused (a data dir from before it must be recreated), as snapshot format 3 is.
-pub const LOG_ENTRY_FORMAT_VERSION: u8 = 2;
+/// Version 2: `Proposal` carries an idempotency key. Version 3: `Proposal`
+/// carries the evaluation semantics it was proposed under. Older records are
+/// refused (a data dir from before must be recreated), as older snapshots are.
+pub const LOG_ENTRY_FORMAT_VERSION: u8 = 3;
 /// Format version of the vote and log-pointer records in `store_meta`.
 pub const STORE_META_FORMAT_VERSION: u8 = 1;
 /// Largest encoded log entry this store decodes. Proposals arrive through

@@ -41,6 +41,7 @@ pub mod peer_service;
 mod peer_tests;
 pub mod rocks_db;
 pub mod shared_state;
+pub mod snapshot_reception;
 pub mod snapshot_store;
 pub mod state_machine;
 #[cfg(test)]

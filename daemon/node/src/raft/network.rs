@@ -73,6 +73,9 @@ const _: () = assert!(LOG_ENTRY_WIRE_BYTES_MAX + APPEND_ENTRIES_FIELDS_BYTES_MAX
 // The largest command the API builds (a manifest at its limit, its
 // signatures) goes in an ordinary batch, with room to spare.
 const _: () = assert!(2 * MANIFEST_BYTES_MAX as u64 <= APPEND_ENTRIES_BYTES_MAX);
+// Every proposal the API admits fits one AppendEntries message alone (the
+// entry's log id and payload tag add well under 1 KiB to the proposal).
+const _: () = assert!(keel_kernel::limits::PROPOSAL_BYTES_MAX as u64 + 1024 <= LOG_ENTRY_WIRE_BYTES_MAX);
 const _: () = assert!(APPEND_ENTRIES_MAX >= 1);
 
 /// First wait after a peer turned out unreachable; doubles per failure.
@@ -361,6 +364,7 @@ mod tests {
     fn entry(index: u64, payload_bytes: usize) -> Entry<TypeConfig> {
         let proposal = Proposal {
             leader_time_ms: 0,
+            semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command: Command::PublishEngineVersion { manifest: vec![b'x'; payload_bytes], signatures: Vec::new() },
             idempotency_key: None,
         };
@@ -402,6 +406,7 @@ mod tests {
         };
         let proposal = Proposal {
             leader_time_ms: 5,
+            semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command: Command::CreateTenant { spec },
             idempotency_key: Some("retry-1".to_owned()),
         };

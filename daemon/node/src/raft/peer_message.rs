@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 /// (and keep reading the previous one) when any body's bincode changes: an
 /// openraft upgrade that changes its types, or a change to a type carried in
 /// a body (`Command`, `ApplyResponse`, `KeelNode`, [`LeaderFailure`], ...).
-pub const PEER_FORMAT_VERSION: u32 = 2;
+/// Version 3: `Proposal` carries its evaluation semantics version.
+pub const PEER_FORMAT_VERSION: u32 = 3;
 
 /// Room in every peer message for the protobuf envelope around the body (and
 /// a snapshot chunk's data): three field tags, the version varint and two

@@ -15,6 +15,7 @@
 //! no `ErrorInfo`.
 
 use super::peer_message::{self, Envelope, Forwarded, LeaderFailure};
+use super::snapshot_reception::SnapshotReception;
 use super::{KeelRaft, TypeConfig};
 use crate::api::context::Write;
 use crate::api::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, Route, WRITE_DEADLINE_DEFAULT_MS};
@@ -25,6 +26,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
@@ -41,12 +43,17 @@ pub fn peer_server(ctx: ApiContext) -> RaftPeerServer<RaftPeerService> {
 #[derive(Clone)]
 pub struct RaftPeerService {
     ctx: ApiContext,
+    reception: Arc<Mutex<SnapshotReception>>,
 }
 
 impl RaftPeerService {
     /// The service for the node behind `ctx` (its Raft is `ctx.raft`).
     pub fn new(ctx: ApiContext) -> Self {
-        RaftPeerService { ctx }
+        RaftPeerService { ctx, reception: Arc::default() }
+    }
+
+    fn reception(&self) -> std::sync::MutexGuard<'_, SnapshotReception> {
+        self.reception.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn raft(&self) -> &KeelRaft {
@@ -101,7 +108,16 @@ impl RaftPeer for RaftPeerService {
         request: Request<pb::InstallSnapshotRequest>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
         let rpc = peer_message::unpack_snapshot_chunk(request.into_inner()).map_err(undecodable)?;
-        answer(&self.raft().install_snapshot(rpc).await)
+        let bytes = u64::try_from(rpc.data.len()).unwrap_or(u64::MAX);
+        if let Err(refused) = self.reception().admit(&rpc.meta, rpc.offset, bytes, rpc.done) {
+            tracing::warn!(%refused, "snapshot chunk refused");
+            return Err(Status::invalid_argument(format!("keel.raft.v1 request: {refused}")));
+        }
+        let result = self.raft().install_snapshot(rpc).await;
+        if result.is_err() {
+            self.reception().reset();
+        }
+        answer(&result)
     }
 
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
@@ -135,6 +151,24 @@ impl RaftPeer for RaftPeerService {
         let request = request.into_inner();
         let wait = Duration::from_millis(request.wait_ms.min(TIMEOUT_NOW_WAIT_MS_MAX));
         let raft = self.raft().clone();
+        // A TimeoutNow belongs to one transfer: sent by the leader this node
+        // follows, in the term it follows it in. Anything else (a stale or
+        // replayed message, one from a deposed leader) is ignored, before
+        // the wait and again after it.
+        let (term, leader_id) = (request.term, request.leader_id);
+        let is_current = move |raft: &KeelRaft| {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.current_term == term && metrics.current_leader == Some(leader_id)
+        };
+        if !is_current(&raft) {
+            tracing::warn!(
+                from_leader = request.leader_id,
+                term = request.term,
+                "ignored a TimeoutNow that is not from the current leader in the current term"
+            );
+            return Ok(Response::new(pb::TimeoutNowResponse {}));
+        }
         tracing::info!(
             from_leader = request.leader_id,
             term = request.term,
@@ -143,6 +177,10 @@ impl RaftPeer for RaftPeerService {
         );
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
+            if !is_current(&raft) {
+                tracing::info!("leadership changed hands while waiting: the transfer's TimeoutNow is void");
+                return;
+            }
             if let Err(fatal) = raft.trigger().elect().await {
                 tracing::warn!(%fatal, "could not campaign for a leadership transfer");
             }

@@ -21,6 +21,8 @@ use super::snapshot_store::{
     KeelSnapshotMeta, SnapshotStore, StoredSnapshot, decode_snapshot_data, encode_snapshot_data,
 };
 use super::{ApplyResponse, KeelNode, LogId, NodeId, StorageError, TypeConfig};
+use crate::judge::{JudgedVerdicts, NodeJudge};
+use keel_kernel::judge::{self, Verdict};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, StorageIOError, StoredMembership,
@@ -33,6 +35,7 @@ use std::sync::Arc;
 pub struct KernelStateMachine {
     shared: Arc<SharedState>,
     snapshots: SnapshotStore,
+    judge: NodeJudge,
 }
 
 /// Builds snapshots of the applied state; openraft runs it in its own task.
@@ -46,7 +49,7 @@ impl KernelStateMachine {
     /// A state machine over `shared` that keeps snapshots in memory only.
     /// `shared` is used as it is (normally fresh).
     pub fn in_memory(shared: Arc<SharedState>) -> Self {
-        KernelStateMachine { shared, snapshots: SnapshotStore::in_memory() }
+        KernelStateMachine { shared, snapshots: SnapshotStore::in_memory(), judge: NodeJudge::default() }
     }
 
     /// A state machine over `shared` with snapshots in `snapshots`. If a
@@ -64,7 +67,52 @@ impl KernelStateMachine {
                 "state machine restored from snapshot"
             );
         }
-        Ok(KernelStateMachine { shared, snapshots })
+        Ok(KernelStateMachine { shared, snapshots, judge: NodeJudge::default() })
+    }
+
+    /// This state machine judging third-party evaluations with `judge`.
+    pub fn with_judge(mut self, judge: NodeJudge) -> Self {
+        self.judge = judge;
+        self
+    }
+
+    /// Works out every judgement `entries` will ask for, before the state
+    /// lock is taken. An entry proposed under other evaluation semantics, or
+    /// a judgement the judge cannot answer, stops the state machine (fatal):
+    /// a member never applies an entry it might judge differently.
+    async fn prejudge(&self, entries: &[Entry<TypeConfig>]) -> Result<JudgedVerdicts, StorageError> {
+        let mut verdicts = JudgedVerdicts::default();
+        for entry in entries {
+            let EntryPayload::Normal(proposal) = &entry.payload else {
+                continue;
+            };
+            if !judge::needs_judgement(&proposal.command) {
+                continue;
+            }
+            if proposal.semantics_version != judge::SEMANTICS_VERSION {
+                return Err(fatal(
+                    entry.log_id,
+                    format!(
+                        "entry {} was proposed under evaluation semantics {} but this build judges under {}; \
+                         run the same keeld version on every member",
+                        entry.log_id,
+                        proposal.semantics_version,
+                        judge::SEMANTICS_VERSION
+                    ),
+                ));
+            }
+            for judgement in judge::judgements_of(&proposal.command) {
+                if verdicts.contains(&judgement) {
+                    continue;
+                }
+                let verdict = self.judge.judge_for_apply(&judgement).await;
+                if let Verdict::Unavailable { detail } = &verdict {
+                    return Err(fatal(entry.log_id, format!("entry {} could not be judged: {detail}", entry.log_id)));
+                }
+                verdicts.insert(judgement, verdict);
+            }
+        }
+        Ok(verdicts)
     }
 
     /// The applied state this state machine writes.
@@ -73,20 +121,32 @@ impl KernelStateMachine {
     }
 }
 
-/// Applies one entry to `applied`, advancing `last_applied`.
-fn apply_entry(applied: &mut AppliedState, entry: Entry<TypeConfig>) -> ApplyResponse {
-    applied.last_applied = Some(entry.log_id);
-    match entry.payload {
+/// A fatal apply error: logged once here, then openraft stops this member.
+fn fatal(log_id: LogId, message: String) -> StorageError {
+    tracing::error!(%log_id, "{message}; this member stops applying and reports not ready");
+    StorageError::from(StorageIOError::apply(log_id, AnyError::error(message)))
+}
+
+/// Applies one entry to `applied`, advancing `last_applied`. Third-party
+/// evaluations are answered from `verdicts`; if one is missing there the
+/// entry is not applied (the kernel refused it, changing nothing) and the
+/// caller stops.
+fn apply_entry(applied: &mut AppliedState, entry: Entry<TypeConfig>, verdicts: &JudgedVerdicts) -> ApplyResponse {
+    let log_id = entry.log_id;
+    let response = match entry.payload {
         EntryPayload::Blank => ApplyResponse::NoCommand,
-        EntryPayload::Normal(proposal) => match applied.kernel.apply(entry.log_id.index, &proposal) {
+        EntryPayload::Normal(proposal) => match applied.kernel.apply_judged(log_id.index, &proposal, verdicts) {
             Ok(done) => ApplyResponse::Applied(done),
+            Err(_) if verdicts.take_missed() => return ApplyResponse::NoCommand,
             Err(rejection) => ApplyResponse::Rejected(rejection),
         },
         EntryPayload::Membership(membership) => {
-            applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+            applied.membership = StoredMembership::new(Some(log_id), membership);
             ApplyResponse::NoCommand
         }
-    }
+    };
+    applied.last_applied = Some(log_id);
+    response
 }
 
 impl RaftStateMachine<TypeConfig> for KernelStateMachine {
@@ -102,13 +162,29 @@ impl RaftStateMachine<TypeConfig> for KernelStateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        // Third-party evaluations run first, outside the lock (in a child
+        // process on keeld): they may take a while and must not stall readers.
+        let verdicts = self.prejudge(&entries).await?;
         // One write lock per batch: readers see whole batches, never a prefix.
-        let responses = {
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut missed = None;
+        {
             let mut applied = self.shared.write();
-            entries.into_iter().map(|entry| apply_entry(&mut applied, entry)).collect()
-        };
+            for entry in entries {
+                let log_id = entry.log_id;
+                responses.push(apply_entry(&mut applied, entry, &verdicts));
+                if applied.last_applied != Some(log_id) {
+                    missed = Some(log_id);
+                    break;
+                }
+            }
+        }
         self.shared.announce_applied();
-        Ok(responses)
+        match missed {
+            Some(log_id) => Err(fatal(log_id, format!("entry {log_id} asked for a judgement that was not worked out"))),
+            None => Ok(responses),
+        }
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -72,6 +72,7 @@ fn name(value: &str) -> Name {
 fn create_tenant(tenant_id: &str, leader_time_ms: u64) -> Proposal {
     Proposal {
         leader_time_ms,
+        semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
         command: Command::CreateTenant {
             spec: TenantSpec {
                 tenant_id: name(tenant_id),
@@ -254,13 +255,13 @@ async fn start_raft(
 // Layout: format version, then bincode (fixint, LE) of Entry { log_id: { term, node_id, index }, payload }.
 #[rustfmt::skip]
 const GOLDEN_BLANK: &str = concat!(
-    "02",                                                       // LOG_ENTRY_FORMAT_VERSION
+    "03",                                                       // LOG_ENTRY_FORMAT_VERSION
     "0100000000000000", "0100000000000000", "0700000000000000", // term 1, node 1, index 7
     "00000000",                                                 // EntryPayload::Blank
 );
 #[rustfmt::skip]
 const GOLDEN_MEMBERSHIP: &str = concat!(
-    "02",
+    "03",
     "0100000000000000", "0100000000000000", "0800000000000000",
     "02000000",                                                 // EntryPayload::Membership
     "0100000000000000", "0100000000000000", "0100000000000000", // configs: [{1}]
@@ -272,10 +273,11 @@ const GOLDEN_MEMBERSHIP: &str = concat!(
 );
 #[rustfmt::skip]
 const GOLDEN_NORMAL: &str = concat!(
-    "02",
+    "03",
     "0100000000000000", "0100000000000000", "0900000000000000",
     "01000000",                                                 // EntryPayload::Normal
     "0068e5cf8b010000",                                         // leader_time_ms 1_700_000_000_000
+    "01000000",                                                 // semantics_version 1
     "03000000",                                                 // Command::CreateTenant
     "0400000000000000", "61636d65",                             // tenant_id "acme"
     "0b00000000000000", "54656e616e742061636d65",               // display_name "Tenant acme"
@@ -325,7 +327,7 @@ fn corrupt_entry_bytes_are_errors_not_panics() -> TestResult {
     wrong_version[0] = 1;
     assert!(matches!(
         decode_entry(&wrong_version),
-        Err(codec::DecodeError::UnsupportedVersion { found: 1, supported: 2 })
+        Err(codec::DecodeError::UnsupportedVersion { found: 1, supported: 3 })
     ));
     Ok(())
 }

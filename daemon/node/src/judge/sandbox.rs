@@ -1,0 +1,120 @@
+//! The parent side of the judging sandbox: one fresh child process per
+//! judgement, bounded in time, output and concurrency.
+
+use super::JUDGES_CONCURRENT_MAX;
+use super::child::{JUDGE_SUBCOMMAND, abort_cause};
+use crate::api::error::ApiError;
+use keel_kernel::judge::{Judgement, Verdict};
+use keel_kernel::limits::EVALUATION_MESSAGE_BYTES_MAX;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Bytes of the child's stderr kept to classify an abort.
+const STDERR_BYTES_MAX: u64 = 64 * 1024;
+/// SIGABRT: the runtime's answer to a failed allocation or a stack overflow.
+const SIGABRT: i32 = 6;
+
+/// Runs judgements in children of `program` (keeld itself).
+#[derive(Debug)]
+pub struct Sandbox {
+    program: PathBuf,
+    pool: Semaphore,
+}
+
+impl Sandbox {
+    /// A sandbox whose children run `program __judge`.
+    pub fn new(program: PathBuf) -> Sandbox {
+        Sandbox { program, pool: Semaphore::new(JUDGES_CONCURRENT_MAX) }
+    }
+
+    /// A sandbox running this very executable, so children judge with the
+    /// same evaluator versions as the parent.
+    pub fn current_exe() -> std::io::Result<Sandbox> {
+        Ok(Sandbox::new(std::env::current_exe()?))
+    }
+
+    /// A place in the request pool, waited for at most `timeout`.
+    pub(super) async fn permit(&self, timeout: Duration) -> Result<SemaphorePermit<'_>, ApiError> {
+        let overloaded = || ApiError::Overloaded { limit: "JUDGES_CONCURRENT_MAX", limit_value: JUDGES_CONCURRENT_MAX };
+        match tokio::time::timeout(timeout, self.pool.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(overloaded()),
+        }
+    }
+
+    /// Judges `judgement` in a fresh child, waiting at most `timeout`.
+    pub async fn run(&self, judgement: &Judgement, timeout: Duration) -> Verdict {
+        match tokio::time::timeout(timeout, self.run_child(judgement)).await {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(detail)) => Verdict::Unavailable { detail },
+            Err(_) => {
+                Verdict::Unavailable { detail: format!("the judging process ran past {} ms", timeout.as_millis()) }
+            }
+        }
+    }
+
+    async fn run_child(&self, judgement: &Judgement) -> Result<Verdict, String> {
+        let request = serde_json::to_vec(judgement).map_err(|error| format!("encoding the judgement: {error}"))?;
+        if request.len() > EVALUATION_MESSAGE_BYTES_MAX {
+            return Err(format!(
+                "the judgement is {} bytes, over EVALUATION_MESSAGE_BYTES_MAX ({EVALUATION_MESSAGE_BYTES_MAX})",
+                request.len()
+            ));
+        }
+        // A clean environment: nothing from the parent's (RUST_MIN_STACK,
+        // RUST_BACKTRACE, ...) can change what the child allocates.
+        let mut child = tokio::process::Command::new(&self.program)
+            .arg(JUDGE_SUBCOMMAND)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| format!("starting {}: {error}", self.program.display()))?;
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err("the judging process has no pipes".to_owned());
+        };
+        let write = async move {
+            // A child that dies early closes its stdin; its exit says why.
+            let _ = stdin.write_all(&request).await;
+            drop(stdin);
+        };
+        let output_max = u64::try_from(EVALUATION_MESSAGE_BYTES_MAX).unwrap_or(u64::MAX) + 1;
+        let read_stdout = async move {
+            let mut bytes = Vec::new();
+            stdout.take(output_max).read_to_end(&mut bytes).await.map(|_| bytes)
+        };
+        let read_stderr = async move {
+            let mut bytes = Vec::new();
+            stderr.take(STDERR_BYTES_MAX).read_to_end(&mut bytes).await.map(|_| bytes)
+        };
+        let ((), stdout, stderr) = tokio::join!(write, read_stdout, read_stderr);
+        let status = child.wait().await.map_err(|error| format!("waiting for the judging process: {error}"))?;
+        let stderr = String::from_utf8_lossy(&stderr.unwrap_or_default()).into_owned();
+        if status.success() {
+            let stdout = stdout.map_err(|error| format!("reading the verdict: {error}"))?;
+            if stdout.len() > EVALUATION_MESSAGE_BYTES_MAX {
+                return Err("the verdict is over EVALUATION_MESSAGE_BYTES_MAX".to_owned());
+            }
+            return serde_json::from_slice(&stdout).map_err(|error| format!("decoding the verdict: {error}"));
+        }
+        match status.signal() {
+            Some(SIGABRT) => {
+                let cause = abort_cause(&stderr);
+                Ok(judgement.aborted(cause, last_line(&stderr)))
+            }
+            _ => Err(format!("the judging process ended with {status}: {}", last_line(&stderr))),
+        }
+    }
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("")
+}
