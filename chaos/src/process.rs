@@ -52,6 +52,8 @@ pub struct KeelProcess {
     pub endpoint: String,
     /// `127.0.0.1:port` of the ops HTTP port.
     pub ops_addr: String,
+    /// `127.0.0.1:port` of the peer port.
+    pub peer_addr: String,
 }
 
 impl KeelProcess {
@@ -74,6 +76,7 @@ impl KeelProcess {
             ca_pem: None,
             endpoint: String::new(),
             ops_addr: String::new(),
+            peer_addr: String::new(),
         })
     }
 
@@ -136,17 +139,18 @@ impl KeelProcess {
                 if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
                     && value["event"] == "listening"
                 {
-                    let _ = tx
-                        .send((value["client"].as_str().map(str::to_owned), value["ops"].as_str().map(str::to_owned)));
+                    let field = |name: &str| value[name].as_str().map(str::to_owned);
+                    let _ = tx.send((field("client"), field("ops"), field("peer")));
                 }
             }
         });
-        let (client, ops) = rx
+        let (client, ops, peer) = rx
             .recv_timeout(START_DEADLINE)
             .map_err(|_| anyhow!("keeld printed no listening line; log:\n{}", self.log()))?;
         let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
         self.endpoint = format!("{scheme}://{}", client.ok_or_else(|| anyhow!("listening line without client"))?);
         self.ops_addr = ops.ok_or_else(|| anyhow!("listening line without ops"))?;
+        self.peer_addr = peer.ok_or_else(|| anyhow!("listening line without peer"))?;
         Ok(())
     }
 

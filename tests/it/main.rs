@@ -16,5 +16,6 @@ mod manifest_schemas;
 mod membership;
 mod policy;
 mod registry_graph;
+mod robustness;
 mod single_node;
 mod trust_rotation;

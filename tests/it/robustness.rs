@@ -1,0 +1,205 @@
+//! Hostile input against a real 3-node cluster (issue 8): poison policies
+//! refused at the edge and in `apply` on every member, with every member
+//! ready and equal after a `kill -9` of all of them; entries that could
+//! never replicate refused before they are proposed.
+
+use crate::cluster_harness::{Cluster, ClusterOptions};
+use crate::fixture::{Fixture, reason_of};
+use crate::harness::KeelProcess;
+use anyhow::{Context, Result, bail, ensure};
+use keel_kernel::{Applied, Command, Name, Rejection};
+use keel_proto::raft::v1 as raft_pb;
+use keel_proto::v1 as pb;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+/// The peer format this build speaks (`PEER_FORMAT_VERSION` in keel-node).
+const PEER_FORMAT_VERSION: u32 = 3;
+
+fn policy(decision: &str) -> String {
+    format!("package keel.policy\n\n{decision}\n")
+}
+
+/// One of each kind of poison: a panic inside regorus, one instruction
+/// asking for 4 GiB, and a value doubled per instruction.
+fn poisons() -> Vec<(&'static str, String, &'static str)> {
+    let mut doubling = String::from("package keel.policy\n\na0 := [1, 2, 3, 4]\n");
+    for level in 1..=40 {
+        doubling.push_str(&format!("a{level} := array.concat(a{}, a{})\n", level - 1, level - 1));
+    }
+    doubling.push_str("decision := {\"allow\": count(a40) > 0, \"reason\": \"big\"}\n");
+    vec![
+        ("panic", policy("decision := {\"allow\": false, \"reason\": sprintf(\"%①d\", [1])}"), "panic"),
+        (
+            "width",
+            policy("decision := {\"allow\": false, \"reason\": sprintf(\"%4294967295d\", [1])}"),
+            "memory_budget",
+        ),
+        ("doubling", doubling, "memory_budget"),
+    ]
+}
+
+/// What a leader answered a forwarded write (mirrors keel-node's
+/// `ApplyResponse` and `Forwarded` bincode layout).
+#[derive(Debug, serde::Deserialize)]
+enum ApplyResponse {
+    #[allow(dead_code)]
+    Applied(Applied),
+    Rejected(Rejection),
+    NoCommand,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Forwarded {
+    response: ApplyResponse,
+    #[allow(dead_code)]
+    revision: u64,
+}
+
+/// Sends `command` to `node`'s peer port as a forwarded write, as a member
+/// (or anyone who reaches a plaintext loopback peer port) could: the edge's
+/// checks are skipped and the entry is judged in `apply` on every member.
+async fn forward(node: &KeelProcess, command: Command) -> Result<ApplyResponse> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.peer_addr))?.connect().await?;
+    let mut peer = raft_pb::raft_peer_client::RaftPeerClient::new(channel);
+    let body = bincode::serialize(&(command, Option::<String>::None))?;
+    let answer = peer.forward(raft_pb::ForwardRequest { format_version: PEER_FORMAT_VERSION, body }).await?;
+    let answer: Result<Forwarded, ()> =
+        bincode::deserialize(&answer.into_inner().body).context("the leader did not apply the forwarded write")?;
+    match answer {
+        Ok(forwarded) => Ok(forwarded.response),
+        Err(()) => bail!("leader failure"),
+    }
+}
+
+async fn put(node: &KeelProcess, source: &str) -> Result<pb::PutPolicyResponse, tonic::Status> {
+    let channel = node.channel().await.map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let request = pb::PutPolicyRequest {
+        policy: "main".into(),
+        source: source.into(),
+        expected_version: None,
+        ..Default::default()
+    };
+    pb::policy_service_client::PolicyServiceClient::new(channel).put_policy(request).await.map(|r| r.into_inner())
+}
+
+async fn all_ready(cluster: &Cluster) -> Result<()> {
+    for node in &cluster.nodes {
+        node.wait_ready().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn poison_policies_are_refused_and_every_member_survives_a_full_restart() -> Result<()> {
+    let mut cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let follower = (leader + 1) % 3;
+    Fixture::with_root(cluster.root.clone()).create_tenant(&cluster.nodes[leader], "acme").await?;
+    let (_, digest) = cluster.converged().await?;
+
+    for (label, source, failure) in poisons() {
+        // Through the API on a follower: refused before it is proposed.
+        let status = put(&cluster.nodes[follower], &source).await.err().context(label)?;
+        ensure!(status.code() == Code::InvalidArgument, "{label}: {status:?}");
+        ensure!(reason_of(&status) == "EVALUATION_ABORTED", "{label}: {status:?}");
+        // Straight into the log through the leader's peer port: every member
+        // judges it in apply and refuses it the same way.
+        let command =
+            Command::PutPolicy { name: Name::parse("policy", "main")?, source: source.clone(), expected_version: None };
+        match forward(&cluster.nodes[leader], command).await? {
+            ApplyResponse::Rejected(Rejection::EvaluationAborted { failure: found, .. }) if found == failure => {}
+            other => bail!("{label}: expected EVALUATION_ABORTED ({failure}), got {other:?}"),
+        }
+    }
+    all_ready(&cluster).await?;
+    let (_, after) = cluster.converged().await?;
+    ensure!(after == digest, "refused puts changed the state");
+
+    // Every member replays the poison entries from its log on restart.
+    for node in &mut cluster.nodes {
+        node.kill_9()?;
+    }
+    for node in &mut cluster.nodes {
+        node.launch().await?;
+    }
+    all_ready(&cluster).await?;
+    let (_, restarted) = cluster.converged().await?;
+    ensure!(restarted == digest, "members disagree after replaying the poison entries");
+    let leader = cluster.leader().await?;
+    Fixture::with_root(cluster.root.clone()).create_tenant(&cluster.nodes[leader], "bolt").await?;
+    cluster.converged().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_entry_that_could_never_replicate_is_refused_and_writes_keep_committing() -> Result<()> {
+    let cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let node = &cluster.nodes[leader];
+    let (_, digest) = cluster.converged().await?;
+    let mut trust = pb::trust_service_client::TrustServiceClient::new(node.channel().await?);
+    // Just under the 4 MiB message limit, so it reaches the node.
+    let signature = vec![7u8; 4 * 1024 * 1024 - 4096];
+    let request = pb::RevokeKeyRequest {
+        key_id: cluster.root.key_id(),
+        signatures: vec![pb::Signature { key_id: cluster.root.key_id(), signature }],
+        idempotency_key: String::new(),
+    };
+    let status = trust.revoke_key(request).await.err().context("a 4 MiB signature is refused")?;
+    ensure!(status.code() == Code::InvalidArgument && reason_of(&status) == "LIMIT_EXCEEDED", "{status:?}");
+    let limit = tonic_types::StatusExt::get_details_error_info(&status).map(|info| info.metadata);
+    ensure!(
+        limit.as_ref().and_then(|m| m.get("limit")).map(String::as_str) == Some("SIGNATURE_BYTES_MAX"),
+        "{limit:?}"
+    );
+    // The same through the peer port (no edge check): apply refuses it too.
+    let revoke = Command::RevokeKey {
+        key_id: cluster.root.key_id(),
+        signatures: vec![keel_kernel::signing::Signature {
+            key_id: cluster.root.key_id(),
+            signature: vec![7u8; 2 * 1024 * 1024],
+        }],
+    };
+    match forward(node, revoke).await? {
+        ApplyResponse::Rejected(Rejection::LimitExceeded { .. }) => {}
+        other => bail!("expected LIMIT_EXCEEDED, got {other:?}"),
+    }
+    let (_, after) = cluster.converged().await?;
+    ensure!(after == digest, "a refused revoke changed the state");
+    let started = Instant::now();
+    Fixture::with_root(cluster.root.clone()).create_tenant(node, "acme").await?;
+    ensure!(started.elapsed() < Duration::from_secs(2), "a write after the refusal took {:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_evaluation_that_would_exhaust_memory_costs_one_request() -> Result<()> {
+    let node = KeelProcess::start().await?;
+    // Passes the put's probes (their tenant is `probe-tenant`), but asks for
+    // 4 GiB in one instruction when the tenant is `acme`.
+    let source = "package keel.policy\n\n\
+        default decision := {\"allow\": true, \"reason\": \"fine\"}\n\n\
+        decision := {\"allow\": false, \"reason\": sprintf(\"%4294967295d\", [1])} if {\n\
+        \tinput.tenant == \"acme\"\n}\n";
+    put(&node, source).await?;
+    let mut client = pb::policy_service_client::PolicyServiceClient::new(node.channel().await?);
+    let evaluate = |tenant: &str| pb::EvaluateRequest {
+        policy: String::new(),
+        context: Some(pb::EvaluationContext {
+            tenant: tenant.into(),
+            engine: "billing".into(),
+            action: "run".into(),
+            ..Default::default()
+        }),
+        consistency: 0,
+    };
+    for _ in 0..3 {
+        let denied = client.evaluate(evaluate("acme")).await?.into_inner();
+        ensure!(!denied.allow && denied.reason.contains("memory_budget"), "{denied:?}");
+    }
+    let fine = client.evaluate(evaluate("bolt")).await?.into_inner();
+    ensure!(fine.allow && fine.reason == "fine", "{fine:?}");
+    node.wait_ready().await?;
+    Ok(())
+}
