@@ -72,8 +72,6 @@ pub const POLICY_TEST_CASES_MAX: usize = 256;
 pub const POLICY_EVAL_INSTRUCTIONS_MAX: usize = 100_000;
 /// Bytes of an evaluator or compiler message kept in a rejection or a reason.
 pub const POLICY_MESSAGE_BYTES_MAX: usize = 1024;
-/// Compiled policy programs one node keeps in memory for `Evaluate`.
-pub const POLICY_PROGRAMS_CACHED_MAX: usize = 64;
 /// Nesting of `[` and `{` in a policy's source. regorus's parser takes
 /// time exponential in this depth (measured: ×2 per level), so it is bounded
 /// before parsing; real policies nest 3 or 4 deep.
