@@ -48,6 +48,8 @@ pub struct KeelProcess {
     args: Vec<String>,
     /// When the client port serves TLS: the CA to trust (PEM).
     ca_pem: Option<String>,
+    /// Extra environment variables (e.g. `KEEL_` config overrides), kept across restarts.
+    envs: Vec<(String, String)>,
     /// `http://127.0.0.1:port` of the client gRPC port.
     pub endpoint: String,
     /// `127.0.0.1:port` of the ops HTTP port.
@@ -74,6 +76,7 @@ impl KeelProcess {
             child: None,
             args,
             ca_pem: None,
+            envs: Vec::new(),
             endpoint: String::new(),
             ops_addr: String::new(),
             peer_addr: String::new(),
@@ -90,6 +93,12 @@ impl KeelProcess {
     pub fn with_tls(mut self, ca_pem: String) -> KeelProcess {
         self.ca_pem = Some(ca_pem);
         self
+    }
+
+    /// Sets an environment variable for this and every later start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.envs.retain(|(known, _)| known != key);
+        self.envs.push((key.to_owned(), value.to_owned()));
     }
 
     /// Starts the process and waits for its listening line (not for readiness).
@@ -125,6 +134,7 @@ impl KeelProcess {
             .arg("--data-dir")
             .arg(self.data_dir())
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.envs.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

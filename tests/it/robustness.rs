@@ -203,3 +203,50 @@ async fn an_evaluation_that_would_exhaust_memory_costs_one_request() -> Result<(
     node.wait_ready().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_member_with_its_clock_ten_years_ahead_cannot_move_the_replicated_clock() -> Result<()> {
+    use crate::fixture::now_ms;
+    const TEN_YEARS_MS: i64 = 10 * 365 * 24 * 60 * 60 * 1000;
+    let mut cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let skewed = (leader + 1) % 3;
+    let skewed_id = cluster.ids[skewed];
+    cluster.nodes[skewed].kill_9()?;
+    cluster.nodes[skewed].set_env("KEEL_NODE__CLOCK_OFFSET_MS", &TEN_YEARS_MS.to_string());
+    cluster.nodes[skewed].launch().await?;
+    // It finds itself out of agreement and says so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = keel_chaos::process::http_get(&cluster.nodes[skewed].ops_addr, "/readyz").await?;
+        if code == 503 && body.contains("clock") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the skewed member never reported its clock: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Hand it leadership: it must not stamp, and it hands leadership back.
+    let mut cluster_client =
+        pb::cluster_service_client::ClusterServiceClient::new(cluster.nodes[leader].channel().await?);
+    cluster_client
+        .transfer_leadership(pb::TransferLeadershipRequest { node_id: skewed_id })
+        .await
+        .context("leadership moves to the skewed member")?;
+    let fixture = Fixture::with_root(cluster.root.clone());
+    let writer = (skewed + 1) % 3;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let tenant = loop {
+        match fixture.create_tenant(&cluster.nodes[writer], "acme").await {
+            Ok(tenant) => break tenant,
+            Err(error) => {
+                ensure!(Instant::now() < deadline, "no write committed: {error:#}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let stamped = u64::try_from(tenant.create_time_ms).unwrap_or(u64::MAX);
+    ensure!(stamped <= now_ms() + 60_000, "the replicated clock moved to {stamped}, ahead of {}", now_ms());
+    let new_leader = cluster.leader().await?;
+    ensure!(cluster.ids[new_leader] != skewed_id, "the skewed member still leads");
+    Ok(())
+}

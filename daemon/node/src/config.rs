@@ -81,6 +81,10 @@ pub struct NodeConfig {
     pub region: String,
     /// Zone name.
     pub zone: String,
+    /// Shifts this node's wall clock by this many ms. For tests of a member
+    /// with a wrong clock only; leave it 0.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 /// Listen addresses.
@@ -119,7 +123,22 @@ pub struct RaftConfig {
     pub snapshot_after_entries: u64,
     /// Keep this many entries in the log after a snapshot (for lagging peers).
     pub logs_kept_after_snapshot: u64,
+    /// Most two voters' wall clocks may differ. A leader stamps entries at
+    /// most this far past the time a majority last agreed on (carried
+    /// forward by its monotonic clock), and a member whose clock disagrees
+    /// with a majority by more does not lead.
+    #[serde(default = "clock_skew_max_ms_default")]
+    pub clock_skew_max_ms: u64,
 }
+
+fn clock_skew_max_ms_default() -> u64 {
+    CLOCK_SKEW_MAX_MS_DEFAULT
+}
+
+/// Default of `raft.clock_skew_max_ms`.
+pub const CLOCK_SKEW_MAX_MS_DEFAULT: u64 = 5_000;
+/// Bounds of `raft.clock_skew_max_ms`.
+pub const CLOCK_SKEW_MAX_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
 
 /// Cluster membership at bootstrap.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -203,7 +222,7 @@ impl Default for Config {
         Config {
             dev: false,
             data_dir: PathBuf::from(DEV_DATA_DIR),
-            node: NodeConfig { id: 1, region: "local".into(), zone: "local-a".into() },
+            node: NodeConfig { id: 1, region: "local".into(), zone: "local-a".into(), clock_offset_ms: 0 },
             listen: ListenConfig {
                 client: loopback(CLIENT_PORT_DEFAULT),
                 peer: loopback(PEER_PORT_DEFAULT),
@@ -217,6 +236,7 @@ impl Default for Config {
                 election_timeout_max_ms: 2000,
                 snapshot_after_entries: 5000,
                 logs_kept_after_snapshot: 1000,
+                clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
             },
             trust: TrustConfig::default(),
             tls: None,
@@ -302,6 +322,9 @@ impl Config {
         }
         if raft.snapshot_after_entries == 0 {
             return Err(invalid("raft.snapshot_after_entries", "must be greater than 0"));
+        }
+        if !CLOCK_SKEW_MAX_MS_RANGE.contains(&raft.clock_skew_max_ms) {
+            return Err(invalid("raft.clock_skew_max_ms", format!("must be within {CLOCK_SKEW_MAX_MS_RANGE:?}")));
         }
         if !self.dev && self.trust.root_public_keys.is_empty() {
             return Err(invalid(

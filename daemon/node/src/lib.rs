@@ -5,8 +5,10 @@
 //! binary `keeld` (src/main.rs) only parses flags and calls [`server::run`].
 
 pub mod api;
+pub mod clock_check;
 pub mod config;
 pub mod judge;
+pub mod leader_clock;
 pub mod ops;
 pub mod raft;
 pub mod server;

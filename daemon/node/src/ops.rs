@@ -44,6 +44,9 @@ pub fn not_ready_reason(status: &NodeStatus) -> Option<&'static str> {
     if !status.is_trust_bootstrapped {
         return Some("trust store not bootstrapped yet");
     }
+    if status.is_clock_distrusted {
+        return Some("wall clock disagrees with a majority of the voters (raft.clock_skew_max_ms)");
+    }
     if status.applied_index < status.last_log_index && status.role == Role::Leader {
         return Some("applying committed entries");
     }

@@ -18,6 +18,7 @@ use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
 use crate::config::{Config, InitialState};
 use crate::judge::{NodeJudge, Sandbox};
+use crate::leader_clock::LeaderClock;
 use crate::raft::network::{APPEND_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
@@ -118,7 +119,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
     let ctx = ApiContext::new(raft.clone(), shared, identity, leader_link)
         .with_watchers_max(config.watch.watchers_max)
-        .with_judge(judge);
+        .with_judge(judge)
+        .with_clock(LeaderClock::new(config.raft.clock_skew_max_ms, config.node.clock_offset_ms));
     tokio::spawn(bootstrap_trust(ctx.clone(), roots));
     if is_fresh && config.cluster.initial_state == InitialState::New && members.keys().next() != Some(&config.node.id) {
         tokio::spawn(check_initial_membership(ctx.clone(), members));
@@ -139,6 +141,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%client_addr, %ops_addr, node_id = config.node.id, region = %config.node.region, "serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(crate::clock_check::run(ctx.clone(), stop_rx.clone()));
     let ops = tokio::spawn(serve_ops(ops_listener, ctx.clone(), boot_time_ms, stop_rx.clone()));
     let peers = tokio::spawn(serve_peers(peer_listener, ctx.clone(), tls.clone(), config.clone(), stop_rx.clone()));
     let grpc = tokio::spawn(serve_grpc(client_listener, ctx, tls, boot_time_ms, stop_rx));

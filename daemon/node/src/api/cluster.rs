@@ -114,6 +114,9 @@ pub struct NodeStatus {
     pub boot_time_ms: u64,
     /// Whether the Raft core is running (false after a fatal error).
     pub is_raft_running: bool,
+    /// Whether the last clock check found this node's wall clock out of
+    /// agreement with a majority of the voters (it will not lead).
+    pub is_clock_distrusted: bool,
     /// A configuration conflict found at run time, if any.
     pub config_conflict: Option<String>,
     /// Events retained in the replicated history.
@@ -174,6 +177,7 @@ impl NodeStatus {
             is_trust_bootstrapped: kernel.trust().is_bootstrapped(),
             boot_time_ms,
             is_raft_running: metrics.running_state.is_ok(),
+            is_clock_distrusted: ctx.clock.is_distrusted(),
             config_conflict: ctx.config_conflict(),
             event_history_events: kernel.history().len(),
             event_history_compacted_through: kernel.history().compacted_through(),
@@ -293,43 +297,8 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
     ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
         let deadline = context::deadline(&request, TRANSFER_DEADLINE_DEFAULT_MS);
         let result = async {
-            let started = tokio::time::Instant::now();
-            let remaining = || deadline.saturating_sub(started.elapsed());
             let node_id = request.into_inner().node_id;
-            let current = membership::leader_membership(&self.ctx)?;
-            let target = current.get_node(&node_id).cloned().ok_or(MembershipError::NotFound { node_id })?;
-            if !current.voter_ids().any(|id| id == node_id) {
-                return Err(ApiError::Membership(MembershipError::NotVoter { node_id }));
-            }
-            if node_id == self.ctx.identity.node_id {
-                return Ok(self.transfer_reply());
-            }
-            // New writes wait (NO_LEADER, retryable) so the target can hold the whole log.
-            let guard = self.ctx.begin_transfer().ok_or(ApiError::MembershipChangeInProgress)?;
-            let (last_log_index, term) = {
-                let metrics = self.ctx.raft.metrics();
-                let metrics = metrics.borrow();
-                (metrics.last_log_index.unwrap_or(0), metrics.current_term)
-            };
-            membership::wait_learner_caught_up(&self.ctx, node_id, last_log_index, remaining()).await?;
-            tracing::info!(node_id, term, "handing leadership over");
-            // Without heartbeats the followers' leader lease (election_timeout_max)
-            // runs out; the target campaigns just after, before any other
-            // follower's election timer (lease + a full election timeout) fires.
-            guard.pause_heartbeats();
-            let lease = std::time::Duration::from_millis(self.ctx.raft.config().election_timeout_max);
-            let wait = lease + std::time::Duration::from_millis(TRANSFER_LEASE_MARGIN_MS);
-            if !self.ctx.send_timeout_now(&target, term, wait, remaining()).await {
-                return Err(ApiError::NodeUnavailable { detail: format!("transfer target {node_id} did not answer") });
-            }
-            let after_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-            self.ctx
-                .raft
-                .wait(Some(remaining()))
-                .metrics(|m| m.current_leader == Some(node_id), "leadership transferred")
-                .await
-                .map_err(|_| ApiError::DeadlineExceeded { after_ms })?;
-            drop(guard);
+            hand_over(&self.ctx, node_id, deadline).await?;
             Ok(self.transfer_reply())
         }
         .await;
@@ -352,6 +321,50 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         .await;
         self.ctx.answer(result)
     }
+}
+
+/// Hands leadership from this leader to the voter `node_id` within
+/// `deadline`: new writes wait (`NO_LEADER`, retryable) until the target
+/// holds the whole log, heartbeats stop, and the target is told to campaign
+/// just after the followers' lease. `Ok` once the target leads (or this
+/// node is the target).
+pub async fn hand_over(ctx: &ApiContext, node_id: u64, deadline: std::time::Duration) -> Result<(), ApiError> {
+    let started = tokio::time::Instant::now();
+    let remaining = || deadline.saturating_sub(started.elapsed());
+    let current = membership::leader_membership(ctx)?;
+    let target = current.get_node(&node_id).cloned().ok_or(MembershipError::NotFound { node_id })?;
+    if !current.voter_ids().any(|id| id == node_id) {
+        return Err(ApiError::Membership(MembershipError::NotVoter { node_id }));
+    }
+    if node_id == ctx.identity.node_id {
+        return Ok(());
+    }
+    // New writes wait (NO_LEADER, retryable) so the target can hold the whole log.
+    let guard = ctx.begin_transfer().ok_or(ApiError::MembershipChangeInProgress)?;
+    let (last_log_index, term) = {
+        let metrics = ctx.raft.metrics();
+        let metrics = metrics.borrow();
+        (metrics.last_log_index.unwrap_or(0), metrics.current_term)
+    };
+    membership::wait_learner_caught_up(ctx, node_id, last_log_index, remaining()).await?;
+    tracing::info!(node_id, term, "handing leadership over");
+    // Without heartbeats the followers' leader lease (election_timeout_max)
+    // runs out; the target campaigns just after, before any other
+    // follower's election timer (lease + a full election timeout) fires.
+    guard.pause_heartbeats();
+    let lease = std::time::Duration::from_millis(ctx.raft.config().election_timeout_max);
+    let wait = lease + std::time::Duration::from_millis(TRANSFER_LEASE_MARGIN_MS);
+    if !ctx.send_timeout_now(&target, term, wait, remaining()).await {
+        return Err(ApiError::NodeUnavailable { detail: format!("transfer target {node_id} did not answer") });
+    }
+    let after_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    ctx.raft
+        .wait(Some(remaining()))
+        .metrics(|m| m.current_leader == Some(node_id), "leadership transferred")
+        .await
+        .map_err(|_| ApiError::DeadlineExceeded { after_ms })?;
+    drop(guard);
+    Ok(())
 }
 
 /// Deadline of a leadership transfer when the caller sets none.

@@ -10,6 +10,7 @@
 
 use super::error::ApiError;
 use crate::judge::NodeJudge;
+use crate::leader_clock::LeaderClock;
 use crate::raft::shared_state::{AppliedState, SharedState};
 use crate::raft::{ApplyResponse, KeelNode, KeelRaft};
 use base64::Engine as _;
@@ -100,8 +101,9 @@ pub struct ApiContext {
     pub shared: Arc<SharedState>,
     /// This node.
     pub identity: Arc<Identity>,
-    /// Last time stamped on a proposal, Unix ms, so stamps never go backwards.
-    last_stamp_ms: Arc<AtomicU64>,
+    /// Stamps proposals: monotonic, and bounded by the time the voters
+    /// agree on (see `leader_clock`).
+    pub clock: Arc<LeaderClock>,
     /// How this node reaches the leader when it does not lead.
     leader_link: Arc<dyn LeaderLink>,
     /// A configuration conflict found at run time (e.g. initial members that
@@ -201,6 +203,12 @@ pub trait LeaderLink: Send + Sync + 'static {
     async fn progress(&self, _peer_addr: &str, _deadline: Duration) -> Option<MemberProgress> {
         None
     }
+
+    /// Asks the member at `peer_addr` for its wall clock (Unix ms); `None`
+    /// if it does not answer within `deadline`.
+    async fn wall_clock(&self, _peer_addr: &str, _deadline: Duration) -> Option<u64> {
+        None
+    }
 }
 
 /// A member's progress as it reports it.
@@ -250,13 +258,19 @@ impl ApiContext {
             raft,
             shared,
             identity: Arc::new(identity),
-            last_stamp_ms: Arc::new(AtomicU64::new(0)),
+            clock: Arc::new(LeaderClock::new(crate::config::CLOCK_SKEW_MAX_MS_DEFAULT, 0)),
             leader_link,
             config_conflict: Arc::default(),
             is_transferring: Arc::default(),
             watch_stats: Arc::default(),
             judge: NodeJudge::default(),
         }
+    }
+
+    /// This context stamping with `clock`.
+    pub fn with_clock(mut self, clock: LeaderClock) -> ApiContext {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// This context judging with `judge`.
@@ -304,6 +318,11 @@ impl ApiContext {
     /// How long ago this node last got an answer from the peer at `peer_addr`.
     pub fn since_last_peer_answer(&self, peer_addr: &str) -> Option<Duration> {
         self.leader_link.since_last_answer(peer_addr)
+    }
+
+    /// A member's wall clock over the peer transport.
+    pub async fn member_wall_clock(&self, peer_addr: &str, deadline: Duration) -> Option<u64> {
+        self.leader_link.wall_clock(peer_addr, deadline).await
     }
 
     /// Probes a member's progress over the peer transport.
@@ -377,10 +396,13 @@ impl ApiContext {
         }
         // A forwarded write lands here without passing `propose_keyed`.
         check_proposal_bytes(&write)?;
-        let now = now_ms();
-        let previous = self.last_stamp_ms.fetch_max(now, Ordering::AcqRel);
+        let replicated_ms = self.shared.read().kernel.clock_ms();
+        let leader_time_ms = self
+            .clock
+            .stamp(replicated_ms)
+            .map_err(|disagrees| ApiError::LeaderClockSkew { skew_max_ms: disagrees.skew_max_ms })?;
         let proposal = Proposal {
-            leader_time_ms: previous.max(now),
+            leader_time_ms,
             semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command: write.command,
             idempotency_key: write.idempotency_key,

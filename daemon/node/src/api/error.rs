@@ -108,6 +108,13 @@ pub enum ApiError {
         /// Its value.
         limit_value: usize,
     },
+    /// This leader's clock disagrees with the voters: it stamps nothing and
+    /// hands leadership over.
+    #[error("this leader's wall clock disagrees with a majority of the voters by more than {skew_max_ms} ms")]
+    LeaderClockSkew {
+        /// The bound (`raft.clock_skew_max_ms`).
+        skew_max_ms: u64,
+    },
     /// An evaluation could not run here (its process could not start or
     /// was stopped); nothing was decided.
     #[error("the evaluator is unavailable on this node: {detail}")]
@@ -157,6 +164,7 @@ impl ApiError {
             ApiError::WatcherTooSlow { .. } => "WATCHER_TOO_SLOW",
             ApiError::TooManyWatchers { .. } | ApiError::Overloaded { .. } => "LIMIT_EXCEEDED",
             ApiError::EvaluatorUnavailable { .. } => "NODE_UNAVAILABLE",
+            ApiError::LeaderClockSkew { .. } => "LEADER_CLOCK_SKEW",
             ApiError::Internal { .. } => "INTERNAL",
         }
     }
@@ -181,6 +189,7 @@ impl ApiError {
         "NO_LEADER",
         "NODE_UNAVAILABLE",
         "DEADLINE_EXCEEDED",
+        "LEADER_CLOCK_SKEW",
         "COMPACTED",
         "REVISION_IN_FUTURE",
         "WATCHER_TOO_SLOW",
@@ -214,7 +223,7 @@ impl ApiError {
             ApiError::WatcherTooSlow { .. } | ApiError::TooManyWatchers { .. } | ApiError::Overloaded { .. } => {
                 Code::ResourceExhausted
             }
-            ApiError::EvaluatorUnavailable { .. } => Code::Unavailable,
+            ApiError::EvaluatorUnavailable { .. } | ApiError::LeaderClockSkew { .. } => Code::Unavailable,
             ApiError::Internal { .. } => Code::Internal,
         }
     }
@@ -258,6 +267,9 @@ impl ApiError {
             }
             ApiError::EvaluatorUnavailable { detail } => {
                 metadata.insert("detail".into(), detail.clone());
+            }
+            ApiError::LeaderClockSkew { skew_max_ms } => {
+                metadata.insert("clock_skew_max_ms".into(), skew_max_ms.to_string());
             }
             ApiError::PeerCertificate(crate::tls::PeerCertificateError::NotMember { sans }) => {
                 metadata.insert("sans".into(), sans.join(","));
@@ -315,6 +327,9 @@ impl ApiError {
             }
             ApiError::EvaluatorUnavailable { .. } => {
                 details.set_retry_info(Some(Duration::from_millis(OVERLOADED_RETRY_DELAY_MS)));
+            }
+            ApiError::LeaderClockSkew { .. } => {
+                details.set_retry_info(Some(Duration::from_millis(NO_LEADER_RETRY_DELAY_MS)));
             }
             _ => {}
         }

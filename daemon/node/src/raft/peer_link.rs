@@ -78,6 +78,17 @@ impl LeaderLink for PeerLink {
             .is_ok()
     }
 
+    async fn wall_clock(&self, peer_addr: &str, deadline: Duration) -> Option<u64> {
+        let answer =
+            self.channels
+                .call(peer_addr, deadline, pb::ClockRequest {}, |mut client, request| async move {
+                    client.clock(request).await
+                })
+                .await
+                .ok()?;
+        Some(answer.wall_clock_ms)
+    }
+
     async fn progress(&self, peer_addr: &str, deadline: Duration) -> Option<MemberProgress> {
         let answer = self
             .channels

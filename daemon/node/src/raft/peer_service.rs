@@ -188,6 +188,10 @@ impl RaftPeer for RaftPeerService {
         Ok(Response::new(pb::TimeoutNowResponse {}))
     }
 
+    async fn clock(&self, _request: Request<pb::ClockRequest>) -> Result<Response<pb::ClockResponse>, Status> {
+        Ok(Response::new(pb::ClockResponse { wall_clock_ms: self.ctx.clock.wall_now_ms() }))
+    }
+
     async fn progress(&self, _request: Request<pb::ProgressRequest>) -> Result<Response<pb::ProgressResponse>, Status> {
         let (applied_index, digest) = self.ctx.shared.digest();
         let term = self.raft().metrics().borrow().current_term;

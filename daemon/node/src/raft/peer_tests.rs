@@ -466,6 +466,12 @@ impl RaftPeer for GarbagePeer {
     ) -> Result<tonic::Response<pb::ProgressResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("garbage peer"))
     }
+    async fn clock(
+        &self,
+        _: tonic::Request<pb::ClockRequest>,
+    ) -> Result<tonic::Response<pb::ClockResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("garbage peer"))
+    }
 }
 
 #[tokio::test]

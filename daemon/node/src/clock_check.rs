@@ -1,0 +1,74 @@
+//! The clock check every member runs (see `leader_clock`): each
+//! `CLOCK_CHECK_INTERVAL_MS` it asks every other voter for its wall clock
+//! and records whether a majority agrees with its own. A leader found out of
+//! agreement stops stamping (`LEADER_CLOCK_SKEW`) and hands leadership to a
+//! voter that answered within the bound.
+//!
+//! ```text
+//!  tick ─► voters from the applied membership ─► Clock RPC to each (≤ CLOCK_PROBE_DEADLINE_MS, all at once)
+//!       ─► offset = their clock − our clock at the probe's midpoint
+//!       ─► agreement(offsets) ─► LeaderClock::record
+//!       ─► leader and distrusted ─► hand_over(a voter within the bound)
+//! ```
+
+use crate::api::cluster::{TRANSFER_DEADLINE_DEFAULT_MS, hand_over};
+use crate::api::context::ApiContext;
+use crate::leader_clock::{CLOCK_CHECK_INTERVAL_MS, CLOCK_PROBE_DEADLINE_MS, ClockAgreement, agreement};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Runs the check until `stop` turns true.
+pub async fn run(ctx: ApiContext, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(CLOCK_CHECK_INTERVAL_MS));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => check_once(&ctx).await,
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn check_once(ctx: &ApiContext) {
+    let me = ctx.identity.node_id;
+    let voters: Vec<(u64, String)> = {
+        let state = ctx.shared.read();
+        let membership = state.membership.membership();
+        membership
+            .voter_ids()
+            .filter(|id| *id != me)
+            .filter_map(|id| membership.get_node(&id).map(|node| (id, node.peer_addr.clone())))
+            .collect()
+    };
+    let deadline = Duration::from_millis(CLOCK_PROBE_DEADLINE_MS);
+    let probes = voters.iter().map(|(id, peer_addr)| async move {
+        let sent_ms = ctx.clock.wall_now_ms();
+        let theirs = ctx.member_wall_clock(peer_addr, deadline).await?;
+        let received_ms = ctx.clock.wall_now_ms();
+        let midpoint_ms = sent_ms / 2 + received_ms / 2;
+        let offset = i128::from(theirs) - i128::from(midpoint_ms);
+        Some((*id, i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX })))
+    });
+    let answers: Vec<Option<(u64, i64)>> = futures::future::join_all(probes).await;
+    let offsets: Vec<Option<i64>> = answers.iter().map(|answer| answer.map(|(_, offset)| offset)).collect();
+    let skew_max_ms = ctx.clock.skew_max_ms();
+    let found = agreement(&offsets, skew_max_ms);
+    ctx.clock.record(found);
+    let is_leader = ctx.raft.metrics().borrow().current_leader == Some(me);
+    if found == ClockAgreement::Disagrees && is_leader {
+        // Hand over to a voter whose clock is within the bound of ours' majority
+        // view: any that answered, preferring one close to the others.
+        let target = answers.iter().flatten().map(|(id, _)| *id).next();
+        if let Some(target) = target {
+            tracing::warn!(target, "handing leadership over: this node's clock disagrees with the voters");
+            let deadline = Duration::from_millis(TRANSFER_DEADLINE_DEFAULT_MS);
+            if let Err(error) = hand_over(ctx, target, deadline).await {
+                tracing::warn!(%error, target, "handing leadership over failed; retrying at the next check");
+            }
+        }
+    }
+}
