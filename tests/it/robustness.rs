@@ -250,3 +250,80 @@ async fn a_member_with_its_clock_ten_years_ahead_cannot_move_the_replicated_cloc
     ensure!(cluster.ids[new_leader] != skewed_id, "the skewed member still leads");
     Ok(())
 }
+
+#[tokio::test]
+async fn fat_tenants_list_with_default_paging_and_a_learner_flood_stops_at_the_bound() -> Result<()> {
+    let mut cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let mut tenants = crate::single_node::tenants(&cluster.nodes[leader]).await?;
+    // 24 tenants of ~260 KiB each: one default page (100) would be ~6 MiB,
+    // over the 4 MiB message limit.
+    for index in 0..24 {
+        let mut request = Fixture::tenant_request(&format!("fat{index:02}"));
+        if let Some(tenant) = request.tenant.as_mut() {
+            tenant.display_name = "d".repeat(4096);
+            tenant.enabled_engines = (0..1024).map(|engine| format!("{engine:0>256}")).collect();
+        }
+        tenants.create_tenant(request).await?;
+    }
+    let list_all = |mut client: pb::tenant_service_client::TenantServiceClient<tonic::transport::Channel>| async move {
+        let (mut seen, mut token, mut pages) = (0usize, String::new(), 0usize);
+        loop {
+            let page = client
+                .list_tenants(pb::ListTenantsRequest { page_size: 0, page_token: token, consistency: 0 })
+                .await?
+                .into_inner();
+            seen += page.tenants.len();
+            pages += 1;
+            ensure!(pages <= 24, "paging does not end");
+            if page.next_page_token.is_empty() {
+                return Ok::<_, anyhow::Error>((seen, pages));
+            }
+            token = page.next_page_token;
+        }
+    };
+    let (seen, pages) = list_all(tenants.clone()).await?;
+    ensure!(seen == 24 && pages > 1, "{seen} tenants in {pages} pages");
+
+    // Junk learners (unreachable): each AddLearner times out waiting for its
+    // learner but adds it; the cluster stops at MEMBERS_MAX.
+    let mut cluster_client =
+        pb::cluster_service_client::ClusterServiceClient::new(cluster.nodes[leader].channel().await?);
+    let mut refused = None;
+    for node_id in 100..130u64 {
+        let member = pb::Member {
+            node_id,
+            region: "junk".into(),
+            zone: "junk-a".into(),
+            client_addr: format!("127.0.0.1:{}", 20_000 + node_id),
+            peer_addr: format!("127.0.0.1:{}", 30_000 + node_id),
+            is_voter: false,
+        };
+        let mut request = tonic::Request::new(pb::AddLearnerRequest { member: Some(member) });
+        request.set_timeout(Duration::from_millis(300));
+        if let Err(status) = cluster_client.add_learner(request).await
+            && reason_of(&status) == "LIMIT_EXCEEDED"
+        {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.context("the learner flood was never refused")?;
+    ensure!(refused.code() == Code::ResourceExhausted, "{refused:?}");
+    let status = cluster.nodes[leader].status().await?;
+    ensure!(status.members.len() <= 16, "{} members", status.members.len());
+
+    // Every member restarts (snapshot and membership within their bounds) and lists.
+    for node in &mut cluster.nodes {
+        node.kill_9()?;
+    }
+    for node in &mut cluster.nodes {
+        node.launch().await?;
+    }
+    all_ready(&cluster).await?;
+    for node in &cluster.nodes {
+        let (seen, _) = list_all(crate::single_node::tenants(node).await?).await?;
+        ensure!(seen == 24, "{seen} tenants after restart");
+    }
+    Ok(())
+}

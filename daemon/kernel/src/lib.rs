@@ -23,6 +23,7 @@ pub mod registry;
 pub mod rejection;
 pub mod signing;
 pub mod state;
+pub mod state_budget;
 pub mod tenant;
 pub mod trust_store;
 pub mod ui_surface;

@@ -95,6 +95,20 @@ pub const SIGNATURE_BYTES_MAX: usize = 64;
 /// appended by the leader but never sent to a follower, and no later write
 /// would commit. The node asserts it fits one peer message with room to spare.
 pub const PROPOSAL_BYTES_MAX: usize = 3 * 1024 * 1024;
+/// Members of the cluster, voters and learners together. Membership lives
+/// in every snapshot's header, so it is bounded with it.
+pub const MEMBERS_MAX: usize = 16;
+/// Bytes of one list response page (besides `page_size`): a page ends
+/// before the item that would take it past this, so large items never make
+/// a list fail; it always holds at least one item.
+pub const LIST_PAGE_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Tenants in the replicated state.
+pub const TENANTS_MAX: usize = 100_000;
+/// Bytes charged for tenants, engine versions and policy versions together
+/// (each item's own bytes plus a fixed overhead; see `state_budget`). The
+/// event history and idempotency records have bounds of their own, so a
+/// snapshot stays well under the peer transport's `SNAPSHOT_BYTES_MAX`.
+pub const STATE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Data classes in one evaluation context.
 pub const POLICY_CONTEXT_DATA_CLASSES_MAX: usize = 16;
 
@@ -109,6 +123,9 @@ const _: () = assert!(POLICY_MESSAGE_BYTES_MAX <= DESCRIPTION_BYTES_MAX);
 const _: () = assert!(POLICY_VERSIONS_KEPT >= 1);
 const _: () = assert!(GRPC_MESSAGE_BYTES_MAX < EVALUATION_MESSAGE_BYTES_MAX);
 const _: () = assert!(PROPOSAL_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(LIST_PAGE_BYTES_MAX + 64 * 1024 < GRPC_MESSAGE_BYTES_MAX);
+const _: () = assert!(2 * MANIFEST_BYTES_MAX < LIST_PAGE_BYTES_MAX);
+const _: () = assert!(POLICY_SOURCE_BYTES_MAX * POLICY_VERSIONS_KEPT * POLICIES_MAX <= STATE_BYTES_MAX);
 const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX + 64 * 1024 < PROPOSAL_BYTES_MAX);
 const _: () = assert!(MANIFEST_BYTES_MAX + SIGNATURES_PER_REQUEST_MAX * 1024 < PROPOSAL_BYTES_MAX);
 const _: () = assert!(EVALUATION_MESSAGE_BYTES_MAX < EVALUATION_MEMORY_BYTES_MAX);
@@ -139,6 +156,9 @@ pub enum Limit {
     PolicyNestingDepth,
     SignatureBytes,
     ProposalBytes,
+    Tenants,
+    StateBytes,
+    Members,
 }
 
 impl Limit {
@@ -167,6 +187,9 @@ impl Limit {
             Limit::PolicyNestingDepth => "POLICY_NESTING_DEPTH_MAX",
             Limit::SignatureBytes => "SIGNATURE_BYTES_MAX",
             Limit::ProposalBytes => "PROPOSAL_BYTES_MAX",
+            Limit::Tenants => "TENANTS_MAX",
+            Limit::StateBytes => "STATE_BYTES_MAX",
+            Limit::Members => "MEMBERS_MAX",
         }
     }
 
@@ -195,6 +218,9 @@ impl Limit {
             Limit::PolicyNestingDepth => POLICY_NESTING_DEPTH_MAX,
             Limit::SignatureBytes => SIGNATURE_BYTES_MAX,
             Limit::ProposalBytes => PROPOSAL_BYTES_MAX,
+            Limit::Tenants => TENANTS_MAX,
+            Limit::StateBytes => STATE_BYTES_MAX,
+            Limit::Members => MEMBERS_MAX,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::judge::Judge;
 use crate::manifest::{self, Tier};
 use crate::rejection::Rejection;
 use crate::signing::Signature;
+use crate::state_budget::{Charged, ITEM_OVERHEAD_BYTES, StateBudget};
 use crate::trust_store::{KeyPurpose, TrustStore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -59,7 +60,28 @@ pub struct Registry {
     engines: BTreeMap<Name, BTreeMap<semver::Version, EngineVersion>>,
 }
 
+impl Charged for EngineVersion {
+    fn charged_bytes(&self) -> usize {
+        ITEM_OVERHEAD_BYTES
+            + self.engine.as_str().len()
+            + self.description.len()
+            + self.manifest.len()
+            + self.manifest_sha256.len()
+            + self
+                .signatures
+                .iter()
+                .map(|signature| signature.key_id.len() + signature.signature.len() + 16)
+                .sum::<usize>()
+            + self.resolved_dependencies.iter().map(|(name, _)| name.as_str().len() + 64).sum::<usize>()
+    }
+}
+
 impl Registry {
+    /// Every engine version, for a recount of the state budget.
+    pub(crate) fn charged(&self) -> impl Iterator<Item = &dyn Charged> {
+        self.engines.values().flat_map(|versions| versions.values().map(|version| version as &dyn Charged))
+    }
+
     /// Publishes one manifest; returns the stored version and whether it is new.
     pub(crate) fn publish(
         &mut self,
@@ -69,6 +91,7 @@ impl Registry {
         revision: u64,
         at_ms: u64,
         judge: &dyn Judge,
+        budget: &mut StateBudget,
     ) -> Result<(EngineVersion, bool), Rejection> {
         if !trust.is_bootstrapped() {
             return Err(Rejection::TrustNotBootstrapped);
@@ -108,6 +131,7 @@ impl Registry {
             resolved_dependencies,
             is_yanked: false,
         };
+        budget.charge(0, record.charged_bytes())?;
         self.engines.entry(name).or_default().insert(parsed.version, record.clone());
         Ok((record, true))
     }

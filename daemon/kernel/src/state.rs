@@ -19,6 +19,7 @@ use crate::limits::Limit;
 use crate::policy::{Policies, StoredPolicy};
 use crate::registry::{EngineVersion, Registry};
 use crate::rejection::Rejection;
+use crate::state_budget::StateBudget;
 use crate::tenant::{Tenant, Tenants};
 use crate::trust_store::{RootMetadata, TrustStore, TrustedKey};
 use bincode::Options;
@@ -47,6 +48,10 @@ pub struct KernelState {
     history: EventHistory,
     idempotency: IdempotencyTable,
     policies: Policies,
+    /// Bytes charged for tenants, engine versions and policies (derived:
+    /// recounted when a snapshot is decoded, so not encoded).
+    #[serde(skip)]
+    budget: StateBudget,
 }
 
 /// What a successful apply produced.
@@ -118,7 +123,9 @@ impl KernelState {
             let outcome = record.outcome.clone();
             return Ok(Applied { outcome, events: Vec::new(), replay_of: Some(record.revision) });
         }
-        let (outcome, kinds) = self.apply_command(revision, at_ms, &proposal.command, judge)?;
+        let mut budget = self.budget;
+        let (outcome, kinds) = self.apply_command(revision, at_ms, &proposal.command, judge, &mut budget)?;
+        self.budget = budget;
         let events: Vec<Event> = kinds.into_iter().map(|kind| Event { revision, time_ms: at_ms, kind }).collect();
         if let Some(key) = key {
             self.idempotency.record(key, &proposal.command, revision, at_ms, &outcome);
@@ -142,6 +149,7 @@ impl KernelState {
         at_ms: u64,
         command: &Command,
         judge: &dyn Judge,
+        budget: &mut StateBudget,
     ) -> Result<(Outcome, Vec<EventKind>), Rejection> {
         let if_created = |created: bool, kind: EventKind| if created { vec![kind] } else { Vec::new() };
         Ok(match command {
@@ -160,7 +168,7 @@ impl KernelState {
             }
             Command::PublishEngineVersion { manifest, signatures } => {
                 let (version, created) =
-                    self.registry.publish(&self.trust, manifest, signatures, revision, at_ms, judge)?;
+                    self.registry.publish(&self.trust, manifest, signatures, revision, at_ms, judge, budget)?;
                 let kind = EventKind::EngineVersionPublished {
                     engine: version.engine.clone(),
                     version: version.version.to_string(),
@@ -168,12 +176,12 @@ impl KernelState {
                 (Outcome::EngineVersionPublished { version: Box::new(version), created }, if_created(created, kind))
             }
             Command::CreateTenant { spec } => {
-                let tenant = self.tenants.create(spec, revision, at_ms)?;
+                let tenant = self.tenants.create(spec, revision, at_ms, budget)?;
                 let kind = EventKind::TenantCreated { tenant_id: spec.tenant_id.clone() };
                 (Outcome::TenantWritten { tenant }, vec![kind])
             }
             Command::UpdateTenant { spec, expected_etag } => {
-                let tenant = self.tenants.update(spec, expected_etag.as_deref(), revision, at_ms)?;
+                let tenant = self.tenants.update(spec, expected_etag.as_deref(), revision, at_ms, budget)?;
                 let kind = EventKind::TenantUpdated { tenant_id: spec.tenant_id.clone() };
                 (Outcome::TenantWritten { tenant }, vec![kind])
             }
@@ -206,7 +214,8 @@ impl KernelState {
                 (Outcome::EventPublished { revision }, vec![kind])
             }
             Command::PutPolicy { name, source, expected_version } => {
-                let (policy, created) = self.policies.put(name, source, *expected_version, revision, at_ms, judge)?;
+                let (policy, created) =
+                    self.policies.put(name, source, *expected_version, revision, at_ms, judge, budget)?;
                 let kind = EventKind::PolicyPut { name: name.clone(), version: policy.version };
                 (Outcome::PolicyPut { policy: Box::new(policy), created }, if_created(created, kind))
             }
@@ -271,7 +280,19 @@ impl KernelState {
         // little endian), except that bytes after the state are refused: a
         // snapshot with a tail is not one this build wrote.
         let options = bincode::DefaultOptions::new().with_fixint_encoding().reject_trailing_bytes();
-        Ok(options.deserialize(body)?)
+        let mut state: KernelState = options.deserialize(body)?;
+        state.budget = state.recount_budget();
+        Ok(state)
+    }
+
+    /// The state budget counted afresh from the items.
+    fn recount_budget(&self) -> StateBudget {
+        StateBudget::recount(self.tenants.charged().chain(self.registry.charged()).chain(self.policies.charged()))
+    }
+
+    /// Bytes charged against `STATE_BYTES_MAX`.
+    pub fn charged_bytes(&self) -> usize {
+        self.budget.used_bytes()
     }
 
     /// SHA-256 of the canonical encoding.

@@ -6,6 +6,7 @@
 use crate::ids::{Name, check_description};
 use crate::limits::Limit;
 use crate::rejection::Rejection;
+use crate::state_budget::{Charged, ITEM_OVERHEAD_BYTES, StateBudget};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,12 +82,30 @@ pub struct Tenants {
     tenants: BTreeMap<Name, Tenant>,
 }
 
+impl Charged for Tenant {
+    fn charged_bytes(&self) -> usize {
+        let spec = &self.spec;
+        ITEM_OVERHEAD_BYTES
+            + spec.tenant_id.as_str().len()
+            + spec.display_name.len()
+            + spec.home_region.as_str().len()
+            + spec.enabled_engines.iter().map(|engine| engine.as_str().len() + 8).sum::<usize>()
+    }
+}
+
 impl Tenants {
-    pub(crate) fn create(&mut self, spec: &TenantSpec, revision: u64, at_ms: u64) -> Result<Tenant, Rejection> {
+    pub(crate) fn create(
+        &mut self,
+        spec: &TenantSpec,
+        revision: u64,
+        at_ms: u64,
+        budget: &mut StateBudget,
+    ) -> Result<Tenant, Rejection> {
         spec.validate()?;
         if self.tenants.contains_key(&spec.tenant_id) {
             return Err(Rejection::TenantAlreadyExists { tenant_id: spec.tenant_id.to_string() });
         }
+        Limit::Tenants.check(self.tenants.len() + 1)?;
         let tenant = Tenant {
             spec: spec.clone(),
             create_revision: revision,
@@ -94,6 +113,7 @@ impl Tenants {
             create_time_ms: at_ms,
             update_time_ms: at_ms,
         };
+        budget.charge(0, tenant.charged_bytes())?;
         self.tenants.insert(spec.tenant_id.clone(), tenant.clone());
         Ok(tenant)
     }
@@ -104,6 +124,7 @@ impl Tenants {
         expected_etag: Option<&str>,
         revision: u64,
         at_ms: u64,
+        budget: &mut StateBudget,
     ) -> Result<Tenant, Rejection> {
         spec.validate()?;
         let tenant = self
@@ -115,10 +136,17 @@ impl Tenants {
         {
             return Err(Rejection::EtagMismatch { expected: expected.to_owned(), current: tenant.etag() });
         }
+        let updated = Tenant { spec: spec.clone(), update_revision: revision, update_time_ms: at_ms, ..tenant.clone() };
+        budget.charge(tenant.charged_bytes(), updated.charged_bytes())?;
         tenant.spec = spec.clone();
         tenant.update_revision = revision;
         tenant.update_time_ms = at_ms;
         Ok(tenant.clone())
+    }
+
+    /// Every tenant, for a recount of the state budget.
+    pub(crate) fn charged(&self) -> impl Iterator<Item = &dyn Charged> {
+        self.tenants.values().map(|tenant| tenant as &dyn Charged)
     }
 
     /// One tenant.

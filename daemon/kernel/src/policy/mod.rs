@@ -27,6 +27,7 @@ use crate::judge::{self, Judge, Judgement};
 use crate::limits::{Limit, POLICY_VERSIONS_KEPT};
 use crate::registry::Registry;
 use crate::rejection::Rejection;
+use crate::state_budget::{Charged, ITEM_OVERHEAD_BYTES, StateBudget};
 use crate::tenant::Tenants;
 pub use context::{
     EvaluationContext, data_class_from_name, data_class_name, decision_id, input_document, probe_inputs,
@@ -108,7 +109,18 @@ pub struct PolicyTestResult {
     pub passed: bool,
 }
 
+impl Charged for StoredPolicy {
+    fn charged_bytes(&self) -> usize {
+        ITEM_OVERHEAD_BYTES + self.name.as_str().len() + self.source.len() + self.source_sha256.len()
+    }
+}
+
 impl Policies {
+    /// Every kept policy version, for a recount of the state budget.
+    pub(crate) fn charged(&self) -> impl Iterator<Item = &dyn Charged> {
+        self.policies.values().flat_map(|versions| versions.values().map(|policy| policy as &dyn Charged))
+    }
+
     /// Stores `source` as the next version of `name`; returns it and whether it is new.
     pub(crate) fn put(
         &mut self,
@@ -118,6 +130,7 @@ impl Policies {
         revision: u64,
         at_ms: u64,
         judge: &dyn Judge,
+        budget: &mut StateBudget,
     ) -> Result<(StoredPolicy, bool), Rejection> {
         check_source(source)?;
         let latest = self.latest(name);
@@ -146,6 +159,14 @@ impl Policies {
             put_revision: revision,
             put_time_ms: at_ms,
         };
+        // The oldest version goes when the kept versions are full.
+        let evicted_bytes = self
+            .policies
+            .get(name)
+            .filter(|versions| versions.len() >= POLICY_VERSIONS_KEPT)
+            .and_then(|versions| versions.values().next())
+            .map_or(0, Charged::charged_bytes);
+        budget.charge(evicted_bytes, policy.charged_bytes())?;
         let versions = self.policies.entry(name.clone()).or_default();
         versions.insert(policy.version, policy.clone());
         while versions.len() > POLICY_VERSIONS_KEPT {

@@ -14,7 +14,7 @@ use crate::leader_clock::LeaderClock;
 use crate::raft::shared_state::{AppliedState, SharedState};
 use crate::raft::{ApplyResponse, KeelNode, KeelRaft};
 use base64::Engine as _;
-use keel_kernel::limits::{Limit, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+use keel_kernel::limits::{LIST_PAGE_BYTES_MAX, Limit, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 use keel_kernel::{Applied, Command, Judgement, Proposal, Verdict};
 use keel_proto::v1 as pb;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -605,13 +605,31 @@ pub fn page(query: &str, page_size: i32, page_token: &str) -> Result<Page, ApiEr
     Ok(Page { size, after: Some(after.to_owned()) })
 }
 
-/// Cuts `items` (fetched as `size + 1`) to one page and makes the token that
-/// resumes after its last item, or an empty token when nothing follows.
-pub fn paginate<T>(mut items: Vec<T>, page: &Page, query: &str, key: impl Fn(&T) -> &str) -> (Vec<T>, String) {
-    if items.len() <= page.size {
+/// Cuts `items` (fetched as `size + 1`) to one page — at most `page.size`
+/// items and `LIST_PAGE_BYTES_MAX` encoded bytes, but always one item — and
+/// makes the token that resumes after its last item, or an empty token when
+/// nothing follows.
+pub fn paginate<T: prost::Message>(
+    mut items: Vec<T>,
+    page: &Page,
+    query: &str,
+    key: impl Fn(&T) -> &str,
+) -> (Vec<T>, String) {
+    let mut bytes = 0usize;
+    let mut fit = 0usize;
+    for item in items.iter().take(page.size) {
+        // The item, its field tag and its length prefix.
+        let item_bytes = item.encoded_len() + 8;
+        if fit > 0 && bytes + item_bytes > LIST_PAGE_BYTES_MAX {
+            break;
+        }
+        bytes += item_bytes;
+        fit += 1;
+    }
+    if items.len() <= fit {
         return (items, String::new());
     }
-    items.truncate(page.size);
+    items.truncate(fit);
     let token = items.last().map(|last| page_token(query, key(last))).unwrap_or_default();
     (items, token)
 }

@@ -345,7 +345,7 @@ impl From<ApiError> for Status {
 
 /// Limits on accumulated state rather than on one request's shape.
 fn is_capacity_limit(limit: Limit) -> bool {
-    matches!(limit, Limit::KeysPerRole | Limit::Policies)
+    matches!(limit, Limit::KeysPerRole | Limit::Policies | Limit::Tenants | Limit::StateBytes | Limit::Members)
 }
 
 fn rejection_metadata(rejection: &Rejection, metadata: &mut HashMap<String, String>) {

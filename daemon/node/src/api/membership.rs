@@ -15,6 +15,7 @@
 use super::context::ApiContext;
 use super::error::ApiError;
 use crate::raft::{KeelNode, NodeId};
+use keel_kernel::limits::Limit;
 use keel_kernel::{Name, Rejection};
 use keel_proto::v1 as pb;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
@@ -109,19 +110,17 @@ pub fn learner_from(request: pb::AddLearnerRequest) -> Result<(NodeId, KeelNode)
     Ok((member.node_id, node))
 }
 
-/// Checks adding `node_id` with `node` against the current membership.
-pub fn check_add(
-    membership: &Membership<NodeId, KeelNode>,
-    node_id: NodeId,
-    node: &KeelNode,
-) -> Result<(), MembershipError> {
+/// Checks adding `node_id` with `node` against the current membership:
+/// the id and addresses are free, and the cluster stays within `MEMBERS_MAX`.
+pub fn check_add(membership: &Membership<NodeId, KeelNode>, node_id: NodeId, node: &KeelNode) -> Result<(), ApiError> {
     if membership.get_node(&node_id).is_some() {
-        return Err(MembershipError::AlreadyExists { node_id });
+        return Err(MembershipError::AlreadyExists { node_id }.into());
     }
+    Limit::Members.check(membership.nodes().count() + 1)?;
     for (other_id, other) in membership.nodes() {
         for addr in [&node.client_addr, &node.peer_addr] {
             if addr == &other.client_addr || addr == &other.peer_addr {
-                return Err(MembershipError::AddressInUse { addr: addr.clone(), node_id: *other_id });
+                return Err(MembershipError::AddressInUse { addr: addr.clone(), node_id: *other_id }.into());
             }
         }
     }
@@ -256,9 +255,22 @@ mod tests {
     #[test]
     fn adding_refuses_taken_ids_and_addresses() {
         let m = membership(&[1, 2], &[]);
-        assert_eq!(check_add(&m, 2, &node(9000)), Err(MembershipError::AlreadyExists { node_id: 2 }));
-        assert!(matches!(check_add(&m, 3, &node(7010)), Err(MembershipError::AddressInUse { node_id: 1, .. })));
-        assert_eq!(check_add(&m, 3, &node(9000)), Ok(()));
+        assert!(matches!(
+            check_add(&m, 2, &node(9000)),
+            Err(ApiError::Membership(MembershipError::AlreadyExists { node_id: 2 }))
+        ));
+        assert!(matches!(
+            check_add(&m, 3, &node(7010)),
+            Err(ApiError::Membership(MembershipError::AddressInUse { node_id: 1, .. }))
+        ));
+        assert!(check_add(&m, 3, &node(9000)).is_ok());
+        // A learner flood stops at MEMBERS_MAX, voters and learners together.
+        let learners: Vec<u64> = (3..=keel_kernel::limits::MEMBERS_MAX as u64).collect();
+        let full = membership(&[1, 2], &learners);
+        assert!(matches!(
+            check_add(&full, 100, &node(20_000)),
+            Err(ApiError::Rejected(Rejection::LimitExceeded { limit: Limit::Members, .. }))
+        ));
     }
 
     #[test]
