@@ -138,6 +138,17 @@ impl Judgement {
     }
 }
 
+/// Where and when an entry applies: what store methods that judge need.
+#[derive(Clone, Copy)]
+pub(crate) struct Applying<'a> {
+    /// The entry's revision (its Raft index).
+    pub revision: u64,
+    /// The entry's time (leader-stamped, never decreasing).
+    pub at_ms: u64,
+    /// Who judges third-party evaluations.
+    pub judge: &'a dyn Judge,
+}
+
 /// Runs judgements. Implementations must answer the same verdict for the
 /// same judgement every time, or [`Verdict::Unavailable`].
 pub trait Judge {

@@ -13,7 +13,7 @@
 //! readable but no longer resolves for new dependants.
 
 use crate::ids::Name;
-use crate::judge::Judge;
+use crate::judge::Applying;
 use crate::manifest::{self, Tier};
 use crate::rejection::Rejection;
 use crate::signing::Signature;
@@ -88,11 +88,10 @@ impl Registry {
         trust: &TrustStore,
         manifest_bytes: &[u8],
         signatures: &[Signature],
-        revision: u64,
-        at_ms: u64,
-        judge: &dyn Judge,
+        applying: Applying<'_>,
         budget: &mut StateBudget,
     ) -> Result<(EngineVersion, bool), Rejection> {
+        let Applying { revision, at_ms, judge } = applying;
         if !trust.is_bootstrapped() {
             return Err(Rejection::TrustNotBootstrapped);
         }

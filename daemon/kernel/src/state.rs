@@ -14,7 +14,7 @@ use crate::command::{Command, Proposal};
 use crate::event::{Event, EventKind};
 use crate::event_history::EventHistory;
 use crate::idempotency::{IdempotencyTable, Lookup};
-use crate::judge::{InProcessJudge, Judge};
+use crate::judge::{Applying, InProcessJudge, Judge};
 use crate::limits::Limit;
 use crate::policy::{Policies, StoredPolicy};
 use crate::registry::{EngineVersion, Registry};
@@ -152,6 +152,7 @@ impl KernelState {
         budget: &mut StateBudget,
     ) -> Result<(Outcome, Vec<EventKind>), Rejection> {
         let if_created = |created: bool, kind: EventKind| if created { vec![kind] } else { Vec::new() };
+        let applying = Applying { revision, at_ms, judge };
         Ok(match command {
             Command::BootstrapTrust { root_keys } => {
                 let created = self.trust.bootstrap(root_keys, revision)?;
@@ -167,8 +168,7 @@ impl KernelState {
                 (Outcome::KeyAdded { key, created }, if_created(created, kind))
             }
             Command::PublishEngineVersion { manifest, signatures } => {
-                let (version, created) =
-                    self.registry.publish(&self.trust, manifest, signatures, revision, at_ms, judge, budget)?;
+                let (version, created) = self.registry.publish(&self.trust, manifest, signatures, applying, budget)?;
                 let kind = EventKind::EngineVersionPublished {
                     engine: version.engine.clone(),
                     version: version.version.to_string(),
@@ -214,8 +214,7 @@ impl KernelState {
                 (Outcome::EventPublished { revision }, vec![kind])
             }
             Command::PutPolicy { name, source, expected_version } => {
-                let (policy, created) =
-                    self.policies.put(name, source, *expected_version, revision, at_ms, judge, budget)?;
+                let (policy, created) = self.policies.put(name, source, *expected_version, applying, budget)?;
                 let kind = EventKind::PolicyPut { name: name.clone(), version: policy.version };
                 (Outcome::PolicyPut { policy: Box::new(policy), created }, if_created(created, kind))
             }

@@ -23,7 +23,7 @@ pub mod context;
 pub mod program;
 
 use crate::ids::Name;
-use crate::judge::{self, Judge, Judgement};
+use crate::judge::{self, Applying, Judgement};
 use crate::limits::{Limit, POLICY_VERSIONS_KEPT};
 use crate::registry::Registry;
 use crate::rejection::Rejection;
@@ -127,11 +127,10 @@ impl Policies {
         name: &Name,
         source: &str,
         expected_version: Option<u64>,
-        revision: u64,
-        at_ms: u64,
-        judge: &dyn Judge,
+        applying: Applying<'_>,
         budget: &mut StateBudget,
     ) -> Result<(StoredPolicy, bool), Rejection> {
+        let Applying { revision, at_ms, judge } = applying;
         check_source(source)?;
         let latest = self.latest(name);
         // The latest source again is a success that changes nothing, even with
