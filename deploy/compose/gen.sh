@@ -91,6 +91,8 @@ zone = "$zone"
 client = "0.0.0.0:7400"
 peer = "0.0.0.0:7401"
 ops = "0.0.0.0:7402"
+# Ops HTTP (health, metrics) is plaintext: serving it on the compose network is an explicit choice.
+ops_plaintext_off_loopback = true
 
 [tls]
 ca_file = "/etc/keel/ca.crt"

@@ -54,6 +54,25 @@ pub struct Config {
     pub log: LogConfig,
     /// Watch streams.
     pub watch: WatchConfig,
+    /// The client API's own bounds.
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// Bounds of the client API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Requests served at once (watch streams excluded); more are refused
+    /// with `RESOURCE_EXHAUSTED` and `RetryInfo`.
+    /// 1..=`IN_FLIGHT_REQUESTS_MAX` (the default).
+    pub in_flight_requests_max: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { in_flight_requests_max: crate::load_shed::IN_FLIGHT_REQUESTS_MAX }
+    }
 }
 
 /// Watch streams (`EventService.Watch`).
@@ -97,6 +116,10 @@ pub struct ListenConfig {
     pub peer: SocketAddr,
     /// Ops HTTP (/healthz, /readyz, /diagz, /metrics).
     pub ops: SocketAddr,
+    /// Ops HTTP is always plaintext: off loopback only when this says so
+    /// (e.g. for Kubernetes probes), whatever `[tls]` says.
+    #[serde(default)]
+    pub ops_plaintext_off_loopback: bool,
 }
 
 /// Advertised addresses.
@@ -227,6 +250,7 @@ impl Default for Config {
                 client: loopback(CLIENT_PORT_DEFAULT),
                 peer: loopback(PEER_PORT_DEFAULT),
                 ops: loopback(OPS_PORT_DEFAULT),
+                ops_plaintext_off_loopback: false,
             },
             advertise: AdvertiseConfig::default(),
             cluster: ClusterConfig::default(),
@@ -242,6 +266,7 @@ impl Default for Config {
             tls: None,
             log: LogConfig { format: LogFormat::Text, filter: "info,openraft=warn".into() },
             watch: WatchConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -303,6 +328,15 @@ impl Config {
                     ),
                 ));
             }
+            if *key == "listen.ops" && !addr.ip().is_loopback() && !self.listen.ops_plaintext_off_loopback {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{addr} is not a loopback address; ops HTTP is plaintext, so serving it off loopback \
+                         needs listen.ops_plaintext_off_loopback = true"
+                    ),
+                ));
+            }
             if addr.port() != 0 && listens[..i].iter().any(|(_, other)| other == addr) {
                 return Err(invalid(key, format!("{addr} is already used by another listener")));
             }
@@ -348,6 +382,10 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
+        }
+        let in_flight_max = crate::load_shed::IN_FLIGHT_REQUESTS_MAX;
+        if !(1..=in_flight_max).contains(&self.api.in_flight_requests_max) {
+            return Err(invalid("api.in_flight_requests_max", format!("must be between 1 and {in_flight_max}")));
         }
         let watchers_max = keel_kernel::limits::WATCHERS_PER_NODE_MAX;
         if !(1..=watchers_max).contains(&self.watch.watchers_max) {
@@ -483,6 +521,19 @@ mod tests {
             jail.create_file("bad.toml", "dev = true\n[listen]\nclient = \"0.0.0.0:7400\"\npeer = \"127.0.0.1:7401\"\nops = \"127.0.0.1:7402\"\n")?;
             let error = Config::load(Some(Path::new("bad.toml")), no_flags()).expect_err("non-loopback").to_string();
             assert!(error.contains("listen.client"), "{error}");
+
+            // Ops HTTP is plaintext even with [tls]: off loopback only by opt-in.
+            let tls_ops = "[node]\nid = 1\nregion = \"r\"\nzone = \"z\"\n[trust]\nroot_public_keys = [\"root.pub\"]\n\
+                           [tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n\
+                           [listen]\nclient = \"127.0.0.1:7400\"\npeer = \"127.0.0.1:7401\"\nops = \"0.0.0.0:7402\"\n";
+            jail.create_file("ops.toml", tls_ops)?;
+            let error = Config::load(Some(Path::new("ops.toml")), no_flags()).expect_err("plaintext ops").to_string();
+            assert!(error.contains("listen.ops_plaintext_off_loopback"), "{error}");
+            jail.create_file("ops_opt_in.toml", &format!("{tls_ops}ops_plaintext_off_loopback = true\n"))?;
+            // With the opt-in the listener passes (this jail has no TLS files, so the
+            // load fails later, on those).
+            let error = Config::load(Some(Path::new("ops_opt_in.toml")), no_flags()).expect_err("no files").to_string();
+            assert!(!error.contains("listen.ops") && error.contains("tls"), "{error}");
 
             let error = Config::load(None, no_flags()).expect_err("no roots outside dev").to_string();
             assert!(error.contains("trust.root_public_keys"), "{error}");

@@ -9,6 +9,7 @@ pub mod clock_check;
 pub mod config;
 pub mod judge;
 pub mod leader_clock;
+pub mod load_shed;
 pub mod ops;
 pub mod raft;
 pub mod server;

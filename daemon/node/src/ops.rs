@@ -86,5 +86,11 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     for (name, help, value) in gauges {
         let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}");
     }
+    let shed = state.ctx.shed_stats.shed_total.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        body,
+        "# HELP keel_requests_shed_total Requests refused at the in-flight bound, since start.\n\
+         # TYPE keel_requests_shed_total counter\nkeel_requests_shed_total{{{labels}}} {shed}"
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

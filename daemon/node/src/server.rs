@@ -19,6 +19,7 @@ use crate::api::trust::TrustApi;
 use crate::config::{Config, InitialState};
 use crate::judge::{NodeJudge, Sandbox};
 use crate::leader_clock::LeaderClock;
+use crate::load_shed::{InFlightLayer, STREAMS_PER_CONNECTION_MAX};
 use crate::raft::network::{APPEND_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
@@ -144,7 +145,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(crate::clock_check::run(ctx.clone(), stop_rx.clone()));
     let ops = tokio::spawn(serve_ops(ops_listener, ctx.clone(), boot_time_ms, stop_rx.clone()));
     let peers = tokio::spawn(serve_peers(peer_listener, ctx.clone(), tls.clone(), config.clone(), stop_rx.clone()));
-    let grpc = tokio::spawn(serve_grpc(client_listener, ctx, tls, boot_time_ms, stop_rx));
+    let in_flight_requests_max = config.api.in_flight_requests_max;
+    let grpc = tokio::spawn(serve_grpc(client_listener, ctx, in_flight_requests_max, tls, boot_time_ms, stop_rx));
 
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -263,6 +265,7 @@ async fn bootstrap_trust(ctx: ApiContext, roots: Vec<KeySpec>) {
 async fn serve_grpc(
     listener: TcpListener,
     ctx: ApiContext,
+    in_flight_requests_max: usize,
     tls: Option<TlsMaterial>,
     boot_time_ms: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -286,7 +289,9 @@ async fn serve_grpc(
 
     let node_id = ctx.identity.node_id;
     let region = ctx.identity.region.clone();
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
+        .layer(InFlightLayer::new(in_flight_requests_max, Arc::clone(&ctx.shed_stats)));
     if let Some(material) = &tls {
         server = server.tls_config(tls::client_port_server_tls(material)).context("client port TLS")?;
     }
@@ -323,6 +328,7 @@ async fn serve_peers(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .http2_keepalive_interval(Some(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS)))
         .http2_keepalive_timeout(Some(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS)));
     let shutdown = async move {
@@ -417,18 +423,56 @@ fn limit<S: MessageLimits>(server: S) -> S {
     server.with_limits(GRPC_MESSAGE_BYTES_MAX)
 }
 
+/// Ops HTTP connections served at once; more are closed on accept.
+pub const OPS_CONNECTIONS_MAX: usize = 64;
+/// How long a client may take to send a request's headers.
+pub const OPS_HEADER_READ_TIMEOUT_MS: u64 = 5_000;
+/// Longest an ops connection may live (one request each: no keep-alive).
+pub const OPS_CONNECTION_MS_MAX: u64 = 30_000;
+/// Pause after a failed accept (e.g. out of file descriptors) before the next.
+const ACCEPT_RETRY_DELAY_MS: u64 = 50;
+
+/// Serves ops HTTP: one request per connection, headers within
+/// `OPS_HEADER_READ_TIMEOUT_MS`, each connection at most
+/// `OPS_CONNECTION_MS_MAX`, at most `OPS_CONNECTIONS_MAX` at once (more are
+/// closed as soon as they are accepted), so slow or half-sent requests cannot
+/// hold file descriptors or tasks the rest of the node needs.
 async fn serve_ops(
     listener: TcpListener,
     ctx: ApiContext,
     boot_time_ms: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, crate::ops::router(ctx, boot_time_ms))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })
-        .await
-        .context("ops HTTP server")
+    let router = crate::ops::router(ctx, boot_time_ms);
+    let permits = Arc::new(tokio::sync::Semaphore::new(OPS_CONNECTIONS_MAX));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "ops HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_DELAY_MS)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_millis(OPS_HEADER_READ_TIMEOUT_MS))
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_millis(OPS_CONNECTION_MS_MAX), connection).await;
+            drop(permit);
+        });
+    }
 }
 
 async fn shutdown_signal() {

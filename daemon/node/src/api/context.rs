@@ -116,6 +116,8 @@ pub struct ApiContext {
     pub watch_stats: Arc<WatchStats>,
     /// Where third-party evaluations run (policies, action schemas).
     pub judge: NodeJudge,
+    /// Requests refused by the in-flight bound.
+    pub shed_stats: Arc<crate::load_shed::ShedStats>,
 }
 
 /// Holds a leadership transfer open: heartbeats are off while it lives; on
@@ -264,6 +266,7 @@ impl ApiContext {
             is_transferring: Arc::default(),
             watch_stats: Arc::default(),
             judge: NodeJudge::default(),
+            shed_stats: Arc::default(),
         }
     }
 

@@ -1,0 +1,127 @@
+//! Server limits against a real keeld (issue 8): half-sent requests on the
+//! ops port cannot starve the node, and a burst over the in-flight bound is
+//! shed with `RESOURCE_EXHAUSTED` and `RetryInfo` while memory stays bounded.
+
+use crate::fixture::{Fixture, reason_of};
+use crate::harness::KeelProcess;
+use anyhow::{Context, Result, ensure};
+use keel_proto::v1 as pb;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const DEV_ARGS: [&str; 7] =
+    ["--dev", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
+
+async fn dev_node(envs: &[(&str, &str)]) -> Result<KeelProcess> {
+    let mut node = KeelProcess::new(DEV_ARGS.iter().map(|arg| arg.to_string()).collect())?;
+    for (key, value) in envs {
+        node.set_env(key, value);
+    }
+    node.launch().await?;
+    node.wait_ready().await?;
+    Ok(node)
+}
+
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).context("no VmRSS")?;
+    let kib: u64 = line.split_whitespace().nth(1).context("no VmRSS value")?.parse()?;
+    Ok(kib * 1024)
+}
+
+#[tokio::test]
+async fn half_sent_ops_requests_do_not_starve_the_node() -> Result<()> {
+    let node = dev_node(&[]).await?;
+    let fixture = Fixture::new(&node).await?;
+    // 5 000 connections at once, each sending half a request and holding on.
+    // Connections the node closes at once (over its ops connection bound) may
+    // fail to connect or to write: that is the point.
+    let half_sent = (0..5_000).map(|_| {
+        let addr = node.ops_addr.clone();
+        async move {
+            let connect = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr));
+            let mut stream = connect.await.ok()?.ok()?;
+            let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: keel\r\n").await;
+            Some(stream)
+        }
+    });
+    let flood = futures::future::join_all(half_sent);
+    let writes = async {
+        for index in 0..5 {
+            fixture.create_tenant(&node, &format!("t{index}")).await.context("a gRPC write while ops is flooded")?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let (held, written) = tokio::join!(flood, writes);
+    written?;
+    // The half-sent requests time out; ops answers again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, _)) = keel_chaos::process::http_get(&node.ops_addr, "/readyz").await {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "ops HTTP never answered again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The node let go of every half-sent request: each held connection was
+    // closed (over the bound at once, the others at the header timeout).
+    let closed = held.into_iter().flatten().map(|mut stream| async move {
+        let mut buffer = [0u8; 512];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut stream, &mut buffer))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    });
+    let still_open = futures::future::join_all(closed).await.into_iter().filter(|closed| !closed).count();
+    ensure!(still_open == 0, "{still_open} half-sent requests still hold a connection");
+    let log = node.log();
+    ensure!(!log.contains("Too many open files"), "the node ran out of file descriptors:\n{log}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_burst_over_the_in_flight_bound_is_shed_with_retry_info() -> Result<()> {
+    let node = dev_node(&[("KEEL_API__IN_FLIGHT_REQUESTS_MAX", "2")]).await?;
+    let pid = node.pid().context("running")?;
+    let rss_before = rss_bytes(pid)?;
+    let mut calls = Vec::new();
+    for connection in 0..8 {
+        let client = crate::single_node::tenants(&node).await?;
+        for index in 0..40 {
+            let mut client = client.clone();
+            calls.push(tokio::spawn(async move {
+                client.create_tenant(Fixture::tenant_request(&format!("c{connection}-{index}"))).await
+            }));
+        }
+    }
+    let (mut applied, mut shed) = (0, 0);
+    for call in calls {
+        match call.await? {
+            Ok(_) => applied += 1,
+            Err(status) => {
+                ensure!(status.code() == Code::ResourceExhausted, "{status:?}");
+                ensure!(reason_of(&status) == "LIMIT_EXCEEDED", "{status:?}");
+                let info = status.get_details_error_info().context("error info")?;
+                ensure!(info.metadata.get("limit").map(String::as_str) == Some("IN_FLIGHT_REQUESTS_MAX"), "{info:?}");
+                ensure!(status.get_details_retry_info().is_some(), "shed requests say when to retry");
+                shed += 1;
+            }
+        }
+    }
+    ensure!(applied > 0 && shed > 0, "{applied} applied, {shed} shed");
+    let rss_after = rss_bytes(pid)?;
+    ensure!(rss_after < rss_before + 256 * 1024 * 1024, "RSS grew from {rss_before} to {rss_after}");
+    let (_, metrics) = keel_chaos::process::http_get(&node.ops_addr, "/metrics").await?;
+    ensure!(metrics.contains("keel_requests_shed_total"), "{metrics}");
+    // The node still serves.
+    Fixture::new(&node).await?.create_tenant(&node, "after").await?;
+    let _ = pb::TenantTier::Basic;
+    Ok(())
+}
