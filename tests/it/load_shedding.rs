@@ -125,3 +125,61 @@ async fn a_burst_over_the_in_flight_bound_is_shed_with_retry_info() -> Result<()
     let _ = pb::TenantTier::Basic;
     Ok(())
 }
+
+fn metric(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn watchers_that_never_read_hold_bounded_memory_and_release_it_when_cut_off() -> Result<()> {
+    let node = dev_node(&[]).await?;
+    let mut events = pb::event_service_client::EventServiceClient::new(node.channel().await?);
+    for index in 0..32 {
+        let request = pb::PublishEventRequest {
+            topic: "big".into(),
+            payload: vec![index as u8; 1024 * 1024 - 1024],
+            ..Default::default()
+        };
+        events.publish(request).await?;
+    }
+    let pid = node.pid().context("running")?;
+    let rss_before = rss_bytes(pid)?;
+    // 32 watchers from the start of the history, each on its own connection,
+    // none of which ever reads.
+    let mut streams = Vec::new();
+    for _ in 0..32 {
+        let mut client = pb::event_service_client::EventServiceClient::new(node.channel().await?)
+            .max_decoding_message_size(8 * 1024 * 1024);
+        let request = pb::WatchRequest { from_revision: 1, ..Default::default() };
+        streams.push(client.watch(request).await?.into_inner());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the pumps fill what they may
+    let (_, metrics) = keel_chaos::process::http_get(&node.ops_addr, "/metrics").await?;
+    let queued = metric(&metrics, "keel_watch_queued_bytes").context("queued bytes metric")?;
+    ensure!(queued <= 64 * 1024 * 1024, "{queued} bytes queued for watchers");
+    let rss_during = rss_bytes(pid)?;
+    // Documented bound: WATCH_NODE_BUFFER_BYTES_MAX (64 MiB) for the queues,
+    // plus per stream one message being encoded and the HTTP/2 send buffer.
+    ensure!(
+        rss_during < rss_before + 256 * 1024 * 1024,
+        "RSS grew from {} MiB to {} MiB with 32 stalled watchers",
+        rss_before >> 20,
+        rss_during >> 20
+    );
+    // Cut off (the clients keep their streams open): every queued byte goes back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = keel_chaos::process::http_get(&node.ops_addr, "/metrics").await?;
+        if metric(&metrics, "keel_watch_queued_bytes") == Some(0) && metric(&metrics, "keel_watchers") == Some(0) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "stalled watchers were not cut off:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(streams);
+    Ok(())
+}

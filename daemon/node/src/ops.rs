@@ -86,6 +86,12 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     for (name, help, value) in gauges {
         let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}");
     }
+    let queued = state.ctx.watch_stats.budget.queued_bytes();
+    let _ = writeln!(
+        body,
+        "# HELP keel_watch_queued_bytes Bytes queued for watchers on this node (bound WATCH_NODE_BUFFER_BYTES_MAX).\n\
+         # TYPE keel_watch_queued_bytes gauge\nkeel_watch_queued_bytes{{{labels}}} {queued}"
+    );
     let shed = state.ctx.shed_stats.shed_total.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(
         body,

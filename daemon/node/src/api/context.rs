@@ -52,6 +52,8 @@ pub struct WatchStats {
     /// One permit per watch stream this node admits.
     permits: Arc<tokio::sync::Semaphore>,
     watchers_max: usize,
+    /// Bytes queued for all watchers (`WATCH_NODE_BUFFER_BYTES_MAX`).
+    pub budget: super::watch_queue::WatchBudget,
 }
 
 impl WatchStats {
@@ -62,6 +64,7 @@ impl WatchStats {
             cut_off_total: AtomicU64::new(0),
             permits: Arc::new(tokio::sync::Semaphore::new(watchers_max)),
             watchers_max,
+            budget: super::watch_queue::WatchBudget::default(),
         }
     }
 

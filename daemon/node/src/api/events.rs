@@ -11,17 +11,19 @@
 //!
 //! The pump holds no events of its own: the history lives in the replicated
 //! kernel state (the same on every node), and a watcher is a cursor into it.
-//! A watcher that stops reading fills its bounded channel and is cut off after
-//! [`WATCH_SEND_TIMEOUT_MS`]; one that falls behind compaction is told
-//! `COMPACTED`. Either way memory per watcher is bounded and the client knows
-//! where to resume.
+//! What it has collected waits in a [`WatchQueue`], bounded in bytes per
+//! watcher and per node. A watcher that stops reading fills its queue and is
+//! cut off after [`WATCH_SEND_TIMEOUT_MS`] (its queued messages are dropped at
+//! once, even if its client keeps the stream open); one that falls behind
+//! compaction is told `COMPACTED`. Either way memory is bounded and the
+//! client knows where to resume.
 
 use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use super::convert;
 use super::error::ApiError;
+use super::watch_queue::{PushRefused, ReaderGuard, WatchQueue};
 use crate::raft::SharedState;
 use futures::Stream;
-use futures::StreamExt as _;
 use keel_kernel::{Event, Name, Outcome};
 use keel_proto::v1 as pb;
 use std::collections::BTreeSet;
@@ -29,7 +31,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -41,12 +43,13 @@ pub const WATCH_PROGRESS_INTERVAL_MS_MIN: u64 = 100;
 pub const WATCH_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
 /// How long a full stream may stay full before its watcher is cut off.
 pub const WATCH_SEND_TIMEOUT_MS: u64 = 5_000;
-/// Messages buffered per watcher between the pump and the connection.
-pub const WATCH_CHANNEL_MESSAGES_MAX: usize = 16;
 /// Events in one watch message.
 pub const WATCH_BATCH_EVENTS_MAX: usize = 256;
-/// Payload bytes in one watch message (one event may exceed it alone).
-pub const WATCH_BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Payload bytes in one watch message (one more event may pass it: a batch
+/// ends at a revision boundary). Small, because every message a stalled
+/// client has not taken is held once in its queue and once more on its way
+/// through the transport.
+pub const WATCH_BATCH_BYTES_MAX: usize = 256 * 1024;
 
 const _: () = assert!(
     WATCH_BATCH_BYTES_MAX + keel_kernel::limits::EVENT_PAYLOAD_BYTES_MAX < keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX
@@ -163,33 +166,39 @@ fn start_pump(
     filter: WatchFilter,
     progress_interval: Duration,
 ) -> WatchStream {
-    let (messages, receiver) = mpsc::channel(WATCH_CHANNEL_MESSAGES_MAX);
-    let (closing_tx, closing_rx) = oneshot::channel::<Status>();
+    let queue = WatchQueue::new(ctx.watch_stats.budget.clone());
     let stats = Arc::clone(&ctx.watch_stats);
     let answering = ctx.clone();
     stats.active.fetch_add(1, Ordering::Relaxed);
-    let pump = Pump { ctx, messages, cursor: start, filter, progress_interval };
+    let pump = Pump { ctx, queue: Arc::clone(&queue), cursor: start, filter, progress_interval };
     tokio::spawn(async move {
         let _permit = permit;
+        let queue = Arc::clone(&pump.queue);
         let result = pump.run().await;
         stats.active.fetch_sub(1, Ordering::Relaxed);
-        if let Err(error) = result {
-            if matches!(error, ApiError::WatcherTooSlow { .. }) {
-                stats.cut_off_total.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => queue.close(None),
+            Err(error) => {
+                if matches!(error, ApiError::WatcherTooSlow { .. }) {
+                    stats.cut_off_total.fetch_add(1, Ordering::Relaxed);
+                }
+                // Drops whatever was queued now, even if the client keeps the
+                // stream open without reading; the status ends the stream.
+                queue.close(Some(answering.fail(error)));
             }
-            let status = answering.fail(error);
-            // The receiver is gone when the client left; nothing to tell then.
-            let _ = closing_tx.send(status);
         }
     });
-    let closing = futures::stream::once(closing_rx).filter_map(|closing| async move { closing.ok().map(Err) });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver).chain(closing))
+    let reader = ReaderGuard(queue);
+    Box::pin(futures::stream::unfold(reader, |reader| async move {
+        let item = reader.0.pop().await?;
+        Some((item, reader))
+    }))
 }
 
-/// One watcher's cursor into the history and its outgoing channel.
+/// One watcher's cursor into the history and its outgoing queue.
 struct Pump {
     ctx: ApiContext,
-    messages: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    queue: Arc<WatchQueue>,
     /// Next revision to deliver.
     cursor: u64,
     filter: WatchFilter,
@@ -204,31 +213,48 @@ impl Pump {
             progress_revision: self.cursor.saturating_sub(1),
             start_revision: self.cursor,
         };
-        if !self.send(first).await? {
+        if !self.send(|_| Ok(Some(first))).await? {
             return Ok(());
         }
         let mut last_sent = Instant::now();
         loop {
-            let (events, next_cursor) = collect(&self.ctx.shared, self.cursor, &self.filter)?;
-            self.cursor = next_cursor;
-            if !events.is_empty() {
-                let message =
-                    pb::WatchResponse { events, progress_revision: next_cursor.saturating_sub(1), start_revision: 0 };
-                if !self.send(message).await? {
+            if has_events_since(&self.ctx.shared, self.cursor) {
+                // Room first, then the batch: a batch waiting for room is
+                // already counted against the watcher and the node.
+                let filter = self.filter.clone();
+                let shared = Arc::clone(&self.ctx.shared);
+                let mut next_cursor = self.cursor;
+                let mut has_events = false;
+                let is_read = self
+                    .send(|cursor| {
+                        let (events, next) = collect(&shared, cursor, &filter)?;
+                        next_cursor = next;
+                        has_events = !events.is_empty();
+                        Ok(has_events.then(|| pb::WatchResponse {
+                            events,
+                            progress_revision: next.saturating_sub(1),
+                            start_revision: 0,
+                        }))
+                    })
+                    .await?;
+                let has_moved = next_cursor != self.cursor;
+                self.cursor = next_cursor;
+                if !is_read {
                     return Ok(());
                 }
-                last_sent = Instant::now();
-                // A full batch may have left more behind it: collect again before waiting.
-                continue;
+                if has_events {
+                    last_sent = Instant::now();
+                }
+                if has_moved {
+                    // A full batch may have left more behind it: look again before waiting.
+                    continue;
+                }
             }
             let idle_left = self.progress_interval.saturating_sub(last_sent.elapsed());
             if idle_left.is_zero() {
-                let progress = pb::WatchResponse {
-                    events: Vec::new(),
-                    progress_revision: self.cursor.saturating_sub(1),
-                    start_revision: 0,
-                };
-                if !self.send(progress).await? {
+                let progress_revision = self.cursor.saturating_sub(1);
+                let progress = pb::WatchResponse { events: Vec::new(), progress_revision, start_revision: 0 };
+                if !self.send(|_| Ok(Some(progress))).await? {
                     return Ok(());
                 }
                 last_sent = Instant::now();
@@ -241,24 +267,38 @@ impl Pump {
                     }
                 }
                 () = tokio::time::sleep(idle_left) => {}
-                () = self.messages.closed() => return Ok(()),
+                () = self.queue.reader_gone() => return Ok(()),
             }
         }
     }
 
-    /// Sends one message: whether it was delivered (false: the client left).
-    /// A stream that stays full is cut off.
-    async fn send(&self, message: pb::WatchResponse) -> Result<bool, ApiError> {
-        let timeout = Duration::from_millis(WATCH_SEND_TIMEOUT_MS);
-        match self.messages.send_timeout(Ok(message), timeout).await {
-            Ok(()) => Ok(true),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Ok(false),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+    /// Waits for room, then builds the message with `build` (from the
+    /// cursor) and queues it (`None`: nothing to send). Whether the stream is
+    /// still read (false: the client left). A watcher whose queue stays full
+    /// (in its own bytes or the node's) is cut off.
+    async fn send(
+        &self,
+        build: impl FnOnce(u64) -> Result<Option<pb::WatchResponse>, ApiError>,
+    ) -> Result<bool, ApiError> {
+        let room = match self.queue.reserve(Duration::from_millis(WATCH_SEND_TIMEOUT_MS)).await {
+            Ok(room) => room,
+            Err(PushRefused::Closed) => return Ok(false),
+            Err(PushRefused::Full) => {
                 tracing::warn!(next_revision = self.cursor, "watcher cut off: it stopped reading");
-                Err(ApiError::WatcherTooSlow { next_revision: self.cursor })
+                return Err(ApiError::WatcherTooSlow { next_revision: self.cursor });
             }
+        };
+        match build(self.cursor)? {
+            Some(message) => Ok(self.queue.push(message, room).is_ok()),
+            None => Ok(true),
         }
     }
+}
+
+/// Whether the history holds anything at or after `cursor` (cheap: one
+/// lookup under the read lock).
+fn has_events_since(shared: &SharedState, cursor: u64) -> bool {
+    shared.read().kernel.history().since(cursor).next().is_some()
 }
 
 /// The next batch for a watcher at `cursor`: matching events (whole

@@ -19,3 +19,4 @@ pub mod policy;
 pub mod registry;
 pub mod tenant;
 pub mod trust;
+pub mod watch_queue;
