@@ -327,3 +327,42 @@ async fn fat_tenants_list_with_default_paging_and_a_learner_flood_stops_at_the_b
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn leadership_moves_within_three_seconds_under_steady_linearizable_reads() -> Result<()> {
+    let cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let target = (leader + 1) % 3;
+    let target_id = cluster.ids[target];
+    Fixture::with_root(cluster.root.clone()).create_tenant(&cluster.nodes[leader], "acme").await?;
+    // 50 linearizable reads a second, spread over every member.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for node in &cluster.nodes {
+        let mut client = crate::single_node::tenants(node).await?;
+        let stop = std::sync::Arc::clone(&stop);
+        readers.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(60));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ticker.tick().await;
+                let request = pb::GetTenantRequest { name: "acme".into(), consistency: 0 };
+                let _ = client.get_tenant(request).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // the load is steady before the transfer
+    let mut client = pb::cluster_service_client::ClusterServiceClient::new(cluster.nodes[leader].channel().await?);
+    let started = Instant::now();
+    let mut request = tonic::Request::new(pb::TransferLeadershipRequest { node_id: target_id });
+    request.set_timeout(Duration::from_secs(10));
+    let outcome = client.transfer_leadership(request).await;
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await?;
+    }
+    outcome.context("the transfer under read load")?;
+    ensure!(took < Duration::from_secs(3), "the transfer took {took:?}");
+    ensure!(cluster.ids[cluster.leader().await?] == target_id, "leadership did not move");
+    Ok(())
+}

@@ -346,7 +346,10 @@ pub async fn hand_over(ctx: &ApiContext, node_id: u64, deadline: std::time::Dura
         let metrics = metrics.borrow();
         (metrics.last_log_index.unwrap_or(0), metrics.current_term)
     };
-    membership::wait_learner_caught_up(ctx, node_id, last_log_index, remaining()).await?;
+    // Writes wait meanwhile: a target that cannot catch up quickly is not
+    // worth holding them for.
+    let catch_up = remaining().min(std::time::Duration::from_millis(TRANSFER_CATCH_UP_MS_MAX));
+    membership::wait_learner_caught_up(ctx, node_id, last_log_index, catch_up).await?;
     tracing::info!(node_id, term, "handing leadership over");
     // Without heartbeats the followers' leader lease (election_timeout_max)
     // runs out; the target campaigns just after, before any other
@@ -369,6 +372,11 @@ pub async fn hand_over(ctx: &ApiContext, node_id: u64, deadline: std::time::Dura
 
 /// Deadline of a leadership transfer when the caller sets none.
 pub const TRANSFER_DEADLINE_DEFAULT_MS: u64 = 10_000;
+/// Longest a transfer waits, with writes paused, for the target to hold
+/// the whole log. Writes are paused for at most this, plus the followers'
+/// lease (`election_timeout_max`) and `TRANSFER_LEASE_MARGIN_MS`, plus the
+/// target's election.
+pub const TRANSFER_CATCH_UP_MS_MAX: u64 = 1_000;
 /// How long after the followers' lease the target campaigns.
 pub const TRANSFER_LEASE_MARGIN_MS: u64 = 100;
 
