@@ -145,6 +145,33 @@ async fn apply_answers_per_entry_kind_and_advances_revision() -> TestResult {
 }
 
 #[tokio::test]
+async fn an_entry_judged_under_other_semantics_stops_the_state_machine_and_changes_nothing() -> TestResult {
+    let shared = Arc::new(SharedState::default());
+    let (_log_store, mut state_machine) = open_memory(Arc::clone(&shared));
+    state_machine.apply(vec![blank(1)]).await?;
+    let digest = shared.read().kernel.digest();
+    let put = Command::PutPolicy {
+        name: name("main"),
+        source: "package keel.policy\n\ndecision := {\"allow\": true, \"reason\": \"ok\"}\n".into(),
+        expected_version: None,
+    };
+    let proposal = Proposal {
+        leader_time_ms: 1,
+        semantics_version: keel_kernel::judge::SEMANTICS_VERSION + 1,
+        command: put,
+        idempotency_key: None,
+    };
+    let result = state_machine.apply(vec![normal(2, proposal.clone())]).await;
+    assert!(result.is_err(), "a member never judges an entry under other semantics");
+    assert_eq!(shared.read().revision(), 1, "the entry is not applied");
+    assert_eq!(shared.read().kernel.digest(), digest);
+    // Entries that judge nothing do not depend on the semantics.
+    let tenant = Proposal { semantics_version: 0, ..create_tenant("acme", 1) };
+    assert!(matches!(state_machine.apply(vec![normal(2, tenant)]).await?[0], ApplyResponse::Applied(_)));
+    Ok(())
+}
+
+#[tokio::test]
 async fn rocks_restart_restores_snapshot_then_replays_committed_log() -> TestResult {
     let dir = TempDir::new()?;
     let first = Arc::new(SharedState::default());
