@@ -650,6 +650,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_write_is_measured_exactly_as_the_log_stores_its_proposal() {
+        let command = Command::PublishEvent {
+            topic: keel_kernel::Name::parse("topic", "deploys").expect("name"),
+            tenant: None,
+            engine: None,
+            payload: vec![7; 1000],
+        };
+        for idempotency_key in [None, Some("k-1".to_owned())] {
+            let write = Write { command: command.clone(), idempotency_key: idempotency_key.clone() };
+            let proposal = Proposal {
+                leader_time_ms: u64::MAX,
+                semantics_version: u32::MAX,
+                command: command.clone(),
+                idempotency_key,
+            };
+            let fields = (0u64, 0u32, &write.command, &write.idempotency_key);
+            assert_eq!(bincode::serialized_size(&fields).ok(), bincode::serialized_size(&proposal).ok());
+        }
+        let huge = Write {
+            command: Command::PublishEvent {
+                topic: keel_kernel::Name::parse("topic", "deploys").expect("name"),
+                tenant: None,
+                engine: None,
+                payload: vec![7; keel_kernel::limits::PROPOSAL_BYTES_MAX],
+            },
+            idempotency_key: None,
+        };
+        assert!(matches!(
+            check_proposal_bytes(&huge),
+            Err(ApiError::Rejected(keel_kernel::Rejection::LimitExceeded { limit: Limit::ProposalBytes, .. }))
+        ));
+    }
+
+    #[test]
     fn grpc_timeouts_parse_per_the_wire_format() {
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
