@@ -57,6 +57,18 @@ pub fn verify(public_key: &[u8; 32], message: &[u8], signature: &Signature) -> R
 }
 
 /// RFC 8785 canonical JSON of any serialisable value.
+///
+/// Total: the canonicaliser is third-party code on `apply`'s path (number
+/// formatting, string escaping), so a panic inside it is caught and becomes
+/// a deterministic rejection rather than a member that crashes on every replay.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, Rejection> {
-    serde_json_canonicalizer::to_vec(value).map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() })
+    let canonical = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serde_json_canonicalizer::to_vec(value)));
+    match canonical {
+        Ok(canonical) => canonical.map_err(|error| Rejection::ManifestMalformed { detail: error.to_string() }),
+        Err(payload) => Err(Rejection::EvaluationAborted {
+            evaluator: "canonical_json".into(),
+            failure: crate::judge::AbortCause::Panic.name().into(),
+            detail: crate::policy::program::truncate(crate::judge::panic_message(payload.as_ref())),
+        }),
+    }
 }
