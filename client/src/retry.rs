@@ -8,6 +8,9 @@
 //! | `NO_LEADER` (an election is running)      | same endpoint, after backoff    |
 //! | `MEMBERSHIP_CHANGE_IN_PROGRESS`           | same endpoint, after backoff    |
 //! | `NODE_UNAVAILABLE` (node stopping)        | next endpoint, after backoff    |
+//! | `LEADER_CLOCK_SKEW` (leader handing over) | next endpoint, after backoff    |
+//! | `LIMIT_EXCEEDED` of a node's own bound    | next endpoint, after backoff    |
+//! | (`IN_FLIGHT_REQUESTS_MAX`, `JUDGES_CONCURRENT_MAX`: shed before it ran) |  |
 //! | `NOT_LEADER` with `leader_addr`           | that address, at once (bounded) |
 //! | `NOT_LEADER` without an address           | next endpoint, after backoff    |
 //! | transport error / no endpoint connected   | next endpoint, after backoff    |
@@ -34,6 +37,9 @@ use std::time::Duration;
 pub const LEADER_ADDR_METADATA: &str = "leader_addr";
 /// `ErrorInfo.metadata` key with the leader's node id.
 pub const LEADER_ID_METADATA: &str = "leader_id";
+/// A node's own load bounds: a request refused at one of them was shed
+/// before it ran, so it is safe to send again (elsewhere, after a pause).
+pub const NODE_LOAD_LIMITS: &[&str] = &["IN_FLIGHT_REQUESTS_MAX", "JUDGES_CONCURRENT_MAX"];
 /// Denominator of the jitter fraction passed to [`backoff_delay`].
 pub const JITTER_SCALE: u64 = 1_000;
 
@@ -61,7 +67,11 @@ pub(crate) fn retry_action(error: &ClientError) -> RetryAction {
                 || reason == pb::ErrorReason::MembershipChangeInProgress.as_str_name()
             {
                 RetryAction::SameEndpoint
-            } else if reason == pb::ErrorReason::NodeUnavailable.as_str_name() {
+            } else if reason == pb::ErrorReason::NodeUnavailable.as_str_name()
+                || reason == pb::ErrorReason::LeaderClockSkew.as_str_name()
+                || (reason == pb::ErrorReason::LimitExceeded.as_str_name()
+                    && metadata.get("limit").is_some_and(|limit| NODE_LOAD_LIMITS.contains(&limit.as_str())))
+            {
                 RetryAction::NextEndpoint
             } else if reason == pb::ErrorReason::NotLeader.as_str_name() {
                 match metadata.get(LEADER_ADDR_METADATA).map(|address| address.trim()) {
@@ -153,6 +163,11 @@ mod tests {
             RetryAction::Redirect { address: "n2:7400".into() }
         );
         assert_eq!(retry_action(&server_error("NOT_LEADER", &[("leader_addr", " ")], None)), RetryAction::NextEndpoint);
+        assert_eq!(retry_action(&server_error("LEADER_CLOCK_SKEW", &[], None)), RetryAction::NextEndpoint);
+        let shed = server_error("LIMIT_EXCEEDED", &[("limit", "IN_FLIGHT_REQUESTS_MAX")], None);
+        assert_eq!(retry_action(&shed), RetryAction::NextEndpoint);
+        let too_big = server_error("LIMIT_EXCEEDED", &[("limit", "MANIFEST_BYTES_MAX")], None);
+        assert_eq!(retry_action(&too_big), RetryAction::Stop, "a request over a limit of its own is not retried");
         for reason in [
             "KEY_UNKNOWN",
             "DEADLINE_EXCEEDED",
