@@ -312,3 +312,30 @@ fn the_manifest_signing_payload_is_rfc_8785_of_the_document_as_sent() {
     let parsed = keel_kernel::manifest::parse(sent).expect("a valid manifest");
     assert_eq!(String::from_utf8(parsed.signing_payload()).expect("UTF-8"), expected);
 }
+
+/// Found by the `snapshot_decode` fuzz target: bytes whose map entries are
+/// out of order still decode, to the sorted state. That is safe because the
+/// digest is computed over the re-encoding (which is canonical), so a
+/// snapshot's header digest is checked against the state, not the bytes.
+#[test]
+fn a_snapshot_with_map_entries_out_of_order_decodes_to_the_canonical_state() {
+    let mut state = KernelState::default();
+    state.apply(1, &now(create_tenant("aa", "same"))).expect("create aa");
+    state.apply(2, &now(create_tenant("bb", "same"))).expect("create bb");
+    let bytes = state.encode_snapshot();
+    let key = |id: &[u8]| {
+        let mut key = (id.len() as u64).to_le_bytes().to_vec();
+        key.extend_from_slice(id);
+        bytes.windows(key.len()).position(|window| window == key.as_slice()).expect("key encoded")
+    };
+    let (first, second) = (key(b"aa"), key(b"bb"));
+    let entry = second - first;
+    let mut swapped = bytes.clone();
+    swapped[first..first + entry].copy_from_slice(&bytes[second..second + entry]);
+    swapped[second..second + entry].copy_from_slice(&bytes[first..first + entry]);
+    assert_ne!(swapped, bytes);
+    let decoded = KernelState::decode_snapshot(&swapped).expect("out-of-order entries decode");
+    assert_eq!(decoded, state);
+    assert_eq!(decoded.digest(), state.digest());
+    assert_eq!(decoded.encode_snapshot(), bytes, "the re-encoding is the canonical one");
+}
