@@ -20,8 +20,19 @@ pub fn judge_twice(judgement: &Judgement) -> Verdict {
     DEFAULT_PANIC_HOOK.call_once(|| {
         let _ = std::panic::take_hook();
     });
-    let first = judge::run(judgement);
-    let second = judge::run(judgement);
+    // On a thread with the judging stack, as keeld's judging child runs it.
+    let run = |judgement: &Judgement| {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .stack_size(keel_kernel::limits::EVALUATION_STACK_BYTES)
+                .spawn_scoped(scope, || judge::run(judgement))
+                .expect("a judging thread starts")
+                .join()
+                .expect("judge::run catches panics")
+        })
+    };
+    let first = run(judgement);
+    let second = run(judgement);
     assert_eq!(first, second, "a judgement answered two ways");
     assert!(!matches!(first, Verdict::Unavailable { .. }), "an in-process judgement is always available");
     first

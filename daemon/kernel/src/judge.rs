@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 /// other semantics instead of judging them differently.
 ///
 /// 1: regorus 0.14.1 (RVM, no std), jsonschema 0.61.2, judged in a child
-/// process with `EVALUATION_MEMORY_BYTES_MAX` and a 64 MiB stack.
+/// process with `EVALUATION_MEMORY_BYTES_MAX` and `EVALUATION_STACK_BYTES` of stack.
 pub const SEMANTICS_VERSION: u32 = 1;
 
 /// One evaluation request.

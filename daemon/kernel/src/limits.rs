@@ -83,9 +83,13 @@ pub const POLICY_NESTING_DEPTH_MAX: usize = 6;
 pub const EVALUATION_MEMORY_BYTES_MAX: usize = 128 * 1024 * 1024;
 /// The name reported for [`EVALUATION_MEMORY_BYTES_MAX`] in `ErrorInfo.metadata["limit"]`.
 pub const EVALUATION_MEMORY_BYTES_MAX_NAME: &str = "EVALUATION_MEMORY_BYTES_MAX";
-/// Stack of the thread that judges, fixed so that deep recursion fails at
-/// the same depth on every member whatever its `ulimit -s`.
-pub const EVALUATION_STACK_BYTES: usize = 64 * 1024 * 1024;
+/// Stack of the thread that judges: large enough that no input within the
+/// size limits can exhaust it (regorus's parser recurses once per operand of
+/// a chain of binary operators; the worst 64 KiB policy, ~30 000 operands,
+/// measured ~230 MiB of stack in a debug build), so stack depth — which
+/// differs between builds — never decides a verdict. Only touched pages
+/// cost memory.
+pub const EVALUATION_STACK_BYTES: usize = 512 * 1024 * 1024;
 /// Bytes of one judgement request or verdict exchanged with the judging process.
 pub const EVALUATION_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Bytes of one signature (Ed25519 signatures are exactly 64).

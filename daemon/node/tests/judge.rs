@@ -76,6 +76,33 @@ fn poison_policies_are_refused_within_the_budget_the_same_way_twice() {
     assert_eq!(runtime.block_on(sandbox.run(&put(&fine), TIMEOUT)), Verdict::Accepted);
 }
 
+/// Found by the `policy_put` fuzz target (a segfault: stack overflow on the
+/// fuzzer's 8 MiB main thread): a long chain of binary operators makes
+/// regorus's parser recurse once per operand. The judging thread's stack is
+/// sized so that no source within POLICY_SOURCE_BYTES_MAX can overflow it,
+/// so stack depth never decides a verdict.
+#[test]
+fn the_deepest_expression_a_policy_can_hold_does_not_overflow_the_judging_stack() {
+    let runtime = runtime();
+    for operator in ["+", "*", "-", "&"] {
+        let line = format!("1{}", format!("{operator}1").repeat(450));
+        let mut body = String::new();
+        while body.len() + line.len() + 4 < keel_kernel::limits::POLICY_SOURCE_BYTES_MAX - 200 {
+            body.push_str(&line);
+            body.push_str(&format!(" {operator}\n"));
+        }
+        body.push('1');
+        let source = policy(&format!("x := {body}\n\ndecision := {{\"allow\": x > 0, \"reason\": \"deep\"}}"));
+        assert!(source.len() <= keel_kernel::limits::POLICY_SOURCE_BYTES_MAX);
+        let verdict = runtime.block_on(sandbox().run(&put(&source), TIMEOUT));
+        assert!(
+            !matches!(&verdict, Verdict::Rejected(Rejection::EvaluationAborted { failure, .. }) if failure == "stack"),
+            "{operator}: {verdict:?}"
+        );
+        assert!(!matches!(verdict, Verdict::Unavailable { .. }), "{operator}: {verdict:?}");
+    }
+}
+
 #[test]
 fn an_input_cannot_make_an_evaluation_allocate_without_bound() {
     let runtime = runtime();

@@ -22,8 +22,9 @@
 //! (a fresh single-threaded process with the same binary and the same input
 //! requests the same bytes in the same order), so the verdict is the same
 //! everywhere. Panics are caught inside the child (`judge::run`) and become
-//! verdicts too. A fixed stack makes deep recursion fail at the same depth
-//! whatever the host's `ulimit -s`.
+//! verdicts too. The judging thread's stack (`EVALUATION_STACK_BYTES`) is
+//! larger than any input within the size limits can use, so stack depth
+//! (which differs between builds and hosts) never decides a verdict.
 //!
 //! What is not deterministic — the child could not start, was killed (OOM
 //! killer, timeout) — is [`Verdict::Unavailable`]: `apply` retries it a few
