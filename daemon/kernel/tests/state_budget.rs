@@ -76,3 +76,17 @@ fn the_charge_follows_evicted_policy_versions_and_updated_tenants() {
     assert!(refused.is_err());
     assert_recount(&state);
 }
+
+#[test]
+fn a_tenant_flood_stops_at_the_tenant_limit_with_nothing_changed() {
+    use keel_kernel::limits::TENANTS_MAX;
+    let mut state = KernelState::default();
+    for index in 0..TENANTS_MAX {
+        state.apply(index as u64 + 1, &now(create_tenant(&format!("t{index}"), "t"))).expect("under the limit");
+    }
+    let digest = state.digest();
+    let refused =
+        state.apply(TENANTS_MAX as u64 + 1, &now(create_tenant("one-more", "t"))).expect_err("over the limit");
+    assert_eq!(label(&refused), "LIMIT_EXCEEDED TENANTS_MAX");
+    assert_eq!(state.digest(), digest);
+}
