@@ -60,8 +60,8 @@ async fn check_once(ctx: &ApiContext) {
     ctx.clock.record(found);
     let is_leader = ctx.raft.metrics().borrow().current_leader == Some(me);
     if found == ClockAgreement::Disagrees && is_leader {
-        // Hand over to a voter whose clock is within the bound of ours' majority
-        // view: any that answered, preferring one close to the others.
+        // A majority answered outside our bound, so the voters that answered
+        // agree with each other more than with us: hand over to one of them.
         let target = answers.iter().flatten().map(|(id, _)| *id).next();
         if let Some(target) = target {
             tracing::warn!(target, "handing leadership over: this node's clock disagrees with the voters");
