@@ -157,9 +157,18 @@ async fn watchers_that_never_read_hold_bounded_memory_and_release_it_when_cut_of
         let request = pb::WatchRequest { from_revision: 1, ..Default::default() };
         streams.push(client.watch(request).await?.into_inner());
     }
-    tokio::time::sleep(Duration::from_secs(2)).await; // let the pumps fill what they may
-    let (_, metrics) = keel_chaos::process::http_get(&node.ops_addr, "/metrics").await?;
-    let queued = metric(&metrics, "keel_watch_queued_bytes").context("queued bytes metric")?;
+    // Wait until the watchers have messages (~1 MiB each, one per watcher at
+    // most: a second one would pass its 2 MiB queue) waiting on them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let queued = loop {
+        let (_, metrics) = keel_chaos::process::http_get(&node.ops_addr, "/metrics").await?;
+        let queued = metric(&metrics, "keel_watch_queued_bytes").context("queued bytes metric")?;
+        if queued >= 24 * 1024 * 1024 {
+            break queued;
+        }
+        ensure!(Instant::now() < deadline, "the watchers' queues never filled: {queued} bytes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     ensure!(queued <= 64 * 1024 * 1024, "{queued} bytes queued for watchers");
     let rss_during = rss_bytes(pid)?;
     // Documented bound: WATCH_NODE_BUFFER_BYTES_MAX (64 MiB) for the queues,
