@@ -34,32 +34,29 @@ keel_rocksdb_cache_dir() {
   echo "$KEEL_CACHE_DIR/librocksdb-sys-$(keel_rocksdb_version)"
 }
 
-# Use the cached librocksdb.a when there is one.
-keel_use_rocksdb_cache() {
-  local dir
-  dir="$(keel_rocksdb_cache_dir)"
-  if [ -f "$dir/librocksdb.a" ]; then
-    export ROCKSDB_LIB_DIR="$dir" ROCKSDB_STATIC=1
-    echo "==> linking cached RocksDB from $dir"
-  else
-    echo "==> no cached RocksDB yet: building it from source once (~25 min on 2 cores)"
-  fi
-}
-
-# After a source build, keep librocksdb.a for the next build.
-keel_save_rocksdb_cache() {
+# Builds RocksDB's C++ once, with keel-node's features (the only crate that
+# uses it), and keeps librocksdb.a in the cache folder.
+keel_build_rocksdb_cache() {
   local dir built
   dir="$(keel_rocksdb_cache_dir)"
-  [ -f "$dir/librocksdb.a" ] && return 0
-  built="$(ls -t "$CARGO_TARGET_DIR"/*/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1 || true)"
-  if [ -n "$built" ]; then
-    mkdir -p "$dir"
-    cp "$built" "$dir/librocksdb.a.tmp" && mv "$dir/librocksdb.a.tmp" "$dir/librocksdb.a"
-    echo "==> cached $built in $dir"
-  fi
+  echo "==> no cached RocksDB yet: building it from source once (~20 min on 2 cores)"
+  (cd "$keel_root" && cargo build --locked -p keel-node --lib)
+  built="$(ls -t "$CARGO_TARGET_DIR"/debug/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1 || true)"
+  [ -n "$built" ] || { echo "env.sh: the RocksDB build left no librocksdb.a" >&2; return 1; }
+  mkdir -p "$dir"
+  cp "$built" "$dir/librocksdb.a.tmp" && mv "$dir/librocksdb.a.tmp" "$dir/librocksdb.a"
+  echo "==> cached $built in $dir"
 }
 
+# Every cargo command links the cached librocksdb.a (ROCKSDB_LIB_DIR), built
+# first if missing. The variable is set before any other build: `cargo build`
+# and `cargo clippy` do not share librocksdb-sys's build-script run, so
+# without it each would compile the C++ again (~20 min each on 2 cores).
 keel_build_deps() {
   keel_apt_install clang libclang-dev
-  keel_use_rocksdb_cache
+  local dir
+  dir="$(keel_rocksdb_cache_dir)"
+  [ -f "$dir/librocksdb.a" ] || keel_build_rocksdb_cache
+  export ROCKSDB_LIB_DIR="$dir" ROCKSDB_STATIC=1
+  echo "==> linking cached RocksDB from $dir"
 }

@@ -28,7 +28,6 @@ up() {
   case "$n" in 3|5) ;; *) echo "local-cluster: -n must be 3 or 5" >&2; exit 2 ;; esac
   keel_build_deps
   (cd "$keel_root" && cargo build --release --locked -p keel-node -p keel-client --bins)
-  keel_save_rocksdb_cache
   mkdir -p "$dir"
   [ -f "$dir/root.key" ] || "$bin/keelctl" keys generate --out "$dir/root" >/dev/null
   [ -f "$dir/tls/ca.crt" ] || "$bin/keelctl" certs init --dir "$dir/tls" --common-name "keel local-cluster CA" >/dev/null
