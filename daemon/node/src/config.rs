@@ -255,9 +255,9 @@ impl Default for Config {
             advertise: AdvertiseConfig::default(),
             cluster: ClusterConfig::default(),
             raft: RaftConfig {
-                heartbeat_interval_ms: 250,
-                election_timeout_min_ms: 1000,
-                election_timeout_max_ms: 2000,
+                heartbeat_interval_ms: 100,
+                election_timeout_min_ms: 500,
+                election_timeout_max_ms: 1000,
                 snapshot_after_entries: 5000,
                 logs_kept_after_snapshot: 1000,
                 clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,

@@ -339,8 +339,10 @@ pub async fn hand_over(ctx: &ApiContext, node_id: u64, deadline: std::time::Dura
     if node_id == ctx.identity.node_id {
         return Ok(());
     }
-    // New writes wait (NO_LEADER, retryable) so the target can hold the whole log.
-    let guard = ctx.begin_transfer().ok_or(ApiError::MembershipChangeInProgress)?;
+    // New writes wait (NO_LEADER, retryable) so the target can hold the
+    // whole log; the ones in flight finish first. Writes are paused from here.
+    let pause = std::time::Duration::from_millis(TRANSFER_CATCH_UP_MS_MAX);
+    let guard = ctx.begin_transfer(remaining().min(pause)).await?;
     let (last_log_index, term) = {
         let metrics = ctx.raft.metrics();
         let metrics = metrics.borrow();
@@ -348,7 +350,7 @@ pub async fn hand_over(ctx: &ApiContext, node_id: u64, deadline: std::time::Dura
     };
     // Writes wait meanwhile: a target that cannot catch up quickly is not
     // worth holding them for.
-    let catch_up = remaining().min(std::time::Duration::from_millis(TRANSFER_CATCH_UP_MS_MAX));
+    let catch_up = remaining().min(pause.saturating_sub(started.elapsed()));
     membership::wait_learner_caught_up(ctx, node_id, last_log_index, catch_up).await?;
     tracing::info!(node_id, term, "handing leadership over");
     // Without heartbeats the followers' leader lease (election_timeout_max)
@@ -372,11 +374,13 @@ pub async fn hand_over(ctx: &ApiContext, node_id: u64, deadline: std::time::Dura
 
 /// Deadline of a leadership transfer when the caller sets none.
 pub const TRANSFER_DEADLINE_DEFAULT_MS: u64 = 10_000;
-/// Longest a transfer waits, with writes paused, for the target to hold
-/// the whole log. Writes are paused for at most this, plus the followers'
-/// lease (`election_timeout_max`) and `TRANSFER_LEASE_MARGIN_MS`, plus the
-/// target's election.
-pub const TRANSFER_CATCH_UP_MS_MAX: u64 = 1_000;
+/// Longest a transfer waits, with writes paused, for the writes in flight
+/// and then for the target to hold the whole log. Writes are paused for at
+/// most this plus the target's election, and where the old leader's vote
+/// and the target's are not a majority (or the old leader is younger than
+/// its lease), plus the followers' lease (`election_timeout_max`) and
+/// `TRANSFER_LEASE_MARGIN_MS`.
+pub const TRANSFER_CATCH_UP_MS_MAX: u64 = 500;
 /// How long after the followers' lease the target campaigns.
 pub const TRANSFER_LEASE_MARGIN_MS: u64 = 100;
 

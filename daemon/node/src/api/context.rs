@@ -112,9 +112,13 @@ pub struct ApiContext {
     /// A configuration conflict found at run time (e.g. initial members that
     /// disagree with the cluster); the node reports it as not ready.
     config_conflict: Arc<std::sync::Mutex<Option<String>>>,
-    /// Set while this leader hands leadership over: new writes are refused
-    /// (retryable) so the target can hold the whole log.
+    /// Set while this leader hands leadership over (one at a time).
     is_transferring: Arc<std::sync::atomic::AtomicBool>,
+    /// Every write proposed here holds a read permit until it is answered;
+    /// a leadership transfer takes the write side, so new writes are refused
+    /// (retryable) and the ones in flight are done before the transfer reads
+    /// the log's end.
+    write_gate: Arc<tokio::sync::RwLock<()>>,
     /// Watch streams on this node.
     pub watch_stats: Arc<WatchStats>,
     /// Where third-party evaluations run (policies, action schemas).
@@ -123,23 +127,32 @@ pub struct ApiContext {
     pub shed_stats: Arc<crate::load_shed::ShedStats>,
 }
 
-/// Holds a leadership transfer open: heartbeats are off while it lives; on
-/// drop they are back on and writes are accepted again, whatever happened.
+/// Holds a leadership transfer open: heartbeats and this node's own
+/// elections are off while it lives; on drop they are back on and writes
+/// are accepted again, whatever happened.
 pub struct TransferGuard {
     raft: KeelRaft,
     is_transferring: Arc<std::sync::atomic::AtomicBool>,
+    _writes_held: tokio::sync::OwnedRwLockWriteGuard<()>,
 }
 
 impl TransferGuard {
-    /// Stops this leader's heartbeats so the followers' lease runs out.
+    /// Stops this leader's heartbeats so the followers' lease runs out, and
+    /// its election timer: once the target's campaign deposes it, it must
+    /// not campaign against the target (a young leader refuses the target's
+    /// first vote by its own lease and would otherwise win back with it).
     pub fn pause_heartbeats(&self) {
-        self.raft.runtime_config().heartbeat(false);
+        let runtime = self.raft.runtime_config();
+        runtime.heartbeat(false);
+        runtime.elect(false);
     }
 }
 
 impl Drop for TransferGuard {
     fn drop(&mut self) {
-        self.raft.runtime_config().heartbeat(true);
+        let runtime = self.raft.runtime_config();
+        runtime.heartbeat(true);
+        runtime.elect(true);
         self.is_transferring.store(false, Ordering::Release);
     }
 }
@@ -267,6 +280,7 @@ impl ApiContext {
             leader_link,
             config_conflict: Arc::default(),
             is_transferring: Arc::default(),
+            write_gate: Arc::default(),
             watch_stats: Arc::default(),
             judge: NodeJudge::default(),
             shed_stats: Arc::default(),
@@ -306,14 +320,24 @@ impl ApiContext {
         self
     }
 
-    /// Marks a leadership transfer in progress until the guard drops; `None`
-    /// if one already is.
-    pub fn begin_transfer(&self) -> Option<TransferGuard> {
-        let was = self.is_transferring.swap(true, Ordering::AcqRel);
-        if was {
-            return None;
+    /// Marks a leadership transfer in progress until the guard drops: new
+    /// writes are refused from now on, and the guard is handed out once the
+    /// writes in flight are answered (within `drain`), so nothing is appended
+    /// after the caller reads the log's end.
+    pub async fn begin_transfer(&self, drain: Duration) -> Result<TransferGuard, ApiError> {
+        if self.is_transferring.swap(true, Ordering::AcqRel) {
+            return Err(ApiError::MembershipChangeInProgress);
         }
-        Some(TransferGuard { raft: self.raft.clone(), is_transferring: self.is_transferring.clone() })
+        let drained = tokio::time::timeout(drain, Arc::clone(&self.write_gate).write_owned()).await;
+        let Ok(writes_held) = drained else {
+            self.is_transferring.store(false, Ordering::Release);
+            return Err(ApiError::DeadlineExceeded { after_ms: duration_ms(drain) });
+        };
+        Ok(TransferGuard {
+            raft: self.raft.clone(),
+            is_transferring: self.is_transferring.clone(),
+            _writes_held: writes_held,
+        })
     }
 
     /// Tells `target` to campaign after `wait`.
@@ -397,9 +421,10 @@ impl ApiContext {
         if let Some((leader_id, leader)) = self.other_leader() {
             return Ok(Route::Leader { leader_id, leader, write });
         }
-        if self.is_transferring.load(Ordering::Acquire) {
+        // Held until the write is answered (see `begin_transfer`).
+        let Ok(_admitted) = self.write_gate.try_read() else {
             return Err(ApiError::NoLeader);
-        }
+        };
         // A forwarded write lands here without passing `propose_keyed`.
         check_proposal_bytes(&write)?;
         let replicated_ms = self.shared.read().kernel.clock_ms();

@@ -153,15 +153,15 @@ impl RaftPeer for RaftPeerService {
         let raft = self.raft().clone();
         // A TimeoutNow belongs to one transfer: sent by the leader this node
         // follows, in the term it follows it in. Anything else (a stale or
-        // replayed message, one from a deposed leader) is ignored, before
-        // the wait and again after it.
+        // replayed message, one from a deposed leader) is ignored; so is
+        // the second campaign once another member leads.
         let (term, leader_id) = (request.term, request.leader_id);
-        let is_current = move |raft: &KeelRaft| {
+        let is_current = {
             let metrics = raft.metrics();
             let metrics = metrics.borrow();
             metrics.current_term == term && metrics.current_leader == Some(leader_id)
         };
-        if !is_current(&raft) {
+        if !is_current {
             tracing::warn!(
                 from_leader = request.leader_id,
                 term = request.term,
@@ -173,16 +173,28 @@ impl RaftPeer for RaftPeerService {
             from_leader = request.leader_id,
             term = request.term,
             wait_ms = wait.as_millis() as u64,
-            "leadership handed over: campaigning after the lease"
+            "leadership handed over: campaigning now, and again after the lease if need be"
         );
+        let me = self.ctx.identity.node_id;
         tokio::spawn(async move {
+            // At once: the old leader grants its vote (its own lease dates
+            // from its election, not from heartbeats), which with ours is a
+            // majority of three. Followers still within the lease refuse.
+            campaign(&raft).await;
             tokio::time::sleep(wait).await;
-            if !is_current(&raft) {
-                tracing::info!("leadership changed hands while waiting: the transfer's TimeoutNow is void");
-                return;
-            }
-            if let Err(fatal) = raft.trigger().elect().await {
-                tracing::warn!(%fatal, "could not campaign for a leadership transfer");
+            let leader = raft.metrics().borrow().current_leader;
+            match leader {
+                Some(id) if id == me => {}
+                // Another member won meanwhile: the transfer is void.
+                Some(id) if id != leader_id => {
+                    tracing::info!(
+                        leader = id,
+                        "leadership changed hands while waiting: the transfer's TimeoutNow is void"
+                    );
+                }
+                // No leader yet (a larger cluster: the followers' lease has
+                // now run out) or the old one still leads: campaign again.
+                _ => campaign(&raft).await,
             }
         });
         Ok(Response::new(pb::TimeoutNowResponse {}))
@@ -204,7 +216,15 @@ impl RaftPeer for RaftPeerService {
     }
 }
 
-/// The longest a TimeoutNow may ask this node to wait before campaigning.
+/// Starts an election on this node (a leadership transfer's target).
+async fn campaign(raft: &KeelRaft) {
+    if let Err(fatal) = raft.trigger().elect().await {
+        tracing::warn!(%fatal, "could not campaign for a leadership transfer");
+    }
+}
+
+/// The longest a TimeoutNow may ask this node to wait before campaigning
+/// a second time.
 pub const TIMEOUT_NOW_WAIT_MS_MAX: u64 = 10_000;
 
 /// The read index after this node confirmed its leadership with a quorum
