@@ -18,13 +18,15 @@
 
 use crate::event::Event;
 use crate::limits::{EVENT_HISTORY_AGE_MS_MAX, EVENT_HISTORY_BYTES_MAX, EVENT_HISTORY_EVENTS_MAX};
+use crate::persistent::Seq;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::cmp::Ordering;
 
 /// The retained events, oldest first, with the compaction floor.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventHistory {
-    events: VecDeque<Event>,
+    /// Persistent, like every large part of `KernelState`.
+    events: Seq<Event>,
     /// Sum of [`crate::EventKind::charged_bytes`] over `events`.
     retained_bytes: u64,
     /// Highest revision whose events were dropped; 0 when none were.
@@ -70,8 +72,12 @@ impl EventHistory {
 
     /// Retained events with `revision >= from`, oldest first.
     pub fn since(&self, from: u64) -> impl Iterator<Item = &Event> {
-        let start = self.events.partition_point(|event| event.revision < from);
-        self.events.range(start..)
+        // Revisions never decrease along the history: the first at or above `from`.
+        let start = self
+            .events
+            .binary_search_by(|event| if event.revision < from { Ordering::Less } else { Ordering::Greater })
+            .unwrap_or_else(|index| index);
+        self.events.focus().narrow(start..).into_iter()
     }
 
     /// Number of retained events.

@@ -15,11 +15,12 @@
 
 use crate::command::Command;
 use crate::limits::{IDEMPOTENCY_KEYS_MAX, IDEMPOTENCY_RECORDS_BYTES_MAX, IDEMPOTENCY_WINDOW_MS, Limit};
+use crate::persistent::{Map, Set};
 use crate::rejection::Rejection;
 use crate::state::Outcome;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// What is remembered of one keyed mutation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +49,9 @@ pub enum Lookup<'a> {
 /// Keyed records, with an index by revision for eviction in log order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyTable {
-    records: BTreeMap<String, IdempotencyRecord>,
-    by_revision: BTreeSet<(u64, String)>,
+    /// Persistent, like every large part of `KernelState`.
+    records: Map<String, Arc<IdempotencyRecord>>,
+    by_revision: Set<(u64, String)>,
     charged_bytes: u64,
 }
 
@@ -88,7 +90,7 @@ impl IdempotencyTable {
         if record.request_sha256 != request_sha256(command) {
             return Err(Rejection::IdempotencyKeyReused { key: key.to_owned(), revision: record.revision });
         }
-        Ok(Lookup::Replay(record))
+        Ok(Lookup::Replay(record.as_ref()))
     }
 
     /// Remembers that `command` under `key` applied at `revision` with `outcome`.
@@ -107,12 +109,12 @@ impl IdempotencyTable {
         };
         self.charged_bytes = self.charged_bytes.saturating_add(charged_bytes);
         self.by_revision.insert((revision, key.to_owned()));
-        self.records.insert(key.to_owned(), record);
+        self.records.insert(key.to_owned(), Arc::new(record));
     }
 
     /// Forgets expired records and, while over a bound, the oldest ones.
     pub(crate) fn retain(&mut self, at_ms: u64) {
-        while let Some((_, key)) = self.by_revision.first() {
+        while let Some((_, key)) = self.by_revision.get_min() {
             let is_over = self.records.len() > IDEMPOTENCY_KEYS_MAX
                 || self.charged_bytes > IDEMPOTENCY_RECORDS_BYTES_MAX as u64
                 || self.records.get(key).is_none_or(|record| is_expired(record, at_ms));

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod judge;
 pub mod limits;
 pub mod manifest;
+pub mod persistent;
 pub mod policy;
 pub mod registry;
 pub mod rejection;

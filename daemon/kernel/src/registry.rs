@@ -15,6 +15,7 @@
 use crate::ids::Name;
 use crate::judge::Applying;
 use crate::manifest::{self, Tier};
+use crate::persistent::Map;
 use crate::rejection::Rejection;
 use crate::signing::Signature;
 use crate::state_budget::{Charged, ITEM_OVERHEAD_BYTES, StateBudget};
@@ -22,6 +23,7 @@ use crate::trust_store::{KeyPurpose, TrustStore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// One published engine version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +59,12 @@ pub struct EngineVersion {
 /// The registry's replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
-    engines: BTreeMap<Name, BTreeMap<semver::Version, EngineVersion>>,
+    /// Persistent: a clone shares every version (see `KernelState`).
+    engines: Map<Name, Versions>,
 }
+
+/// One engine's versions, ascending.
+pub type Versions = Map<semver::Version, Arc<EngineVersion>>;
 
 impl Charged for EngineVersion {
     fn charged_bytes(&self) -> usize {
@@ -79,7 +85,7 @@ impl Charged for EngineVersion {
 impl Registry {
     /// Every engine version, for a recount of the state budget.
     pub(crate) fn charged(&self) -> impl Iterator<Item = &dyn Charged> {
-        self.engines.values().flat_map(|versions| versions.values().map(|version| version as &dyn Charged))
+        self.engines.values().flat_map(|versions| versions.values().map(|version| version.as_ref() as &dyn Charged))
     }
 
     /// Publishes one manifest; returns the stored version and whether it is new.
@@ -108,7 +114,7 @@ impl Registry {
         let name = parsed.manifest.name.clone();
         if let Some(existing) = self.engines.get(&name).and_then(|versions| versions.get(&parsed.version)) {
             return if existing.manifest == parsed.canonical {
-                Ok((existing.clone(), false))
+                Ok((EngineVersion::clone(existing), false))
             } else {
                 Err(Rejection::VersionAlreadyPublished {
                     engine: name.to_string(),
@@ -131,7 +137,7 @@ impl Registry {
             is_yanked: false,
         };
         budget.charge(0, record.charged_bytes())?;
-        self.engines.entry(name).or_default().insert(parsed.version, record.clone());
+        self.engines.entry(name).or_default().insert(parsed.version, Arc::new(record.clone()));
         Ok((record, true))
     }
 
@@ -225,8 +231,8 @@ impl Registry {
             Rejection::EngineVersionNotFound { engine: engine.to_string(), version: version.to_string() }
         })?;
         let changed = !record.is_yanked;
-        record.is_yanked = true;
-        Ok((record.clone(), changed))
+        Arc::make_mut(record).is_yanked = true;
+        Ok((EngineVersion::clone(record), changed))
     }
 
     /// Engines that depend on `engine`, directly or transitively, through any
@@ -256,13 +262,13 @@ impl Registry {
     pub fn resolved_graph(&self, engine: &Name, version: &semver::Version) -> Option<Vec<(Name, semver::Version)>> {
         let root = self.engines.get(engine)?.get(version)?;
         let mut closure: BTreeSet<(&Name, &semver::Version)> = BTreeSet::new();
-        let mut pending = vec![root];
+        let mut pending = vec![root.as_ref()];
         while let Some(node) = pending.pop() {
             for (name, version) in &node.resolved_dependencies {
                 if closure.insert((name, version)) {
                     // Recorded dependencies were published, and versions are never removed.
                     if let Some(dependency) = self.engines.get(name).and_then(|versions| versions.get(version)) {
-                        pending.push(dependency);
+                        pending.push(dependency.as_ref());
                     }
                 }
             }
@@ -280,13 +286,11 @@ impl Registry {
             Some(version) => versions.get(version),
             None => versions.values().next_back(),
         }
+        .map(Arc::as_ref)
     }
 
     /// Engines in name order strictly after `after`, each with its versions.
-    pub fn engines_from<'a>(
-        &'a self,
-        after: Option<&Name>,
-    ) -> impl Iterator<Item = (&'a Name, &'a BTreeMap<semver::Version, EngineVersion>)> + 'a {
+    pub fn engines_from<'a>(&'a self, after: Option<&Name>) -> impl Iterator<Item = (&'a Name, &'a Versions)> + 'a {
         let start = match after {
             Some(after) => std::ops::Bound::Excluded(after.clone()),
             None => std::ops::Bound::Unbounded,
@@ -305,7 +309,7 @@ impl Registry {
             Some(after) => std::ops::Bound::Excluded(after.clone()),
             None => std::ops::Bound::Unbounded,
         };
-        Some(versions.range((start, std::ops::Bound::Unbounded)).map(|(_, v)| v))
+        Some(versions.range((start, std::ops::Bound::Unbounded)).map(|(_, v)| v.as_ref()))
     }
 
     /// Number of engines.
@@ -315,6 +319,6 @@ impl Registry {
 
     /// Number of versions across all engines.
     pub fn version_count(&self) -> usize {
-        self.engines.values().map(BTreeMap::len).sum()
+        self.engines.values().map(|versions| versions.len()).sum()
     }
 }

@@ -37,7 +37,11 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 /// `Event::time_ms`) and the policies; version 3 snapshots are refused likewise.
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 
-/// The whole replicated state.
+/// The whole replicated state. Its large parts are persistent maps (imbl's
+/// `OrdMap` and `Vector`, items behind `Arc`), so a clone shares them and
+/// costs O(1) per part; a write then copies only the path it changes. The
+/// node publishes one clone per applied batch for readers. They iterate in
+/// key order and encode exactly as the `BTreeMap`s and `VecDeque` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelState {
     /// Time of the last applied command, Unix ms; never decreases.

@@ -5,10 +5,12 @@
 
 use crate::ids::{Name, check_description};
 use crate::limits::Limit;
+use crate::persistent::Map;
 use crate::rejection::Rejection;
 use crate::state_budget::{Charged, ITEM_OVERHEAD_BYTES, StateBudget};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Commercial tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -79,7 +81,8 @@ impl Tenant {
 /// The tenants' replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenants {
-    tenants: BTreeMap<Name, Tenant>,
+    /// Persistent: a clone shares every tenant (see `KernelState`).
+    tenants: Map<Name, Arc<Tenant>>,
 }
 
 impl Charged for Tenant {
@@ -114,7 +117,7 @@ impl Tenants {
             update_time_ms: at_ms,
         };
         budget.charge(0, tenant.charged_bytes())?;
-        self.tenants.insert(spec.tenant_id.clone(), tenant.clone());
+        self.tenants.insert(spec.tenant_id.clone(), Arc::new(tenant.clone()));
         Ok(tenant)
     }
 
@@ -129,29 +132,28 @@ impl Tenants {
         spec.validate()?;
         let tenant = self
             .tenants
-            .get_mut(&spec.tenant_id)
+            .get(&spec.tenant_id)
             .ok_or_else(|| Rejection::TenantNotFound { tenant_id: spec.tenant_id.to_string() })?;
         if let Some(expected) = expected_etag
             && expected != tenant.etag()
         {
             return Err(Rejection::EtagMismatch { expected: expected.to_owned(), current: tenant.etag() });
         }
-        let updated = Tenant { spec: spec.clone(), update_revision: revision, update_time_ms: at_ms, ..tenant.clone() };
+        let updated =
+            Tenant { spec: spec.clone(), update_revision: revision, update_time_ms: at_ms, ..Tenant::clone(tenant) };
         budget.charge(tenant.charged_bytes(), updated.charged_bytes())?;
-        tenant.spec = spec.clone();
-        tenant.update_revision = revision;
-        tenant.update_time_ms = at_ms;
-        Ok(tenant.clone())
+        self.tenants.insert(spec.tenant_id.clone(), Arc::new(updated.clone()));
+        Ok(updated)
     }
 
     /// Every tenant, for a recount of the state budget.
     pub(crate) fn charged(&self) -> impl Iterator<Item = &dyn Charged> {
-        self.tenants.values().map(|tenant| tenant as &dyn Charged)
+        self.tenants.values().map(|tenant| tenant.as_ref() as &dyn Charged)
     }
 
     /// One tenant.
     pub fn get(&self, tenant_id: &Name) -> Option<&Tenant> {
-        self.tenants.get(tenant_id)
+        self.tenants.get(tenant_id).map(Arc::as_ref)
     }
 
     /// Tenants in id order strictly after `after`.
@@ -160,7 +162,7 @@ impl Tenants {
             Some(after) => std::ops::Bound::Excluded(after.clone()),
             None => std::ops::Bound::Unbounded,
         };
-        self.tenants.range((start, std::ops::Bound::Unbounded)).map(|(_, t)| t)
+        self.tenants.range((start, std::ops::Bound::Unbounded)).map(|(_, t)| t.as_ref())
     }
 
     /// Number of tenants.

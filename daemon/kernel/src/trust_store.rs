@@ -288,7 +288,8 @@ pub struct TrustedKey {
 /// The trust store's replicated state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustStore {
-    keys: BTreeMap<String, TrustedKey>,
+    /// Persistent, like every large part of `KernelState`.
+    keys: crate::persistent::Map<String, TrustedKey>,
     is_bootstrapped: bool,
     root: RootMetadata,
 }

@@ -781,7 +781,13 @@ fn assert_resolved_against(before: &KernelState, published: &keel_kernel::regist
 /// resolution, of every version, stays as it was.
 fn assert_only_the_yank_changed(before: &KernelState, after: &KernelState, engine: &str, version: &str, context: &str) {
     let flatten = |state: &KernelState| -> Vec<keel_kernel::registry::EngineVersion> {
-        state.registry().engines_from(None).flat_map(|(_, versions)| versions.values().cloned()).collect()
+        state
+            .registry()
+            .engines_from(None)
+            .flat_map(|(_, versions)| {
+                versions.values().map(|version| keel_kernel::registry::EngineVersion::clone(version))
+            })
+            .collect()
     };
     let (mut expected, actual) = (flatten(before), flatten(after));
     for record in &mut expected {

@@ -43,6 +43,9 @@ const DEPENDENCIES_ALLOWED: &[&str] = &[
     // hasher. indexmap iterates in insertion order whatever the hasher's keys,
     // so the seeded `RandomState` affects lookup speed, never a result.
     "indexmap",
+    // Persistent ordered maps and vectors (OrdMap, Vector): ordered iteration,
+    // no hashing; the kernel uses none of its hash-based types.
+    "imbl",
 ];
 
 /// Crates that would bring I/O, clocks, randomness or consensus into the kernel.

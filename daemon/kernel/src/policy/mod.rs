@@ -25,6 +25,7 @@ pub mod program;
 use crate::ids::Name;
 use crate::judge::{self, Applying, Judgement};
 use crate::limits::{Limit, POLICY_VERSIONS_KEPT};
+use crate::persistent::Map;
 use crate::registry::Registry;
 use crate::rejection::Rejection;
 use crate::state_budget::{Charged, ITEM_OVERHEAD_BYTES, StateBudget};
@@ -35,7 +36,7 @@ pub use context::{
 pub use program::{Decision, DecisionLimits, EvaluationError, PolicyProgram};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The policy admission (and `Evaluate` without a name) asks.
 pub const ACTIVE_POLICY_NAME: &str = "main";
@@ -69,7 +70,8 @@ impl StoredPolicy {
 /// The policies' replicated state: per name, the last [`POLICY_VERSIONS_KEPT`] versions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policies {
-    policies: BTreeMap<Name, BTreeMap<u64, StoredPolicy>>,
+    /// Persistent, like every large part of `KernelState`.
+    policies: Map<Name, Map<u64, Arc<StoredPolicy>>>,
 }
 
 /// A decision with its provenance.
@@ -118,7 +120,7 @@ impl Charged for StoredPolicy {
 impl Policies {
     /// Every kept policy version, for a recount of the state budget.
     pub(crate) fn charged(&self) -> impl Iterator<Item = &dyn Charged> {
-        self.policies.values().flat_map(|versions| versions.values().map(|policy| policy as &dyn Charged))
+        self.policies.values().flat_map(|versions| versions.values().map(|policy| policy.as_ref() as &dyn Charged))
     }
 
     /// Stores `source` as the next version of `name`; returns it and whether it is new.
@@ -138,7 +140,7 @@ impl Policies {
         if let Some(latest) = latest
             && latest.source == source
         {
-            return Ok((latest.clone(), false));
+            return Ok((StoredPolicy::clone(latest), false));
         }
         let current = latest.map_or(0, |policy| policy.version);
         if let Some(expected) = expected_version
@@ -164,25 +166,26 @@ impl Policies {
             .get(name)
             .filter(|versions| versions.len() >= POLICY_VERSIONS_KEPT)
             .and_then(|versions| versions.values().next())
-            .map_or(0, Charged::charged_bytes);
+            .map_or(0, |oldest| oldest.charged_bytes());
         budget.charge(evicted_bytes, policy.charged_bytes())?;
         let versions = self.policies.entry(name.clone()).or_default();
-        versions.insert(policy.version, policy.clone());
+        versions.insert(policy.version, Arc::new(policy.clone()));
         while versions.len() > POLICY_VERSIONS_KEPT {
-            versions.pop_first();
+            let Some(&oldest) = versions.keys().next() else { break };
+            versions.remove(&oldest);
         }
         Ok((policy, true))
     }
 
     /// The latest (active) version of `name`.
     pub fn latest(&self, name: &Name) -> Option<&StoredPolicy> {
-        self.policies.get(name)?.values().next_back()
+        self.policies.get(name)?.values().next_back().map(Arc::as_ref)
     }
 
     /// One version, or the latest when `version` is `None`.
     pub fn get(&self, name: &Name, version: Option<u64>) -> Option<&StoredPolicy> {
         match version {
-            Some(version) => self.policies.get(name)?.get(&version),
+            Some(version) => self.policies.get(name)?.get(&version).map(Arc::as_ref),
             None => self.latest(name),
         }
     }
@@ -195,7 +198,7 @@ impl Policies {
         };
         self.policies
             .range((start, std::ops::Bound::Unbounded))
-            .filter_map(|(_, versions)| versions.values().next_back())
+            .filter_map(|(_, versions)| versions.values().next_back().map(Arc::as_ref))
     }
 
     /// Number of policy names.
