@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 
 /// How long a node may take to print its listening line and become ready.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long [`KeelProcess::status`] waits for the digest to reach the applied index.
+const DIGEST_DEADLINE: Duration = Duration::from_secs(5);
 /// Pause between readiness polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -220,9 +222,20 @@ impl KeelProcess {
     }
 
     /// `ClusterService.GetStatus`.
+    /// The node's status once its state digest is of its applied index (the
+    /// digest is worked out in the background, at most 200 ms behind), so a
+    /// digest read right after a write is of that write; the latest status
+    /// if that takes longer than `DIGEST_DEADLINE`.
     pub async fn status(&self) -> Result<pb::ClusterStatus> {
         let mut client = pb::cluster_service_client::ClusterServiceClient::new(self.channel().await?);
-        Ok(client.get_status(pb::GetStatusRequest {}).await?.into_inner())
+        let deadline = Instant::now() + DIGEST_DEADLINE;
+        loop {
+            let status = client.get_status(pb::GetStatusRequest {}).await?.into_inner();
+            if status.state_digest_revision == status.applied_index || Instant::now() > deadline {
+                return Ok(status);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 }
 

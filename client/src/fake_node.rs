@@ -385,6 +385,7 @@ impl ClusterService for FakeState {
             commit_index: 12,
             applied_index: 12,
             state_digest: "00".repeat(32),
+            state_digest_revision: 12,
             members,
             key_count: 2,
             engine_count: 0,

@@ -59,6 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let roots = root_keys(&config)?;
 
     let shared = Arc::new(SharedState::default());
+    tokio::spawn(crate::raft::shared_state::run_digester(Arc::downgrade(&shared)));
     // Policies and action schemas are judged in children of this very
     // executable (see `judge`), in apply and at the edge alike.
     let judge = NodeJudge::Sandbox(Arc::new(Sandbox::current_exe().context("locating keeld for judging")?));

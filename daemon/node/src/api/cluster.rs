@@ -96,8 +96,11 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     /// Index of the last applied entry (the revision).
     pub applied_index: u64,
-    /// SHA-256 of the kernel state at `applied_index`.
+    /// SHA-256 of the kernel state at `state_digest_revision`.
     pub state_digest: String,
+    /// The revision the digest is of: worked out in the background, so at
+    /// most `DIGEST_INTERVAL_MIN_MS` (plus one digest) behind `applied_index`.
+    pub state_digest_revision: u64,
     /// Members of the cluster.
     pub members: Vec<MemberStatus>,
     /// Keys in the trust store.
@@ -135,8 +138,9 @@ impl NodeStatus {
     /// Collects the report.
     pub fn collect(ctx: &ApiContext, boot_time_ms: u64) -> NodeStatus {
         let metrics = ctx.raft.metrics().borrow().clone();
-        let (applied_index, digest) = ctx.shared.digest();
+        let (state_digest_revision, digest) = ctx.shared.digest();
         let applied = ctx.shared.read();
+        let applied_index = applied.revision();
         let membership = applied.membership.membership();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
         let members = membership
@@ -169,6 +173,7 @@ impl NodeStatus {
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied_index,
             state_digest: digest.to_string(),
+            state_digest_revision,
             members,
             key_count: kernel.trust().len(),
             engine_count: kernel.registry().engine_count(),
@@ -216,6 +221,7 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
             commit_index: status.applied_index,
             applied_index: status.applied_index,
             state_digest: status.state_digest,
+            state_digest_revision: status.state_digest_revision,
             members: status
                 .members
                 .into_iter()
@@ -399,7 +405,7 @@ impl ClusterApi {
         let probes = status.members.iter().map(|member| async move {
             if member.node_id == status.node_id {
                 return Some(context::MemberProgress {
-                    applied_index: status.applied_index,
+                    applied_index: status.state_digest_revision,
                     state_digest: status.state_digest.clone(),
                 });
             }

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  handler ──propose(Command)──► stamp leader_time_ms (monotonic) ──► raft.client_write ──► ApplyResponse
-//!  handler ──read(consistency)─► [LINEARIZABLE: raft.ensure_linearizable] ──► SharedState (read lock)
+//!  handler ──read(consistency)─► [LINEARIZABLE: raft.ensure_linearizable] ──► SharedState (published state)
 //!  handler ──reply(msg, revision)──► + keel-node-id, keel-region, keel-revision, keel-leader
 //! ```
 

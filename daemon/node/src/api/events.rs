@@ -3,7 +3,7 @@
 //! ```text
 //!  Watch(from, filter) ─► permit (≤ watch.watchers_max) ─► check from against
 //!                         [compacted_through + 1, applied + 1] ─► spawn a pump
-//!  pump: loop { read lock: events ≥ cursor (bounded batch, whole revisions) ─► unlock
+//!  pump: loop { published state: events ≥ cursor (bounded batch, whole revisions)
 //!               send (bounded channel, WATCH_SEND_TIMEOUT_MS) ─► cursor = next
 //!               nothing new: wait for the applied revision to move, or send progress }
 //!  stream = channel items, then the pump's closing error (COMPACTED, WATCHER_TOO_SLOW)
@@ -296,7 +296,7 @@ impl Pump {
 }
 
 /// Whether the history holds anything at or after `cursor` (cheap: one
-/// lookup under the read lock).
+/// lookup in the published state).
 fn has_events_since(shared: &SharedState, cursor: u64) -> bool {
     shared.read().kernel.history().since(cursor).next().is_some()
 }

@@ -4,7 +4,7 @@
 //!  api ──propose(Proposal)──► Raft (openraft core)
 //!                               │ append            │ apply committed
 //!                               ▼                   ▼
-//!                       log_store (RocksDB)   state_machine ──► KernelState (shared, RwLock)
+//!                       log_store (RocksDB)   state_machine ──► KernelState (published per batch)
 //!                                                   │ build/install snapshot
 //!                                                   ▼
 //!                                         snapshot persisted in RocksDB

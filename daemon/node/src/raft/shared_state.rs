@@ -1,14 +1,21 @@
-//! The applied state, shared between the state machine (writer) and the API
-//! (readers).
+//! The applied state, published by the state machine (writer) to the API
+//! and the snapshot builder (readers).
 //!
-//! Readers take the read lock only long enough to copy out what they answer
-//! with; the state machine takes the write lock per applied batch. The digest
-//! is computed on demand and cached for the applied index it was taken at.
+//! ```text
+//!  apply(batch): next = (*published).clone()   O(1): persistent maps (keel_kernel::persistent)
+//!                apply every entry to next
+//!                published = Arc::new(next)     the lock is held for the pointer swap only
+//!  readers:      read() -> Arc<AppliedState>    an immutable whole batch, never a prefix
+//!  digester:     on each change (at most every DIGEST_INTERVAL_MIN_MS) hashes the
+//!                latest published state on a blocking thread; digest() returns the last
+//!                (revision, digest) pair, never computing one
+//! ```
 
 use super::{KeelNode, LogId, NodeId};
 use keel_kernel::{KernelState, StateDigest};
 use openraft::StoredMembership;
-use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// Everything the state machine has applied.
 #[derive(Debug, Clone, Default)]
@@ -28,43 +35,44 @@ impl AppliedState {
     }
 }
 
-/// Shared handle to the applied state.
+/// Least time between two digests of a changing state: hashing the state is
+/// O(state), so under steady writes it runs at most this often.
+pub const DIGEST_INTERVAL_MIN_MS: u64 = 200;
+
+/// Shared handle to the published state.
 #[derive(Debug)]
 pub struct SharedState {
-    applied: RwLock<AppliedState>,
-    digest_cache: Mutex<Option<(u64, StateDigest)>>,
-    /// The applied revision, announced after each batch so watchers wake
-    /// without polling.
+    published: RwLock<Arc<AppliedState>>,
+    /// The last digest worked out, with the revision it is of.
+    digest: Mutex<(u64, StateDigest)>,
+    /// The applied revision, announced after each batch so watchers and the
+    /// digester wake without polling.
     applied_revision: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for SharedState {
     fn default() -> Self {
+        let empty = AppliedState::default();
+        let digest = (0, empty.kernel.digest());
         SharedState {
-            applied: RwLock::default(),
-            digest_cache: Mutex::default(),
+            published: RwLock::new(Arc::new(empty)),
+            digest: Mutex::new(digest),
             applied_revision: tokio::sync::watch::Sender::new(0),
         }
     }
 }
 
 impl SharedState {
-    /// Read access. A poisoned lock means a writer panicked mid-apply, which
-    /// is fatal; readers still see the last consistent state the guard holds.
-    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
-        self.applied.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The latest published state: an immutable whole batch. Holding it
+    /// blocks nothing.
+    pub fn read(&self) -> Arc<AppliedState> {
+        Arc::clone(&self.published.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
-    /// Write access, for the state machine only.
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, AppliedState> {
-        self.applied.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Announces the current applied revision to [`Self::applied_changes`]
-    /// subscribers; the state machine calls it after every batch it applies
-    /// or snapshot it installs, once the write lock is released.
-    pub(crate) fn announce_applied(&self) {
-        let revision = self.read().revision();
+    /// Publishes `next` (the state machine only) and announces its revision.
+    pub(crate) fn publish(&self, next: AppliedState) {
+        let revision = next.revision();
+        *self.published.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
         self.applied_revision.send_replace(revision);
     }
 
@@ -73,18 +81,44 @@ impl SharedState {
         self.applied_revision.subscribe()
     }
 
-    /// `(applied_index, digest)` of the current state, cached per index.
+    /// `(revision, digest)`: the last digest the digester worked out and the
+    /// revision it is of (≤ the applied revision; equal once writes pause for
+    /// `DIGEST_INTERVAL_MIN_MS`). Never computes one.
     pub fn digest(&self) -> (u64, StateDigest) {
-        let applied = self.read();
-        let revision = applied.revision();
-        let mut cache = self.digest_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((cached_revision, digest)) = *cache
-            && cached_revision == revision
-        {
-            return (revision, digest);
+        *self.digest.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `(revision, digest)` of the latest published state, digesting it here
+    /// if need be: O(state), for tests and tools, never a request path.
+    pub fn digest_now(&self) -> (u64, StateDigest) {
+        self.refresh_digest();
+        self.digest()
+    }
+
+    /// Digests the latest published state (on the calling thread) unless
+    /// the last digest is of it already.
+    pub fn refresh_digest(&self) {
+        let state = self.read();
+        if self.digest().0 == state.revision() {
+            return;
         }
-        let digest = applied.kernel.digest();
-        *cache = Some((revision, digest));
-        (revision, digest)
+        let digest = (state.revision(), state.kernel.digest());
+        *self.digest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = digest;
+    }
+}
+
+/// Keeps `shared`'s digest current, off every request path: wakes on each
+/// applied batch, hashes on a blocking thread, then waits at least
+/// `DIGEST_INTERVAL_MIN_MS` before the next. Ends when `shared` is dropped
+/// by everyone else.
+pub async fn run_digester(shared: std::sync::Weak<SharedState>) {
+    let Some(mut changes) = shared.upgrade().map(|shared| shared.applied_changes()) else { return };
+    loop {
+        let Some(strong) = shared.upgrade() else { return };
+        let _ = tokio::task::spawn_blocking(move || strong.refresh_digest()).await;
+        tokio::time::sleep(Duration::from_millis(DIGEST_INTERVAL_MIN_MS)).await; // a rate limit, not a wait for anything
+        if changes.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! builds, installs and serves snapshots of it.
 //!
 //! ```text
-//!  committed entries ──apply──► SharedState (write lock per batch) ◄── API reads
+//!  committed entries ──apply──► SharedState (a new state published per batch) ◄── API reads
 //!                                  │  kernel.apply(index, proposal)
 //!                                  ▼
 //!                    build_snapshot ──► SnapshotStore (memory, + cf "sm" with RocksDB)
@@ -59,8 +59,7 @@ impl KernelStateMachine {
             let restored = decode_snapshot_data(&snapshot.data, &snapshot.meta).map_err(|e| {
                 StorageError::from(StorageIOError::read_snapshot(Some(snapshot.meta.signature()), AnyError::new(&e)))
             })?;
-            *shared.write() = restored;
-            shared.announce_applied();
+            shared.publish(restored);
             tracing::info!(
                 snapshot_id = %snapshot.meta.snapshot_id,
                 revision = shared.read().revision(),
@@ -166,21 +165,21 @@ impl RaftStateMachine<TypeConfig> for KernelStateMachine {
         // Third-party evaluations run first, outside the lock (in a child
         // process on keeld): they may take a while and must not stall readers.
         let verdicts = self.prejudge(&entries).await?;
-        // One write lock per batch: readers see whole batches, never a prefix.
+        // The batch applies to a clone of the published state (O(1): the
+        // kernel's maps are persistent), published whole: readers see whole
+        // batches, never a prefix, and never wait for one.
         let mut responses = Vec::with_capacity(entries.len());
         let mut missed = None;
-        {
-            let mut applied = self.shared.write();
-            for entry in entries {
-                let log_id = entry.log_id;
-                responses.push(apply_entry(&mut applied, entry, &verdicts));
-                if applied.last_applied != Some(log_id) {
-                    missed = Some(log_id);
-                    break;
-                }
+        let mut applied = AppliedState::clone(&self.shared.read());
+        for entry in entries {
+            let log_id = entry.log_id;
+            responses.push(apply_entry(&mut applied, entry, &verdicts));
+            if applied.last_applied != Some(log_id) {
+                missed = Some(log_id);
+                break;
             }
         }
-        self.shared.announce_applied();
+        self.shared.publish(applied);
         match missed {
             Some(log_id) => Err(fatal(log_id, format!("entry {log_id} asked for a judgement that was not worked out"))),
             None => Ok(responses),
@@ -207,8 +206,7 @@ impl RaftStateMachine<TypeConfig> for KernelStateMachine {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))
         })?;
         self.snapshots.save_installed(StoredSnapshot { meta: meta.clone(), data }).await?;
-        *self.shared.write() = restored;
-        self.shared.announce_applied();
+        self.shared.publish(restored);
         tracing::info!(snapshot_id = %meta.snapshot_id, "snapshot installed");
         Ok(())
     }
@@ -224,14 +222,14 @@ impl RaftStateMachine<TypeConfig> for KernelStateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for KernelSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Encode under the read lock so data, last_applied and membership are
-        // one consistent point; apply waits for the encoding only.
-        let (data, last_applied, membership) = {
-            let applied = self.shared.read();
-            let data = encode_snapshot_data(&applied)
-                .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?;
-            (data, applied.last_applied, applied.membership.clone())
-        };
+        // One published state is one consistent point; encoding it holds no
+        // lock, so apply and readers go on meanwhile.
+        let applied = self.shared.read();
+        let (last_applied, membership) = (applied.last_applied, applied.membership.clone());
+        let data = tokio::task::spawn_blocking(move || encode_snapshot_data(&applied))
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?
+            .map_err(|e| StorageError::from(StorageIOError::read_state_machine(AnyError::new(&e))))?;
         let build_number = self.snapshots.next_build_number().await;
         let snapshot_id = match last_applied {
             Some(log_id) => format!("{}-{}-{build_number}", log_id.leader_id.term, log_id.index),

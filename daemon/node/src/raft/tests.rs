@@ -145,6 +145,29 @@ async fn apply_answers_per_entry_kind_and_advances_revision() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_held_state_is_immutable_and_blocks_neither_apply_nor_a_snapshot_build() -> TestResult {
+    let shared = Arc::new(SharedState::default());
+    let (_log_store, mut state_machine) = open_memory(Arc::clone(&shared));
+    let entries = six_entries();
+    state_machine.apply(entries[..3].to_vec()).await?;
+    // A reader holds the state across a batch and a build (with a lock held
+    // by readers, this single thread would deadlock).
+    let held = shared.read();
+    let (held_revision, held_digest) = (held.revision(), held.kernel.digest());
+    state_machine.apply(entries[3..].to_vec()).await?;
+    let built = state_machine.get_snapshot_builder().await.build_snapshot().await?;
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 1, 5)));
+    assert_eq!(held.revision(), held_revision, "the held state did not move");
+    assert_eq!(held.kernel.digest(), held_digest, "the held state did not change");
+    assert_eq!(shared.read().revision(), 5);
+    // The digest is worked out off the request path: `digest()` reports the
+    // last one with its revision and never computes.
+    assert_eq!(shared.digest().0, 0, "no digester ran");
+    assert_eq!(shared.digest_now().0, 5);
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_entry_judged_under_other_semantics_stops_the_state_machine_and_changes_nothing() -> TestResult {
     let shared = Arc::new(SharedState::default());
     let (_log_store, mut state_machine) = open_memory(Arc::clone(&shared));
@@ -184,16 +207,16 @@ async fn rocks_restart_restores_snapshot_then_replays_committed_log() -> TestRes
         state_machine.apply(entries[..4].to_vec()).await?;
         let built = state_machine.get_snapshot_builder().await.build_snapshot().await?;
         assert_eq!(built.meta.last_log_id, Some(log_id(1, 1, 3)));
-        let digest_at_3 = first.digest();
+        let digest_at_3 = first.digest_now();
         state_machine.apply(entries[4..].to_vec()).await?;
-        (digest_at_3, first.digest())
+        (digest_at_3, first.digest_now())
     };
     assert_eq!(digest_at_3.0, 3);
     assert_eq!(digest_at_5.0, 5);
 
     let second = Arc::new(SharedState::default());
     let (mut log_store, mut state_machine) = open_rocks(dir.path(), Arc::clone(&second)).await?;
-    assert_eq!(second.digest(), digest_at_3, "opening restores the persisted snapshot");
+    assert_eq!(second.digest_now(), digest_at_3, "opening restores the persisted snapshot");
     assert_eq!(second.read().membership.membership(), &single_voter_membership());
     assert_eq!(log_store.read_vote().await?, Some(Vote::new_committed(1, 1)));
     let snapshot = state_machine.get_current_snapshot().await?.ok_or("snapshot persisted")?;
@@ -202,7 +225,7 @@ async fn rocks_restart_restores_snapshot_then_replays_committed_log() -> TestRes
     // What openraft does at startup: re-apply committed entries after the snapshot.
     let initial = StorageHelper::new(&mut log_store, &mut state_machine).get_initial_state().await?;
     assert_eq!(initial.committed, Some(log_id(1, 1, 5)));
-    assert_eq!(second.digest(), digest_at_5, "replay reaches the same digest");
+    assert_eq!(second.digest_now(), digest_at_5, "replay reaches the same digest");
     assert!(second.read().kernel.tenants().get(&name("gamma")).is_some());
     Ok(())
 }
@@ -240,13 +263,13 @@ async fn single_node_raft_on_rocks_survives_restart() -> TestResult {
     let rejected = raft.client_write(create_tenant("acme", 9_000)).await?;
     assert!(matches!(rejected.data, ApplyResponse::Rejected(_)), "{:?}", rejected.data);
     raft.client_write(create_tenant("delta", 10_000)).await?;
-    let before = first.digest();
+    let before = first.digest_now();
     raft.shutdown().await?;
 
     let second = Arc::new(SharedState::default());
     let raft = start_raft(&dir, Arc::clone(&second), &config).await?;
     raft.wait(Some(RAFT_WAIT)).applied_index(Some(before.0), "committed log re-applied").await?;
-    assert_eq!(second.digest(), before);
+    assert_eq!(second.digest_now(), before);
     raft.wait(Some(RAFT_WAIT)).state(ServerState::Leader, "leader after restart").await?;
     let written = raft.client_write(create_tenant("epsilon", 11_000)).await?;
     assert!(matches!(written.data, ApplyResponse::Applied(_)), "{:?}", written.data);
@@ -388,7 +411,7 @@ async fn bad_snapshot_is_an_error_and_installs_nothing() -> TestResult {
     let shared = Arc::new(SharedState::default());
     let (_log_store, mut state_machine) = open_memory(Arc::clone(&shared));
     state_machine.apply(six_entries()[..3].to_vec()).await?;
-    let before = shared.digest();
+    let before = shared.digest_now();
 
     // A good snapshot of another state, at index 5.
     let donor = Arc::new(SharedState::default());
@@ -410,12 +433,12 @@ async fn bad_snapshot_is_an_error_and_installs_nothing() -> TestResult {
     {
         let result = state_machine.install_snapshot(meta, Box::new(Cursor::new(data))).await;
         assert!(result.is_err(), "installing a bad snapshot must fail");
-        assert_eq!(shared.digest(), before, "a failed install changes nothing");
+        assert_eq!(shared.digest_now(), before, "a failed install changes nothing");
         assert!(state_machine.get_current_snapshot().await?.is_none());
     }
 
     state_machine.install_snapshot(&good.meta, Box::new(Cursor::new(good_data))).await?;
-    assert_eq!(shared.digest(), donor.digest());
+    assert_eq!(shared.digest_now(), donor.digest_now());
     assert_eq!(state_machine.applied_state().await?, (Some(log_id(1, 1, 5)), donor.read().membership.clone()));
     Ok(())
 }
