@@ -8,6 +8,7 @@
 //! to the first acknowledged write sent after it). Every loop is bounded;
 //! processes and temp dirs are cleaned up by drop guards, also on error.
 
+pub mod state;
 pub mod stats;
 pub mod workload;
 
@@ -52,6 +53,13 @@ pub struct Args {
     /// Print JSON instead of the markdown table.
     #[arg(long)]
     pub json: bool,
+    /// Also run the state benchmark with this many tenants (e.g. 100000):
+    /// probes during snapshot builds, restart to ready, write p99 drift.
+    #[arg(long, default_value_t = 0)]
+    pub state_tenants: usize,
+    /// Run only the state benchmark (needs --state-tenants).
+    #[arg(long)]
+    pub state_only: bool,
 }
 
 impl Args {
@@ -65,6 +73,9 @@ impl Args {
         }
         if self.clients.is_empty() || self.clients.iter().any(|c| *c == 0 || *c > 4096) {
             bail!("--clients must be a list of counts in 1..=4096");
+        }
+        if self.state_tenants > state::STATE_TENANTS_MAX || (self.state_only && self.state_tenants == 0) {
+            bail!("--state-tenants must be 1..={} (--state-only needs it)", state::STATE_TENANTS_MAX);
         }
         Ok(())
     }
@@ -108,10 +119,12 @@ pub struct Report {
     pub bench_profile: &'static str,
     /// Measured seconds per load run.
     pub duration_s: u64,
-    /// Keel.
-    pub keel: SystemResult,
+    /// Keel (absent with --state-only).
+    pub keel: Option<SystemResult>,
     /// etcd, unless skipped.
     pub etcd: Option<SystemResult>,
+    /// The state benchmark, with --state-tenants.
+    pub state: Option<state::StateResult>,
 }
 
 /// Runs every benchmark and returns the report.
@@ -124,11 +137,22 @@ pub async fn run(args: &Args) -> Result<Report> {
             keeld.display()
         );
     }
-    let etcd = if args.skip_etcd { None } else { Some(find_etcd(args.etcd.as_deref(), true)?) };
+    let etcd = if args.skip_etcd || args.state_only { None } else { Some(find_etcd(args.etcd.as_deref(), true)?) };
     let duration = Duration::from_secs(args.duration_s);
 
-    eprintln!("keel: starting 3 nodes ({})", keeld.display());
-    let keel = bench_keel(keeld.clone(), args, duration).await.context("benchmarking Keel")?;
+    let state = match args.state_tenants {
+        0 => None,
+        tenants => {
+            eprintln!("keel: state benchmark, {tenants} tenants ({})", keeld.display());
+            Some(state::bench_state(keeld.clone(), tenants, duration).await.context("the state benchmark")?)
+        }
+    };
+    let keel = if args.state_only {
+        None
+    } else {
+        eprintln!("keel: starting 3 nodes ({})", keeld.display());
+        Some(bench_keel(keeld.clone(), args, duration).await.context("benchmarking Keel")?)
+    };
     let etcd = match etcd {
         Some(binary) => {
             eprintln!("etcd: starting 3 members ({})", binary.display());
@@ -143,6 +167,7 @@ pub async fn run(args: &Args) -> Result<Report> {
         duration_s: args.duration_s,
         keel,
         etcd,
+        state,
     })
 }
 
@@ -238,6 +263,66 @@ fn failover_summary(ms: &[f64]) -> (Option<f64>, Option<f64>) {
 /// The report as a markdown table plus the machine and binaries.
 pub fn render_markdown(report: &Report) -> String {
     let mut out = String::new();
+    if let Some(state) = &report.state {
+        render_state(&mut out, state);
+    }
+    if let Some(keel) = &report.keel {
+        render_comparison(&mut out, report, keel);
+    }
+    let _ = writeln!(out, "- machine: {} CPUs, {}", report.cpus, report.cpu_model);
+    let _ = writeln!(out, "- keel-bench profile: {}; {} s per load run", report.bench_profile, report.duration_s);
+    if let Some(keel) = &report.keel {
+        let _ = writeln!(out, "- keeld: {}", keel.binary);
+    }
+    match &report.etcd {
+        Some(etcd) => {
+            let _ = writeln!(out, "- etcd: {}", etcd.binary);
+        }
+        None => {
+            let _ = writeln!(out, "- etcd: skipped");
+        }
+    }
+    out
+}
+
+/// The state benchmark: each measure beside its goal.
+fn render_state(out: &mut String, state: &state::StateResult) {
+    let n = state.tenants;
+    let _ = writeln!(out, "| with {n} tenants | measured | goal |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    let _ = writeln!(out, "| preload, s | {:.1} | — |", state.preload_s);
+    let _ = writeln!(
+        out,
+        "| GetTenant (serializable, follower) p50 / p99 ms during {:.0} writes/s and snapshot builds | {:.2} / {:.2} | p99 ≤ 10 |",
+        state.load_during_probes.ops_per_s,
+        us_to_ms(state.get_tenant_p50_us),
+        us_to_ms(state.get_tenant_p99_us)
+    );
+    let _ = writeln!(out, "| /readyz p99 ms (same load) | {:.2} | ≤ 5 |", us_to_ms(state.readyz_p99_us));
+    let ratio = state.status_p99_us_large as f64 / state.status_p99_us_empty.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "| GetStatus p99 ms (follower, idle): empty state / {n} tenants; ratio | {:.2} / {:.2}; {ratio:.2} | independent of state |",
+        us_to_ms(state.status_p99_us_empty),
+        us_to_ms(state.status_p99_us_large)
+    );
+    let _ = writeln!(out, "| kill -9 of a follower → ready, ms | {:.0} | ≤ 2000 |", state.restart_to_ready_ms);
+    let runs: Vec<String> = state.write_p99_ms_runs.iter().map(|ms| format!("{ms:.1}")).collect();
+    let drift = match (state.write_p99_ms_runs.first(), state.write_p99_ms_runs.last()) {
+        (Some(first), Some(last)) if *first > 0.0 => format!("{:.2}", last / first),
+        _ => "—".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "| write p99 ms, 64 clients, consecutive runs; last/first | {}; {drift} | ≤ 1.3 |",
+        runs.join(", ")
+    );
+    let _ = writeln!(out, "| samples per probe | {} | — |", state.probe_samples);
+    let _ = writeln!(out);
+}
+
+/// Keel against etcd.
+fn render_comparison(out: &mut String, report: &Report, keel_result: &SystemResult) {
     let _ = writeln!(out, "| workload | Keel | etcd | Keel/etcd |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
     let mut row = |name: String, keel: Option<f64>, etcd: Option<f64>, digits: usize| {
@@ -248,7 +333,7 @@ pub fn render_markdown(report: &Report) -> String {
         };
         let _ = writeln!(out, "| {name} | {} | {} | {ratio} |", cell(keel), cell(etcd));
     };
-    for (index, keel) in report.keel.load.iter().enumerate() {
+    for (index, keel) in keel_result.load.iter().enumerate() {
         let etcd = report.etcd.as_ref().and_then(|e| e.load.get(index));
         let c = keel.clients;
         let s = if c == 1 { "" } else { "s" };
@@ -262,7 +347,7 @@ pub fn render_markdown(report: &Report) -> String {
     }
     // etcd has no idempotency keys: its column is its plain write, the
     // nearest thing it offers.
-    for (index, keel) in report.keel.keyed_load.iter().enumerate() {
+    for (index, keel) in keel_result.keyed_load.iter().enumerate() {
         let etcd = report.etcd.as_ref().and_then(|e| e.load.get(index));
         let c = keel.clients;
         let s = if c == 1 { "" } else { "s" };
@@ -279,25 +364,13 @@ pub fn render_markdown(report: &Report) -> String {
             2,
         );
     }
-    let (keel_median, keel_max) = failover_summary(&report.keel.failover_ms);
+    let (keel_median, keel_max) = failover_summary(&keel_result.failover_ms);
     let (etcd_median, etcd_max) =
         report.etcd.as_ref().map(|e| failover_summary(&e.failover_ms)).unwrap_or((None, None));
-    let trials = report.keel.failover_ms.len();
+    let trials = keel_result.failover_ms.len();
     row(format!("failover ms (kill -9 leader → first ack), median of {trials}"), keel_median, etcd_median, 0);
     row(format!("failover ms, max of {trials}"), keel_max, etcd_max, 0);
     let _ = writeln!(out);
-    let _ = writeln!(out, "- machine: {} CPUs, {}", report.cpus, report.cpu_model);
-    let _ = writeln!(out, "- keel-bench profile: {}; {} s per load run", report.bench_profile, report.duration_s);
-    let _ = writeln!(out, "- keeld: {}", report.keel.binary);
-    match &report.etcd {
-        Some(etcd) => {
-            let _ = writeln!(out, "- etcd: {}", etcd.binary);
-        }
-        None => {
-            let _ = writeln!(out, "- etcd: skipped (--skip-etcd)");
-        }
-    }
-    out
 }
 
 #[cfg(test)]
