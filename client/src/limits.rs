@@ -3,7 +3,7 @@
 //! Timeouts, retry budgets, page loops, member discovery, the channel pool
 //! and local file reads are all bounded here so that no loop or read in the
 //! client can run without limit. The payload limits mirror the server's
-//! (DESIGN.md §8) so that oversized input fails locally, before it costs a
+//! so that oversized input fails locally, before it costs a
 //! round trip.
 
 /// Endpoints one client may be configured with.
@@ -14,7 +14,7 @@ pub const CALL_TIMEOUT_DEFAULT_MS: u64 = 10_000;
 /// Default time to establish a connection to one endpoint.
 pub const CONNECT_TIMEOUT_DEFAULT_MS: u64 = 3_000;
 /// Interval between HTTP/2 PING frames on an open channel. Without keep-alive
-/// a channel may not notice that a partition has healed (DESIGN.md §5).
+/// a channel may not notice that a partition has healed.
 pub const HTTP2_KEEP_ALIVE_INTERVAL_MS: u64 = 10_000;
 /// How long to wait for a PING acknowledgement before the connection is dead.
 pub const HTTP2_KEEP_ALIVE_TIMEOUT_MS: u64 = 5_000;

@@ -1,7 +1,7 @@
 //! Who answered: the response metadata every Keel RPC carries.
 //!
 //! The server sets `keel-node-id`, `keel-region`, `keel-revision` and, when
-//! it knows one, `keel-leader` on every response (DESIGN.md §4). Missing or
+//! it knows one, `keel-leader` on every response. Missing or
 //! malformed headers become `None` here rather than errors: the response
 //! itself is still good, and the metadata is informational.
 

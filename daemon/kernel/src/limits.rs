@@ -1,4 +1,4 @@
-//! Every limit Keel enforces, as a named constant (DESIGN.md §8).
+//! Every limit Keel enforces, as a named constant.
 //!
 //! The node checks them at the API edge to fail fast; the kernel checks them
 //! again in `apply`, which is the authority. Over a limit, the rejection names

@@ -26,7 +26,7 @@ const DECISION_ID_PREFIX: &[u8] = b"keel/v1/decision\n";
 /// Bytes of a decision id before hex encoding.
 pub const DECISION_ID_BYTES: usize = 16;
 
-/// A decision request (DESIGN.md §1). Optional fields are `null` in the input.
+/// A decision request. Optional fields are `null` in the input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvaluationContext {
     /// The calling tenant.
