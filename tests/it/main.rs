@@ -12,6 +12,7 @@ mod events;
 mod fixture;
 mod harness;
 mod keelctl;
+mod limits;
 mod load_shedding;
 mod manifest_schemas;
 mod membership;

@@ -5,7 +5,7 @@
 //! ```text
 //!  every CLOCK_CHECK_INTERVAL_MS, on every member:
 //!     ask each voter its wall clock (peer Clock RPC) ─► a majority within
-//!     clock_skew_max_ms of ours (we count ourselves)? ─► yes: anchor = (wall now, Instant now)
+//!     clock_skew_max_ms of ours (we count ourselves)? ─► yes: anchor = (wall now, monotonic now)
 //!                                                     ─► no:  distrusted (leader: hand over)
 //!  stamp(replicated clock):
 //!     distrusted ─► refuse (LEADER_CLOCK_SKEW)
@@ -20,9 +20,10 @@
 //! `clock_skew_max_ms` past the agreed time, and the next check finds it
 //! out of agreement, so it stops stamping and hands leadership over.
 //! One voter alone is its own majority: a single node trusts its clock.
+//! Both clocks are read through [`Clock`] (the OS, or a simulation's).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use crate::clock::{Clock, SystemClock};
+use std::sync::{Arc, Mutex};
 
 /// How often every member checks its wall clock against the voters'.
 pub const CLOCK_CHECK_INTERVAL_MS: u64 = 1_000;
@@ -33,14 +34,14 @@ pub const CLOCK_PROBE_DEADLINE_MS: u64 = 500;
 #[derive(Debug)]
 pub struct LeaderClock {
     skew_max_ms: u64,
-    offset_ms: i64,
+    clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Agreed time and when it was agreed (monotonic).
-    anchor: Option<(u64, Instant)>,
+    /// Agreed time and when it was agreed (the clock's monotonic ms).
+    anchor: Option<(u64, u64)>,
     /// The last stamp handed out.
     last_stamp_ms: u64,
     /// Whether the last clock check found a majority in agreement.
@@ -67,10 +68,16 @@ pub enum ClockAgreement {
 }
 
 impl LeaderClock {
-    /// A clock allowing `skew_max_ms` between members; `offset_ms` shifts
-    /// this node's wall clock (tests of a wrong clock only).
+    /// A stamping clock over the OS clocks allowing `skew_max_ms` between
+    /// members; `offset_ms` shifts this node's wall clock (tests of a wrong
+    /// clock only).
     pub fn new(skew_max_ms: u64, offset_ms: i64) -> LeaderClock {
-        LeaderClock { skew_max_ms, offset_ms, inner: Mutex::default() }
+        LeaderClock::with_clock(skew_max_ms, Arc::new(SystemClock::new(offset_ms)))
+    }
+
+    /// A stamping clock reading `clock` (the simulation seam).
+    pub fn with_clock(skew_max_ms: u64, clock: Arc<dyn Clock>) -> LeaderClock {
+        LeaderClock { skew_max_ms, clock, inner: Mutex::default() }
     }
 
     /// The bound between members' clocks.
@@ -78,11 +85,9 @@ impl LeaderClock {
         self.skew_max_ms
     }
 
-    /// This node's wall clock, Unix ms (with the configured offset).
+    /// This node's wall clock, Unix ms.
     pub fn wall_now_ms(&self) -> u64 {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        let now = i128::try_from(now).unwrap_or(i128::MAX).saturating_add(i128::from(self.offset_ms));
-        u64::try_from(now.max(0)).unwrap_or(u64::MAX)
+        self.clock.wall_ms()
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -105,7 +110,7 @@ impl LeaderClock {
                     tracing::info!("this node's clock agrees with the voters again");
                 }
                 inner.is_distrusted = false;
-                inner.anchor = Some((now_ms, Instant::now()));
+                inner.anchor = Some((now_ms, self.clock.monotonic_ms()));
             }
             ClockAgreement::Disagrees => {
                 if !inner.is_distrusted {
@@ -129,16 +134,14 @@ impl LeaderClock {
         if inner.is_distrusted {
             return Err(ClockDisagrees { skew_max_ms: self.skew_max_ms });
         }
-        let now = Instant::now();
+        let now = self.clock.monotonic_ms();
         // Before the first check, the replicated clock is the agreed time
         // (every stamp in it was bounded). After, it is only a floor: were it
         // an anchor, each entry could ratchet the clock another skew ahead.
         if replicated_ms > 0 && inner.anchor.is_none() {
             inner.anchor = Some((replicated_ms, now));
         }
-        let projected = |anchor: Option<(u64, Instant)>| {
-            anchor.map(|(ms, at)| ms.saturating_add(duration_ms(now.saturating_duration_since(at))))
-        };
+        let projected = |anchor: Option<(u64, u64)>| anchor.map(|(ms, at)| ms.saturating_add(now.saturating_sub(at)));
         let floor_ms = inner.last_stamp_ms.max(replicated_ms);
         let stamp = match projected(inner.anchor) {
             Some(projected) => wall_ms.min(projected.saturating_add(self.skew_max_ms)),
@@ -167,10 +170,6 @@ pub fn agreement(offsets_ms: &[Option<i64>], skew_max_ms: u64) -> ClockAgreement
     } else {
         ClockAgreement::Unknown
     }
-}
-
-fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -206,6 +205,23 @@ mod tests {
         let later = clock.stamp(first + 60_000).expect("stamp");
         assert_eq!(later, first + 60_000, "never below the replicated clock");
         assert!(clock.stamp(0).expect("stamp") >= later, "never below the previous stamp");
+    }
+
+    #[test]
+    fn on_a_manual_clock_stamps_follow_monotonic_time_not_wall_jumps() {
+        let time = Arc::new(crate::clock::ManualClock::at(1_000_000));
+        let clock = LeaderClock::with_clock(5_000, Arc::clone(&time) as Arc<dyn Clock>);
+        clock.record(ClockAgreement::Agrees);
+        assert_eq!(clock.stamp(0), Ok(1_000_000));
+        time.advance(250);
+        assert_eq!(clock.stamp(0), Ok(1_000_250), "the wall clock, within the bound");
+        // The wall clock jumps a year ahead; monotonic time moved 10 ms.
+        time.set_wall_ms(1_000_250 + TEN_YEARS_MS as u64 / 10);
+        time.advance(10);
+        assert_eq!(clock.stamp(0), Ok(1_000_000 + 260 + 5_000), "agreed time + elapsed + the skew bound");
+        // The wall clock jumps back: stamps never go backwards.
+        time.set_wall_ms(900_000);
+        assert_eq!(clock.stamp(0), Ok(1_005_260));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! binary `keeld` (src/main.rs) only parses flags and calls [`server::run`].
 
 pub mod api;
+pub mod clock;
 pub mod clock_check;
 pub mod config;
 pub mod judge;
