@@ -38,6 +38,10 @@ impl AppliedState {
 /// Least time between two digests of a changing state: hashing the state is
 /// O(state), so under steady writes it runs at most this often.
 pub const DIGEST_INTERVAL_MIN_MS: u64 = 200;
+/// And at most this share of one core: after a digest that took `t`, the
+/// next waits at least `t × DIGEST_PAUSE_PER_WORK` (a large state under
+/// steady writes is digested less often, never at the writes' expense).
+pub const DIGEST_PAUSE_PER_WORK: u32 = 9;
 
 /// Shared handle to the published state.
 #[derive(Debug)]
@@ -109,14 +113,16 @@ impl SharedState {
 
 /// Keeps `shared`'s digest current, off every request path: wakes on each
 /// applied batch, hashes on a blocking thread, then waits at least
-/// `DIGEST_INTERVAL_MIN_MS` before the next. Ends when `shared` is dropped
-/// by everyone else.
+/// `DIGEST_INTERVAL_MIN_MS` (and `DIGEST_PAUSE_PER_WORK` times the hash's
+/// own time) before the next. Ends when `shared` is dropped by everyone else.
 pub async fn run_digester(shared: std::sync::Weak<SharedState>) {
     let Some(mut changes) = shared.upgrade().map(|shared| shared.applied_changes()) else { return };
     loop {
         let Some(strong) = shared.upgrade() else { return };
+        let started = std::time::Instant::now();
         let _ = tokio::task::spawn_blocking(move || strong.refresh_digest()).await;
-        tokio::time::sleep(Duration::from_millis(DIGEST_INTERVAL_MIN_MS)).await; // a rate limit, not a wait for anything
+        let pause = Duration::from_millis(DIGEST_INTERVAL_MIN_MS).max(started.elapsed() * DIGEST_PAUSE_PER_WORK);
+        tokio::time::sleep(pause).await; // a rate limit, not a wait for anything
         if changes.changed().await.is_err() {
             return;
         }
