@@ -79,8 +79,10 @@ pub async fn bench_state(keeld: PathBuf, tenants: usize, duration: Duration) -> 
     let preload_s = started.elapsed().as_secs_f64();
     eprintln!("keel: {tenants} tenants in {preload_s:.1} s");
 
-    // Probes on a follower, one call at a time each, during a write load.
-    let load = tokio::spawn(run_load(writer.clone(), "probe-load", LOAD_CLIENTS, duration));
+    // Probes on a follower, one call at a time each, during a write load
+    // (updates of the preloaded tenants: the state keeps its size).
+    let updater = Updater::new(cluster.nodes[leader].channel().await?, tenants);
+    let load = tokio::spawn(run_load(updater, "probe-load", LOAD_CLIENTS, duration));
     let probe_until = Instant::now() + duration;
     let node = &cluster.nodes[follower];
     let tenants_client = pb::tenant_service_client::TenantServiceClient::new(node.channel().await?);
@@ -121,8 +123,8 @@ pub async fn bench_state(keeld: PathBuf, tenants: usize, duration: Duration) -> 
     let mut write_p99_ms_runs = Vec::new();
     for run in 0..DRIFT_RUNS {
         let leader = cluster.leader().await?;
-        let writer = KeelWriter::new(cluster.nodes[leader].channel().await?);
-        let result = run_load(writer, &format!("drift{run}"), LOAD_CLIENTS, duration).await?;
+        let updater = Updater::new(cluster.nodes[leader].channel().await?, tenants);
+        let result = run_load(updater, &format!("drift{run}"), LOAD_CLIENTS, duration).await?;
         eprintln!("keel: drift run {run}: p99 {:.1} ms", us_to_ms(result.p99_us));
         write_p99_ms_runs.push(us_to_ms(result.p99_us));
     }
@@ -139,6 +141,45 @@ pub async fn bench_state(keeld: PathBuf, tenants: usize, duration: Duration) -> 
         restart_to_ready_ms,
         write_p99_ms_runs,
     })
+}
+
+/// Updates one of the preloaded tenants per write (the one the write's id
+/// hashes to), so a load leaves the number of tenants as it was.
+#[derive(Clone)]
+struct Updater {
+    client: pb::tenant_service_client::TenantServiceClient<tonic::transport::Channel>,
+    tenants: usize,
+}
+
+impl Updater {
+    fn new(channel: tonic::transport::Channel, tenants: usize) -> Updater {
+        Updater { client: pb::tenant_service_client::TenantServiceClient::new(channel), tenants }
+    }
+}
+
+impl Writer for Updater {
+    async fn write(&mut self, id: String, timeout: Duration) -> Result<()> {
+        // FNV-1a: spreads the loop's ids over the tenants.
+        let hash = id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+        let index = usize::try_from(hash).unwrap_or(0) % self.tenants.max(1);
+        let mut request = tonic::Request::new(pb::UpdateTenantRequest {
+            tenant: Some(pb::Tenant {
+                tenant_id: format!("state-{index}"),
+                display_name: format!("Tenant {id}"),
+                tier: pb::TenantTier::Enterprise as i32,
+                home_region: "eu-west".into(),
+                status: pb::TenantStatus::Active as i32,
+                enabled_engines: vec!["billing".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        request.set_timeout(timeout);
+        self.client.update_tenant(request).await?;
+        Ok(())
+    }
 }
 
 /// Writes tenants `state-0` .. `state-{count-1}` with `PRELOAD_WRITERS` writers.
