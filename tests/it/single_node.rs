@@ -96,9 +96,30 @@ async fn ops_endpoints_answer() -> Result<()> {
     assert_eq!(diag["role"], "leader");
     assert_eq!(diag["is_trust_bootstrapped"], true);
     assert_eq!(diag["state_digest"].as_str().map(str::len), Some(64));
+    // Every RPC gets a request id (the caller's, when it sends a short one)
+    // and lands in the per-method metrics with its code.
+    let mut client = pb::cluster_service_client::ClusterServiceClient::new(node.channel().await?);
+    let mut request = tonic::Request::new(pb::GetStatusRequest {});
+    request.metadata_mut().insert("x-request-id", tonic::metadata::MetadataValue::from_static("probe-42"));
+    let response = client.get_status(request).await?;
+    assert_eq!(response.metadata().get("x-request-id").and_then(|v| v.to_str().ok()), Some("probe-42"));
+    let response = client.get_status(pb::GetStatusRequest {}).await?;
+    assert!(response.metadata().get("x-request-id").is_some(), "a generated request id");
+    let refused = pb::GetTenantRequest { name: "nobody".into(), consistency: 0 };
+    let _ = pb::tenant_service_client::TenantServiceClient::new(node.channel().await?).get_tenant(refused).await;
     let (code, body) = crate::harness::http_get(&node.ops_addr, "/metrics").await?;
     assert_eq!(code, 200);
     assert!(body.contains("keel_raft_applied_index{"), "{body}");
+    assert!(
+        body.lines().any(|line| line.starts_with("keel_rpc_duration_seconds_count") && line.contains("GetStatus")),
+        "{body}"
+    );
+    assert!(
+        body.lines().any(|line| line.starts_with("keel_rpc_responses_total")
+            && line.contains("/keel.v1.TenantService/GetTenant")
+            && line.contains("code=\"NOT_FOUND\"")),
+        "{body}"
+    );
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod api;
 pub mod clock;
 pub mod clock_check;
 pub mod config;
+pub mod edge;
 pub mod judge;
 pub mod leader_clock;
 pub mod load_shed;

@@ -288,20 +288,19 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let node_id = ctx.identity.node_id;
-    let region = ctx.identity.region.clone();
-    let mut server = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
-        .layer(InFlightLayer::new(in_flight_requests_max, Arc::clone(&ctx.shed_stats)));
+    let edge = crate::edge::EdgeLayer::new(ctx.rpc_metrics.clone(), ctx.identity.node_id, &ctx.identity.region);
+    let mut server =
+        tonic::transport::Server::builder().max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX)).layer(
+            tower::ServiceBuilder::new()
+                .layer(edge)
+                .layer(InFlightLayer::new(in_flight_requests_max, Arc::clone(&ctx.shed_stats))),
+        );
     if let Some(material) = &tls {
         server = server.tls_config(tls::client_port_server_tls(material)).context("client port TLS")?;
     }
     server
         .http2_keepalive_interval(Some(Duration::from_millis(HTTP2_KEEPALIVE_INTERVAL_MS)))
         .http2_keepalive_timeout(Some(Duration::from_millis(HTTP2_KEEPALIVE_TIMEOUT_MS)))
-        .trace_fn(
-            move |request| tracing::info_span!("rpc", rpc.method = %request.uri().path(), node_id, region = %region),
-        )
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -125,6 +125,8 @@ pub struct ApiContext {
     pub judge: NodeJudge,
     /// Requests refused by the in-flight bound.
     pub shed_stats: Arc<crate::load_shed::ShedStats>,
+    /// Per-RPC latency and response counts (the edge records, `/metrics` reads).
+    pub rpc_metrics: crate::edge::RpcMetrics,
 }
 
 /// Holds a leadership transfer open: heartbeats and this node's own
@@ -284,6 +286,7 @@ impl ApiContext {
             watch_stats: Arc::default(),
             judge: NodeJudge::default(),
             shed_stats: Arc::default(),
+            rpc_metrics: crate::edge::RpcMetrics::default(),
         }
     }
 
