@@ -6,6 +6,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/env.sh"
 keel_build_deps
 cd "$keel_root"
-cargo build --locked -p keel-node -p keel-client --bins
+cargo build --locked -p keel-node -p keelctl
 echo "==> keelctl is at $CARGO_TARGET_DIR/debug/keelctl"
 exec "$CARGO_TARGET_DIR/debug/keeld" --dev "$@"

@@ -27,7 +27,7 @@ up() {
   while getopts "n:" opt; do case "$opt" in n) n="$OPTARG" ;; *) exit 2 ;; esac; done
   case "$n" in 3|5) ;; *) echo "local-cluster: -n must be 3 or 5" >&2; exit 2 ;; esac
   keel_build_deps
-  (cd "$keel_root" && cargo build --release --locked -p keel-node -p keel-client --bins)
+  (cd "$keel_root" && cargo build --release --locked -p keel-node -p keelctl)
   mkdir -p "$dir"
   [ -f "$dir/root.key" ] || "$bin/keelctl" keys generate --out "$dir/root" >/dev/null
   [ -f "$dir/tls/ca.crt" ] || "$bin/keelctl" certs init --dir "$dir/tls" --common-name "keel local-cluster CA" >/dev/null

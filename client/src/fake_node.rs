@@ -21,11 +21,11 @@ use std::time::Duration;
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// Keys per `ListKeys` page, small so that paging is exercised.
-pub(crate) const FAKE_PAGE_SIZE: usize = 2;
+pub const FAKE_PAGE_SIZE: usize = 2;
 
 /// One scripted `GetKey` answer.
 #[derive(Debug)]
-pub(crate) enum Answer {
+pub enum Answer {
     /// Answer with this key.
     Key(pb::Key),
     /// Fail with this status.
@@ -35,7 +35,7 @@ pub(crate) enum Answer {
 }
 
 /// Revision a fake membership change reports.
-pub(crate) const FAKE_MEMBERSHIP_REVISION: u64 = 42;
+pub const FAKE_MEMBERSHIP_REVISION: u64 = 42;
 
 /// The membership a fake node reports.
 #[derive(Debug, Default)]
@@ -46,7 +46,7 @@ struct FakeCluster {
 
 /// The node's behaviour and what it observed.
 #[derive(Debug, Default)]
-pub(crate) struct FakeState {
+pub struct FakeState {
     node_id: u64,
     region: String,
     script: Mutex<VecDeque<Answer>>,
@@ -103,11 +103,11 @@ impl FakeState {
 }
 
 /// A running fake node; stops when dropped.
-pub(crate) struct FakeNode {
+pub struct FakeNode {
     /// `http://127.0.0.1:<port>`.
-    pub(crate) address: String,
+    pub address: String,
     /// Behaviour and observations.
-    pub(crate) state: Arc<FakeState>,
+    pub state: Arc<FakeState>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -120,25 +120,20 @@ impl Drop for FakeNode {
 impl FakeNode {
     /// Starts a node in region `local` answering `GetKey` from `script` and
     /// `ListKeys` from `keys`.
-    pub(crate) async fn start(node_id: u64, script: Vec<Answer>, keys: Vec<pb::Key>) -> FakeNode {
+    pub async fn start(node_id: u64, script: Vec<Answer>, keys: Vec<pb::Key>) -> FakeNode {
         FakeNode::start_in_region(node_id, "local", script, keys).await
     }
 
     /// Starts a node in `region` that leads a cluster of itself alone (as
     /// `127.0.0.1:7400`, an address only shown, never dialled: it is the
     /// serving node's own entry).
-    pub(crate) async fn start_in_region(
-        node_id: u64,
-        region: &str,
-        script: Vec<Answer>,
-        keys: Vec<pb::Key>,
-    ) -> FakeNode {
+    pub async fn start_in_region(node_id: u64, region: &str, script: Vec<Answer>, keys: Vec<pb::Key>) -> FakeNode {
         FakeNode::start_serving(node_id, region, script, keys, None).await
     }
 
     /// Starts a node like [`FakeNode::start`] that serves TLS with this
     /// certificate and key (PEM); its address is `https://127.0.0.1:<port>`.
-    pub(crate) async fn start_tls(node_id: u64, cert_pem: &str, key_pem: &str) -> FakeNode {
+    pub async fn start_tls(node_id: u64, cert_pem: &str, key_pem: &str) -> FakeNode {
         let tls =
             tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
         FakeNode::start_serving(node_id, "local", vec![], vec![], Some(tls)).await
@@ -182,50 +177,50 @@ impl FakeNode {
     }
 
     /// Sets the members and the leader this node reports.
-    pub(crate) fn set_cluster(&self, members: Vec<pb::Member>, leader_id: u64) {
+    pub fn set_cluster(&self, members: Vec<pb::Member>, leader_id: u64) {
         *self.state.lock_cluster() = FakeCluster { members, leader_id };
     }
 
     /// The next membership calls fail with these statuses, in order.
-    pub(crate) fn fail_membership(&self, statuses: impl IntoIterator<Item = tonic::Status>) {
+    pub fn fail_membership(&self, statuses: impl IntoIterator<Item = tonic::Status>) {
         self.state.membership_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(statuses);
     }
 
     /// This node as a member, with its real address.
-    pub(crate) fn member(&self, is_voter: bool) -> pb::Member {
+    pub fn member(&self, is_voter: bool) -> pb::Member {
         let client_addr = self.address.trim_start_matches("http://");
         fake_member(self.state.node_id, &self.state.region, client_addr, "127.0.0.1:1", is_voter)
     }
 
     /// `GetStatus` calls received.
-    pub(crate) fn n_get_status_calls(&self) -> usize {
+    pub fn n_get_status_calls(&self) -> usize {
         self.state.n_get_status_calls.load(Ordering::SeqCst)
     }
 
     /// `AddLearner`, `PromoteMember` and `RemoveMember` calls received.
-    pub(crate) fn n_membership_calls(&self) -> usize {
+    pub fn n_membership_calls(&self) -> usize {
         self.state.n_membership_calls.load(Ordering::SeqCst)
     }
 
     /// `GetKey` calls received.
-    pub(crate) fn n_get_key_calls(&self) -> usize {
+    pub fn n_get_key_calls(&self) -> usize {
         self.state.n_get_key_calls.load(Ordering::SeqCst)
     }
 
     /// `grpc-timeout` headers received, in order.
-    pub(crate) fn grpc_timeouts(&self) -> Vec<Option<String>> {
+    pub fn grpc_timeouts(&self) -> Vec<Option<String>> {
         self.state.grpc_timeouts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// `AddKey` requests received.
-    pub(crate) fn add_key_requests(&self) -> Vec<pb::AddKeyRequest> {
+    pub fn add_key_requests(&self) -> Vec<pb::AddKeyRequest> {
         self.state.add_key_requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
 /// A status as Keel sends it: `ErrorInfo{reason, domain: "keel", metadata}`
 /// and, when given, `RetryInfo`.
-pub(crate) fn keel_status(
+pub fn keel_status(
     code: tonic::Code,
     reason: &str,
     metadata: &[(&str, &str)],
@@ -241,13 +236,7 @@ pub(crate) fn keel_status(
 }
 
 /// A member as the server reports it.
-pub(crate) fn fake_member(
-    node_id: u64,
-    region: &str,
-    client_addr: &str,
-    peer_addr: &str,
-    is_voter: bool,
-) -> pb::Member {
+pub fn fake_member(node_id: u64, region: &str, client_addr: &str, peer_addr: &str, is_voter: bool) -> pb::Member {
     pb::Member {
         node_id,
         region: region.to_owned(),
@@ -259,7 +248,7 @@ pub(crate) fn fake_member(
 }
 
 /// A key as the server would return it.
-pub(crate) fn sample_key(key_id: &str) -> pb::Key {
+pub fn sample_key(key_id: &str) -> pb::Key {
     pb::Key {
         name: format!("keys/{key_id}"),
         key_id: key_id.to_owned(),

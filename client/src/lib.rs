@@ -41,20 +41,22 @@
 
 #[cfg(test)]
 mod call_tests;
+#[cfg(feature = "certs")]
 pub mod certs;
-pub mod cli;
 pub mod client;
 mod cluster;
 mod connection;
 pub mod error;
 pub mod events;
-#[cfg(test)]
-mod fake_node;
+/// A scripted in-process Keel node for tests (feature `test-util`).
+#[cfg(any(test, feature = "test-util"))]
+#[allow(missing_docs)]
+pub mod fake_node;
 pub mod key_pair;
 pub mod key_spec;
 pub mod limits;
 pub mod local_error;
-mod local_file;
+pub mod local_file;
 mod policy;
 pub mod public_key;
 mod registry;

@@ -102,6 +102,7 @@ pub enum LocalError {
         problem: String,
     },
     /// A certificate or key could not be generated or signed.
+    #[cfg(feature = "certs")]
     #[error("{what}: {source}")]
     CertificateGeneration {
         /// What was being produced, e.g. `certificate for node-1`.

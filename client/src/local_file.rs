@@ -15,7 +15,7 @@ pub const SECRET_FILE_MODE: u32 = 0o600;
 pub const PUBLIC_FILE_MODE: u32 = 0o644;
 
 /// Reads `path`, refusing files larger than `bytes_max`.
-pub(crate) fn read_bounded(path: &Path, bytes_max: u64) -> Result<Vec<u8>, LocalError> {
+pub fn read_bounded(path: &Path, bytes_max: u64) -> Result<Vec<u8>, LocalError> {
     let read_error = |source| LocalError::FileRead { path: path.to_owned(), source };
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
@@ -29,7 +29,7 @@ pub(crate) fn read_bounded(path: &Path, bytes_max: u64) -> Result<Vec<u8>, Local
 
 /// Creates `path` with `mode` (on Unix) and writes `bytes`. Refuses to
 /// overwrite an existing file when `is_create_new`.
-pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32, is_create_new: bool) -> Result<(), LocalError> {
+pub fn write(path: &Path, bytes: &[u8], mode: u32, is_create_new: bool) -> Result<(), LocalError> {
     let write_error = |source| LocalError::FileWrite { path: path.to_owned(), source };
     let mut options = std::fs::OpenOptions::new();
     options.write(true);

@@ -21,7 +21,7 @@ keel_uid=10001
 if [ -z "${KEELD_BIN:-}" ] || [ -z "${KEELCTL_BIN:-}" ]; then
   source "$root/.ci/env.sh"
   keel_build_deps
-  (cd "$root" && cargo build --release --locked -p keel-node -p keel-client --bins)
+  (cd "$root" && cargo build --release --locked -p keel-node -p keelctl)
   KEELD_BIN="${KEELD_BIN:-$CARGO_TARGET_DIR/release/keeld}"
   KEELCTL_BIN="${KEELCTL_BIN:-$CARGO_TARGET_DIR/release/keelctl}"
 fi

@@ -309,7 +309,10 @@ async fn fat_tenants_list_with_default_paging_and_a_learner_flood_stops_at_the_b
             is_voter: false,
         };
         let mut request = tonic::Request::new(pb::AddLearnerRequest { member: Some(member) });
-        request.set_timeout(Duration::from_millis(300));
+        // Long enough to commit the membership change on a loaded machine (a
+        // call cancelled before it is proposed adds nothing); the wait for the
+        // unreachable learner to catch up then runs out.
+        request.set_timeout(Duration::from_millis(1_000));
         match cluster_client.add_learner(request).await {
             Err(status) if reason_of(&status) == "LIMIT_EXCEEDED" => {
                 refused = Some(status);

@@ -10,7 +10,7 @@ use super::output::Output;
 use super::table::Table;
 use super::timestamp::format_rfc3339;
 use super::{ConsistencyArg, GlobalArgs, connect, enum_name};
-use crate::pb;
+use keel_client::pb;
 use serde::Serialize;
 
 /// `keelctl tenant …`

@@ -3,8 +3,8 @@
 
 use super::error::{EXIT_SERVER_ERROR, EXIT_UNAVAILABLE};
 use super::*;
-use crate::fake_node::{Answer, FAKE_MEMBERSHIP_REVISION, FakeNode, keel_status, sample_key};
 use clap::Parser;
+use keel_client::fake_node::{Answer, FAKE_MEMBERSHIP_REVISION, FakeNode, keel_status, sample_key};
 use std::time::Duration;
 
 /// Runs `keelctl <args>` against `endpoint`; returns (exit code, stdout, stderr).
@@ -104,10 +104,10 @@ async fn trust_list_fetches_all_pages_into_one_table() {
 #[tokio::test]
 async fn trust_add_key_signs_with_the_root_key_file() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = crate::KeyPair::from_secret_bytes([1u8; 32]);
+    let root = keel_client::KeyPair::from_secret_bytes([1u8; 32]);
     let root_file = dir.path().join("root.key");
     root.write_secret_file(&root_file).expect("root file");
-    let publisher = crate::KeyPair::from_secret_bytes([7u8; 32]);
+    let publisher = keel_client::KeyPair::from_secret_bytes([7u8; 32]);
     let public_file = dir.path().join("publisher.pub");
     publisher.public().write_file(&public_file).expect("public file");
     let node = FakeNode::start(1, vec![], vec![]).await;
@@ -134,11 +134,12 @@ async fn trust_add_key_signs_with_the_root_key_file() {
     assert_eq!(view["created"], true);
     assert_eq!(view["key"]["key_id"], publisher.key_id());
     let requests = node.add_key_requests();
-    let spec = crate::KeySpec::new(publisher.public_key(), [pb::KeyPurpose::EnginePublisher], 1_767_225_600_000, None)
-        .expect("valid");
+    let spec =
+        keel_client::KeySpec::new(publisher.public_key(), [pb::KeyPurpose::EnginePublisher], 1_767_225_600_000, None)
+            .expect("valid");
     assert_eq!(requests[0].spec, Some(spec.to_proto()));
     let payload = spec.signing_payload().expect("payload");
-    assert!(crate::signing::verify(&root.public_key(), &payload, &requests[0].signatures[0].signature));
+    assert!(keel_client::signing::verify(&root.public_key(), &payload, &requests[0].signatures[0].signature));
 }
 
 #[tokio::test]

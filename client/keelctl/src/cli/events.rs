@@ -10,8 +10,8 @@ use super::error::CliError;
 use super::output::{Output, OutputFormat};
 use super::table::Table;
 use super::{GlobalArgs, connect};
-use crate::events::{WatchItem, WatchOptions};
-use crate::pb;
+use keel_client::events::{WatchItem, WatchOptions};
+use keel_client::pb;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -139,7 +139,7 @@ pub async fn run(command: EventsCommand, global: &GlobalArgs, output: &mut Outpu
 async fn publish(args: PublishArgs, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
     let payload = match (&args.payload, &args.payload_file) {
         (Some(text), _) => text.clone().into_bytes(),
-        (None, Some(path)) => crate::local_file::read_bounded(path, PAYLOAD_FILE_BYTES_MAX)?,
+        (None, Some(path)) => keel_client::local_file::read_bounded(path, PAYLOAD_FILE_BYTES_MAX)?,
         (None, None) => Vec::new(),
     };
     let client = connect(global).await?;

@@ -26,11 +26,11 @@ pub mod tenant;
 pub mod timestamp;
 pub mod trust;
 
-use crate::client::{ClientConfig, KeelClient};
-use crate::limits::{CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS};
-use crate::pb;
-use crate::tls::ClientTls;
 use error::CliError;
+use keel_client::client::{ClientConfig, KeelClient};
+use keel_client::limits::{CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS};
+use keel_client::pb;
+use keel_client::tls::ClientTls;
 use output::{Output, OutputFormat};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -97,7 +97,7 @@ impl GlobalArgs {
     pub fn tls(&self) -> Result<Option<ClientTls>, CliError> {
         let Some(ca_file) = &self.ca_file else {
             if self.cert_file.is_some() || self.key_file.is_some() {
-                return Err(crate::ClientError::ConfigInvalid {
+                return Err(keel_client::ClientError::ConfigInvalid {
                     field: "tls.ca_file",
                     problem: "is required with --cert-file/--key-file (--ca-file or KEEL_CA_FILE)".into(),
                 }

@@ -21,13 +21,13 @@ use super::super::output::Output;
 use super::super::timestamp::{now_ms_rounded_to_second, parse_time_ms};
 use super::super::{GlobalArgs, connect};
 use super::RootView;
-use crate::key_pair::KeyPair;
-use crate::key_spec::ms_from_timestamp;
-use crate::limits::MANIFEST_FILE_BYTES_MAX;
-use crate::local_error::LocalError;
-use crate::pb;
-use crate::public_key::PublicKey;
-use crate::root_metadata::{self, RootKeyEntry, RootMetadataDraft};
+use keel_client::key_pair::KeyPair;
+use keel_client::key_spec::ms_from_timestamp;
+use keel_client::limits::MANIFEST_FILE_BYTES_MAX;
+use keel_client::local_error::LocalError;
+use keel_client::pb;
+use keel_client::public_key::PublicKey;
+use keel_client::root_metadata::{self, RootKeyEntry, RootMetadataDraft};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -95,7 +95,7 @@ pub async fn run(args: RotateRootArgs, global: &GlobalArgs, output: &mut Output<
 
 /// A document written by hand: any JSON object; the server judges the rest.
 fn read_document(path: &std::path::Path) -> Result<serde_json::Value, CliError> {
-    let bytes = crate::local_file::read_bounded(path, MANIFEST_FILE_BYTES_MAX)?;
+    let bytes = keel_client::local_file::read_bounded(path, MANIFEST_FILE_BYTES_MAX)?;
     let source_name = path.display().to_string();
     let document: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|source| LocalError::JsonInvalid { source_name: source_name.clone(), source })?;
@@ -112,7 +112,10 @@ fn read_document(path: &std::path::Path) -> Result<serde_json::Value, CliError> 
 
 /// The next version of the server's root metadata, with the root role
 /// replaced as the arguments say.
-async fn build_document(args: &RotateRootArgs, client: &crate::KeelClient) -> Result<serde_json::Value, CliError> {
+async fn build_document(
+    args: &RotateRootArgs,
+    client: &keel_client::KeelClient,
+) -> Result<serde_json::Value, CliError> {
     let current = client.get_root(pb::ReadConsistency::Linearizable).await?.value;
     let stored_roots: BTreeMap<String, pb::Key> = client
         .list_all_keys(Some(pb::KeyPurpose::Root), pb::ReadConsistency::Linearizable)

@@ -1,9 +1,9 @@
 //! `keelctl`: the Keel command line. Parses arguments, runs the command on
 //! a single-threaded runtime and turns failures into an exit code; all the
-//! work lives in `keel_client::cli`.
+//! work lives in `keelctl::cli`.
 
 use clap::Parser;
-use keel_client::cli::{self, Cli, error::EXIT_USAGE};
+use keelctl::cli::{self, Cli, error::EXIT_USAGE};
 use std::process::ExitCode;
 
 /// Exit code when the process cannot even start its runtime.

@@ -351,8 +351,8 @@ fn keys_generate_then_engine_sign_locally() {
     let key = format!("{prefix}.key");
     let (result, stdout, _) = run_local(&["engine", "sign", "--manifest", manifest, "--key", &key]);
     result.expect("sign");
-    let bundle = crate::SignedManifest::parse("stdout", stdout.as_bytes()).expect("bundle on stdout");
-    let public = crate::PublicKey::read_file(std::path::Path::new(&format!("{prefix}.pub"))).expect("public");
+    let bundle = keel_client::SignedManifest::parse("stdout", stdout.as_bytes()).expect("bundle on stdout");
+    let public = keel_client::PublicKey::read_file(std::path::Path::new(&format!("{prefix}.pub"))).expect("public");
     assert!(bundle.is_signed_by(&public));
     assert_eq!(bundle.signatures()[0].key_id, key_id);
 }

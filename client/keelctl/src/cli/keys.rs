@@ -3,7 +3,7 @@
 use super::error::CliError;
 use super::output::Output;
 use super::table::Table;
-use crate::key_pair::KeyPair;
+use keel_client::key_pair::KeyPair;
 use serde::Serialize;
 use std::path::PathBuf;
 

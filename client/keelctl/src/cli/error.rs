@@ -11,8 +11,8 @@
 //! for its own usage errors), [`EXIT_UNAVAILABLE`] when the cluster could
 //! not be reached or did not answer in time.
 
-use crate::error::{ClientError, ErrorClass, REASON_INVALID_INPUT};
-use crate::local_error::LocalError;
+use keel_client::error::{ClientError, ErrorClass, REASON_INVALID_INPUT};
+use keel_client::local_error::LocalError;
 use std::collections::BTreeMap;
 use std::io::Write;
 

@@ -24,10 +24,10 @@ use super::output::Output;
 use super::table::Table;
 use super::timestamp::{format_rfc3339, now_ms_rounded_to_second, parse_time_ms};
 use super::{ConsistencyArg, GlobalArgs, connect, enum_name};
-use crate::key_pair::KeyPair;
-use crate::key_spec::{KeySpec, ms_from_timestamp};
-use crate::pb;
-use crate::public_key::PublicKey;
+use keel_client::key_pair::KeyPair;
+use keel_client::key_spec::{KeySpec, ms_from_timestamp};
+use keel_client::pb;
+use keel_client::public_key::PublicKey;
 use serde::Serialize;
 use std::path::PathBuf;
 

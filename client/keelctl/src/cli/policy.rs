@@ -12,10 +12,10 @@ use super::output::{Output, OutputFormat};
 use super::table::Table;
 use super::timestamp::format_rfc3339;
 use super::{ConsistencyArg, GlobalArgs, connect};
-use crate::limits::{POLICY_CASES_FILE_BYTES_MAX, POLICY_SOURCE_BYTES_MAX, POLICY_TEST_CASES_MAX};
-use crate::local_error::LocalError;
-use crate::local_file::read_bounded;
-use crate::pb;
+use keel_client::limits::{POLICY_CASES_FILE_BYTES_MAX, POLICY_SOURCE_BYTES_MAX, POLICY_TEST_CASES_MAX};
+use keel_client::local_error::LocalError;
+use keel_client::local_file::read_bounded;
+use keel_client::pb;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,7 @@
 
 use super::error::CliError;
 use super::table::Table;
-use crate::served::ResponseMeta;
+use keel_client::served::ResponseMeta;
 use serde::Serialize;
 use std::io::Write;
 

@@ -5,7 +5,7 @@
 use super::error::CliError;
 use super::output::Output;
 use super::table::Table;
-use crate::certs::{self, Usage};
+use keel_client::certs::{self, Usage};
 use serde::Serialize;
 use std::path::PathBuf;
 

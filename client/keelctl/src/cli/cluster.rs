@@ -12,8 +12,8 @@ use super::output::{Output, OutputFormat};
 use super::table::Table;
 use super::timestamp::format_rfc3339;
 use super::{GlobalArgs, connect, enum_name};
-use crate::pb;
-use crate::served::Served;
+use keel_client::pb;
+use keel_client::served::Served;
 use serde::Serialize;
 
 /// `keelctl cluster …`
