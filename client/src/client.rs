@@ -63,6 +63,9 @@ pub struct ClientConfig {
     pub preferred_region: Option<String>,
     /// TLS to `https://` endpoints; `None`: plaintext `http://` only.
     pub tls: Option<ClientTls>,
+    /// Seed of the client's randomness (retry jitter, idempotency keys);
+    /// `None`: from the OS. Set it to replay a run (tests, simulation).
+    pub seed: Option<u64>,
 }
 
 impl ClientConfig {
@@ -75,7 +78,14 @@ impl ClientConfig {
             discover_members: true,
             preferred_region: None,
             tls: None,
+            seed: None,
         }
+    }
+
+    /// The same configuration drawing its randomness from `seed`.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 
     /// Sets the per-call deadline.
@@ -141,6 +151,7 @@ impl ClientConfig {
 pub struct KeelClient {
     connection: Arc<Connection>,
     call_timeout: Duration,
+    pub(crate) randomness: Arc<crate::randomness::Randomness>,
 }
 
 impl KeelClient {
@@ -154,7 +165,11 @@ impl KeelClient {
             config.discover_members,
             config.tls.as_ref().map(ClientTls::load).transpose()?,
         )?;
-        Ok(KeelClient { connection: Arc::new(connection), call_timeout: config.call_timeout })
+        Ok(KeelClient {
+            connection: Arc::new(connection),
+            call_timeout: config.call_timeout,
+            randomness: Arc::new(crate::randomness::Randomness::new(config.seed)),
+        })
     }
 
     /// A client that has connected: each endpoint is tried once, in order,
@@ -169,7 +184,7 @@ impl KeelClient {
 
     /// A client sharing this one's channels, with another per-call deadline.
     pub fn with_call_timeout(&self, call_timeout: Duration) -> Self {
-        KeelClient { connection: Arc::clone(&self.connection), call_timeout }
+        KeelClient { connection: Arc::clone(&self.connection), call_timeout, randomness: Arc::clone(&self.randomness) }
     }
 
     /// The per-call deadline.
@@ -302,7 +317,7 @@ impl KeelClient {
             if n_retries + 1 >= RETRY_ATTEMPTS_MAX {
                 return Err(error);
             }
-            let delay = retry::retry_delay(n_retries, retry::random_jitter(), &error);
+            let delay = retry::retry_delay(n_retries, self.randomness.jitter(), &error);
             n_retries += 1;
             if Instant::now() + delay >= deadline {
                 return Err(error);

@@ -34,21 +34,6 @@ pub(crate) fn event_service(channel: Channel) -> EventServiceClient<Channel> {
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
 }
 
-/// A fresh idempotency key: 128 random bits, hex. Every mutating call of this
-/// client sends one (unless the caller set its own), so the call's own
-/// retries after a lost answer apply the change once.
-pub fn new_idempotency_key() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!("kc-{}", hex::encode(bytes))
-}
-
-/// Returns `key`, or a fresh key when it is empty.
-pub(crate) fn key_or_new(key: String) -> String {
-    if key.is_empty() { new_idempotency_key() } else { key }
-}
-
 /// What to watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchOptions {
@@ -93,7 +78,7 @@ impl KeelClient {
         &self,
         mut request: pb::PublishEventRequest,
     ) -> Result<Served<pb::PublishEventResponse>, ClientError> {
-        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
+        request.idempotency_key = self.randomness.key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("Publish", Route::Leader, request, |channel, request| async move {
             event_service(channel).publish(request).await
         })
@@ -164,7 +149,7 @@ impl EventWatch {
             if self.n_reconnects >= WATCH_RECONNECTS_MAX {
                 return Err(error);
             }
-            let delay = retry::retry_delay(self.n_reconnects, retry::random_jitter(), &error);
+            let delay = retry::retry_delay(self.n_reconnects, self.client.randomness.jitter(), &error);
             self.n_reconnects += 1;
             self.n_reconnects_total += 1;
             tokio::time::sleep(delay).await;

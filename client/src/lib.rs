@@ -59,6 +59,7 @@ pub mod local_error;
 pub mod local_file;
 mod policy;
 pub mod public_key;
+mod randomness;
 mod registry;
 pub mod retry;
 pub mod root_metadata;

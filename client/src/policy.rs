@@ -32,7 +32,7 @@ impl KeelClient {
             policy: policy.to_owned(),
             source: source.to_owned(),
             expected_version,
-            idempotency_key: crate::events::new_idempotency_key(),
+            idempotency_key: self.randomness.idempotency_key(),
         };
         self.call("PutPolicy", Route::Leader, request, |channel, request| async move {
             policy_service(channel).put_policy(request).await

@@ -6,7 +6,6 @@
 
 use crate::client::{KeelClient, collect_pages};
 use crate::error::ClientError;
-use crate::events::key_or_new;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
 use crate::routing::Route;
 use crate::served::Served;
@@ -27,7 +26,7 @@ impl KeelClient {
         &self,
         mut request: pb::PublishEngineVersionRequest,
     ) -> Result<Served<pb::PublishEngineVersionResponse>, ClientError> {
-        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
+        request.idempotency_key = self.randomness.key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("PublishEngineVersion", Route::Leader, request, |channel, request| async move {
             registry_service(channel).publish_engine_version(request).await
         })
@@ -130,7 +129,7 @@ impl KeelClient {
         let request = pb::YankEngineVersionRequest {
             engine: engine.to_owned(),
             version: version.to_owned(),
-            idempotency_key: crate::events::new_idempotency_key(),
+            idempotency_key: self.randomness.idempotency_key(),
         };
         self.call("YankEngineVersion", Route::Leader, request, |channel, request| async move {
             registry_service(channel).yank_engine_version(request).await

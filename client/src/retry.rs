@@ -111,12 +111,6 @@ pub(crate) fn retry_delay(retry_index: u32, jitter: u64, error: &ClientError) ->
     backoff.max(suggested)
 }
 
-/// A uniformly random jitter in `0..=JITTER_SCALE`.
-pub(crate) fn random_jitter() -> u64 {
-    use rand::Rng;
-    rand::thread_rng().gen_range(0..=JITTER_SCALE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

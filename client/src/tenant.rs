@@ -23,7 +23,7 @@ impl KeelClient {
     /// `TenantService.CreateTenant`.
     pub async fn create_tenant(&self, tenant: pb::Tenant) -> Result<Served<pb::Tenant>, ClientError> {
         let request =
-            pb::CreateTenantRequest { tenant: Some(tenant), idempotency_key: crate::events::new_idempotency_key() };
+            pb::CreateTenantRequest { tenant: Some(tenant), idempotency_key: self.randomness.idempotency_key() };
         self.call("CreateTenant", Route::Leader, request, |channel, request| async move {
             tenant_service(channel).create_tenant(request).await
         })
@@ -49,7 +49,7 @@ impl KeelClient {
         let request = pb::UpdateTenantRequest {
             tenant: Some(tenant),
             etag: etag.to_owned(),
-            idempotency_key: crate::events::new_idempotency_key(),
+            idempotency_key: self.randomness.idempotency_key(),
         };
         self.call("UpdateTenant", Route::Leader, request, |channel, request| async move {
             tenant_service(channel).update_tenant(request).await

@@ -6,7 +6,6 @@
 
 use crate::client::{KeelClient, collect_pages};
 use crate::error::ClientError;
-use crate::events::key_or_new;
 use crate::key_pair::KeyPair;
 use crate::key_spec::KeySpec;
 use crate::limits::{GRPC_MESSAGE_BYTES_MAX, LIST_PAGE_SIZE};
@@ -27,7 +26,7 @@ fn trust_service(channel: Channel) -> TrustServiceClient<Channel> {
 impl KeelClient {
     /// `TrustService.AddKey`.
     pub async fn add_key(&self, mut request: pb::AddKeyRequest) -> Result<Served<pb::AddKeyResponse>, ClientError> {
-        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
+        request.idempotency_key = self.randomness.key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("AddKey", Route::Leader, request, |channel, request| async move {
             trust_service(channel).add_key(request).await
         })
@@ -95,7 +94,7 @@ impl KeelClient {
 
     /// `TrustService.RevokeKey`.
     pub async fn revoke_key(&self, mut request: pb::RevokeKeyRequest) -> Result<Served<pb::Key>, ClientError> {
-        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
+        request.idempotency_key = self.randomness.key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("RevokeKey", Route::Leader, request, |channel, request| async move {
             trust_service(channel).revoke_key(request).await
         })
@@ -116,7 +115,7 @@ impl KeelClient {
         &self,
         mut request: pb::RotateRootRequest,
     ) -> Result<Served<pb::RootMetadata>, ClientError> {
-        request.idempotency_key = key_or_new(std::mem::take(&mut request.idempotency_key));
+        request.idempotency_key = self.randomness.key_or_new(std::mem::take(&mut request.idempotency_key));
         self.call("RotateRoot", Route::Leader, request, |channel, request| async move {
             trust_service(channel).rotate_root(request).await
         })
