@@ -9,7 +9,7 @@
 //! latency grows with the state. Every loop is bounded by count or time.
 
 use super::stats::{percentile, us_to_ms};
-use super::workload::{KeelWriter, LoadResult, WRITE_TIMEOUT, Writer, run_load};
+use super::workload::{KeelWriter, LoadResult, WRITE_TIMEOUT, Writer, bench_tenant, run_load};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::process::http_get;
 use anyhow::{Context, Result, bail};
@@ -165,15 +165,7 @@ impl Writer for Updater {
             .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
         let index = usize::try_from(hash).unwrap_or(0) % self.tenants.max(1);
         let mut request = tonic::Request::new(pb::UpdateTenantRequest {
-            tenant: Some(pb::Tenant {
-                tenant_id: format!("state-{index}"),
-                display_name: format!("Tenant {id}"),
-                tier: pb::TenantTier::Enterprise as i32,
-                home_region: "eu-west".into(),
-                status: pb::TenantStatus::Active as i32,
-                enabled_engines: vec!["billing".into()],
-                ..Default::default()
-            }),
+            tenant: Some(bench_tenant(format!("state-{index}"), format!("Tenant {id}"))),
             ..Default::default()
         });
         request.set_timeout(timeout);

@@ -51,20 +51,25 @@ impl KeelWriter {
 impl Writer for KeelWriter {
     async fn write(&mut self, id: String, timeout: Duration) -> Result<()> {
         let mut request = tonic::Request::new(pb::CreateTenantRequest {
-            tenant: Some(pb::Tenant {
-                tenant_id: id.clone(),
-                display_name: format!("Tenant {id}"),
-                tier: pb::TenantTier::Enterprise as i32,
-                home_region: "eu-west".into(),
-                status: pb::TenantStatus::Active as i32,
-                enabled_engines: vec!["billing".into()],
-                ..Default::default()
-            }),
+            tenant: Some(bench_tenant(id.clone(), format!("Tenant {id}"))),
             idempotency_key: if self.is_keyed { format!("bench-{id}") } else { String::new() },
         });
         request.set_timeout(timeout);
         self.client.create_tenant(request).await?;
         Ok(())
+    }
+}
+
+/// The tenant every Keel benchmark write carries.
+pub fn bench_tenant(tenant_id: String, display_name: String) -> pb::Tenant {
+    pb::Tenant {
+        tenant_id,
+        display_name,
+        tier: pb::TenantTier::Enterprise as i32,
+        home_region: "eu-west".into(),
+        status: pb::TenantStatus::Active as i32,
+        enabled_engines: vec!["billing".into()],
+        ..Default::default()
     }
 }
 
