@@ -9,6 +9,9 @@
 keel_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/keel-target}"
 KEEL_CACHE_DIR="${KEEL_CACHE_DIR:-/var/tmp/keel-cache}"
+# A shell variable only: keeld reads every exported KEEL_* variable as
+# configuration (KEEL_CACHE_DIR would be an unknown key to the tests' nodes).
+export -n KEEL_CACHE_DIR
 
 keel_apt_install() {
   local missing=()

@@ -131,7 +131,15 @@ impl KeelProcess {
     async fn spawn_process(&mut self) -> Result<()> {
         let log_path = self.dir.path().join("keeld.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        // keeld reads KEEL_* variables as configuration: the caller's
+        // environment must not configure test nodes (only `set_env` does).
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|key| key.starts_with("KEEL_")) {
+                command.env_remove(&key);
+            }
+        }
+        let mut child = command
             .args(&self.args)
             .arg("--data-dir")
             .arg(self.data_dir())
