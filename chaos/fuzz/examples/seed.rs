@@ -5,7 +5,7 @@
 use keel_kernel::command::{Command, Proposal};
 use keel_kernel::tenant::{TenantSpec, TenantStatus, TenantTier};
 use keel_kernel::{KernelState, Name};
-use keel_node::api::context::Write;
+use keel_node::replica::Write;
 use keel_node::raft::peer_message::{self, Envelope};
 use keel_node::raft::{NodeId, TypeConfig};
 use keel_proto::raft::v1 as raft_pb;

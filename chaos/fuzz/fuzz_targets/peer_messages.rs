@@ -1,7 +1,7 @@
 //! Peer envelopes (every request a peer can send) and snapshot chunks.
 #![no_main]
 
-use keel_node::api::context::Write;
+use keel_node::replica::Write;
 use keel_node::raft::peer_message::{self, Envelope};
 use keel_node::raft::snapshot_reception::SnapshotReception;
 use keel_node::raft::{NodeId, TypeConfig};

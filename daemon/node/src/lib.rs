@@ -6,15 +6,17 @@
 
 pub mod api;
 pub mod clock;
-pub mod clock_check;
 pub mod config;
+pub mod deadline;
 pub mod edge;
 pub mod judge;
 pub mod leader_clock;
 pub mod load_shed;
 pub mod ops;
 pub mod raft;
+pub mod replica;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod trust_roots;

@@ -12,7 +12,7 @@
 //! Watch streams are long-lived and have their own bound
 //! (`watch.watchers_max`), so they do not hold an in-flight permit.
 
-use crate::api::error::ApiError;
+use crate::status::{self, Overloaded};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,6 +32,20 @@ const STREAMING_PATHS: &[&str] = &["/keel.v1.EventService/Watch"];
 pub struct ShedStats {
     /// Requests refused for the bound since start.
     pub shed_total: AtomicU64,
+}
+
+impl prometheus_client::collector::Collector for ShedStats {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let shed = prometheus_client::metrics::counter::ConstCounter::new(self.shed_total.load(Ordering::Relaxed));
+        let metric = encoder.encode_descriptor(
+            "keel_requests_shed",
+            "Requests refused at the in-flight bound, since start",
+            None,
+            shed.metric_type(),
+        )?;
+        shed.encode(metric)
+    }
 }
 
 /// Bounds requests in flight.
@@ -96,8 +110,8 @@ where
             }
             Err(_) => {
                 self.layer.stats.shed_total.fetch_add(1, Ordering::Relaxed);
-                let status = ApiError::Overloaded { limit: "IN_FLIGHT_REQUESTS_MAX", limit_value: self.layer.bound }
-                    .into_status();
+                let status =
+                    status::to_status(&Overloaded { limit: "IN_FLIGHT_REQUESTS_MAX", limit_value: self.layer.bound });
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }

@@ -1,28 +1,32 @@
 //! Ops HTTP: `/healthz` (alive), `/readyz` (serving), `/diagz` (JSON status),
 //! `/metrics` (Prometheus text).
 
-use crate::api::cluster::{NodeStatus, Role};
-use crate::api::context::ApiContext;
+use crate::replica::Replica;
+use crate::replica::status::{NodeStatus, Role};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::collector::Collector;
+use std::sync::Arc;
 
 #[derive(Clone)]
 struct OpsState {
-    ctx: ApiContext,
+    replica: Replica,
     boot_time_ms: u64,
+    collectors: Arc<[Arc<dyn Collector>]>,
 }
 
-/// The ops router.
-pub fn router(ctx: ApiContext, boot_time_ms: u64) -> Router {
+/// The ops router over `replica`; `/metrics` adds what each of
+/// `collectors` (the layers above: edge, load shedding, watches) reports.
+pub fn router(replica: Replica, boot_time_ms: u64, collectors: Vec<Arc<dyn Collector>>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/diagz", get(diagz))
         .route("/metrics", get(metrics))
-        .with_state(OpsState { ctx, boot_time_ms })
+        .with_state(OpsState { replica, boot_time_ms, collectors: collectors.into() })
 }
 
 async fn healthz() -> &'static str {
@@ -53,7 +57,7 @@ pub fn not_ready_reason(status: &NodeStatus) -> Option<&'static str> {
 }
 
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
-    let status = NodeStatus::collect(&state.ctx, state.boot_time_ms);
+    let status = NodeStatus::collect(&state.replica, state.boot_time_ms);
     match not_ready_reason(&status) {
         None => (StatusCode::OK, "ready\n".to_owned()),
         Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
@@ -61,20 +65,19 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
 }
 
 async fn diagz(State(state): State<OpsState>) -> Json<NodeStatus> {
-    Json(NodeStatus::collect(&state.ctx, state.boot_time_ms))
+    Json(NodeStatus::collect(&state.replica, state.boot_time_ms))
 }
 
 /// `/metrics`: OpenMetrics text from prometheus-client. Every series carries
 /// `node_id` and `region`.
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
-    use prometheus_client::metrics::{counter::ConstCounter, gauge::ConstGauge};
-    let status = NodeStatus::collect(&state.ctx, state.boot_time_ms);
+    use prometheus_client::metrics::gauge::ConstGauge;
+    let status = NodeStatus::collect(&state.replica, state.boot_time_ms);
     let labels =
         [("node_id".into(), status.node_id.to_string().into()), ("region".into(), status.region.clone().into())];
     let mut registry = prometheus_client::registry::Registry::with_labels(labels.into_iter());
     let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-    let count = |value: usize| gauge(u64::try_from(value).unwrap_or(u64::MAX));
-    let gauges: [(&str, &str, u64); 14] = [
+    let gauges: [(&str, &str, u64); 12] = [
         ("keel_raft_term", "Current Raft term", status.term),
         ("keel_raft_is_leader", "1 when this node leads", u64::from(status.role == Role::Leader)),
         ("keel_raft_last_log_index", "Index of the last log entry held", status.last_log_index),
@@ -91,32 +94,46 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
         ("keel_tenants", "Tenants", status.tenant_count as u64),
         ("keel_event_history_events", "Events retained in the replicated history", status.event_history_events as u64),
         ("keel_idempotency_keys", "Idempotency keys remembered", status.idempotency_keys as u64),
-        ("keel_watchers", "Watch streams open on this node", status.watchers_active),
-        ("keel_watchers_cut_off", "Watchers cut off for not reading, since start", status.watchers_cut_off_total),
     ];
     for (name, help, value) in gauges {
         registry.register(name, help, gauge(value));
     }
-    registry.register(
-        "keel_watch_queued_bytes",
-        "Bytes queued for watchers on this node (bound WATCH_NODE_BUFFER_BYTES_MAX)",
-        count(state.ctx.watch_stats.budget.queued_bytes()),
-    );
-    registry.register(
-        "keel_requests_shed",
-        "Requests refused at the in-flight bound, since start",
-        ConstCounter::new(state.ctx.shed_stats.shed_total.load(std::sync::atomic::Ordering::Relaxed)),
-    );
-    let rpc = &state.ctx.rpc_metrics;
-    registry.register(
-        "keel_rpc_duration_seconds",
-        "Time to the response's start, per RPC method",
-        rpc.duration.clone(),
-    );
-    registry.register("keel_rpc_responses", "Responses per RPC method and gRPC code", rpc.responses.clone());
+    for collector in state.collectors.iter() {
+        registry.register_collector(Box::new(Shared(Arc::clone(collector))));
+    }
     let mut body = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut body, &registry) {
         tracing::warn!(%error, "could not encode /metrics");
     }
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}
+
+/// A collector shared with the layer that keeps its values.
+#[derive(Debug)]
+struct Shared(Arc<dyn Collector>);
+
+impl Collector for Shared {
+    fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
+impl Collector for crate::edge::RpcMetrics {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let duration = encoder.encode_descriptor(
+            "keel_rpc_duration_seconds",
+            "Time to the response's start, per RPC method",
+            None,
+            self.duration.metric_type(),
+        )?;
+        self.duration.encode(duration)?;
+        let responses = encoder.encode_descriptor(
+            "keel_rpc_responses",
+            "Responses per RPC method and gRPC code",
+            None,
+            self.responses.metric_type(),
+        )?;
+        self.responses.encode(responses)
+    }
 }

@@ -10,12 +10,13 @@
 //! ```
 
 use crate::api::cluster::ClusterApi;
-use crate::api::context::{self, ApiContext, Identity};
+use crate::api::context::ApiContext;
 use crate::api::events::EventApi;
 use crate::api::policy::PolicyApi;
 use crate::api::registry::RegistryApi;
 use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
+use crate::clock::Clock as _;
 use crate::config::{Config, InitialState};
 use crate::judge::{NodeJudge, Sandbox};
 use crate::leader_clock::LeaderClock;
@@ -23,6 +24,8 @@ use crate::load_shed::{InFlightLayer, STREAMS_PER_CONNECTION_MAX};
 use crate::raft::network::{APPEND_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
+use crate::replica::peer_service::peer_server;
+use crate::replica::{Identity, Replica, Write};
 use crate::tls::{self, TlsMaterial};
 use crate::trust_roots;
 use anyhow::Context as _;
@@ -53,7 +56,7 @@ pub const RAFT_DIR: &str = "raft";
 
 /// Runs a node until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let boot_time_ms = context::now_ms();
+    let boot_time_ms = crate::clock::SystemClock::new(0).wall_ms();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
     let roots = root_keys(&config)?;
@@ -96,7 +99,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .validate()
     .context("raft settings")?;
     let tls = config.tls.as_ref().map(TlsMaterial::load).transpose().context("loading [tls]")?;
-    let (network, leader_link) = crate::raft::peer_transport(config.node.id, tls.as_ref().map(tls::peer_channels_tls));
+    let (network, leader_link) =
+        crate::replica::peer_link::peer_transport(config.node.id, tls.as_ref().map(tls::peer_channels_tls));
     let raft = KeelRaft::new(config.node.id, Arc::new(raft_config), network, log_store, state_machine)
         .await
         .context("starting raft")?;
@@ -119,13 +123,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let identity =
         Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
-    let ctx = ApiContext::new(raft.clone(), shared, identity, leader_link)
-        .with_watchers_max(config.watch.watchers_max)
-        .with_judge(judge)
-        .with_clock(LeaderClock::new(config.raft.clock_skew_max_ms, config.node.clock_offset_ms));
-    tokio::spawn(bootstrap_trust(ctx.clone(), roots));
+    let clock = LeaderClock::new(config.raft.clock_skew_max_ms, config.node.clock_offset_ms);
+    let replica = Replica::new(raft.clone(), shared, identity, leader_link, clock);
+    let ctx = ApiContext::new(replica.clone()).with_watchers_max(config.watch.watchers_max).with_judge(judge);
+    tokio::spawn(bootstrap_trust(replica.clone(), roots));
     if is_fresh && config.cluster.initial_state == InitialState::New && members.keys().next() != Some(&config.node.id) {
-        tokio::spawn(check_initial_membership(ctx.clone(), members));
+        tokio::spawn(check_initial_membership(replica.clone(), members));
     }
 
     println!(
@@ -143,9 +146,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%client_addr, %ops_addr, node_id = config.node.id, region = %config.node.region, "serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(crate::clock_check::run(ctx.clone(), stop_rx.clone()));
-    let ops = tokio::spawn(serve_ops(ops_listener, ctx.clone(), boot_time_ms, stop_rx.clone()));
-    let peers = tokio::spawn(serve_peers(peer_listener, ctx.clone(), tls.clone(), config.clone(), stop_rx.clone()));
+    tokio::spawn(crate::replica::clock_check::run(replica.clone(), stop_rx.clone()));
+    let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> =
+        vec![Arc::new(ctx.rpc_metrics.clone()), ctx.shed_stats.clone(), ctx.watch_stats.clone()];
+    let ops = tokio::spawn(serve_ops(ops_listener, replica.clone(), boot_time_ms, collectors, stop_rx.clone()));
+    let peers = tokio::spawn(serve_peers(peer_listener, replica, tls.clone(), config.clone(), stop_rx.clone()));
     let in_flight_requests_max = config.api.in_flight_requests_max;
     let grpc = tokio::spawn(serve_grpc(client_listener, ctx, in_flight_requests_max, tls, boot_time_ms, stop_rx));
 
@@ -193,8 +198,8 @@ const INITIAL_MEMBERSHIP_WAIT_MS: u64 = 300_000;
 /// cluster's membership, compare it with its own `cluster.initial_members`. A
 /// mismatch means the members were configured differently; the node reports it
 /// (error log, `/readyz`, `/diagz`) instead of serving as if all were well.
-async fn check_initial_membership(ctx: ApiContext, expected: BTreeMap<u64, KeelNode>) {
-    let learned = ctx
+async fn check_initial_membership(replica: Replica, expected: BTreeMap<u64, KeelNode>) {
+    let learned = replica
         .raft
         .wait(Some(Duration::from_millis(INITIAL_MEMBERSHIP_WAIT_MS)))
         .metrics(|m| m.membership_config.membership().voter_ids().next().is_some(), "initial membership")
@@ -213,7 +218,7 @@ async fn check_initial_membership(ctx: ApiContext, expected: BTreeMap<u64, KeelN
             actual.iter().map(|(id, node)| format!("{id}@{}", node.peer_addr)).collect::<Vec<_>>()
         );
         tracing::error!(%conflict, "configuration conflict");
-        ctx.set_config_conflict(conflict);
+        replica.set_config_conflict(conflict);
     }
 }
 
@@ -237,9 +242,9 @@ fn root_keys(config: &Config) -> anyhow::Result<Vec<KeySpec>> {
 
 /// Installs the configured root keys once this node leads, unless the trust
 /// store already has them. Bounded retries; failures leave the node not ready.
-async fn bootstrap_trust(ctx: ApiContext, roots: Vec<KeySpec>) {
+async fn bootstrap_trust(replica: Replica, roots: Vec<KeySpec>) {
     for attempt in 1..=BOOTSTRAP_ATTEMPTS_MAX {
-        let leader = ctx
+        let leader = replica
             .raft
             .wait(Some(Duration::from_millis(BOOTSTRAP_LEADER_WAIT_MS)))
             .state(ServerState::Leader, "bootstrap trust")
@@ -248,11 +253,11 @@ async fn bootstrap_trust(ctx: ApiContext, roots: Vec<KeySpec>) {
             tracing::debug!(attempt, "not leader yet; waiting to bootstrap trust");
             continue;
         }
-        if ctx.shared.read().kernel.trust().is_bootstrapped() {
+        if replica.shared.read().kernel.trust().is_bootstrapped() {
             return;
         }
-        let command = Command::BootstrapTrust { root_keys: roots.clone() };
-        match ctx.propose(command, Duration::from_millis(BOOTSTRAP_WRITE_DEADLINE_MS)).await {
+        let write = Write { command: Command::BootstrapTrust { root_keys: roots.clone() }, idempotency_key: None };
+        match replica.propose(write, Duration::from_millis(BOOTSTRAP_WRITE_DEADLINE_MS)).await {
             Ok(_) => {
                 tracing::info!(n_root_keys = roots.len(), "trust store bootstrapped");
                 return;
@@ -288,7 +293,8 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let edge = crate::edge::EdgeLayer::new(ctx.rpc_metrics.clone(), ctx.identity.node_id, &ctx.identity.region);
+    let identity = Arc::clone(&ctx.replica.identity);
+    let edge = crate::edge::EdgeLayer::new(ctx.rpc_metrics.clone(), identity.node_id, &identity.region);
     let mut server =
         tonic::transport::Server::builder().max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX)).layer(
             tower::ServiceBuilder::new()
@@ -322,7 +328,7 @@ async fn serve_grpc(
 /// validation refuses plaintext members off loopback).
 async fn serve_peers(
     listener: TcpListener,
-    ctx: ApiContext,
+    replica: Replica,
     tls: Option<TlsMaterial>,
     config: Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -338,17 +344,15 @@ async fn serve_peers(
     match tls {
         Some(material) => {
             server = server.tls_config(tls::peer_port_server_tls(&material)).context("peer port TLS")?;
-            let members_ctx = ctx.clone();
+            let raft = replica.raft.clone();
             let check = move |request: tonic::Request<()>| {
-                member_certificate_check(&members_ctx, &config, &request)?;
+                member_certificate_check(&raft, &config, &request)?;
                 Ok(request)
             };
-            let service = tonic::service::interceptor::InterceptedService::new(crate::raft::peer_server(ctx), check);
+            let service = tonic::service::interceptor::InterceptedService::new(peer_server(replica), check);
             server.add_service(service).serve_with_incoming_shutdown(connections, shutdown).await
         }
-        None => {
-            server.add_service(crate::raft::peer_server(ctx)).serve_with_incoming_shutdown(connections, shutdown).await
-        }
+        None => server.add_service(peer_server(replica)).serve_with_incoming_shutdown(connections, shutdown).await,
     }
     .context("peer gRPC server")
 }
@@ -359,13 +363,13 @@ async fn serve_peers(
 /// certificate from the cluster CA, which the TLS handshake already checked,
 /// until it learns its membership.
 fn member_certificate_check(
-    ctx: &ApiContext,
+    raft: &KeelRaft,
     config: &Config,
     request: &tonic::Request<()>,
 ) -> Result<(), tonic::Status> {
     let mut hosts: BTreeSet<String> = BTreeSet::new();
     {
-        let metrics = ctx.raft.metrics();
+        let metrics = raft.metrics();
         let metrics = metrics.borrow();
         for (_, node) in metrics.membership_config.membership().nodes() {
             if let Ok(host) = tls::peer_host(&node.peer_addr) {
@@ -439,11 +443,12 @@ const ACCEPT_RETRY_DELAY_MS: u64 = 50;
 /// hold file descriptors or tasks the rest of the node needs.
 async fn serve_ops(
     listener: TcpListener,
-    ctx: ApiContext,
+    replica: Replica,
     boot_time_ms: u64,
+    collectors: Vec<Arc<dyn prometheus_client::collector::Collector>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let router = crate::ops::router(ctx, boot_time_ms);
+    let router = crate::ops::router(replica, boot_time_ms, collectors);
     let permits = Arc::new(tokio::sync::Semaphore::new(OPS_CONNECTIONS_MAX));
     loop {
         let accepted = tokio::select! {

@@ -18,11 +18,12 @@
 //! compaction is told `COMPACTED`. Either way memory is bounded and the
 //! client knows where to resume.
 
-use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use super::context::{ApiContext, Call, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use super::convert;
 use super::error::ApiError;
 use super::watch_queue::{PushRefused, ReaderGuard, WatchQueue};
 use crate::raft::SharedState;
+use crate::replica::ReplicaError;
 use futures::Stream;
 use keel_kernel::{Event, Name, Outcome};
 use keel_proto::v1 as pb;
@@ -86,19 +87,18 @@ impl EventApi {
     /// Checks the start revision against this node's history, after a
     /// linearizable barrier when it looks like the future (a lagging node
     /// must not refuse a revision the cluster already has).
-    async fn start_revision(&self, from: u64, deadline: Duration) -> Result<u64, ApiError> {
-        let applied = self.ctx.shared.read().revision();
+    async fn start_revision(call: &Call, from: u64) -> Result<u64, ApiError> {
+        let mut state = call.read(pb::ReadConsistency::Serializable as i32).await?;
         if from == 0 {
-            return Ok(applied.saturating_add(1));
+            return Ok(state.revision().saturating_add(1));
         }
-        if from > applied.saturating_add(1) {
-            self.ctx.read_barrier(pb::ReadConsistency::Linearizable as i32, deadline).await?;
-            let current_revision = self.ctx.shared.read().revision();
+        if from > state.revision().saturating_add(1) {
+            state = call.read(pb::ReadConsistency::Linearizable as i32).await?;
+            let current_revision = state.revision();
             if from > current_revision.saturating_add(1) {
                 return Err(ApiError::RevisionInFuture { revision: from, current_revision });
             }
         }
-        let state = self.ctx.shared.read();
         let compacted_revision = state.kernel.history().compacted_through();
         if from <= compacted_revision {
             return Err(ApiError::Compacted { compacted_revision, resync_revision: state.revision() });
@@ -114,38 +114,33 @@ impl pb::event_service_server::EventService for EventApi {
     type WatchStream = WatchStream;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
-        let body = request.into_inner();
-        let result = async {
-            let permit = self.ctx.watch_stats.admit()?;
-            let (from, filter) = convert::watch_filter(&body)?;
-            let start = self.start_revision(from, deadline).await?;
-            let progress_interval = progress_interval(body.progress_interval_ms);
-            let revision = self.ctx.shared.read().revision();
-            Ok((start_pump(self.ctx.clone(), permit, start, filter, progress_interval), revision))
-        }
-        .await;
-        self.ctx.answer(result)
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let permit = call.ctx().watch_stats.admit()?;
+                let (from, filter) = convert::watch_filter(&body)?;
+                let start = Self::start_revision(&call, from).await?;
+                let progress_interval = progress_interval(body.progress_interval_ms);
+                Ok(start_pump(call.ctx().clone(), permit, start, filter, progress_interval))
+            })
+            .await
     }
 
     async fn publish(
         &self,
         request: Request<pb::PublishEventRequest>,
     ) -> Result<Response<pb::PublishEventResponse>, Status> {
-        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
-        let result = async {
-            let (command, idempotency_key) = convert::publish_event(request.into_inner())?;
-            let (applied, revision) = self.ctx.propose_idempotent(command, idempotency_key, deadline).await?;
-            match applied.outcome {
-                Outcome::EventPublished { revision: event_revision } => Ok((
-                    pb::PublishEventResponse { revision: event_revision, is_replay: applied.replay_of.is_some() },
-                    revision,
-                )),
-                other => Err(ApiError::internal(anyhow::anyhow!("Publish answered with {other:?}"))),
-            }
-        }
-        .await;
-        self.ctx.answer(result)
+        self.ctx
+            .serve(request, WRITE_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let (command, idempotency_key) = convert::publish_event(body)?;
+                call.write(command, idempotency_key, |outcome| match outcome {
+                    Outcome::EventPublished { revision } => {
+                        Some(pb::PublishEventResponse { revision: *revision, is_replay: call.is_replay() })
+                    }
+                    _ => None,
+                })
+                .await
+            })
+            .await
     }
 }
 
@@ -207,7 +202,7 @@ struct Pump {
 
 impl Pump {
     async fn run(mut self) -> Result<(), ApiError> {
-        let mut applied_changes = self.ctx.shared.applied_changes();
+        let mut applied_changes = self.ctx.replica.shared.applied_changes();
         let first = pb::WatchResponse {
             events: Vec::new(),
             progress_revision: self.cursor.saturating_sub(1),
@@ -218,11 +213,11 @@ impl Pump {
         }
         let mut last_sent = Instant::now();
         loop {
-            if has_events_since(&self.ctx.shared, self.cursor) {
+            if has_events_since(&self.ctx.replica.shared, self.cursor) {
                 // Room first, then the batch: a batch waiting for room is
                 // already counted against the watcher and the node.
                 let filter = self.filter.clone();
-                let shared = Arc::clone(&self.ctx.shared);
+                let shared = Arc::clone(&self.ctx.replica.shared);
                 let mut next_cursor = self.cursor;
                 let mut has_events = false;
                 let is_read = self
@@ -263,7 +258,7 @@ impl Pump {
             tokio::select! {
                 changed = applied_changes.changed() => {
                     if changed.is_err() {
-                        return Err(ApiError::NodeUnavailable { detail: "the state machine stopped".into() });
+                        return Err(ReplicaError::NodeUnavailable { detail: "the state machine stopped".into() }.into());
                     }
                 }
                 () = tokio::time::sleep(idle_left) => {}

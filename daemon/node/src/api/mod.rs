@@ -14,7 +14,6 @@ pub mod context;
 pub mod convert;
 pub mod error;
 pub mod events;
-pub mod membership;
 pub mod policy;
 pub mod registry;
 pub mod tenant;

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //!  PutPolicy ──prejudge (sandbox, request deadline)──► propose ──► apply: judged again ──► version N+1
-//!  Evaluate ──read barrier──► under the state lock: latest version + input document
-//!           ──► outside it: judge PolicyDecide{source, [input]} ──► decision at that revision
-//!  Test ──► inputs under the lock ──► judge PolicyDecide{candidate, inputs, probes} ──► cases
+//!  Evaluate ──read barrier──► published state: latest version + input document
+//!           ──► judge PolicyDecide{source, [input]} ──► decision at that revision
+//!  Test ──► inputs from the published state ──► judge PolicyDecide{candidate, inputs, probes} ──► cases
 //! ```
 //!
 //! Every compile and evaluation runs through the node's judge (a child
@@ -51,45 +51,38 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         &self,
         request: Request<pb::PutPolicyRequest>,
     ) -> Result<Response<pb::PutPolicyResponse>, Status> {
-        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
-        let result = async {
-            let body = request.into_inner();
-            let name = convert::policy_name("policy", &body.policy)?;
-            policy::check_source(&body.source)?;
-            self.ctx.prejudge(Some(Judgement::PolicyPut { source: body.source.clone() }), deadline).await?;
-            let command = Command::PutPolicy { name, source: body.source, expected_version: body.expected_version };
-            let (applied, revision) = self.ctx.propose_idempotent(command, body.idempotency_key, deadline).await?;
-            match applied.outcome {
-                Outcome::PolicyPut { policy, created } => {
-                    Ok((pb::PutPolicyResponse { policy: Some(convert::policy_to_pb(&policy)), created }, revision))
-                }
-                other => Err(ApiError::internal(anyhow::anyhow!("a policy put answered with {other:?}"))),
-            }
-        }
-        .await;
-        self.ctx.answer(result)
+        self.ctx
+            .serve(request, WRITE_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let name = convert::policy_name("policy", &body.policy)?;
+                policy::check_source(&body.source)?;
+                call.prejudge(Some(Judgement::PolicyPut { source: body.source.clone() })).await?;
+                let command = Command::PutPolicy { name, source: body.source, expected_version: body.expected_version };
+                call.write(command, body.idempotency_key, |outcome| match outcome {
+                    Outcome::PolicyPut { policy, created } => {
+                        Some(pb::PutPolicyResponse { policy: Some(convert::policy_to_pb(policy)), created: *created })
+                    }
+                    _ => None,
+                })
+                .await
+            })
+            .await
     }
 
     async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::Policy>, Status> {
-        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
-        let body = request.into_inner();
-        let result = async {
-            let name = convert::policy_name("name", &body.name)?;
-            let version = (body.version != 0).then_some(body.version);
-            self.ctx
-                .read(body.consistency, deadline, |state| {
-                    state.kernel.policies().get(&name, version).map(convert::policy_to_pb).ok_or_else(|| {
-                        let resource = match version {
-                            Some(version) => format!("policies/{name}/versions/{version}"),
-                            None => format!("policies/{name}"),
-                        };
-                        ApiError::NotFound { reason: "POLICY_NOT_FOUND", resource }
-                    })
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let name = convert::policy_name("name", &body.name)?;
+                let version = (body.version != 0).then_some(body.version);
+                let state = call.read(body.consistency).await?;
+                state.kernel.policies().get(&name, version).map(convert::policy_to_pb).ok_or_else(|| {
+                    let resource = match version {
+                        Some(version) => format!("policies/{name}/versions/{version}"),
+                        None => format!("policies/{name}"),
+                    };
+                    ApiError::NotFound { reason: "POLICY_NOT_FOUND", resource }
                 })
-                .await
-        }
-        .await;
-        self.ctx.answer(result)
+            })
+            .await
     }
 
     async fn list_policies(
@@ -97,114 +90,99 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
         request: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
         const QUERY: &str = "policies";
-        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
-        let body = request.into_inner();
-        let result = async {
-            let page = context::page(QUERY, body.page_size, &body.page_token)?;
-            let after = page
-                .after
-                .as_deref()
-                .map(|after| convert::policy_name("page_token", after))
-                .transpose()
-                .map_err(|_| ApiError::PageTokenInvalid)?;
-            self.ctx
-                .read(body.consistency, deadline, |state| {
-                    let policies: Vec<pb::Policy> = state
-                        .kernel
-                        .policies()
-                        .latest_from(after.as_ref())
-                        .take(page.size + 1)
-                        .map(convert::policy_to_pb)
-                        .collect();
-                    let (policies, next_page_token) = context::paginate(policies, &page, QUERY, |item| &item.policy);
-                    Ok(pb::ListPoliciesResponse { policies, next_page_token })
-                })
-                .await
-        }
-        .await;
-        self.ctx.answer(result)
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let page = context::page(QUERY, body.page_size, &body.page_token)?;
+                let after = page
+                    .after
+                    .as_deref()
+                    .map(|after| convert::policy_name("page_token", after))
+                    .transpose()
+                    .map_err(|_| ApiError::PageTokenInvalid)?;
+                let state = call.read(body.consistency).await?;
+                let policies: Vec<pb::Policy> = state
+                    .kernel
+                    .policies()
+                    .latest_from(after.as_ref())
+                    .take(page.size + 1)
+                    .map(convert::policy_to_pb)
+                    .collect();
+                let (policies, next_page_token) = context::paginate(policies, &page, QUERY, |item| &item.policy);
+                Ok(pb::ListPoliciesResponse { policies, next_page_token })
+            })
+            .await
     }
 
     async fn evaluate(&self, request: Request<pb::EvaluateRequest>) -> Result<Response<pb::PolicyDecision>, Status> {
-        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
-        let body = request.into_inner();
-        let result = async {
-            let name = if body.policy.is_empty() {
-                convert::policy_name("policy", ACTIVE_POLICY_NAME)?
-            } else {
-                convert::policy_name("policy", &body.policy)?
-            };
-            let context = convert::evaluation_context(body.context)?;
-            let ((stored, input), revision) = self
-                .ctx
-                .read(body.consistency, deadline, |state| {
-                    let kernel = &state.kernel;
-                    let stored = kernel.policies().latest(&name).cloned();
-                    Ok((stored, policy::input_document(&context, kernel.tenants(), kernel.registry())))
-                })
-                .await?;
-            let decision = match stored {
-                None => policy::decision_of(None, &input, revision),
-                Some(stored) => {
-                    let judgement = Judgement::PolicyDecide {
-                        source: stored.source.clone(),
-                        inputs: vec![input.clone()],
-                        with_probes: false,
-                    };
-                    let evaluated = evaluation_of(self.ctx.judge.judge_for_request(judgement, deadline).await?);
-                    policy::decision_of(Some((&stored.policy_version(), evaluated)), &input, revision)
-                }
-            };
-            Ok((convert::policy_decision_to_pb(&decision), revision))
-        }
-        .await;
-        self.ctx.answer(result)
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let name = if body.policy.is_empty() {
+                    convert::policy_name("policy", ACTIVE_POLICY_NAME)?
+                } else {
+                    convert::policy_name("policy", &body.policy)?
+                };
+                let context = convert::evaluation_context(body.context)?;
+                let state = call.read(body.consistency).await?;
+                let kernel = &state.kernel;
+                let stored = kernel.policies().latest(&name).cloned();
+                let input = policy::input_document(&context, kernel.tenants(), kernel.registry());
+                let revision = state.revision();
+                let decision = match stored {
+                    None => policy::decision_of(None, &input, revision),
+                    Some(stored) => {
+                        let judgement = Judgement::PolicyDecide {
+                            source: stored.source.clone(),
+                            inputs: vec![input.clone()],
+                            with_probes: false,
+                        };
+                        let evaluated = evaluation_of(call.judge(judgement).await?);
+                        policy::decision_of(Some((&stored.policy_version(), evaluated)), &input, revision)
+                    }
+                };
+                Ok(convert::policy_decision_to_pb(&decision))
+            })
+            .await
     }
 
     async fn test(&self, request: Request<pb::TestPolicyRequest>) -> Result<Response<pb::TestPolicyResponse>, Status> {
-        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
-        let body = request.into_inner();
-        let result = async {
-            policy::check_source(&body.source)?;
-            let cases = convert::policy_test_cases(body.cases)?;
-            let (inputs, revision) = self
-                .ctx
-                .read(body.consistency, deadline, |state| {
-                    let kernel = &state.kernel;
-                    Ok(cases
-                        .iter()
-                        .map(|case| policy::input_document(&case.context, kernel.tenants(), kernel.registry()))
-                        .collect::<Vec<_>>())
-                })
-                .await?;
-            let judgement = Judgement::PolicyDecide { source: body.source, inputs: inputs.clone(), with_probes: true };
-            let evaluations = match self.ctx.judge.judge_for_request(judgement, deadline).await? {
-                Verdict::Decisions(evaluations) if evaluations.len() == cases.len() => evaluations,
-                Verdict::Rejected(rejection) => return Err(ApiError::Rejected(rejection)),
-                other => return Err(ApiError::internal(anyhow::anyhow!("a policy test was answered {other:?}"))),
-            };
-            let results: Vec<_> = cases
-                .iter()
-                .zip(evaluations)
-                .zip(&inputs)
-                .map(|((case, evaluated), input)| policy::test_case_of(case, evaluated, input, revision))
-                .collect();
-            let passed_count = results.iter().filter(|result| result.passed).count();
-            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-            let response = pb::TestPolicyResponse {
-                passed_count: count(passed_count),
-                failed_count: count(results.len() - passed_count),
-                results: results
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                policy::check_source(&body.source)?;
+                let cases = convert::policy_test_cases(body.cases)?;
+                let state = call.read(body.consistency).await?;
+                let kernel = &state.kernel;
+                let inputs: Vec<_> = cases
                     .iter()
-                    .map(|result| pb::PolicyTestResult {
-                        decision: Some(convert::policy_decision_to_pb(&result.decision)),
-                        passed: result.passed,
-                    })
-                    .collect(),
-            };
-            Ok((response, revision))
-        }
-        .await;
-        self.ctx.answer(result)
+                    .map(|case| policy::input_document(&case.context, kernel.tenants(), kernel.registry()))
+                    .collect();
+                let revision = state.revision();
+                let judgement =
+                    Judgement::PolicyDecide { source: body.source, inputs: inputs.clone(), with_probes: true };
+                let evaluations = match call.judge(judgement).await? {
+                    Verdict::Decisions(evaluations) if evaluations.len() == cases.len() => evaluations,
+                    Verdict::Rejected(rejection) => return Err(ApiError::Rejected(rejection)),
+                    other => return Err(ApiError::internal(anyhow::anyhow!("a policy test was answered {other:?}"))),
+                };
+                let results: Vec<_> = cases
+                    .iter()
+                    .zip(evaluations)
+                    .zip(&inputs)
+                    .map(|((case, evaluated), input)| policy::test_case_of(case, evaluated, input, revision))
+                    .collect();
+                let passed_count = results.iter().filter(|result| result.passed).count();
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                Ok(pb::TestPolicyResponse {
+                    passed_count: count(passed_count),
+                    failed_count: count(results.len() - passed_count),
+                    results: results
+                        .iter()
+                        .map(|result| pb::PolicyTestResult {
+                            decision: Some(convert::policy_decision_to_pb(&result.decision)),
+                            passed: result.passed,
+                        })
+                        .collect(),
+                })
+            })
+            .await
     }
 }

@@ -12,61 +12,46 @@ pub struct TenantApi {
     pub(crate) ctx: ApiContext,
 }
 
-impl TenantApi {
-    async fn write(
-        &self,
-        command: Command,
-        idempotency_key: String,
-        deadline: std::time::Duration,
-    ) -> Result<(pb::Tenant, u64), ApiError> {
-        let (applied, revision) = self.ctx.propose_idempotent(command, idempotency_key, deadline).await?;
-        match applied.outcome {
-            Outcome::TenantWritten { tenant } => Ok((convert::tenant_to_pb(&tenant), revision)),
-            other => Err(ApiError::internal(anyhow::anyhow!("a tenant write answered with {other:?}"))),
-        }
+/// The outcome of a tenant write.
+fn written(outcome: &Outcome) -> Option<pb::Tenant> {
+    match outcome {
+        Outcome::TenantWritten { tenant } => Some(convert::tenant_to_pb(tenant)),
+        _ => None,
     }
 }
 
 #[tonic::async_trait]
 impl pb::tenant_service_server::TenantService for TenantApi {
     async fn create_tenant(&self, request: Request<pb::CreateTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
-        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
-        let result = async {
-            let body = request.into_inner();
-            let spec = convert::tenant_spec(body.tenant)?;
-            self.write(Command::CreateTenant { spec }, body.idempotency_key, deadline).await
-        }
-        .await;
-        self.ctx.answer(result)
+        self.ctx
+            .serve(request, WRITE_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let spec = convert::tenant_spec(body.tenant)?;
+                call.write(Command::CreateTenant { spec }, body.idempotency_key, written).await
+            })
+            .await
     }
 
     async fn get_tenant(&self, request: Request<pb::GetTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
-        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
-        let body = request.into_inner();
-        let result = async {
-            let tenant_id = convert::tenant_name(&body.name)?;
-            self.ctx
-                .read(body.consistency, deadline, |state| {
-                    state.kernel.tenants().get(&tenant_id).map(convert::tenant_to_pb).ok_or_else(|| {
-                        ApiError::NotFound { reason: "TENANT_NOT_FOUND", resource: format!("tenants/{tenant_id}") }
-                    })
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let tenant_id = convert::tenant_name(&body.name)?;
+                let state = call.read(body.consistency).await?;
+                state.kernel.tenants().get(&tenant_id).map(convert::tenant_to_pb).ok_or_else(|| ApiError::NotFound {
+                    reason: "TENANT_NOT_FOUND",
+                    resource: format!("tenants/{tenant_id}"),
                 })
-                .await
-        }
-        .await;
-        self.ctx.answer(result)
+            })
+            .await
     }
 
     async fn update_tenant(&self, request: Request<pb::UpdateTenantRequest>) -> Result<Response<pb::Tenant>, Status> {
-        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
-        let result = async {
-            let body = request.into_inner();
-            let spec = convert::tenant_spec(body.tenant)?;
-            let expected_etag = (!body.etag.is_empty()).then_some(body.etag);
-            self.write(Command::UpdateTenant { spec, expected_etag }, body.idempotency_key, deadline).await
-        }
-        .await;
-        self.ctx.answer(result)
+        self.ctx
+            .serve(request, WRITE_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let spec = convert::tenant_spec(body.tenant)?;
+                let expected_etag = (!body.etag.is_empty()).then_some(body.etag);
+                call.write(Command::UpdateTenant { spec, expected_etag }, body.idempotency_key, written).await
+            })
+            .await
     }
 
     async fn list_tenants(
@@ -74,27 +59,26 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
         const QUERY: &str = "tenants";
-        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
-        let body = request.into_inner();
-        let result = async {
-            let page = context::page(QUERY, body.page_size, &body.page_token)?;
-            let after =
-                page.after.as_deref().map(convert::tenant_name).transpose().map_err(|_| ApiError::PageTokenInvalid)?;
-            self.ctx
-                .read(body.consistency, deadline, |state| {
-                    let tenants: Vec<pb::Tenant> = state
-                        .kernel
-                        .tenants()
-                        .iter_from(after.as_ref())
-                        .take(page.size + 1)
-                        .map(convert::tenant_to_pb)
-                        .collect();
-                    let (tenants, next_page_token) = context::paginate(tenants, &page, QUERY, |item| &item.tenant_id);
-                    Ok(pb::ListTenantsResponse { tenants, next_page_token })
-                })
-                .await
-        }
-        .await;
-        self.ctx.answer(result)
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let page = context::page(QUERY, body.page_size, &body.page_token)?;
+                let after = page
+                    .after
+                    .as_deref()
+                    .map(convert::tenant_name)
+                    .transpose()
+                    .map_err(|_| ApiError::PageTokenInvalid)?;
+                let state = call.read(body.consistency).await?;
+                let tenants: Vec<pb::Tenant> = state
+                    .kernel
+                    .tenants()
+                    .iter_from(after.as_ref())
+                    .take(page.size + 1)
+                    .map(convert::tenant_to_pb)
+                    .collect();
+                let (tenants, next_page_token) = context::paginate(tenants, &page, QUERY, |item| &item.tenant_id);
+                Ok(pb::ListTenantsResponse { tenants, next_page_token })
+            })
+            .await
     }
 }

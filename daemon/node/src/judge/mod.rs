@@ -37,7 +37,7 @@ mod sandbox;
 pub use child::{JUDGE_SUBCOMMAND, child_main};
 pub use sandbox::Sandbox;
 
-use crate::api::error::ApiError;
+use crate::status::{self, Fault, Metadata, OVERLOADED_RETRY_DELAY_MS, Overloaded};
 use keel_kernel::judge::{self, Judge, Judgement, Verdict};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +56,53 @@ pub const JUDGE_APPLY_ATTEMPTS_MAX: u32 = 3;
 /// is nearer). A put whose fail-fast check runs longer is refused before it
 /// enters the log.
 pub const JUDGE_REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// Why a request's judgement did not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JudgeError {
+    /// Every judge is busy (`JUDGES_CONCURRENT_MAX`).
+    #[error(transparent)]
+    Busy(#[from] Overloaded),
+    /// The evaluation could not run here (its process could not start or
+    /// was stopped); nothing was decided.
+    #[error("the evaluator is unavailable on this node: {detail}")]
+    Unavailable {
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl JudgeError {
+    /// Reasons this type produces.
+    pub const REASONS: &'static [&'static str] = &["LIMIT_EXCEEDED", "NODE_UNAVAILABLE"];
+}
+
+impl Fault for JudgeError {
+    fn reason(&self) -> &'static str {
+        match self {
+            JudgeError::Busy(overloaded) => overloaded.reason(),
+            JudgeError::Unavailable { .. } => "NODE_UNAVAILABLE",
+        }
+    }
+    fn code(&self) -> tonic::Code {
+        match self {
+            JudgeError::Busy(overloaded) => overloaded.code(),
+            JudgeError::Unavailable { .. } => tonic::Code::Unavailable,
+        }
+    }
+    fn metadata(&self) -> Metadata {
+        match self {
+            JudgeError::Busy(overloaded) => overloaded.metadata(),
+            JudgeError::Unavailable { detail } => Metadata::from([("detail".to_owned(), detail.clone())]),
+        }
+    }
+    fn details(&self, details: &mut tonic_types::ErrorDetails) {
+        match self {
+            JudgeError::Busy(overloaded) => overloaded.details(details),
+            JudgeError::Unavailable { .. } => status::retry_after(details, OVERLOADED_RETRY_DELAY_MS),
+        }
+    }
+}
 
 /// How this node judges.
 #[derive(Debug, Clone, Default)]
@@ -88,14 +135,14 @@ impl NodeJudge {
 
     /// Judges for a request: waits for a place in the pool no longer than
     /// `timeout`, runs at most `min(timeout, JUDGE_REQUEST_TIMEOUT_MS)`.
-    pub async fn judge_for_request(&self, judgement: Judgement, timeout: Duration) -> Result<Verdict, ApiError> {
+    pub async fn judge_for_request(&self, judgement: Judgement, timeout: Duration) -> Result<Verdict, JudgeError> {
         let timeout = timeout.min(Duration::from_millis(JUDGE_REQUEST_TIMEOUT_MS));
         let _permit = match self {
             NodeJudge::InProcess => None,
             NodeJudge::Sandbox(sandbox) => Some(sandbox.permit(timeout).await?),
         };
         match self.run(judgement, timeout).await {
-            Verdict::Unavailable { detail } => Err(ApiError::EvaluatorUnavailable { detail }),
+            Verdict::Unavailable { detail } => Err(JudgeError::Unavailable { detail }),
             verdict => Ok(verdict),
         }
     }

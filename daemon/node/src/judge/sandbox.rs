@@ -2,8 +2,9 @@
 //! judgement, bounded in time, output and concurrency.
 
 use super::JUDGES_CONCURRENT_MAX;
+use super::JudgeError;
 use super::child::{JUDGE_SUBCOMMAND, abort_cause};
-use crate::api::error::ApiError;
+use crate::status::Overloaded;
 use keel_kernel::judge::{Judgement, Verdict};
 use keel_kernel::limits::EVALUATION_MESSAGE_BYTES_MAX;
 use std::os::unix::process::ExitStatusExt;
@@ -38,8 +39,9 @@ impl Sandbox {
     }
 
     /// A place in the request pool, waited for at most `timeout`.
-    pub(super) async fn permit(&self, timeout: Duration) -> Result<SemaphorePermit<'_>, ApiError> {
-        let overloaded = || ApiError::Overloaded { limit: "JUDGES_CONCURRENT_MAX", limit_value: JUDGES_CONCURRENT_MAX };
+    pub(super) async fn permit(&self, timeout: Duration) -> Result<SemaphorePermit<'_>, JudgeError> {
+        let overloaded =
+            || JudgeError::Busy(Overloaded { limit: "JUDGES_CONCURRENT_MAX", limit_value: JUDGES_CONCURRENT_MAX });
         match tokio::time::timeout(timeout, self.pool.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) | Err(_) => Err(overloaded()),

@@ -1,7 +1,7 @@
 //! Raft wiring: the openraft type configuration, the stores and the network.
 //!
 //! ```text
-//!  api ──propose(Proposal)──► Raft (openraft core)
+//!  replica ──propose(Proposal)──► Raft (openraft core)
 //!                               │ append            │ apply committed
 //!                               ▼                   ▼
 //!                       log_store (RocksDB)   state_machine ──► KernelState (published per batch)
@@ -15,30 +15,23 @@
 //! `codec` is the versioned byte layout of everything persisted;
 //! `snapshot_store` keeps the current snapshot.
 //!
-//! The peer transport (`keel.raft.v1` on the peer port) connects the nodes:
+//! The client side of the peer transport (`keel.raft.v1` on the peer port)
+//! is here; the server side and the replica's own calls are in `replica`:
 //!
 //! ```text
-//!  node A                                                      node B: peer_service::RaftPeerService
+//!  node A                                                      node B: replica::peer_service
 //!  Raft ────────► network::GrpcNetwork ──┐                  ┌─► Raft: AppendEntries, Vote, InstallSnapshot
 //!                                        ├─► peer_channels ─┤
-//!  ApiContext ──► peer_link::PeerLink ───┘   ──HTTP/2──►    └─► ApiContext: Forward ──► propose_here,
-//!                                                                           ReadIndex ──► ensure_linearizable
+//!  Replica ─► replica::peer_link ────────┘   ──HTTP/2──►    └─► Replica: Forward, ReadIndex, TimeoutNow, ...
 //!  every message: peer_message {format_version, bincode body}
 //! ```
-//!
-//! [`peer_transport`] builds the client side (network and link over shared
-//! channels), [`peer_server`] the server side.
 
 pub mod codec;
 pub mod log_store;
 pub mod mem_store;
 pub mod network;
 pub mod peer_channels;
-pub mod peer_link;
 pub mod peer_message;
-pub mod peer_service;
-#[cfg(test)]
-mod peer_tests;
 pub mod rocks_db;
 pub mod shared_state;
 pub mod snapshot_reception;
@@ -51,8 +44,6 @@ pub use log_store::RocksLogStore;
 pub use mem_store::{MemLogStore, open_memory};
 pub use network::{GrpcNetwork, NoPeerNetwork};
 pub use peer_channels::PeerChannels;
-pub use peer_link::PeerLink;
-pub use peer_service::{RaftPeerService, peer_server};
 pub use rocks_db::{StorageOpenError, open_rocks};
 pub use shared_state::SharedState;
 pub use state_machine::KernelStateMachine;
@@ -60,7 +51,6 @@ pub use state_machine::KernelStateMachine;
 use keel_kernel::{Applied, Proposal, Rejection};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use std::sync::Arc;
 
 /// Addressing and placement of one member, replicated in Raft membership.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,12 +102,3 @@ pub type NodeId = u64;
 pub type LogId = openraft::LogId<NodeId>;
 /// Storage errors as openraft wants them.
 pub type StorageError = openraft::StorageError<NodeId>;
-
-/// The client side of the peer transport: the Raft network for
-/// `Raft::new` and the leader link for `ApiContext::new`, sharing one channel
-/// per peer address. `node_id` is this node. `tls`: `None` speaks plaintext
-/// (dev mode, loopback); `Some` speaks HTTPS with that configuration.
-pub fn peer_transport(node_id: NodeId, tls: Option<tonic::transport::ClientTlsConfig>) -> (GrpcNetwork, Arc<PeerLink>) {
-    let channels = Arc::new(PeerChannels::new(tls));
-    (GrpcNetwork::new(node_id, Arc::clone(&channels)), Arc::new(PeerLink::new(channels)))
-}

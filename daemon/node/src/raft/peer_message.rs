@@ -10,14 +10,12 @@
 //! Snapshot chunks are the exception: their bytes travel raw in a `data`
 //! field beside the bincode header ([`pack_snapshot_chunk`]).
 //!
-//! Also here: the two outcomes of leader calls that openraft does not define,
-//! [`Forwarded`] (a forwarded write applied on the leader) and
-//! [`LeaderFailure`] (why the leader did not answer one).
+//! The replica's own calls (a forwarded write, a read index) travel in the
+//! same envelopes; their values (`replica::Write`, `replica::Forwarded`,
+//! `replica::ReplicaError`) are the replica's.
 
 use super::codec::{self, DecodeError, EncodeError};
-use super::{ApplyResponse, KeelNode, NodeId, TypeConfig};
-use crate::api::error::ApiError;
-use keel_kernel::Rejection;
+use super::{KeelNode, NodeId, TypeConfig};
 use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
 use keel_proto::raft::v1 as pb;
 use openraft::raft::InstallSnapshotRequest;
@@ -28,7 +26,9 @@ use serde::{Deserialize, Serialize};
 /// Layout of every peer message body this build writes and reads. Bump it
 /// (and keep reading the previous one) when any body's bincode changes: an
 /// openraft upgrade that changes its types, or a change to a type carried in
-/// a body (`Command`, `ApplyResponse`, `KeelNode`, [`LeaderFailure`], ...).
+/// a body (`Command`, `ApplyResponse`, `KeelNode`, `ReplicaError`, ...).
+/// Enum variants are only appended, so an older build still reads the
+/// variants it knew.
 /// Version 3: `Proposal` carries its evaluation semantics version.
 pub const PEER_FORMAT_VERSION: u32 = 3;
 
@@ -166,94 +166,6 @@ pub fn unpack_snapshot_chunk(
     Ok(InstallSnapshotRequest { vote, meta, offset, data, done })
 }
 
-/// A forwarded command, applied by the leader.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Forwarded {
-    /// What `apply` answered: applied, or rejected (state unchanged).
-    pub response: ApplyResponse,
-    /// The revision (log index) of the command's entry.
-    pub revision: u64,
-}
-
-/// Why the node asked to act as leader (to apply a forwarded command, or to
-/// name a read index) did not. The variants are the API errors a proposal or
-/// a read barrier can end in; the follower turns them back into [`ApiError`]s
-/// with [`LeaderFailure::into_api_error`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum LeaderFailure {
-    /// The node is not the leader (any more); another node is, or none is known.
-    #[error("the node asked is not the leader (leader {leader_id:?} at {leader_addr:?})")]
-    NotLeader {
-        /// The leader it knows of.
-        leader_id: Option<u64>,
-        /// That leader's client address.
-        leader_addr: Option<String>,
-    },
-    /// No leader is known.
-    #[error("no leader is known")]
-    NoLeader,
-    /// The deadline passed on the leader; a forwarded write may still apply.
-    #[error("deadline exceeded on the leader after {after_ms} ms")]
-    DeadlineExceeded {
-        /// The deadline the leader had.
-        after_ms: u64,
-    },
-    /// The leader's Raft stopped or is shutting down.
-    #[error("the leader is unavailable: {detail}")]
-    NodeUnavailable {
-        /// What stopped.
-        detail: String,
-    },
-    /// The leader refused the command before proposing it.
-    #[error("the leader refused the command")]
-    Rejected(Rejection),
-    /// A bug or storage failure on the leader, logged there under this id.
-    #[error("internal error on the leader (request {request_id})")]
-    Internal {
-        /// The leader's request id for its log line.
-        request_id: String,
-    },
-}
-
-impl From<ApiError> for LeaderFailure {
-    fn from(error: ApiError) -> LeaderFailure {
-        match error {
-            ApiError::NotLeader { leader_id, leader_addr } => LeaderFailure::NotLeader { leader_id, leader_addr },
-            ApiError::NoLeader => LeaderFailure::NoLeader,
-            ApiError::DeadlineExceeded { after_ms } => LeaderFailure::DeadlineExceeded { after_ms },
-            ApiError::NodeUnavailable { detail } => LeaderFailure::NodeUnavailable { detail },
-            ApiError::Rejected(rejection) => LeaderFailure::Rejected(rejection),
-            ApiError::Internal { request_id, .. } => LeaderFailure::Internal { request_id },
-            // Proposals and read barriers end in none of the others (lookups,
-            // page tokens, membership changes); should one start to, its
-            // failure still reaches the caller, as internal, logged here.
-            other => LeaderFailure::from(ApiError::internal(other)),
-        }
-    }
-}
-
-impl LeaderFailure {
-    /// The API error the follower answers its caller with. `leader_id` is
-    /// the node that was asked (named in the log for internal failures).
-    pub fn into_api_error(self, leader_id: u64) -> ApiError {
-        match self {
-            LeaderFailure::NotLeader { leader_id, leader_addr } => match leader_id {
-                Some(leader_id) => ApiError::NotLeader { leader_id: Some(leader_id), leader_addr },
-                None => ApiError::NoLeader,
-            },
-            LeaderFailure::NoLeader => ApiError::NoLeader,
-            LeaderFailure::DeadlineExceeded { after_ms } => ApiError::DeadlineExceeded { after_ms },
-            LeaderFailure::NodeUnavailable { detail } => {
-                ApiError::NodeUnavailable { detail: format!("leader {leader_id}: {detail}") }
-            }
-            LeaderFailure::Rejected(rejection) => ApiError::Rejected(rejection),
-            failure @ LeaderFailure::Internal { .. } => {
-                ApiError::internal(anyhow::Error::new(failure).context(format!("leader {leader_id}")))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,25 +251,14 @@ mod tests {
         "01",                                                      // vote_granted
         "01", "0200000000000000", "0100000000000000", "0900000000000000", // last_log_id
     );
-    #[rustfmt::skip]
-    const GOLDEN_NOT_LEADER: &str = concat!(
-        "01000000",                                                // Err
-        "00000000",                                                // LeaderFailure::NotLeader
-        "01", "0200000000000000",                                  // leader_id: Some(2)
-        "01", "0d00000000000000", "31302e302e302e323a37343030",    // leader_addr: Some("10.0.0.2:7400")
-    );
-
     #[test]
     fn wire_bodies_match_golden_bytes() -> Result<(), Box<dyn std::error::Error>> {
         let request = VoteRequest::<NodeId> { vote: Vote::new(3, 2), last_log_id: Some(log_id(2, 1, 9)) };
         let response: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
             Ok(VoteResponse { vote: Vote::new(3, 3), vote_granted: true, last_log_id: Some(log_id(2, 1, 9)) });
-        let not_leader: Result<Forwarded, LeaderFailure> =
-            Err(LeaderFailure::NotLeader { leader_id: Some(2), leader_addr: Some("10.0.0.2:7400".into()) });
         let cases = [
             ("vote request", hex::encode(pack::<pb::VoteRequest, _>(&request)?.body), GOLDEN_VOTE_REQUEST),
             ("vote response", hex::encode(pack::<pb::VoteResponse, _>(&response)?.body), GOLDEN_VOTE_RESPONSE),
-            ("not leader", hex::encode(pack::<pb::ForwardResponse, _>(&not_leader)?.body), GOLDEN_NOT_LEADER),
         ];
         let mismatches: Vec<String> = cases
             .iter()
@@ -366,27 +267,5 @@ mod tests {
             .collect();
         assert!(mismatches.is_empty(), "wire bodies changed:\n{}", mismatches.join("\n"));
         Ok(())
-    }
-
-    #[test]
-    fn failures_survive_the_round_trip_to_api_errors() {
-        let not_leader = LeaderFailure::from(ApiError::NotLeader { leader_id: Some(2), leader_addr: Some("a".into()) });
-        assert!(matches!(
-            not_leader.into_api_error(2),
-            ApiError::NotLeader { leader_id: Some(2), leader_addr: Some(ref addr) } if addr == "a"
-        ));
-        assert!(matches!(
-            LeaderFailure::NotLeader { leader_id: None, leader_addr: None }.into_api_error(2),
-            ApiError::NoLeader
-        ));
-        assert!(matches!(
-            LeaderFailure::from(ApiError::DeadlineExceeded { after_ms: 5 }).into_api_error(2),
-            ApiError::DeadlineExceeded { after_ms: 5 }
-        ));
-        assert!(matches!(LeaderFailure::from(ApiError::PageTokenInvalid), LeaderFailure::Internal { .. }));
-        assert!(matches!(
-            LeaderFailure::Internal { request_id: "req-1".into() }.into_api_error(2),
-            ApiError::Internal { .. }
-        ));
     }
 }

@@ -45,6 +45,26 @@ impl PeerCertificateError {
             PeerCertificateError::NotMember { .. } => PEER_NOT_MEMBER,
         }
     }
+
+    /// Reasons this type produces.
+    pub const REASONS: &'static [&'static str] = &[PEER_CERTIFICATE_REQUIRED, PEER_NOT_MEMBER];
+}
+
+impl crate::status::Fault for PeerCertificateError {
+    fn reason(&self) -> &'static str {
+        PeerCertificateError::reason(self)
+    }
+    fn code(&self) -> tonic::Code {
+        tonic::Code::PermissionDenied
+    }
+    fn metadata(&self) -> crate::status::Metadata {
+        match self {
+            PeerCertificateError::Missing => crate::status::Metadata::new(),
+            PeerCertificateError::NotMember { sans } => {
+                crate::status::Metadata::from([("sans".to_owned(), sans.join(","))])
+            }
+        }
+    }
 }
 
 /// The DNS names and IP addresses in the certificate's subjectAltName, in
@@ -113,7 +133,7 @@ pub fn member_cert_check(request: &tonic::Request<()>, member_hosts: &BTreeSet<S
     check_peer_certificates(peer_certs.as_deref().map(Vec::as_slice), member_hosts).map_err(|error| {
         // Handled here: the peer gets the status, the operator gets one line.
         tracing::warn!(remote_addr = ?request.remote_addr(), reason = error.reason(), %error, "peer refused");
-        crate::api::error::ApiError::PeerCertificate(error).into_status()
+        crate::status::to_status(&error)
     })
 }
 

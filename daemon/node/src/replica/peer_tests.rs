@@ -7,16 +7,16 @@
 //! Every wait has a deadline (`raft.wait(Some(..))`, `tokio::time::timeout`);
 //! nothing sleeps to synchronise.
 
-use super::network::{APPEND_ENTRIES_BYTES_MAX, APPEND_ENTRIES_MAX, GrpcNetwork, SNAPSHOT_CHUNK_BYTES_MAX};
-use super::peer_channels::PeerChannels;
-use super::peer_link::PeerLink;
-use super::peer_message::{Envelope, PEER_FORMAT_VERSION};
+use super::peer_link::{PeerLink, peer_transport};
 use super::peer_service::peer_server;
-use super::shared_state::SharedState;
-use super::snapshot_store::SnapshotStore;
-use super::{KeelNode, KeelRaft, KernelStateMachine, MemLogStore, NodeId, peer_transport};
-use crate::api::context::{ApiContext, Identity, LeaderLink, Write};
-use crate::api::error::ApiError;
+use super::{Consistency, Identity, LeaderLink, Replica, ReplicaError, Write};
+use crate::leader_clock::LeaderClock;
+use crate::raft::network::{APPEND_ENTRIES_BYTES_MAX, APPEND_ENTRIES_MAX, GrpcNetwork, SNAPSHOT_CHUNK_BYTES_MAX};
+use crate::raft::peer_channels::PeerChannels;
+use crate::raft::peer_message::{Envelope, PEER_FORMAT_VERSION};
+use crate::raft::shared_state::SharedState;
+use crate::raft::snapshot_store::SnapshotStore;
+use crate::raft::{KeelNode, KeelRaft, KernelStateMachine, MemLogStore, NodeId};
 use keel_kernel::tenant::{TenantSpec, TenantStatus, TenantTier};
 use keel_kernel::{Command, Name, Rejection};
 use keel_proto::raft::v1 as pb;
@@ -40,8 +40,6 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const WAIT: Duration = Duration::from_secs(5);
 /// Deadline of a proposal or read in these tests.
 const DEADLINE: Duration = Duration::from_secs(5);
-/// `ReadConsistency::LINEARIZABLE`.
-const LINEARIZABLE: i32 = keel_proto::v1::ReadConsistency::Linearizable as i32;
 
 /// Raft timing for a loaded 2-core machine running debug builds: elections
 /// that do not fire spuriously, snapshots only when a test asks.
@@ -102,7 +100,7 @@ struct Node {
     id: NodeId,
     addr: SocketAddr,
     raft: KeelRaft,
-    ctx: ApiContext,
+    replica: Replica,
     log_store: MemLogStore,
     snapshots: SnapshotStore,
     server: Option<PeerServer>,
@@ -122,17 +120,23 @@ impl Node {
         let (network, link) = peer_transport(id, None);
         let raft = KeelRaft::new(id, Arc::clone(config), network, log_store.clone(), state_machine).await?;
         let identity = Identity { node_id: id, region: "eu-west".into(), zone: "a".into() };
-        let ctx = ApiContext::new(raft.clone(), shared, identity, link);
+        let replica = Replica::new(
+            raft.clone(),
+            shared,
+            identity,
+            link,
+            LeaderClock::new(crate::config::CLOCK_SKEW_MAX_MS_DEFAULT, 0),
+        );
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(
-            tonic::transport::Server::builder().add_service(peer_server(ctx.clone())).serve_with_incoming_shutdown(
+            tonic::transport::Server::builder().add_service(peer_server(replica.clone())).serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 async {
                     let _ = stop_rx.await;
                 },
             ),
         );
-        Ok(Node { id, addr, raft, ctx, log_store, snapshots, server: Some((stop_tx, server)) })
+        Ok(Node { id, addr, raft, replica, log_store, snapshots, server: Some((stop_tx, server)) })
     }
 
     /// Stops Raft, then the peer server (its port refuses connections after).
@@ -153,7 +157,7 @@ impl Node {
     }
 
     fn shared(&self) -> &SharedState {
-        &self.ctx.shared
+        &self.replica.shared
     }
 
     fn has_tenant(&self, tenant_id: &str) -> bool {
@@ -226,29 +230,26 @@ async fn three_nodes_replicate_forward_and_read_linearizably() -> TestResult {
     // Writes through a follower are forwarded to the leader and answered there.
     let mut last_revision = 0;
     for tenant in ["acme", "beta", "gamma"] {
-        let (_applied, revision) = writer.ctx.propose(create_tenant(tenant), DEADLINE).await?;
+        let (_applied, revision) = writer.replica.propose(unkeyed(create_tenant(tenant)), DEADLINE).await?;
         assert!(revision > last_revision, "revisions grow: {revision} after {last_revision}");
         last_revision = revision;
     }
     // A rejection comes back as the rejection, not as a transport failure.
-    let duplicate = writer.ctx.propose(create_tenant("acme"), DEADLINE).await;
-    assert!(matches!(duplicate, Err(ApiError::Rejected(Rejection::TenantAlreadyExists { .. }))), "{duplicate:?}");
+    let duplicate = writer.replica.propose(unkeyed(create_tenant("acme")), DEADLINE).await;
+    assert!(matches!(duplicate, Err(ReplicaError::Rejected(Rejection::TenantAlreadyExists { .. }))), "{duplicate:?}");
 
     // A linearizable read on the other follower sees each write at once.
     for tenant in ["delta", "epsilon"] {
-        let (_applied, revision) = writer.ctx.propose(create_tenant(tenant), DEADLINE).await?;
-        let (seen, read_revision) = reader
-            .ctx
-            .read(LINEARIZABLE, DEADLINE, |applied| Ok(applied.kernel.tenants().get(&name(tenant)).is_some()))
-            .await?;
+        let (_applied, revision) = writer.replica.propose(unkeyed(create_tenant(tenant)), DEADLINE).await?;
+        let state = reader.replica.read(Consistency::Linearizable, DEADLINE).await?;
+        let (seen, read_revision) = (state.kernel.tenants().get(&name(tenant)).is_some(), state.revision());
         assert!(seen, "{tenant} written through node {} is visible on node {}", writer.id, reader.id);
         assert!(read_revision >= revision);
     }
-    let (_applied, revision) = by_id(&nodes, leader_id).ctx.propose(create_tenant("zeta"), DEADLINE).await?;
-    let (seen, read_revision) = writer
-        .ctx
-        .read(LINEARIZABLE, DEADLINE, |applied| Ok(applied.kernel.tenants().get(&name("zeta")).is_some()))
-        .await?;
+    let (_applied, revision) =
+        by_id(&nodes, leader_id).replica.propose(unkeyed(create_tenant("zeta")), DEADLINE).await?;
+    let state = writer.replica.read(Consistency::Linearizable, DEADLINE).await?;
+    let (seen, read_revision) = (state.kernel.tenants().get(&name("zeta")).is_some(), state.revision());
     assert!(seen && read_revision >= revision, "a write on the leader is visible to a follower's linearizable read");
 
     assert_same_state(&nodes.iter().collect::<Vec<_>>(), by_id(&nodes, leader_id)).await?;
@@ -267,7 +268,7 @@ async fn a_lagging_node_catches_up_by_snapshot_install() -> TestResult {
     let lagging_id = nodes.iter().map(|node| node.id).find(|id| *id != leader_id).ok_or("a follower")?;
 
     let leader = by_id(&nodes, leader_id);
-    let (_applied, revision) = leader.ctx.propose(create_tenant("before"), DEADLINE).await?;
+    let (_applied, revision) = leader.replica.propose(unkeyed(create_tenant("before")), DEADLINE).await?;
     let lagging = nodes.iter_mut().find(|node| node.id == lagging_id).ok_or("the lagging node")?;
     lagging.raft.wait(Some(WAIT)).applied_index_at_least(Some(revision), "the lagging node is current").await?;
     lagging.stop().await?;
@@ -276,9 +277,9 @@ async fn a_lagging_node_catches_up_by_snapshot_install() -> TestResult {
     // purges its log, so no one can send the missing entries.
     let leader = by_id(&nodes, leader_id);
     for i in 0..20 {
-        leader.ctx.propose(create_tenant(&format!("while-down-{i}")), DEADLINE).await?;
+        leader.replica.propose(unkeyed(create_tenant(&format!("while-down-{i}"))), DEADLINE).await?;
     }
-    let (_applied, last_index) = leader.ctx.propose(create_tenant("while-down-last"), DEADLINE).await?;
+    let (_applied, last_index) = leader.replica.propose(unkeyed(create_tenant("while-down-last")), DEADLINE).await?;
     for node in nodes.iter().filter(|node| node.id != lagging_id) {
         node.raft.wait(Some(WAIT)).applied_index_at_least(Some(last_index), "applied before snapshot").await?;
         node.raft.trigger().snapshot().await?;
@@ -307,7 +308,7 @@ async fn a_lagging_node_catches_up_by_snapshot_install() -> TestResult {
 
     // And it takes part again: a write through it is replicated everywhere.
     let leader_id = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await?;
-    by_id(&nodes, lagging_id).ctx.propose(create_tenant("after"), DEADLINE).await?;
+    by_id(&nodes, lagging_id).replica.propose(unkeyed(create_tenant("after")), DEADLINE).await?;
     assert_same_state(&nodes.iter().collect::<Vec<_>>(), by_id(&nodes, leader_id)).await?;
     for node in &mut nodes {
         node.stop().await?;
@@ -331,8 +332,8 @@ async fn a_lagging_node_catches_up_in_batches_cut_to_the_byte_budget() -> TestRe
     let leader = by_id(&nodes, leader_id);
     for _ in 0..n_entries {
         let command = Command::PublishEngineVersion { manifest: vec![b' '; entry_bytes], signatures: Vec::new() };
-        let result = leader.ctx.propose(command, DEADLINE).await;
-        assert!(matches!(result, Err(ApiError::Rejected(_))), "{result:?}");
+        let result = leader.replica.propose(unkeyed(command), DEADLINE).await;
+        assert!(matches!(result, Err(ReplicaError::Rejected(_))), "{result:?}");
     }
     assert!(n_entries * entry_bytes as u64 > 2 * APPEND_ENTRIES_BYTES_MAX);
 
@@ -353,7 +354,7 @@ async fn when_the_leader_stops_a_new_one_is_elected_and_accepts_writes() -> Test
     let mut nodes = start_cluster(&config).await?;
     let old_leader_id = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await?;
     let follower = nodes.iter().find(|node| node.id != old_leader_id).ok_or("a follower")?;
-    follower.ctx.propose(create_tenant("before"), DEADLINE).await?;
+    follower.replica.propose(unkeyed(create_tenant("before")), DEADLINE).await?;
 
     let old_leader = nodes.iter_mut().find(|node| node.id == old_leader_id).ok_or("the leader")?;
     old_leader.stop().await?;
@@ -370,8 +371,8 @@ async fn when_the_leader_stops_a_new_one_is_elected_and_accepts_writes() -> Test
 
     // Both the new leader and (forwarding) its follower accept writes.
     let other = running.iter().find(|node| node.id != new_leader_id).ok_or("a follower")?;
-    new_leader.ctx.propose(create_tenant("after-on-leader"), DEADLINE).await?;
-    other.ctx.propose(create_tenant("after-on-follower"), DEADLINE).await?;
+    new_leader.replica.propose(unkeyed(create_tenant("after-on-leader")), DEADLINE).await?;
+    other.replica.propose(unkeyed(create_tenant("after-on-follower")), DEADLINE).await?;
     assert_same_state(&running, new_leader).await?;
     assert!(running.iter().all(|node| node.has_tenant("before") && node.has_tenant("after-on-follower")));
     for node in &mut nodes {
@@ -393,7 +394,7 @@ fn vote_request() -> VoteRequest<NodeId> {
     VoteRequest { vote: Vote::new(1, 1), last_log_id: None }
 }
 
-async fn connection_to(addr: SocketAddr) -> super::network::GrpcConnection {
+async fn connection_to(addr: SocketAddr) -> crate::raft::network::GrpcConnection {
     let mut network = GrpcNetwork::new(1, Arc::new(PeerChannels::new(None)));
     network.new_client(2, &member(addr)).await
 }
@@ -488,7 +489,7 @@ async fn garbage_answers_are_network_errors_and_remote_raft_errors_are_remote() 
     assert!(matches!(error, RPCError::Network(_)), "{error:?}");
     let link = PeerLink::new(Arc::new(PeerChannels::new(None)));
     let error = link.read_index(2, &member(addr), DEADLINE).await.expect_err("garbage");
-    assert!(matches!(error, ApiError::Internal { .. }), "{error:?}");
+    assert!(matches!(error, ReplicaError::Internal { .. }), "{error:?}");
     server.abort();
 
     // A node whose Raft stopped answers with openraft's error, which comes
@@ -513,9 +514,9 @@ async fn an_unreachable_leader_is_no_leader_and_deadlines_hold() -> TestResult {
     let started = tokio::time::Instant::now();
     let closed = member(closed_addr().await?);
     let error = link.forward(2, &closed, unkeyed(create_tenant("acme")), DEADLINE).await.expect_err("nothing listens");
-    assert!(matches!(error, ApiError::NoLeader), "{error:?}");
+    assert!(matches!(error, ReplicaError::NoLeader), "{error:?}");
     let error = link.read_index(2, &closed, DEADLINE).await.expect_err("nothing listens");
-    assert!(matches!(error, ApiError::NoLeader), "{error:?}");
+    assert!(matches!(error, ReplicaError::NoLeader), "{error:?}");
     assert!(started.elapsed() < DEADLINE, "refused connections fail fast: {:?}", started.elapsed());
 
     let silent = TcpListener::bind("127.0.0.1:0").await?;
@@ -523,9 +524,9 @@ async fn an_unreachable_leader_is_no_leader_and_deadlines_hold() -> TestResult {
     let deadline = Duration::from_millis(300);
     let started = tokio::time::Instant::now();
     let error = link.forward(2, &silent_leader, unkeyed(create_tenant("acme")), deadline).await.expect_err("no answer");
-    assert!(matches!(error, ApiError::DeadlineExceeded { after_ms: 300 }), "{error:?}");
+    assert!(matches!(error, ReplicaError::DeadlineExceeded { after_ms: 300 }), "{error:?}");
     let error = link.read_index(2, &silent_leader, deadline).await.expect_err("no answer");
-    assert!(matches!(error, ApiError::DeadlineExceeded { .. }), "{error:?}");
+    assert!(matches!(error, ReplicaError::DeadlineExceeded { .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "the deadline bounds the calls: {:?}", started.elapsed());
 
     Ok(())

@@ -11,19 +11,19 @@
 //!       ─► leader and distrusted ─► hand_over(a voter within the bound)
 //! ```
 
-use crate::api::cluster::{TRANSFER_DEADLINE_DEFAULT_MS, hand_over};
-use crate::api::context::ApiContext;
+use super::Replica;
+use super::transfer::TRANSFER_DEADLINE_DEFAULT_MS;
 use crate::leader_clock::{CLOCK_CHECK_INTERVAL_MS, CLOCK_PROBE_DEADLINE_MS, ClockAgreement, agreement};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Runs the check until `stop` turns true.
-pub async fn run(ctx: ApiContext, mut stop: watch::Receiver<bool>) {
+pub async fn run(replica: Replica, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(CLOCK_CHECK_INTERVAL_MS));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticker.tick() => check_once(&ctx).await,
+            _ = ticker.tick() => check_once(&replica).await,
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     return;
@@ -33,10 +33,10 @@ pub async fn run(ctx: ApiContext, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn check_once(ctx: &ApiContext) {
-    let me = ctx.identity.node_id;
+async fn check_once(replica: &Replica) {
+    let me = replica.identity.node_id;
     let voters: Vec<(u64, String)> = {
-        let state = ctx.shared.read();
+        let state = replica.shared.read();
         let membership = state.membership.membership();
         membership
             .voter_ids()
@@ -46,19 +46,19 @@ async fn check_once(ctx: &ApiContext) {
     };
     let deadline = Duration::from_millis(CLOCK_PROBE_DEADLINE_MS);
     let probes = voters.iter().map(|(id, peer_addr)| async move {
-        let sent_ms = ctx.clock.wall_now_ms();
-        let theirs = ctx.member_wall_clock(peer_addr, deadline).await?;
-        let received_ms = ctx.clock.wall_now_ms();
+        let sent_ms = replica.clock.wall_now_ms();
+        let theirs = replica.link().wall_clock(peer_addr, deadline).await?;
+        let received_ms = replica.clock.wall_now_ms();
         let midpoint_ms = sent_ms / 2 + received_ms / 2;
         let offset = i128::from(theirs) - i128::from(midpoint_ms);
         Some((*id, i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX })))
     });
     let answers: Vec<Option<(u64, i64)>> = futures::future::join_all(probes).await;
     let offsets: Vec<Option<i64>> = answers.iter().map(|answer| answer.map(|(_, offset)| offset)).collect();
-    let skew_max_ms = ctx.clock.skew_max_ms();
+    let skew_max_ms = replica.clock.skew_max_ms();
     let found = agreement(&offsets, skew_max_ms);
-    ctx.clock.record(found);
-    let is_leader = ctx.raft.metrics().borrow().current_leader == Some(me);
+    replica.clock.record(found);
+    let is_leader = replica.raft.metrics().borrow().current_leader == Some(me);
     if found == ClockAgreement::Disagrees && is_leader {
         // A majority answered outside our bound, so the voters that answered
         // agree with each other more than with us: hand over to one of them.
@@ -66,7 +66,7 @@ async fn check_once(ctx: &ApiContext) {
         if let Some(target) = target {
             tracing::warn!(target, "handing leadership over: this node's clock disagrees with the voters");
             let deadline = Duration::from_millis(TRANSFER_DEADLINE_DEFAULT_MS);
-            if let Err(error) = hand_over(ctx, target, deadline).await {
+            if let Err(error) = replica.hand_over(target, deadline).await {
                 tracing::warn!(%error, target, "handing leadership over failed; retrying at the next check");
             }
         }

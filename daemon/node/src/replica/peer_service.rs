@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  peer ──AppendEntries│Vote│InstallSnapshot──► unpack ──► raft.append_entries│vote│install_snapshot ──► pack Result
-//!  follower ──Forward(Write)──► ApiContext::propose_here(write, grpc deadline) ──► pack Result<Forwarded, LeaderFailure>
-//!  follower ──ReadIndex──► raft.ensure_linearizable() within the grpc deadline ──► pack Result<u64, LeaderFailure>
+//!  follower ──Forward(Write)──► Replica::propose_here(write, grpc deadline) ──► pack Result<Forwarded, ReplicaError>
+//!  follower ──ReadIndex──► Replica::read_index_here within the grpc deadline ──► pack Result<u64, ReplicaError>
 //! ```
 //!
 //! Outcomes travel inside the answer's body, including openraft's errors and
@@ -14,15 +14,13 @@
 //! `unencodable` and nowhere else: peers are not API clients, so they get
 //! no `ErrorInfo`.
 
-use super::peer_message::{self, Envelope, Forwarded, LeaderFailure};
-use super::snapshot_reception::SnapshotReception;
-use super::{KeelRaft, TypeConfig};
-use crate::api::context::Write;
-use crate::api::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, Route, WRITE_DEADLINE_DEFAULT_MS};
+use super::{READ_DEADLINE_DEFAULT_MS, Replica, ReplicaError, Route, WRITE_DEADLINE_DEFAULT_MS, Write};
+use crate::raft::peer_message::{self, Envelope};
+use crate::raft::snapshot_reception::SnapshotReception;
+use crate::raft::{KeelRaft, TypeConfig};
 use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
 use keel_proto::raft::v1 as pb;
 use keel_proto::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
-use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,26 +28,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
-/// The peer service for the node behind `ctx`, with the gRPC message limits
-/// applied: what `server.rs` adds to the peer port's router.
-pub fn peer_server(ctx: ApiContext) -> RaftPeerServer<RaftPeerService> {
-    RaftPeerServer::new(RaftPeerService::new(ctx))
+/// The peer service for `replica`, with the gRPC message limits applied:
+/// what `server.rs` adds to the peer port's router.
+pub fn peer_server(replica: Replica) -> RaftPeerServer<RaftPeerService> {
+    RaftPeerServer::new(RaftPeerService::new(replica))
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
 }
 
 /// Answers peers: Raft RPCs into this node's Raft, forwarded writes and read
-/// index requests through its API context.
+/// index requests into its replica.
 #[derive(Clone)]
 pub struct RaftPeerService {
-    ctx: ApiContext,
+    replica: Replica,
     reception: Arc<Mutex<SnapshotReception>>,
 }
 
 impl RaftPeerService {
-    /// The service for the node behind `ctx` (its Raft is `ctx.raft`).
-    pub fn new(ctx: ApiContext) -> Self {
-        RaftPeerService { ctx, reception: Arc::default() }
+    /// The service for `replica`.
+    pub fn new(replica: Replica) -> Self {
+        RaftPeerService { replica, reception: Arc::default() }
     }
 
     fn reception(&self) -> std::sync::MutexGuard<'_, SnapshotReception> {
@@ -57,7 +55,7 @@ impl RaftPeerService {
     }
 
     fn raft(&self) -> &KeelRaft {
-        &self.ctx.raft
+        &self.replica.raft
     }
 }
 
@@ -121,16 +119,16 @@ impl RaftPeer for RaftPeerService {
     }
 
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
-        let deadline = context::deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
+        let deadline = peer_deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
         let write: Write = open(request)?;
-        let result = match self.ctx.propose_here(write, deadline).await {
-            Ok(Route::Applied(response, revision)) => Ok(Forwarded { response, revision }),
+        let result = match self.replica.propose_here(write, deadline).await {
+            Ok(Route::Applied(forwarded)) => Ok(forwarded),
             // Leadership moved on since the follower looked: it tells its
             // caller where to go rather than forwarding again.
             Ok(Route::Leader { leader_id, leader, .. }) => {
-                Err(LeaderFailure::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr) })
+                Err(ReplicaError::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr) })
             }
-            Err(error) => Err(LeaderFailure::from(error)),
+            Err(error) => Err(error),
         };
         answer(&result)
     }
@@ -139,9 +137,9 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        let deadline = context::deadline(&request, READ_DEADLINE_DEFAULT_MS);
+        let deadline = peer_deadline(&request, READ_DEADLINE_DEFAULT_MS);
         let () = open(request)?;
-        answer(&read_index(self.raft(), deadline).await)
+        answer(&self.replica.read_index_here(deadline).await)
     }
 
     async fn timeout_now(
@@ -175,7 +173,7 @@ impl RaftPeer for RaftPeerService {
             wait_ms = wait.as_millis() as u64,
             "leadership handed over: campaigning now, and again after the lease if need be"
         );
-        let me = self.ctx.identity.node_id;
+        let me = self.replica.identity.node_id;
         tokio::spawn(async move {
             // At once: the old leader grants its vote (its own lease dates
             // from its election, not from heartbeats), which with ours is a
@@ -201,14 +199,14 @@ impl RaftPeer for RaftPeerService {
     }
 
     async fn clock(&self, _request: Request<pb::ClockRequest>) -> Result<Response<pb::ClockResponse>, Status> {
-        Ok(Response::new(pb::ClockResponse { wall_clock_ms: self.ctx.clock.wall_now_ms() }))
+        Ok(Response::new(pb::ClockResponse { wall_clock_ms: self.replica.clock.wall_now_ms() }))
     }
 
     async fn progress(&self, _request: Request<pb::ProgressRequest>) -> Result<Response<pb::ProgressResponse>, Status> {
-        let (applied_index, digest) = self.ctx.shared.digest();
+        let (applied_index, digest) = self.replica.shared.digest();
         let term = self.raft().metrics().borrow().current_term;
         Ok(Response::new(pb::ProgressResponse {
-            node_id: self.ctx.identity.node_id,
+            node_id: self.replica.identity.node_id,
             applied_index,
             state_digest: digest.to_string(),
             term,
@@ -227,17 +225,8 @@ async fn campaign(raft: &KeelRaft) {
 /// a second time.
 pub const TIMEOUT_NOW_WAIT_MS_MAX: u64 = 10_000;
 
-/// The read index after this node confirmed its leadership with a quorum
-/// and applied up to it; 0 before any entry.
-async fn read_index(raft: &KeelRaft, deadline: Duration) -> Result<u64, LeaderFailure> {
-    match tokio::time::timeout(deadline, raft.ensure_linearizable()).await {
-        Err(_elapsed) => Err(LeaderFailure::DeadlineExceeded { after_ms: super::peer_channels::duration_ms(deadline) }),
-        Ok(Ok(read_log_id)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
-        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => Err(LeaderFailure::NotLeader {
-            leader_id: forward.leader_id,
-            leader_addr: forward.leader_node.map(|node| node.client_addr),
-        }),
-        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(LeaderFailure::NoLeader),
-        Ok(Err(RaftError::Fatal(fatal))) => Err(LeaderFailure::NodeUnavailable { detail: fatal.to_string() }),
-    }
+/// A peer call's deadline: the follower's remaining time (`grpc-timeout`),
+/// else `default_ms`, capped like a client's.
+fn peer_deadline<T>(request: &Request<T>, default_ms: u64) -> Duration {
+    crate::deadline::from_metadata(request.metadata(), default_ms)
 }

@@ -3,10 +3,10 @@
 //! the caller's deadline.
 //!
 //! ```text
-//!  ApiContext::propose (follower) ──forward(write, deadline)──► leader's RaftPeerService::forward
-//!  ApiContext::read_barrier      ──read_index(deadline)─────────► leader's RaftPeerService::read_index
+//!  Replica::propose (follower) ──forward(write, deadline)──► leader's RaftPeerService::forward
+//!  Replica::read (follower)    ──read_index(deadline)─────────► leader's RaftPeerService::read_index
 //!           ▲                                                          │
-//!           └── ApiError ◄── LeaderFailure (the leader's answer) ◄─────┘
+//!           └──────── ReplicaError (the leader's own answer) ◄─────────┘
 //!                      ◄── unreachable → NO_LEADER, no answer in time → DEADLINE_EXCEEDED
 //! ```
 //!
@@ -15,12 +15,10 @@
 //! not serve the peer methods (an older build) answers `NOT_LEADER` with its
 //! client address, so the client goes there itself.
 
-use super::peer_channels::{PeerCallError, PeerChannels, duration_ms};
-use super::peer_message::{Forwarded, LeaderFailure, pack, unpack};
-use super::{ApplyResponse, KeelNode};
-use crate::api::context::Write;
-use crate::api::context::{LeaderLink, MemberProgress};
-use crate::api::error::ApiError;
+use super::{Forwarded, LeaderLink, MemberProgress, ReplicaError, Write};
+use crate::raft::KeelNode;
+use crate::raft::peer_channels::{PeerCallError, PeerChannels, duration_ms};
+use crate::raft::peer_message::{pack, unpack};
 use keel_proto::raft::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,19 +36,19 @@ impl PeerLink {
     }
 }
 
-/// The API error for a call to the leader that got no answer from it.
-fn call_failure(leader_id: u64, leader: &KeelNode, deadline: Duration, error: PeerCallError) -> ApiError {
+/// The error for a call to the leader that got no answer from it.
+fn call_failure(leader_id: u64, leader: &KeelNode, deadline: Duration, error: PeerCallError) -> ReplicaError {
     match error {
-        PeerCallError::TimedOut { .. } => ApiError::DeadlineExceeded { after_ms: duration_ms(deadline) },
+        PeerCallError::TimedOut { .. } => ReplicaError::DeadlineExceeded { after_ms: duration_ms(deadline) },
         PeerCallError::Unreachable { .. } | PeerCallError::Address { .. } => {
             tracing::warn!(leader_id, peer_addr = %leader.peer_addr, error = ?error, "leader unreachable");
-            ApiError::NoLeader
+            ReplicaError::NoLeader
         }
         PeerCallError::Failed { status, .. } if status.code() == tonic::Code::Unimplemented => {
-            ApiError::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr.clone()) }
+            ReplicaError::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr.clone()) }
         }
         PeerCallError::Pack { .. } | PeerCallError::Failed { .. } | PeerCallError::Garbage { .. } => {
-            ApiError::internal(anyhow::Error::new(error).context(format!("calling leader {leader_id}")))
+            ReplicaError::internal(anyhow::Error::new(error).context(format!("calling leader {leader_id}")))
         }
     }
 }
@@ -106,7 +104,7 @@ impl LeaderLink for PeerLink {
         leader: &KeelNode,
         write: Write,
         deadline: Duration,
-    ) -> Result<(ApplyResponse, u64), ApiError> {
+    ) -> Result<Forwarded, ReplicaError> {
         let peer_addr = leader.peer_addr.as_str();
         let message: pb::ForwardRequest = pack(&write).map_err(|source| {
             call_failure(leader_id, leader, deadline, PeerCallError::Pack { peer_addr: peer_addr.to_owned(), source })
@@ -116,7 +114,7 @@ impl LeaderLink for PeerLink {
             .call(peer_addr, deadline, message, |mut client, request| async move { client.forward(request).await })
             .await
             .map_err(|error| call_failure(leader_id, leader, deadline, error))?;
-        let result: Result<Forwarded, LeaderFailure> = unpack(answer).map_err(|source| {
+        let result: Result<Forwarded, ReplicaError> = unpack(answer).map_err(|source| {
             call_failure(
                 leader_id,
                 leader,
@@ -124,11 +122,10 @@ impl LeaderLink for PeerLink {
                 PeerCallError::Garbage { peer_addr: peer_addr.to_owned(), source },
             )
         })?;
-        let forwarded = result.map_err(|failure| failure.into_api_error(leader_id))?;
-        Ok((forwarded.response, forwarded.revision))
+        result
     }
 
-    async fn read_index(&self, leader_id: u64, leader: &KeelNode, deadline: Duration) -> Result<u64, ApiError> {
+    async fn read_index(&self, leader_id: u64, leader: &KeelNode, deadline: Duration) -> Result<u64, ReplicaError> {
         let peer_addr = leader.peer_addr.as_str();
         let message: pb::ReadIndexRequest = pack(&()).map_err(|source| {
             call_failure(leader_id, leader, deadline, PeerCallError::Pack { peer_addr: peer_addr.to_owned(), source })
@@ -138,7 +135,7 @@ impl LeaderLink for PeerLink {
             .call(peer_addr, deadline, message, |mut client, request| async move { client.read_index(request).await })
             .await
             .map_err(|error| call_failure(leader_id, leader, deadline, error))?;
-        let result: Result<u64, LeaderFailure> = unpack(answer).map_err(|source| {
+        let result: Result<u64, ReplicaError> = unpack(answer).map_err(|source| {
             call_failure(
                 leader_id,
                 leader,
@@ -146,6 +143,18 @@ impl LeaderLink for PeerLink {
                 PeerCallError::Garbage { peer_addr: peer_addr.to_owned(), source },
             )
         })?;
-        result.map_err(|failure| failure.into_api_error(leader_id))
+        result
     }
+}
+
+/// The client side of the peer transport: the Raft network for
+/// `Raft::new` and the leader link for [`super::Replica::new`], sharing one
+/// channel per peer address. `node_id` is this node. `tls`: `None` speaks
+/// plaintext (dev mode, loopback); `Some` speaks HTTPS with that configuration.
+pub fn peer_transport(
+    node_id: crate::raft::NodeId,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> (crate::raft::GrpcNetwork, Arc<PeerLink>) {
+    let channels = Arc::new(PeerChannels::new(tls));
+    (crate::raft::GrpcNetwork::new(node_id, Arc::clone(&channels)), Arc::new(PeerLink::new(channels)))
 }
