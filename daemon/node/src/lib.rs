@@ -19,4 +19,5 @@ pub mod server;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod transport;
 pub mod trust_roots;

@@ -1,12 +1,15 @@
 //! Starting and stopping a node.
 //!
 //! ```text
-//!  run(config)
-//!   ├─ root keys (files, or the generated dev root key)
-//!   ├─ RocksDB stores ─► openraft Raft (initialised as a single-node cluster on first start)
-//!   ├─ bind client gRPC + ops HTTP listeners (port 0 → OS-assigned; printed on stdout)
-//!   ├─ bootstrap task: once leader, install root keys if the trust store has none
-//!   └─ serve until SIGINT/SIGTERM, then stop serving and shut Raft down
+//!  run(config) ─ bind client, peer, ops TCP listeners (port 0 → OS-assigned; printed on stdout)
+//!   └─ NodeBuilder::new(config) [.storage(Memory) .clock(..) .connector(..) .judge(..): tests]
+//!        .start(listeners)
+//!         ├─ root keys (files, or the generated dev root key)
+//!         ├─ stores (RocksDB or memory) ─► openraft Raft (initialised on a first start)
+//!         ├─ Replica (leader clock, leader link over the peer transport) ─► ApiContext
+//!         ├─ bootstrap task: once leader, install root keys if the trust store has none
+//!         └─ serve client gRPC, peer gRPC (Incoming: TCP or in-memory) and ops HTTP
+//!  until SIGINT/SIGTERM, then Node::shutdown: stop serving, shut Raft down
 //! ```
 
 use crate::api::cluster::ClusterApi;
@@ -16,7 +19,7 @@ use crate::api::policy::PolicyApi;
 use crate::api::registry::RegistryApi;
 use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
-use crate::clock::Clock as _;
+use crate::clock::Clock;
 use crate::config::{Config, InitialState};
 use crate::judge::{NodeJudge, Sandbox};
 use crate::leader_clock::LeaderClock;
@@ -27,6 +30,7 @@ use crate::raft::{KeelNode, KeelRaft};
 use crate::replica::peer_service::peer_server;
 use crate::replica::{Identity, Replica, Write};
 use crate::tls::{self, TlsMaterial};
+use crate::transport::{Connector, Incoming, tcp_incoming};
 use crate::trust_roots;
 use anyhow::Context as _;
 use keel_kernel::Command;
@@ -54,23 +58,201 @@ pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 2_000;
 /// Directory under `data_dir` holding RocksDB.
 pub const RAFT_DIR: &str = "raft";
 
-/// Runs a node until a shutdown signal.
+/// What a node is built from besides its configuration: where it stores
+/// its log and state, what clock stamps its proposals, how it reaches its
+/// peers, and where it judges. keeld's `run` and the in-process tests use
+/// the same builder.
+pub struct NodeBuilder {
+    config: Config,
+    storage: Storage,
+    clock: Arc<dyn Clock>,
+    connector: Option<Arc<dyn Connector>>,
+    judge: Option<NodeJudge>,
+}
+
+/// Where a node keeps its log and state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// RocksDB under `data_dir` (keeld).
+    RocksDb,
+    /// In memory, gone when the node stops (in-process clusters).
+    Memory,
+}
+
+/// The ports a node serves: client and peer gRPC connections through the
+/// transport seam, and the ops HTTP listener when there is one.
+pub struct Listeners {
+    /// Client connections.
+    pub client: Incoming,
+    /// Peer connections.
+    pub peer: Incoming,
+    /// Ops HTTP (TCP only).
+    pub ops: Option<TcpListener>,
+    /// The client address this node advertises when `advertise.client` is unset.
+    pub client_addr: String,
+}
+
+/// A started node: its replica and services, serving until [`Node::shutdown`].
+pub struct Node {
+    /// This node as a member.
+    pub replica: Replica,
+    /// What its client services share.
+    pub ctx: ApiContext,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl NodeBuilder {
+    /// keeld's node: RocksDB, the system clock (with `node.clock_offset_ms`),
+    /// TCP, judging in children of the current executable.
+    pub fn new(config: Config) -> NodeBuilder {
+        let clock = Arc::new(crate::clock::SystemClock::new(config.node.clock_offset_ms));
+        NodeBuilder { config, storage: Storage::RocksDb, clock, connector: None, judge: None }
+    }
+
+    /// Keeps the log and state in `storage`.
+    pub fn storage(mut self, storage: Storage) -> NodeBuilder {
+        self.storage = storage;
+        self
+    }
+
+    /// Stamps proposals with `clock`.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> NodeBuilder {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens peer connections through `connector` instead of TCP.
+    pub fn connector(mut self, connector: Arc<dyn Connector>) -> NodeBuilder {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Judges with `judge` instead of a child process per judgement.
+    pub fn judge(mut self, judge: NodeJudge) -> NodeBuilder {
+        self.judge = Some(judge);
+        self
+    }
+
+    /// Opens the stores, starts Raft (initialising the cluster on a first
+    /// start when this node has the lowest initial id) and serves `listeners`.
+    pub async fn start(self, listeners: Listeners) -> anyhow::Result<Node> {
+        let NodeBuilder { config, storage, clock, connector, judge } = self;
+        let boot_time_ms = clock.wall_ms();
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+        let roots = root_keys(&config)?;
+
+        let shared = Arc::new(SharedState::default());
+        tokio::spawn(crate::raft::shared_state::run_digester(Arc::downgrade(&shared)));
+        // Policies and action schemas are judged in children of this very
+        // executable (see `judge`), in apply and at the edge alike.
+        let judge = match judge {
+            Some(judge) => judge,
+            None => NodeJudge::Sandbox(Arc::new(Sandbox::current_exe().context("locating keeld for judging")?)),
+        };
+        let raft_config = raft_config(&config)?;
+        let tls = config.tls.as_ref().map(TlsMaterial::load).transpose().context("loading [tls]")?;
+        let (network, leader_link) = crate::replica::peer_link::peer_transport(
+            config.node.id,
+            tls.as_ref().map(tls::peer_channels_tls),
+            connector,
+        );
+        let raft = match storage {
+            Storage::RocksDb => {
+                let (log_store, state_machine) =
+                    crate::raft::open_rocks(&config.data_dir.join(RAFT_DIR), shared.clone())
+                        .await
+                        .with_context(|| format!("opening RocksDB under {}", config.data_dir.display()))?;
+                let state_machine = state_machine.with_judge(judge.clone());
+                KeelRaft::new(config.node.id, raft_config, network, log_store, state_machine).await
+            }
+            Storage::Memory => {
+                let (log_store, state_machine) = crate::raft::open_memory(shared.clone());
+                let state_machine = state_machine.with_judge(judge.clone());
+                KeelRaft::new(config.node.id, raft_config, network, log_store, state_machine).await
+            }
+        }
+        .context("starting raft")?;
+
+        let members = initial_members(&config, listeners.client_addr.clone());
+        let is_fresh = !raft.is_initialized().await?;
+        if is_fresh {
+            // Every member lists the same initial members; the lowest id writes the
+            // first membership entry and the others learn it from its leader.
+            let initializer = members.keys().next().copied().unwrap_or(config.node.id);
+            if config.cluster.initial_state == InitialState::Existing {
+                tracing::info!("joining an existing cluster: waiting to be added as a learner");
+            } else if initializer == config.node.id {
+                tracing::info!(node_id = config.node.id, n_members = members.len(), "initialising a new cluster");
+                raft.initialize(members.clone()).await.context("initialising the cluster")?;
+            } else {
+                tracing::info!(initializer, "new node: waiting for the cluster's initial membership");
+            }
+        }
+
+        let identity =
+            Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
+        let clock = LeaderClock::with_clock(config.raft.clock_skew_max_ms, clock);
+        let replica = Replica::new(raft.clone(), shared, identity, leader_link, clock);
+        let ctx = ApiContext::new(replica.clone()).with_watchers_max(config.watch.watchers_max).with_judge(judge);
+        tokio::spawn(bootstrap_trust(replica.clone(), roots));
+        if is_fresh
+            && config.cluster.initial_state == InitialState::New
+            && members.keys().next() != Some(&config.node.id)
+        {
+            tokio::spawn(check_initial_membership(replica.clone(), members));
+        }
+
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(crate::replica::clock_check::run(replica.clone(), stop_rx.clone()));
+        let mut tasks = Vec::new();
+        if let Some(ops_listener) = listeners.ops {
+            let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> =
+                vec![Arc::new(ctx.rpc_metrics.clone()), ctx.shed_stats.clone(), ctx.watch_stats.clone()];
+            let ops = serve_ops(ops_listener, replica.clone(), boot_time_ms, collectors, stop_rx.clone());
+            tasks.push(tokio::spawn(ops));
+        }
+        let peers = serve_peers(listeners.peer, replica.clone(), tls.clone(), config.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(peers));
+        let in_flight_requests_max = config.api.in_flight_requests_max;
+        let grpc = serve_grpc(listeners.client, ctx.clone(), in_flight_requests_max, tls, boot_time_ms, stop_rx);
+        tasks.push(tokio::spawn(grpc));
+        Ok(Node { replica, ctx, stop, tasks })
+    }
+}
+
+impl Node {
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.replica.raft.shutdown().await.map_err(|error| anyhow::anyhow!("raft shutdown: {error}"))
+    }
+}
+
+/// openraft's settings from `[raft]`.
+fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
+    let raft_config = openraft::Config {
+        cluster_name: "keel".into(),
+        heartbeat_interval: config.raft.heartbeat_interval_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES_MAX,
+        max_payload_entries: APPEND_ENTRIES_MAX,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+        ..Default::default()
+    };
+    Ok(Arc::new(raft_config.validate().context("raft settings")?))
+}
+
+/// Runs keeld's node until a shutdown signal: binds the TCP listeners,
+/// announces them on stdout, and serves.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let boot_time_ms = crate::clock::SystemClock::new(0).wall_ms();
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-    let roots = root_keys(&config)?;
-
-    let shared = Arc::new(SharedState::default());
-    tokio::spawn(crate::raft::shared_state::run_digester(Arc::downgrade(&shared)));
-    // Policies and action schemas are judged in children of this very
-    // executable (see `judge`), in apply and at the edge alike.
-    let judge = NodeJudge::Sandbox(Arc::new(Sandbox::current_exe().context("locating keeld for judging")?));
-    let (log_store, state_machine) = crate::raft::open_rocks(&config.data_dir.join(RAFT_DIR), shared.clone())
-        .await
-        .with_context(|| format!("opening RocksDB under {}", config.data_dir.display()))?;
-    let state_machine = state_machine.with_judge(judge.clone());
-
     let client_listener = TcpListener::bind(config.listen.client)
         .await
         .with_context(|| format!("binding listen.client {}", config.listen.client))?;
@@ -83,85 +265,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let client_addr = client_listener.local_addr()?;
     let peer_addr = peer_listener.local_addr()?;
     let ops_addr = ops_listener.local_addr()?;
-
-    let raft_config = openraft::Config {
-        cluster_name: "keel".into(),
-        heartbeat_interval: config.raft.heartbeat_interval_ms,
-        election_timeout_min: config.raft.election_timeout_min_ms,
-        election_timeout_max: config.raft.election_timeout_max_ms,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after_entries),
-        max_in_snapshot_log_to_keep: config.raft.logs_kept_after_snapshot,
-        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES_MAX,
-        max_payload_entries: APPEND_ENTRIES_MAX,
-        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
-        ..Default::default()
-    }
-    .validate()
-    .context("raft settings")?;
-    let tls = config.tls.as_ref().map(TlsMaterial::load).transpose().context("loading [tls]")?;
-    let (network, leader_link) =
-        crate::replica::peer_link::peer_transport(config.node.id, tls.as_ref().map(tls::peer_channels_tls));
-    let raft = KeelRaft::new(config.node.id, Arc::new(raft_config), network, log_store, state_machine)
-        .await
-        .context("starting raft")?;
-
-    let members = initial_members(&config, client_addr.to_string());
-    let is_fresh = !raft.is_initialized().await?;
-    if is_fresh {
-        // Every member lists the same initial members; the lowest id writes the
-        // first membership entry and the others learn it from its leader.
-        let initializer = members.keys().next().copied().unwrap_or(config.node.id);
-        if config.cluster.initial_state == InitialState::Existing {
-            tracing::info!("joining an existing cluster: waiting to be added as a learner");
-        } else if initializer == config.node.id {
-            tracing::info!(node_id = config.node.id, n_members = members.len(), "initialising a new cluster");
-            raft.initialize(members.clone()).await.context("initialising the cluster")?;
-        } else {
-            tracing::info!(initializer, "new node: waiting for the cluster's initial membership");
-        }
-    }
-
-    let identity =
-        Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
-    let clock = LeaderClock::new(config.raft.clock_skew_max_ms, config.node.clock_offset_ms);
-    let replica = Replica::new(raft.clone(), shared, identity, leader_link, clock);
-    let ctx = ApiContext::new(replica.clone()).with_watchers_max(config.watch.watchers_max).with_judge(judge);
-    tokio::spawn(bootstrap_trust(replica.clone(), roots));
-    if is_fresh && config.cluster.initial_state == InitialState::New && members.keys().next() != Some(&config.node.id) {
-        tokio::spawn(check_initial_membership(replica.clone(), members));
-    }
-
+    let listeners = Listeners {
+        client: tcp_incoming(client_listener),
+        peer: tcp_incoming(peer_listener),
+        ops: Some(ops_listener),
+        client_addr: client_addr.to_string(),
+    };
+    let (node_id, region, data_dir) = (config.node.id, config.node.region.clone(), config.data_dir.clone());
+    let node = NodeBuilder::new(config).start(listeners).await?;
     println!(
         "{}",
         serde_json::json!({
             "event": "listening",
-            "node_id": config.node.id,
-            "region": config.node.region,
+            "node_id": node_id,
+            "region": region,
             "client": client_addr.to_string(),
             "peer": peer_addr.to_string(),
             "ops": ops_addr.to_string(),
-            "data_dir": config.data_dir.display().to_string(),
+            "data_dir": data_dir.display().to_string(),
         })
     );
-    tracing::info!(%client_addr, %ops_addr, node_id = config.node.id, region = %config.node.region, "serving");
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(crate::replica::clock_check::run(replica.clone(), stop_rx.clone()));
-    let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> =
-        vec![Arc::new(ctx.rpc_metrics.clone()), ctx.shed_stats.clone(), ctx.watch_stats.clone()];
-    let ops = tokio::spawn(serve_ops(ops_listener, replica.clone(), boot_time_ms, collectors, stop_rx.clone()));
-    let peers = tokio::spawn(serve_peers(peer_listener, replica, tls.clone(), config.clone(), stop_rx.clone()));
-    let in_flight_requests_max = config.api.in_flight_requests_max;
-    let grpc = tokio::spawn(serve_grpc(client_listener, ctx, in_flight_requests_max, tls, boot_time_ms, stop_rx));
-
+    tracing::info!(%client_addr, %ops_addr, node_id, %region, "serving");
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    let _ = grpc.await;
-    let _ = peers.await;
-    let _ = ops.await;
-    raft.shutdown().await.map_err(|error| anyhow::anyhow!("raft shutdown: {error}"))?;
-    Ok(())
+    node.shutdown().await
 }
 
 /// The initial membership from config; a lone node is its own member.
@@ -269,7 +396,7 @@ async fn bootstrap_trust(replica: Replica, roots: Vec<KeySpec>) {
 }
 
 async fn serve_grpc(
-    listener: TcpListener,
+    incoming: Incoming,
     ctx: ApiContext,
     in_flight_requests_max: usize,
     tls: Option<TlsMaterial>,
@@ -316,7 +443,7 @@ async fn serve_grpc(
         .add_service(limit(pb::event_service_server::EventServiceServer::new(EventApi { ctx: ctx.clone() })))
         .add_service(limit(pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(ctx.clone()))))
         .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
-        .serve_with_incoming_shutdown(incoming(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })
         .await
@@ -327,7 +454,7 @@ async fn serve_grpc(
 /// check when `[tls]` is configured, plaintext on loopback otherwise (config
 /// validation refuses plaintext members off loopback).
 async fn serve_peers(
-    listener: TcpListener,
+    connections: Incoming,
     replica: Replica,
     tls: Option<TlsMaterial>,
     config: Config,
@@ -340,7 +467,6 @@ async fn serve_peers(
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    let connections = incoming(listener);
     match tls {
         Some(material) => {
             server = server.tls_config(tls::peer_port_server_tls(&material)).context("peer port TLS")?;
@@ -387,17 +513,6 @@ fn member_certificate_check(
     }
     tls::member_cert_check(request, &hosts)
 }
-
-/// Accepted connections with TCP_NODELAY (gRPC frames are small and latency
-/// bound; Nagle's algorithm adds ~40 ms stalls) and TCP keep-alive.
-fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_millis(TCP_KEEPALIVE_MS)))
-}
-
-/// TCP keep-alive probe period on accepted connections.
-pub const TCP_KEEPALIVE_MS: u64 = 30_000;
 
 /// Applies the gRPC message size limit to a generated server.
 trait MessageLimits {

@@ -22,11 +22,12 @@
 //! one, channels speak HTTPS to peers (mTLS when it carries an identity).
 
 use super::peer_message::{PackError, UnpackError};
+use crate::transport::{Connector, tonic_connector};
 use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
 use keel_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -46,6 +47,9 @@ pub const PEER_CHANNELS_MAX: usize = 64;
 #[derive(Debug)]
 pub struct PeerChannels {
     tls: Option<ClientTlsConfig>,
+    /// How connections are opened: TCP (`None`), or a seam such as
+    /// `transport::MemNetwork` for an in-process cluster.
+    connector: Option<Arc<dyn Connector>>,
     channels: Mutex<BTreeMap<String, Channel>>,
     /// When a call to each peer address last got an answer (any answer from
     /// the peer's Raft, including a refusal, proves it reachable).
@@ -115,7 +119,13 @@ pub enum PeerCallError {
 impl PeerChannels {
     /// No channels yet; `tls` applies to every channel made.
     pub fn new(tls: Option<ClientTlsConfig>) -> Self {
-        PeerChannels { tls, channels: Mutex::default(), last_answer: Mutex::default() }
+        PeerChannels { tls, connector: None, channels: Mutex::default(), last_answer: Mutex::default() }
+    }
+
+    /// These channels, connecting through `connector` instead of TCP.
+    pub fn with_connector(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.connector = Some(connector);
+        self
     }
 
     /// A client on the channel for `peer_addr` (`host:port`), made on first use.
@@ -125,7 +135,11 @@ impl PeerChannels {
             match channels.get(peer_addr) {
                 Some(channel) => channel.clone(),
                 None => {
-                    let channel = self.endpoint(peer_addr)?.connect_lazy();
+                    let endpoint = self.endpoint(peer_addr)?;
+                    let channel = match &self.connector {
+                        None => endpoint.connect_lazy(),
+                        Some(connector) => endpoint.connect_with_connector_lazy(tonic_connector(Arc::clone(connector))),
+                    };
                     if channels.len() >= PEER_CHANNELS_MAX {
                         channels.pop_first();
                     }

@@ -151,10 +151,17 @@ impl LeaderLink for PeerLink {
 /// `Raft::new` and the leader link for [`super::Replica::new`], sharing one
 /// channel per peer address. `node_id` is this node. `tls`: `None` speaks
 /// plaintext (dev mode, loopback); `Some` speaks HTTPS with that configuration.
+/// `connector`: `None` opens TCP connections; `Some` opens them through the
+/// seam (an in-process cluster's `transport::MemNetwork`).
 pub fn peer_transport(
     node_id: crate::raft::NodeId,
     tls: Option<tonic::transport::ClientTlsConfig>,
+    connector: Option<Arc<dyn crate::transport::Connector>>,
 ) -> (crate::raft::GrpcNetwork, Arc<PeerLink>) {
-    let channels = Arc::new(PeerChannels::new(tls));
+    let channels = PeerChannels::new(tls);
+    let channels = Arc::new(match connector {
+        Some(connector) => channels.with_connector(connector),
+        None => channels,
+    });
     (crate::raft::GrpcNetwork::new(node_id, Arc::clone(&channels)), Arc::new(PeerLink::new(channels)))
 }
