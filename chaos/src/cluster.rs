@@ -50,6 +50,27 @@ pub struct ClusterOptions {
     pub tuning: RaftTuning,
     /// Serve TLS on client ports and mTLS between peers, with a test CA.
     pub is_tls: bool,
+    /// Export every member's traces and metrics over OTLP.
+    pub telemetry: Option<TelemetryOptions>,
+}
+
+/// Where members send traces and metrics (their `[telemetry]` section).
+#[derive(Debug, Clone, Copy)]
+pub struct TelemetryOptions {
+    /// A plaintext OTLP/gRPC receiver on loopback.
+    pub otlp_addr: std::net::SocketAddr,
+    /// `telemetry.export_interval_ms`.
+    pub export_interval_ms: u64,
+}
+
+fn telemetry_section(telemetry: Option<TelemetryOptions>) -> String {
+    match telemetry {
+        Some(telemetry) => format!(
+            "[telemetry]\notlp_endpoint = \"http://{}\"\nexport_interval_ms = {}\n",
+            telemetry.otlp_addr, telemetry.export_interval_ms
+        ),
+        None => String::new(),
+    }
 }
 
 /// The members of [`Cluster::three`].
@@ -156,7 +177,7 @@ impl Cluster {
             let config = format!(
                 "[node]\nid = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\n\
                  [listen]\nclient = \"{client}\"\npeer = \"{peer}\"\nops = \"{ops}\"\n\
-                 [trust]\nroot_public_keys = [\"{root_pub}\"]\n{raft}{tls}{members_toml}",
+                 [trust]\nroot_public_keys = [\"{root_pub}\"]\n{raft}{tls}{telemetry}{members_toml}",
                 id = member.id,
                 region = member.region,
                 zone = member.zone,
@@ -165,6 +186,7 @@ impl Cluster {
                 ops = addrs[2],
                 root_pub = root_pub.display(),
                 raft = raft_section(tuning),
+                telemetry = telemetry_section(options.telemetry),
                 tls = match &ca {
                     Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id))?,
                     None => String::new(),

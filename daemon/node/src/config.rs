@@ -57,6 +57,9 @@ pub struct Config {
     /// The client API's own bounds.
     #[serde(default)]
     pub api: ApiConfig,
+    /// OpenTelemetry export of traces and metrics over OTLP (off by default).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// Bounds of the client API.
@@ -267,6 +270,7 @@ impl Default for Config {
             log: LogConfig { format: LogFormat::Text, filter: "info,openraft=warn".into() },
             watch: WatchConfig::default(),
             api: ApiConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 }
@@ -391,6 +395,7 @@ impl Config {
         if !(1..=watchers_max).contains(&self.watch.watchers_max) {
             return Err(invalid("watch.watchers_max", format!("must be between 1 and {watchers_max}")));
         }
+        self.telemetry.validate().map_err(|error| ConfigError::Invalid { key: error.key, problem: error.problem })?;
         Ok(())
     }
 
@@ -567,6 +572,29 @@ mod tests {
             let flags = Figment::from(Serialized::default("dev", true));
             let error = Config::load(None, flags).expect_err("inverted timeouts").to_string();
             assert!(error.contains("raft.election_timeout_max_ms"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn telemetry_comes_from_the_file_and_keel_env_and_refuses_unknown_keys() {
+        Jail::expect_with(|jail| {
+            jail.create_file("keel.toml", "dev = true\n[telemetry]\nservice_name = \"keeld-eu\"\n")?;
+            jail.set_env("KEEL_TELEMETRY__OTLP_ENDPOINT", "http://127.0.0.1:4317");
+            jail.set_env("KEEL_TELEMETRY__EXPORT_INTERVAL_MS", "250");
+            let config = Config::load(Some(Path::new("keel.toml")), no_flags()).map_err(|e| e.to_string())?;
+            assert_eq!(config.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+            assert_eq!(config.telemetry.export_interval_ms, 250);
+            assert_eq!(config.telemetry.service_name, "keeld-eu");
+            assert_eq!(config.telemetry.trace_sample_ratio, crate::telemetry::TRACE_SAMPLE_RATIO_DEFAULT);
+
+            jail.set_env("KEEL_TELEMETRY__OTLP_ENDPOINT", "udp://127.0.0.1:4317");
+            let error = Config::load(Some(Path::new("keel.toml")), no_flags()).expect_err("bad scheme").to_string();
+            assert!(error.contains("telemetry.otlp_endpoint"), "{error}");
+
+            jail.create_file("unknown.toml", "dev = true\n[telemetry]\nendpoint = \"http://127.0.0.1:4317\"\n")?;
+            let error = Config::load(Some(Path::new("unknown.toml")), no_flags()).expect_err("unknown key").to_string();
+            assert!(error.contains("endpoint"), "{error}");
             Ok(())
         });
     }

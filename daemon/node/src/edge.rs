@@ -5,9 +5,11 @@
 //!  HTTP/2 request ─► request id: the caller's `x-request-id` when it is a
 //!                    short token, else `<node_id>-<n>`; set on the request
 //!                    (handlers read it) and on the response
-//!                 ─► span rpc{rpc.method, request_id, node_id, region} around the call
+//!                 ─► span rpc{rpc.method, request_id, node_id, region} around the call,
+//!                    a child of the caller's W3C `traceparent` when it sends one
 //!                 ─► keel_rpc_duration_seconds{method} (histogram) and
 //!                    keel_rpc_responses_total{method, code} when the response starts
+//!                    (and the same as OTel `keel.rpc.duration` / `keel.rpc.responses`)
 //!                 ─► InFlightLayer (load shedding) ─► router ─► handler
 //! ```
 //!
@@ -15,6 +17,7 @@
 //! (trailers-only) carries it there; a response that starts well counts as
 //! `OK` (a stream that fails later is not re-counted).
 
+use opentelemetry::KeyValue;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// The request-id header, read from callers and set on every response.
@@ -51,22 +54,63 @@ pub struct CodeLabels {
     pub code: String,
 }
 
-/// Per-RPC metrics, shared by the layer and `/metrics`.
+/// Per-RPC metrics, shared by the layer and `/metrics`, and the same
+/// measurements as OpenTelemetry instruments (exported over OTLP when
+/// `[telemetry]` configures it; no-ops otherwise).
 #[derive(Debug, Clone)]
 pub struct RpcMetrics {
     /// Time to the response's start, per method.
     pub duration: Family<MethodLabels, Histogram>,
     /// Responses per method and code.
     pub responses: Family<CodeLabels, Counter>,
+    /// OTel `keel.rpc.duration` (s), attributes `rpc.method`.
+    otel_duration: opentelemetry::metrics::Histogram<f64>,
+    /// OTel `keel.rpc.responses`, attributes `rpc.method`, `rpc.response.status_code`.
+    otel_responses: opentelemetry::metrics::Counter<u64>,
+}
+
+/// OTel name of the per-RPC latency histogram.
+pub const OTEL_RPC_DURATION: &str = "keel.rpc.duration";
+/// OTel name of the per-RPC response counter.
+pub const OTEL_RPC_RESPONSES: &str = "keel.rpc.responses";
+
+/// The latency bucket bounds, in seconds: 0.25 ms doubling.
+fn duration_bounds_s() -> impl Iterator<Item = f64> {
+    exponential_buckets(DURATION_BUCKET_FIRST_S, 2.0, DURATION_BUCKETS)
 }
 
 impl Default for RpcMetrics {
+    /// Takes its OTel instruments from the global meter provider, so build it
+    /// after `telemetry::init`.
     fn default() -> Self {
-        let buckets = || Histogram::new(exponential_buckets(DURATION_BUCKET_FIRST_S, 2.0, DURATION_BUCKETS));
+        let buckets = || Histogram::new(duration_bounds_s());
+        let meter = opentelemetry::global::meter(crate::telemetry::INSTRUMENTATION_SCOPE);
         RpcMetrics {
             duration: Family::new_with_constructor(buckets as fn() -> Histogram),
             responses: Family::default(),
+            otel_duration: meter
+                .f64_histogram(OTEL_RPC_DURATION)
+                .with_unit("s")
+                .with_description("Time to the response's start, per RPC method")
+                .with_boundaries(duration_bounds_s().collect())
+                .build(),
+            otel_responses: meter
+                .u64_counter(OTEL_RPC_RESPONSES)
+                .with_description("Responses per RPC method and gRPC code")
+                .build(),
         }
+    }
+}
+
+impl RpcMetrics {
+    /// Records one RPC: its latency and the code it answered.
+    pub fn record(&self, method: &str, code: &str, elapsed: Duration) {
+        let elapsed_s = elapsed.as_secs_f64();
+        self.duration.get_or_create(&MethodLabels { method: method.to_owned() }).observe(elapsed_s);
+        self.responses.get_or_create(&CodeLabels { method: method.to_owned(), code: code.to_owned() }).inc();
+        let method = KeyValue::new("rpc.method", method.to_owned());
+        self.otel_duration.record(elapsed_s, std::slice::from_ref(&method));
+        self.otel_responses.add(1, &[method, KeyValue::new("rpc.response.status_code", code.to_owned())]);
     }
 }
 
@@ -145,14 +189,14 @@ where
             node_id = self.layer.node_id,
             region = %self.layer.region,
         );
+        crate::telemetry::set_parent_from_headers(&span, request.headers());
         let response = span.in_scope(|| self.inner.call(request));
         let metrics = self.layer.metrics.clone();
         let started = Instant::now();
         Box::pin(
             async move {
                 let mut response = response.await;
-                let elapsed = started.elapsed().as_secs_f64();
-                metrics.duration.get_or_create(&MethodLabels { method: method.clone() }).observe(elapsed);
+                let elapsed = started.elapsed();
                 let code = match &mut response {
                     Ok(response) => {
                         if let Some(header) = header {
@@ -162,7 +206,7 @@ where
                     }
                     Err(_) => "TRANSPORT_ERROR",
                 };
-                metrics.responses.get_or_create(&CodeLabels { method, code: code.to_owned() }).inc();
+                metrics.record(&method, code, elapsed);
                 response
             }
             .instrument(span),

@@ -102,10 +102,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = keel_node::telemetry::init(&config.log) {
-        eprintln!("keeld: {error}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -113,12 +109,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(keel_node::server::run(config)) {
+    // Inside the runtime: the OTLP exporters' channels are spawned on it.
+    let entered = runtime.enter();
+    let telemetry = keel_node::telemetry::init(&config.log, &config.telemetry, &config.node);
+    drop(entered);
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("keeld: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match runtime.block_on(keel_node::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "keeld stopped");
             eprintln!("keeld: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The last spans and metrics leave while the runtime still runs.
+    telemetry.shutdown();
+    code
 }

@@ -186,6 +186,8 @@ impl PeerChannels {
         let client = self.client(peer_addr)?;
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
+        // The caller's trace (a forwarded write's RPC span) continues on the peer.
+        crate::telemetry::inject_context(request.metadata_mut());
         let started = tokio::time::Instant::now();
         let timed_out = || PeerCallError::TimedOut { peer_addr: peer_addr.to_owned(), after_ms: duration_ms(timeout) };
         match tokio::time::timeout(timeout, send(client, request)).await {

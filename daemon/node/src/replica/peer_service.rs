@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 /// The peer service for `replica`, with the gRPC message limits applied:
 /// what `server.rs` adds to the peer port's router.
@@ -119,27 +120,37 @@ impl RaftPeer for RaftPeerService {
     }
 
     async fn forward(&self, request: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardResponse>, Status> {
-        let deadline = peer_deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
-        let write: Write = open(request)?;
-        let result = match self.replica.propose_here(write, deadline).await {
-            Ok(Route::Applied(forwarded)) => Ok(forwarded),
-            // Leadership moved on since the follower looked: it tells its
-            // caller where to go rather than forwarding again.
-            Ok(Route::Leader { leader_id, leader, .. }) => {
-                Err(ReplicaError::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr) })
-            }
-            Err(error) => Err(error),
-        };
-        answer(&result)
+        let span = peer_span("/keel.raft.v1.RaftPeer/Forward", request.metadata());
+        async move {
+            let deadline = peer_deadline(&request, WRITE_DEADLINE_DEFAULT_MS);
+            let write: Write = open(request)?;
+            let result = match self.replica.propose_here(write, deadline).await {
+                Ok(Route::Applied(forwarded)) => Ok(forwarded),
+                // Leadership moved on since the follower looked: it tells its
+                // caller where to go rather than forwarding again.
+                Ok(Route::Leader { leader_id, leader, .. }) => {
+                    Err(ReplicaError::NotLeader { leader_id: Some(leader_id), leader_addr: Some(leader.client_addr) })
+                }
+                Err(error) => Err(error),
+            };
+            answer(&result)
+        }
+        .instrument(span)
+        .await
     }
 
     async fn read_index(
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        let deadline = peer_deadline(&request, READ_DEADLINE_DEFAULT_MS);
-        let () = open(request)?;
-        answer(&self.replica.read_index_here(deadline).await)
+        let span = peer_span("/keel.raft.v1.RaftPeer/ReadIndex", request.metadata());
+        async move {
+            let deadline = peer_deadline(&request, READ_DEADLINE_DEFAULT_MS);
+            let () = open(request)?;
+            answer(&self.replica.read_index_here(deadline).await)
+        }
+        .instrument(span)
+        .await
     }
 
     async fn timeout_now(
@@ -229,4 +240,12 @@ pub const TIMEOUT_NOW_WAIT_MS_MAX: u64 = 10_000;
 /// else `default_ms`, capped like a client's.
 fn peer_deadline<T>(request: &Request<T>, default_ms: u64) -> Duration {
     crate::deadline::from_metadata(request.metadata(), default_ms)
+}
+
+/// The span of a peer call the replica serves, continuing the caller's
+/// trace (a follower's RPC span) when its metadata carries one.
+fn peer_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+    let span = tracing::info_span!("peer", rpc.method = method);
+    crate::telemetry::set_parent_from_metadata(&span, metadata);
+    span
 }
