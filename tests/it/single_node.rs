@@ -120,6 +120,15 @@ async fn ops_endpoints_answer() -> Result<()> {
             && line.contains("code=\"NOT_FOUND\"")),
         "{body}"
     );
+    // The reads count against the read objective (a NOT_FOUND is a correct
+    // answer, not a bad one), with a burn rate per window.
+    let read_requests = body
+        .lines()
+        .find(|line| line.starts_with("keel_slo_requests_total") && line.contains("class=\"read\""))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(read_requests.is_some_and(|n| n >= 3), "{body}");
+    assert!(body.contains("keel_slo_burn_rate{") && body.contains("window=\"1h\""), "{body}");
     Ok(())
 }
 

@@ -134,105 +134,99 @@ const _: () = assert!(EVENT_PAYLOAD_BYTES_MAX + 64 * 1024 < PROPOSAL_BYTES_MAX);
 const _: () = assert!(MANIFEST_BYTES_MAX + SIGNATURES_PER_REQUEST_MAX * 1024 < PROPOSAL_BYTES_MAX);
 const _: () = assert!(EVALUATION_MESSAGE_BYTES_MAX < EVALUATION_MEMORY_BYTES_MAX);
 
-/// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[allow(missing_docs)]
-pub enum Limit {
-    NameBytes,
-    DescriptionBytes,
-    ManifestBytes,
-    DependenciesPerEngine,
-    ActionsPerEngine,
-    CapabilitiesPerEngine,
-    KeysPerRole,
-    SignaturesPerRequest,
-    BootstrapRootKeys,
-    EnabledEnginesPerTenant,
-    EventPayloadBytes,
-    IdempotencyKeyBytes,
-    WatchersPerNode,
-    UiSurfacesPerEngine,
-    UiEntryBytes,
-    PolicySourceBytes,
-    Policies,
-    PolicyTestCases,
-    PolicyContextDataClasses,
-    PolicyNestingDepth,
-    SignatureBytes,
-    ProposalBytes,
-    Tenants,
-    StateBytes,
-    Members,
+/// The one table of limits a rejection can name: variant => constant,
+/// and whether reaching it is a *capacity* limit (accumulated state full:
+/// `RESOURCE_EXHAUSTED`) or a *shape* limit (this request too big:
+/// `INVALID_ARGUMENT`). The order is the variants' bincode index in logs
+/// and snapshots: append only.
+macro_rules! limit_table {
+    ($($variant:ident => $constant:ident, $kind:ident;)*) => {
+        /// The name of a limit, as it appears in `ErrorInfo.metadata["limit"]`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[allow(missing_docs)]
+        pub enum Limit {
+            $($variant,)*
+        }
+
+        impl Limit {
+            /// Every limit, in table order.
+            pub const ALL: &'static [Limit] = &[$(Limit::$variant,)*];
+
+            /// The constant's name, stable for clients.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Limit::$variant => stringify!($constant),)*
+                }
+            }
+
+            /// The constant's value.
+            pub fn value(self) -> usize {
+                match self {
+                    $(Limit::$variant => $constant,)*
+                }
+            }
+
+            /// Whether reaching it means accumulated state is full (rather
+            /// than one request being too big).
+            pub fn is_capacity(self) -> bool {
+                match self {
+                    $(Limit::$variant => limit_table!(@capacity $kind),)*
+                }
+            }
+        }
+    };
+    (@capacity capacity) => { true };
+    (@capacity shape) => { false };
+}
+
+limit_table! {
+    NameBytes => NAME_BYTES_MAX, shape;
+    DescriptionBytes => DESCRIPTION_BYTES_MAX, shape;
+    ManifestBytes => MANIFEST_BYTES_MAX, shape;
+    DependenciesPerEngine => DEPENDENCIES_PER_ENGINE_MAX, shape;
+    ActionsPerEngine => ACTIONS_PER_ENGINE_MAX, shape;
+    CapabilitiesPerEngine => CAPABILITIES_PER_ENGINE_MAX, shape;
+    KeysPerRole => KEYS_PER_ROLE_MAX, capacity;
+    SignaturesPerRequest => SIGNATURES_PER_REQUEST_MAX, shape;
+    BootstrapRootKeys => BOOTSTRAP_ROOT_KEYS_MAX, shape;
+    EnabledEnginesPerTenant => ENABLED_ENGINES_PER_TENANT_MAX, shape;
+    EventPayloadBytes => EVENT_PAYLOAD_BYTES_MAX, shape;
+    IdempotencyKeyBytes => IDEMPOTENCY_KEY_BYTES_MAX, shape;
+    WatchersPerNode => WATCHERS_PER_NODE_MAX, shape;
+    UiSurfacesPerEngine => UI_SURFACES_PER_ENGINE_MAX, shape;
+    UiEntryBytes => UI_ENTRY_BYTES_MAX, shape;
+    PolicySourceBytes => POLICY_SOURCE_BYTES_MAX, shape;
+    Policies => POLICIES_MAX, capacity;
+    PolicyTestCases => POLICY_TEST_CASES_MAX, shape;
+    PolicyContextDataClasses => POLICY_CONTEXT_DATA_CLASSES_MAX, shape;
+    PolicyNestingDepth => POLICY_NESTING_DEPTH_MAX, shape;
+    SignatureBytes => SIGNATURE_BYTES_MAX, shape;
+    ProposalBytes => PROPOSAL_BYTES_MAX, shape;
+    Tenants => TENANTS_MAX, capacity;
+    StateBytes => STATE_BYTES_MAX, capacity;
+    Members => MEMBERS_MAX, capacity;
 }
 
 impl Limit {
-    /// The constant's name, stable for clients.
-    pub fn name(self) -> &'static str {
-        match self {
-            Limit::NameBytes => "NAME_BYTES_MAX",
-            Limit::DescriptionBytes => "DESCRIPTION_BYTES_MAX",
-            Limit::ManifestBytes => "MANIFEST_BYTES_MAX",
-            Limit::DependenciesPerEngine => "DEPENDENCIES_PER_ENGINE_MAX",
-            Limit::ActionsPerEngine => "ACTIONS_PER_ENGINE_MAX",
-            Limit::CapabilitiesPerEngine => "CAPABILITIES_PER_ENGINE_MAX",
-            Limit::KeysPerRole => "KEYS_PER_ROLE_MAX",
-            Limit::SignaturesPerRequest => "SIGNATURES_PER_REQUEST_MAX",
-            Limit::BootstrapRootKeys => "BOOTSTRAP_ROOT_KEYS_MAX",
-            Limit::EnabledEnginesPerTenant => "ENABLED_ENGINES_PER_TENANT_MAX",
-            Limit::EventPayloadBytes => "EVENT_PAYLOAD_BYTES_MAX",
-            Limit::IdempotencyKeyBytes => "IDEMPOTENCY_KEY_BYTES_MAX",
-            Limit::WatchersPerNode => "WATCHERS_PER_NODE_MAX",
-            Limit::UiSurfacesPerEngine => "UI_SURFACES_PER_ENGINE_MAX",
-            Limit::UiEntryBytes => "UI_ENTRY_BYTES_MAX",
-            Limit::PolicySourceBytes => "POLICY_SOURCE_BYTES_MAX",
-            Limit::Policies => "POLICIES_MAX",
-            Limit::PolicyTestCases => "POLICY_TEST_CASES_MAX",
-            Limit::PolicyContextDataClasses => "POLICY_CONTEXT_DATA_CLASSES_MAX",
-            Limit::PolicyNestingDepth => "POLICY_NESTING_DEPTH_MAX",
-            Limit::SignatureBytes => "SIGNATURE_BYTES_MAX",
-            Limit::ProposalBytes => "PROPOSAL_BYTES_MAX",
-            Limit::Tenants => "TENANTS_MAX",
-            Limit::StateBytes => "STATE_BYTES_MAX",
-            Limit::Members => "MEMBERS_MAX",
-        }
-    }
-
-    /// The constant's value.
-    pub fn value(self) -> usize {
-        match self {
-            Limit::NameBytes => NAME_BYTES_MAX,
-            Limit::DescriptionBytes => DESCRIPTION_BYTES_MAX,
-            Limit::ManifestBytes => MANIFEST_BYTES_MAX,
-            Limit::DependenciesPerEngine => DEPENDENCIES_PER_ENGINE_MAX,
-            Limit::ActionsPerEngine => ACTIONS_PER_ENGINE_MAX,
-            Limit::CapabilitiesPerEngine => CAPABILITIES_PER_ENGINE_MAX,
-            Limit::KeysPerRole => KEYS_PER_ROLE_MAX,
-            Limit::SignaturesPerRequest => SIGNATURES_PER_REQUEST_MAX,
-            Limit::BootstrapRootKeys => BOOTSTRAP_ROOT_KEYS_MAX,
-            Limit::EnabledEnginesPerTenant => ENABLED_ENGINES_PER_TENANT_MAX,
-            Limit::EventPayloadBytes => EVENT_PAYLOAD_BYTES_MAX,
-            Limit::IdempotencyKeyBytes => IDEMPOTENCY_KEY_BYTES_MAX,
-            Limit::WatchersPerNode => WATCHERS_PER_NODE_MAX,
-            Limit::UiSurfacesPerEngine => UI_SURFACES_PER_ENGINE_MAX,
-            Limit::UiEntryBytes => UI_ENTRY_BYTES_MAX,
-            Limit::PolicySourceBytes => POLICY_SOURCE_BYTES_MAX,
-            Limit::Policies => POLICIES_MAX,
-            Limit::PolicyTestCases => POLICY_TEST_CASES_MAX,
-            Limit::PolicyContextDataClasses => POLICY_CONTEXT_DATA_CLASSES_MAX,
-            Limit::PolicyNestingDepth => POLICY_NESTING_DEPTH_MAX,
-            Limit::SignatureBytes => SIGNATURE_BYTES_MAX,
-            Limit::ProposalBytes => PROPOSAL_BYTES_MAX,
-            Limit::Tenants => TENANTS_MAX,
-            Limit::StateBytes => STATE_BYTES_MAX,
-            Limit::Members => MEMBERS_MAX,
-        }
-    }
-
     /// Fails with [`crate::Rejection::LimitExceeded`] when `actual` is over this limit.
     pub fn check(self, actual: usize) -> Result<(), crate::Rejection> {
         if actual > self.value() {
             return Err(crate::Rejection::LimitExceeded { limit: self, actual });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_table_names_each_constant_once() {
+        let names: std::collections::BTreeSet<&str> = Limit::ALL.iter().map(|limit| limit.name()).collect();
+        assert_eq!(names.len(), Limit::ALL.len());
+        assert!(Limit::ALL.iter().all(|limit| limit.name().ends_with("_MAX") && limit.value() > 0));
+        assert_eq!(Limit::Tenants.value(), TENANTS_MAX);
+        assert!(Limit::Tenants.is_capacity() && !Limit::ManifestBytes.is_capacity());
     }
 }

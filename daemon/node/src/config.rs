@@ -54,6 +54,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Watch streams.
     pub watch: WatchConfig,
+    /// Service-level objectives per RPC class (`/metrics` `keel_slo_*`).
+    pub slo: crate::edge::slo::SloConfig,
     /// The client API's own bounds.
     #[serde(default)]
     pub api: ApiConfig,
@@ -74,7 +76,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { in_flight_requests_max: crate::load_shed::IN_FLIGHT_REQUESTS_MAX }
+        ApiConfig { in_flight_requests_max: crate::edge::load_shed::IN_FLIGHT_REQUESTS_MAX }
     }
 }
 
@@ -269,6 +271,7 @@ impl Default for Config {
             tls: None,
             log: LogConfig { format: LogFormat::Text, filter: "info,openraft=warn".into() },
             watch: WatchConfig::default(),
+            slo: crate::edge::slo::SloConfig::default(),
             api: ApiConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
         }
@@ -387,7 +390,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
-        let in_flight_max = crate::load_shed::IN_FLIGHT_REQUESTS_MAX;
+        let in_flight_max = crate::edge::load_shed::IN_FLIGHT_REQUESTS_MAX;
         if !(1..=in_flight_max).contains(&self.api.in_flight_requests_max) {
             return Err(invalid("api.in_flight_requests_max", format!("must be between 1 and {in_flight_max}")));
         }
@@ -395,6 +398,7 @@ impl Config {
         if !(1..=watchers_max).contains(&self.watch.watchers_max) {
             return Err(invalid("watch.watchers_max", format!("must be between 1 and {watchers_max}")));
         }
+        self.slo.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.telemetry.validate().map_err(|error| ConfigError::Invalid { key: error.key, problem: error.problem })?;
         Ok(())
     }

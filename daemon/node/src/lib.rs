@@ -11,7 +11,6 @@ pub mod deadline;
 pub mod edge;
 pub mod judge;
 pub mod leader_clock;
-pub mod load_shed;
 pub mod ops;
 pub mod raft;
 pub mod replica;

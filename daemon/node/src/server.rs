@@ -21,9 +21,9 @@ use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
 use crate::clock::Clock;
 use crate::config::{Config, InitialState};
+use crate::edge::load_shed::STREAMS_PER_CONNECTION_MAX;
 use crate::judge::{NodeJudge, Sandbox};
 use crate::leader_clock::LeaderClock;
-use crate::load_shed::{InFlightLayer, STREAMS_PER_CONNECTION_MAX};
 use crate::raft::network::{APPEND_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
@@ -195,7 +195,10 @@ impl NodeBuilder {
             Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
         let clock = LeaderClock::with_clock(config.raft.clock_skew_max_ms, clock);
         let replica = Replica::new(raft.clone(), shared, identity, leader_link, clock);
-        let ctx = ApiContext::new(replica.clone()).with_watchers_max(config.watch.watchers_max).with_judge(judge);
+        let ctx = ApiContext::new(replica.clone())
+            .with_watchers_max(config.watch.watchers_max)
+            .with_judge(judge)
+            .with_slo(&config.slo);
         tokio::spawn(bootstrap_trust(replica.clone(), roots));
         if is_fresh
             && config.cluster.initial_state == InitialState::New
@@ -208,8 +211,12 @@ impl NodeBuilder {
         tokio::spawn(crate::replica::clock_check::run(replica.clone(), stop_rx.clone()));
         let mut tasks = Vec::new();
         if let Some(ops_listener) = listeners.ops {
-            let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> =
-                vec![Arc::new(ctx.rpc_metrics.clone()), ctx.shed_stats.clone(), ctx.watch_stats.clone()];
+            let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> = vec![
+                Arc::new(ctx.rpc_metrics.clone()),
+                Arc::new(ctx.rpc_metrics.slo.clone()),
+                ctx.shed_stats.clone(),
+                ctx.watch_stats.clone(),
+            ];
             let ops = serve_ops(ops_listener, replica.clone(), boot_time_ms, collectors, stop_rx.clone());
             tasks.push(tokio::spawn(ops));
         }
@@ -421,13 +428,15 @@ async fn serve_grpc(
         .build_v1alpha()?;
 
     let identity = Arc::clone(&ctx.replica.identity);
-    let edge = crate::edge::EdgeLayer::new(ctx.rpc_metrics.clone(), identity.node_id, &identity.region);
+    let edge = crate::edge::stack(
+        ctx.rpc_metrics.clone(),
+        identity.node_id,
+        &identity.region,
+        in_flight_requests_max,
+        Arc::clone(&ctx.shed_stats),
+    );
     let mut server =
-        tonic::transport::Server::builder().max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX)).layer(
-            tower::ServiceBuilder::new()
-                .layer(edge)
-                .layer(InFlightLayer::new(in_flight_requests_max, Arc::clone(&ctx.shed_stats))),
-        );
+        tonic::transport::Server::builder().max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX)).layer(edge);
     if let Some(material) = &tls {
         server = server.tls_config(tls::client_port_server_tls(material)).context("client port TLS")?;
     }

@@ -18,7 +18,6 @@
 //! Internal errors reach the client as `INTERNAL` with a request id; the full
 //! chain goes to the log once, in [`log_internal`].
 
-use keel_kernel::limits::Limit;
 use keel_kernel::{Rejection, RejectionClass};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,20 +98,16 @@ impl Fault for Overloaded {
     }
 }
 
-/// Limits on accumulated state rather than on one request's shape: reaching
-/// one is `RESOURCE_EXHAUSTED`, the others `INVALID_ARGUMENT`.
-pub fn is_capacity_limit(limit: Limit) -> bool {
-    matches!(limit, Limit::KeysPerRole | Limit::Policies | Limit::Tenants | Limit::StateBytes | Limit::Members)
-}
-
 impl Fault for Rejection {
     fn reason(&self) -> &'static str {
         Rejection::reason(self)
     }
 
     fn code(&self) -> Code {
+        // Accumulated state full (the limit table's capacity limits) is
+        // RESOURCE_EXHAUSTED; a request too big is INVALID_ARGUMENT.
         if let Rejection::LimitExceeded { limit, .. } = self
-            && is_capacity_limit(*limit)
+            && limit.is_capacity()
         {
             return Code::ResourceExhausted;
         }
@@ -267,6 +262,7 @@ fn rejection_metadata(rejection: &Rejection) -> Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keel_kernel::limits::Limit;
 
     #[test]
     fn statuses_carry_error_info_with_the_reason() {

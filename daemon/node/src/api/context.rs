@@ -106,7 +106,7 @@ pub struct ApiContext {
     /// Where third-party evaluations run (policies, action schemas).
     pub judge: NodeJudge,
     /// Requests refused by the in-flight bound.
-    pub shed_stats: Arc<crate::load_shed::ShedStats>,
+    pub shed_stats: Arc<crate::edge::load_shed::ShedStats>,
     /// Per-RPC latency and response counts (the edge records, `/metrics` reads).
     pub rpc_metrics: crate::edge::RpcMetrics,
 }
@@ -126,6 +126,12 @@ impl ApiContext {
     /// This context judging with `judge`.
     pub fn with_judge(mut self, judge: NodeJudge) -> ApiContext {
         self.judge = judge;
+        self
+    }
+
+    /// This context judging RPCs against `slo`.
+    pub fn with_slo(mut self, slo: &crate::edge::slo::SloConfig) -> ApiContext {
+        self.rpc_metrics = self.rpc_metrics.with_slo(slo);
         self
     }
 

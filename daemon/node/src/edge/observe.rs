@@ -63,6 +63,8 @@ pub struct RpcMetrics {
     pub duration: Family<MethodLabels, Histogram>,
     /// Responses per method and code.
     pub responses: Family<CodeLabels, Counter>,
+    /// Good and total RPCs per class against their objectives.
+    pub slo: super::slo::SloTracker,
     /// OTel `keel.rpc.duration` (s), attributes `rpc.method`.
     otel_duration: opentelemetry::metrics::Histogram<f64>,
     /// OTel `keel.rpc.responses`, attributes `rpc.method`, `rpc.response.status_code`.
@@ -88,6 +90,7 @@ impl Default for RpcMetrics {
         RpcMetrics {
             duration: Family::new_with_constructor(buckets as fn() -> Histogram),
             responses: Family::default(),
+            slo: super::slo::SloTracker::default(),
             otel_duration: meter
                 .f64_histogram(OTEL_RPC_DURATION)
                 .with_unit("s")
@@ -103,8 +106,15 @@ impl Default for RpcMetrics {
 }
 
 impl RpcMetrics {
+    /// These metrics, judging RPCs against `slo`.
+    pub fn with_slo(mut self, slo: &super::slo::SloConfig) -> RpcMetrics {
+        self.slo = super::slo::SloTracker::new(slo);
+        self
+    }
+
     /// Records one RPC: its latency and the code it answered.
     pub fn record(&self, method: &str, code: &str, elapsed: Duration) {
+        self.slo.record(method, code, elapsed, Instant::now());
         let elapsed_s = elapsed.as_secs_f64();
         self.duration.get_or_create(&MethodLabels { method: method.to_owned() }).observe(elapsed_s);
         self.responses.get_or_create(&CodeLabels { method: method.to_owned(), code: code.to_owned() }).inc();

@@ -1,0 +1,35 @@
+//! The client port's edge: the tower layers every RPC passes through before
+//! any handler, in this order.
+//!
+//! ```text
+//!  HTTP/2 request
+//!   ─► observe::EdgeLayer   request id, span rpc{..} (continuing a caller's traceparent),
+//!                           RPC metrics + SLO accounting when the response starts
+//!   ─► [authentication]     the slot where caller identity is established (issue: identity)
+//!   ─► load_shed::InFlightLayer   in-flight bound: over it RESOURCE_EXHAUSTED at once
+//!   ─► tonic router (message size limits per service) ─► api/* handler
+//!        (ApiContext::serve: the deadline from grpc-timeout, the read or the write, the status)
+//! ```
+
+pub mod load_shed;
+pub mod observe;
+pub mod slo;
+
+pub use observe::{EdgeLayer, RpcMetrics};
+
+use load_shed::{InFlightLayer, ShedStats};
+use std::sync::Arc;
+use tower::layer::util::{Identity, Stack};
+
+/// The edge's layers, outermost first, for `tonic::transport::Server::layer`.
+pub fn stack(
+    metrics: RpcMetrics,
+    node_id: u64,
+    region: &str,
+    in_flight_requests_max: usize,
+    shed: Arc<ShedStats>,
+) -> tower::ServiceBuilder<Stack<InFlightLayer, Stack<EdgeLayer, Identity>>> {
+    tower::ServiceBuilder::new()
+        .layer(EdgeLayer::new(metrics, node_id, region))
+        .layer(InFlightLayer::new(in_flight_requests_max, shed))
+}
