@@ -35,11 +35,25 @@ pub struct RaftTuning {
     pub snapshot_after_entries: u64,
     /// Entries kept after a snapshot.
     pub logs_kept_after_snapshot: u64,
+    /// `raft.heartbeat_interval_ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `raft.election_timeout_min_ms`.
+    pub election_timeout_min_ms: u64,
+    /// `raft.election_timeout_max_ms` (also openraft's leader lease).
+    pub election_timeout_max_ms: u64,
 }
 
 impl Default for RaftTuning {
+    /// keeld's defaults (100 ms heartbeats, 500–1000 ms election timeout),
+    /// with snapshots often enough for a test to see one.
     fn default() -> Self {
-        RaftTuning { snapshot_after_entries: 5000, logs_kept_after_snapshot: 1000 }
+        RaftTuning {
+            snapshot_after_entries: 5000,
+            logs_kept_after_snapshot: 1000,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+        }
     }
 }
 
@@ -116,9 +130,13 @@ pub fn tls_section(ca: &keel_client::certs::CaBundle, dir: &Path, name: &str) ->
 
 fn raft_section(tuning: RaftTuning) -> String {
     format!(
-        "[raft]\nheartbeat_interval_ms = 100\nelection_timeout_min_ms = 500\nelection_timeout_max_ms = 1000\n\
+        "[raft]\nheartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\
          snapshot_after_entries = {}\nlogs_kept_after_snapshot = {}\n",
-        tuning.snapshot_after_entries, tuning.logs_kept_after_snapshot
+        tuning.heartbeat_interval_ms,
+        tuning.election_timeout_min_ms,
+        tuning.election_timeout_max_ms,
+        tuning.snapshot_after_entries,
+        tuning.logs_kept_after_snapshot
     )
 }
 

@@ -1,7 +1,9 @@
 //! `keel-bench`: Keel against etcd, side by side on one machine, on loopback.
 //!
-//! Both systems run as 3-member clusters with the same election timing and
-//! get the same workloads: closed-loop linearizable writes of fresh objects
+//! Both systems run as 3-member clusters with the same failure-detection
+//! window (a follower campaigns 450–600 ms after the leader's last heartbeat
+//! in Keel, 500–1000 ms in etcd; see `Args::keel_election_max_ms`) and get
+//! the same workloads: closed-loop linearizable writes of fresh objects
 //! (Keel `CreateTenant`, etcd `KV.Put` of ~100 bytes) sent to the leader by N
 //! concurrent clients over one shared HTTP/2 channel, and `kill -9` of the
 //! leader while writers probe through the other members (time from the kill
@@ -12,7 +14,7 @@ pub mod state;
 pub mod stats;
 pub mod workload;
 
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{Cluster, ClusterOptions, RaftTuning};
 use crate::etcd::{EtcdCluster, etcd_version, find_etcd};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -60,6 +62,20 @@ pub struct Args {
     /// Run only the state benchmark (needs --state-tenants).
     #[arg(long)]
     pub state_only: bool,
+    /// Keel's `raft.heartbeat_interval_ms` in the throughput and failover runs.
+    #[arg(long, default_value_t = 50)]
+    pub keel_heartbeat_ms: u64,
+    /// Keel's `raft.election_timeout_min_ms`.
+    #[arg(long, default_value_t = 150)]
+    pub keel_election_min_ms: u64,
+    /// Keel's `raft.election_timeout_max_ms`, which is also openraft's leader
+    /// lease: a follower campaigns lease + [min, max) after the last
+    /// heartbeat, where an etcd member campaigns [et, 2·et) after it. The
+    /// defaults (50 / 150–300, a campaign 450–600 ms after the leader's last
+    /// heartbeat) match etcd's failure detection at `--election-timeout=500`;
+    /// keeld's own defaults (100 / 500–1000) are for members across regions.
+    #[arg(long, default_value_t = 300)]
+    pub keel_election_max_ms: u64,
 }
 
 impl Args {
@@ -67,6 +83,11 @@ impl Args {
     pub fn validate(&self) -> Result<()> {
         if self.duration_s == 0 || self.duration_s > 3600 {
             bail!("--duration-s must be 1..=3600");
+        }
+        if self.keel_election_min_ms < 3 * self.keel_heartbeat_ms
+            || self.keel_election_max_ms <= self.keel_election_min_ms
+        {
+            bail!("--keel-election-min-ms must be at least 3 × --keel-heartbeat-ms, and below --keel-election-max-ms");
         }
         if self.trials > 1000 {
             bail!("--trials must be at most 1000");
@@ -173,8 +194,20 @@ pub async fn run(args: &Args) -> Result<Report> {
 
 async fn bench_keel(keeld: PathBuf, args: &Args, duration: Duration) -> Result<SystemResult> {
     let profile = if keeld.components().any(|c| c.as_os_str() == "release") { "release" } else { "non-release path" };
-    let binary = format!("{} ({profile})", keeld.display());
-    let mut cluster = Cluster::three_with_binary(ClusterOptions::default(), keeld).await?;
+    let binary = format!(
+        "{} ({profile}; raft heartbeat {} ms, election {}–{} ms)",
+        keeld.display(),
+        args.keel_heartbeat_ms,
+        args.keel_election_min_ms,
+        args.keel_election_max_ms
+    );
+    let tuning = RaftTuning {
+        heartbeat_interval_ms: args.keel_heartbeat_ms,
+        election_timeout_min_ms: args.keel_election_min_ms,
+        election_timeout_max_ms: args.keel_election_max_ms,
+        ..RaftTuning::default()
+    };
+    let mut cluster = Cluster::three_with_binary(ClusterOptions { tuning, ..ClusterOptions::default() }, keeld).await?;
     let mut load = Vec::new();
     for (run, clients) in args.clients.iter().copied().enumerate() {
         let leader = cluster.leader().await?;
