@@ -21,12 +21,15 @@ use crate::limits::{EVENT_HISTORY_AGE_MS_MAX, EVENT_HISTORY_BYTES_MAX, EVENT_HIS
 use crate::persistent::Seq;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// The retained events, oldest first, with the compaction floor.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventHistory {
-    /// Persistent, like every large part of `KernelState`.
-    events: Seq<Event>,
+    /// Persistent, like every large part of `KernelState`; each event behind
+    /// an `Arc`, so the chunk a write copies after a publish is 64 pointers,
+    /// not 64 events. Encoded as the events themselves.
+    events: Seq<Arc<Event>>,
     /// Sum of [`crate::EventKind::charged_bytes`] over `events`.
     retained_bytes: u64,
     /// Highest revision whose events were dropped; 0 when none were.
@@ -38,7 +41,7 @@ impl EventHistory {
     pub(crate) fn push(&mut self, events: &[Event]) {
         for event in events {
             self.retained_bytes = self.retained_bytes.saturating_add(charged(event));
-            self.events.push_back(event.clone());
+            self.events.push_back(Arc::new(event.clone()));
         }
     }
 
@@ -77,7 +80,7 @@ impl EventHistory {
             .events
             .binary_search_by(|event| if event.revision < from { Ordering::Less } else { Ordering::Greater })
             .unwrap_or_else(|index| index);
-        self.events.focus().narrow(start..).into_iter()
+        self.events.focus().narrow(start..).into_iter().map(Arc::as_ref)
     }
 
     /// Number of retained events.

@@ -50,8 +50,10 @@ pub enum Lookup<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyTable {
     /// Persistent, like every large part of `KernelState`.
-    records: Map<String, Arc<IdempotencyRecord>>,
-    by_revision: Set<(u64, String)>,
+    /// Keys are shared strings: a write after a publish copies the tree
+    /// nodes on its path, keys included (encoded as plain strings).
+    records: Map<Arc<str>, Arc<IdempotencyRecord>>,
+    by_revision: Set<(u64, Arc<str>)>,
     charged_bytes: u64,
 }
 
@@ -108,8 +110,9 @@ impl IdempotencyTable {
             charged_bytes,
         };
         self.charged_bytes = self.charged_bytes.saturating_add(charged_bytes);
-        self.by_revision.insert((revision, key.to_owned()));
-        self.records.insert(key.to_owned(), Arc::new(record));
+        let key: Arc<str> = Arc::from(key);
+        self.by_revision.insert((revision, Arc::clone(&key)));
+        self.records.insert(key, Arc::new(record));
     }
 
     /// Forgets expired records and, while over a bound, the oldest ones.
@@ -121,14 +124,14 @@ impl IdempotencyTable {
             if !is_over {
                 break;
             }
-            let key = key.clone();
+            let key = Arc::clone(key);
             self.remove(&key);
         }
     }
 
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.records.remove(key) {
-            self.by_revision.remove(&(old.revision, key.to_owned()));
+            self.by_revision.remove(&(old.revision, Arc::from(key)));
             self.charged_bytes = self.charged_bytes.saturating_sub(old.charged_bytes);
         }
     }

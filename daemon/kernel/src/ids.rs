@@ -9,11 +9,22 @@ use crate::Rejection;
 use crate::limits::{Limit, NAME_BYTES_MAX};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// A validated name (engine, tenant, region, zone, action, capability).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Name(String);
+///
+/// Shared, not owned: a clone is a reference count, because names are the
+/// keys of the state's persistent maps, and a write after a publish copies
+/// the tree nodes on its path — keys included. Encoded exactly as a string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Name(Arc<str>);
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl Name {
     /// Validates `value` as a name; `field` names the request field in the rejection.
@@ -34,7 +45,7 @@ impl Name {
                 problem: "must be lowercase letters, digits, '-', '_' or '.', starting with a letter or digit".into(),
             });
         }
-        Ok(Name(value.to_owned()))
+        Ok(Name(Arc::from(value)))
     }
 
     /// The name as a string slice.
@@ -52,7 +63,7 @@ impl TryFrom<String> for Name {
 
 impl From<Name> for String {
     fn from(name: Name) -> String {
-        name.0
+        name.0.to_string()
     }
 }
 

@@ -84,7 +84,8 @@ pub struct NodeStatus {
     /// SHA-256 of the kernel state at `state_digest_revision`.
     pub state_digest: String,
     /// The revision the digest is of: worked out in the background, so at
-    /// most `DIGEST_INTERVAL_MIN_MS` (plus one digest) behind `applied_index`.
+    /// most `DIGEST_STALE_MAX_MS` (plus one digest) behind `applied_index`, and
+    /// equal to it `DIGEST_QUIET_MS` after writes pause.
     pub state_digest_revision: u64,
     /// Members of the cluster.
     pub members: Vec<MemberStatus>,
