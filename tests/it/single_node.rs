@@ -129,6 +129,12 @@ async fn ops_endpoints_answer() -> Result<()> {
         .and_then(|value| value.parse::<u64>().ok());
     assert!(read_requests.is_some_and(|n| n >= 3), "{body}");
     assert!(body.contains("keel_slo_burn_rate{") && body.contains("window=\"1h\""), "{body}");
+    // Errors by their stable reason, and the snapshot builder's record.
+    assert!(
+        body.lines().any(|line| line.starts_with("keel_rpc_errors_total") && line.contains("TENANT_NOT_FOUND")),
+        "{body}"
+    );
+    assert!(body.contains("keel_snapshot_builds_total{"), "{body}");
     Ok(())
 }
 

@@ -77,7 +77,11 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
         [("node_id".into(), status.node_id.to_string().into()), ("region".into(), status.region.clone().into())];
     let mut registry = prometheus_client::registry::Registry::with_labels(labels.into_iter());
     let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
-    let gauges: [(&str, &str, u64); 12] = [
+    let snapshot = status.snapshot;
+    let gauges: [(&str, &str, u64); 15] = [
+        ("keel_snapshot_bytes", "Bytes of the last snapshot built here", snapshot.last_bytes),
+        ("keel_snapshot_build_milliseconds", "How long the last snapshot took to build", snapshot.last_build_ms),
+        ("keel_snapshot_revision", "Revision the last snapshot built here is of", snapshot.last_revision),
         ("keel_raft_term", "Current Raft term", status.term),
         ("keel_raft_is_leader", "1 when this node leads", u64::from(status.role == Role::Leader)),
         ("keel_raft_last_log_index", "Index of the last log entry held", status.last_log_index),
@@ -98,6 +102,11 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     for (name, help, value) in gauges {
         registry.register(name, help, gauge(value));
     }
+    registry.register(
+        "keel_snapshot_builds",
+        "Snapshots built here since start",
+        prometheus_client::metrics::counter::ConstCounter::new(snapshot.builds_total),
+    );
     for collector in state.collectors.iter() {
         registry.register_collector(Box::new(Shared(Arc::clone(collector))));
     }
@@ -134,6 +143,13 @@ impl Collector for crate::edge::RpcMetrics {
             None,
             self.responses.metric_type(),
         )?;
-        self.responses.encode(responses)
+        self.responses.encode(responses)?;
+        let errors = encoder.encode_descriptor(
+            "keel_rpc_errors",
+            "Errors answered to clients, per stable reason (keel.v1.ErrorReason)",
+            None,
+            self.errors.metric_type(),
+        )?;
+        self.errors.encode(errors)
     }
 }

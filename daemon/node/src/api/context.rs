@@ -178,6 +178,8 @@ impl ApiContext {
 
     /// Maps an error to a status carrying the same metadata as a reply.
     pub fn fail(&self, error: ApiError) -> Status {
+        let reason = crate::edge::observe::ReasonLabels { reason: error.reason().to_owned() };
+        self.rpc_metrics.errors.get_or_create(&reason).inc();
         let mut status = error.into_status();
         self.stamp_metadata(status.metadata_mut(), 0);
         status

@@ -54,6 +54,13 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// One error reason (`keel.v1.ErrorReason`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The reason.
+    pub reason: String,
+}
+
 /// Per-RPC metrics, shared by the layer and `/metrics`, and the same
 /// measurements as OpenTelemetry instruments (exported over OTLP when
 /// `[telemetry]` configures it; no-ops otherwise).
@@ -63,6 +70,8 @@ pub struct RpcMetrics {
     pub duration: Family<MethodLabels, Histogram>,
     /// Responses per method and code.
     pub responses: Family<CodeLabels, Counter>,
+    /// Errors answered per reason (recorded where the status is built).
+    pub errors: Family<ReasonLabels, Counter>,
     /// Good and total RPCs per class against their objectives.
     pub slo: super::slo::SloTracker,
     /// OTel `keel.rpc.duration` (s), attributes `rpc.method`.
@@ -90,6 +99,7 @@ impl Default for RpcMetrics {
         RpcMetrics {
             duration: Family::new_with_constructor(buckets as fn() -> Histogram),
             responses: Family::default(),
+            errors: Family::default(),
             slo: super::slo::SloTracker::default(),
             otel_duration: meter
                 .f64_histogram(OTEL_RPC_DURATION)

@@ -58,6 +58,21 @@ pub struct SharedState {
     /// The applied revision, announced after each batch so watchers and the
     /// digester wake without polling.
     applied_revision: tokio::sync::watch::Sender<u64>,
+    /// What the snapshot builder last did.
+    snapshots: Mutex<SnapshotStats>,
+}
+
+/// The snapshot builder's record, for `/metrics` and `/diagz`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotStats {
+    /// Snapshots built since start.
+    pub builds_total: u64,
+    /// Bytes of the last one.
+    pub last_bytes: u64,
+    /// How long encoding and storing the last one took, ms.
+    pub last_build_ms: u64,
+    /// The revision the last one is of.
+    pub last_revision: u64,
 }
 
 impl Default for SharedState {
@@ -68,11 +83,28 @@ impl Default for SharedState {
             published: RwLock::new(Arc::new(empty)),
             digest: Mutex::new(digest),
             applied_revision: tokio::sync::watch::Sender::new(0),
+            snapshots: Mutex::default(),
         }
     }
 }
 
 impl SharedState {
+    /// Records a snapshot built at `revision`: `bytes` long, `build_ms` to build.
+    pub fn record_snapshot(&self, revision: u64, bytes: u64, build_ms: u64) {
+        let mut stats = self.snapshots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *stats = SnapshotStats {
+            builds_total: stats.builds_total.saturating_add(1),
+            last_bytes: bytes,
+            last_build_ms: build_ms,
+            last_revision: revision,
+        };
+    }
+
+    /// What the snapshot builder last did.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        *self.snapshots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The latest published state: an immutable whole batch. Holding it
     /// blocks nothing.
     pub fn read(&self) -> Arc<AppliedState> {

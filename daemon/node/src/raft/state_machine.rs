@@ -224,6 +224,7 @@ impl RaftSnapshotBuilder<TypeConfig> for KernelSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // One published state is one consistent point; encoding it holds no
         // lock, so apply and readers go on meanwhile.
+        let started = std::time::Instant::now();
         let applied = self.shared.read();
         let (last_applied, membership) = (applied.last_applied, applied.membership.clone());
         let data = tokio::task::spawn_blocking(move || encode_snapshot_data(&applied))
@@ -237,7 +238,10 @@ impl RaftSnapshotBuilder<TypeConfig> for KernelSnapshotBuilder {
         };
         let meta = KeelSnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
         let is_current = self.snapshots.save_built(StoredSnapshot { meta: meta.clone(), data: data.clone() }).await?;
-        tracing::info!(snapshot_id = %meta.snapshot_id, is_current, "snapshot built");
+        let bytes = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        let build_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.shared.record_snapshot(last_applied.map_or(0, |log_id| log_id.index), bytes, build_ms);
+        tracing::info!(snapshot_id = %meta.snapshot_id, is_current, bytes, build_ms, "snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }

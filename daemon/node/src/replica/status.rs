@@ -112,6 +112,8 @@ pub struct NodeStatus {
     pub event_history_events: usize,
     /// Highest revision no longer in the history (0: none compacted).
     pub event_history_compacted_through: u64,
+    /// What the snapshot builder last did.
+    pub snapshot: crate::raft::shared_state::SnapshotStats,
     /// Idempotency keys remembered.
     pub idempotency_keys: usize,
 }
@@ -168,6 +170,7 @@ impl NodeStatus {
             config_conflict: replica.config_conflict(),
             event_history_events: kernel.history().len(),
             event_history_compacted_through: kernel.history().compacted_through(),
+            snapshot: replica.shared.snapshot_stats(),
             idempotency_keys: kernel.idempotency().len(),
         }
     }
