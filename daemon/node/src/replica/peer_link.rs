@@ -18,10 +18,12 @@
 use super::{Forwarded, LeaderLink, MemberProgress, ReplicaError, Write};
 use crate::raft::KeelNode;
 use crate::raft::peer_channels::{PeerCallError, PeerChannels, duration_ms};
-use crate::raft::peer_message::{pack, unpack};
+use crate::raft::peer_message::{Envelope, pack, unpack};
 use keel_proto::raft::v1 as pb;
+use keel_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::transport::Channel;
 
 /// The leader link over the peer transport's channels.
 #[derive(Debug)]
@@ -105,44 +107,43 @@ impl LeaderLink for PeerLink {
         write: Write,
         deadline: Duration,
     ) -> Result<Forwarded, ReplicaError> {
-        let peer_addr = leader.peer_addr.as_str();
-        let message: pb::ForwardRequest = pack(&write).map_err(|source| {
-            call_failure(leader_id, leader, deadline, PeerCallError::Pack { peer_addr: peer_addr.to_owned(), source })
-        })?;
-        let answer = self
-            .channels
-            .call(peer_addr, deadline, message, |mut client, request| async move { client.forward(request).await })
-            .await
-            .map_err(|error| call_failure(leader_id, leader, deadline, error))?;
-        let result: Result<Forwarded, ReplicaError> = unpack(answer).map_err(|source| {
-            call_failure(
-                leader_id,
-                leader,
-                deadline,
-                PeerCallError::Garbage { peer_addr: peer_addr.to_owned(), source },
-            )
-        })?;
-        result
+        let send = |mut client: RaftPeerClient<Channel>, request| async move { client.forward(request).await };
+        self.ask_leader::<_, pb::ForwardRequest, _, _, _, _>(leader_id, leader, deadline, &write, send).await
     }
 
     async fn read_index(&self, leader_id: u64, leader: &KeelNode, deadline: Duration) -> Result<u64, ReplicaError> {
+        let send = |mut client: RaftPeerClient<Channel>, request| async move { client.read_index(request).await };
+        self.ask_leader::<_, pb::ReadIndexRequest, _, _, _, _>(leader_id, leader, deadline, &(), send).await
+    }
+}
+
+impl PeerLink {
+    /// Sends `value` to the leader with `send` and returns what the leader
+    /// answered — its own outcome or its own `ReplicaError` — or the error
+    /// for an answer that never came or could not be read.
+    async fn ask_leader<V, Q, A, T, F, Fut>(
+        &self,
+        leader_id: u64,
+        leader: &KeelNode,
+        deadline: Duration,
+        value: &V,
+        send: F,
+    ) -> Result<T, ReplicaError>
+    where
+        V: serde::Serialize,
+        Q: Envelope,
+        A: Envelope,
+        T: serde::de::DeserializeOwned,
+        F: FnOnce(RaftPeerClient<Channel>, tonic::Request<Q>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<A>, tonic::Status>>,
+    {
         let peer_addr = leader.peer_addr.as_str();
-        let message: pb::ReadIndexRequest = pack(&()).map_err(|source| {
-            call_failure(leader_id, leader, deadline, PeerCallError::Pack { peer_addr: peer_addr.to_owned(), source })
-        })?;
-        let answer = self
-            .channels
-            .call(peer_addr, deadline, message, |mut client, request| async move { client.read_index(request).await })
-            .await
-            .map_err(|error| call_failure(leader_id, leader, deadline, error))?;
-        let result: Result<u64, ReplicaError> = unpack(answer).map_err(|source| {
-            call_failure(
-                leader_id,
-                leader,
-                deadline,
-                PeerCallError::Garbage { peer_addr: peer_addr.to_owned(), source },
-            )
-        })?;
+        let failure = |error| call_failure(leader_id, leader, deadline, error);
+        let message: Q =
+            pack(value).map_err(|source| failure(PeerCallError::Pack { peer_addr: peer_addr.to_owned(), source }))?;
+        let answer = self.channels.call(peer_addr, deadline, message, send).await.map_err(failure)?;
+        let result: Result<T, ReplicaError> = unpack(answer)
+            .map_err(|source| failure(PeerCallError::Garbage { peer_addr: peer_addr.to_owned(), source }))?;
         result
     }
 }
