@@ -96,6 +96,7 @@ async fn ops_endpoints_answer() -> Result<()> {
     assert_eq!(diag["role"], "leader");
     assert_eq!(diag["is_trust_bootstrapped"], true);
     assert_eq!(diag["state_digest"].as_str().map(str::len), Some(64));
+    assert_eq!(diag["limits"]["IN_FLIGHT_REQUESTS_MAX"], 1024, "the node's bounds are reported");
     // Every RPC gets a request id (the caller's, when it sends a short one)
     // and lands in the per-method metrics with its code.
     let mut client = pb::cluster_service_client::ClusterServiceClient::new(node.channel().await?);

@@ -76,7 +76,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { in_flight_requests_max: crate::edge::load_shed::IN_FLIGHT_REQUESTS_MAX }
+        ApiConfig { in_flight_requests_max: crate::limits::IN_FLIGHT_REQUESTS_MAX }
     }
 }
 
@@ -390,7 +390,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
-        let in_flight_max = crate::edge::load_shed::IN_FLIGHT_REQUESTS_MAX;
+        let in_flight_max = crate::limits::IN_FLIGHT_REQUESTS_MAX;
         if !(1..=in_flight_max).contains(&self.api.in_flight_requests_max) {
             return Err(invalid("api.in_flight_requests_max", format!("must be between 1 and {in_flight_max}")));
         }

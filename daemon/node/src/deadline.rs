@@ -3,10 +3,8 @@
 //! the peer transport's forwarded calls read it the same way (a forwarded
 //! call carries the follower's remaining time).
 
+use crate::limits::DEADLINE_MAX_MS;
 use std::time::Duration;
-
-/// The longest deadline honoured; longer ones are capped.
-pub const DEADLINE_MAX_MS: u64 = 60_000;
 
 /// The caller's deadline from the `grpc-timeout` header, else `default_ms`,
 /// capped at [`DEADLINE_MAX_MS`].

@@ -25,11 +25,6 @@
 use crate::clock::{Clock, SystemClock};
 use std::sync::{Arc, Mutex};
 
-/// How often every member checks its wall clock against the voters'.
-pub const CLOCK_CHECK_INTERVAL_MS: u64 = 1_000;
-/// How long one clock probe may take; slower answers are not counted.
-pub const CLOCK_PROBE_DEADLINE_MS: u64 = 500;
-
 /// A leader's stamping clock. Shared by the API (stamps) and the clock check.
 #[derive(Debug)]
 pub struct LeaderClock {

@@ -11,6 +11,7 @@ pub mod deadline;
 pub mod edge;
 pub mod judge;
 pub mod leader_clock;
+pub mod limits;
 pub mod ops;
 pub mod raft;
 pub mod replica;

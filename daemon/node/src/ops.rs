@@ -64,8 +64,17 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     }
 }
 
-async fn diagz(State(state): State<OpsState>) -> Json<NodeStatus> {
-    Json(NodeStatus::collect(&state.replica, state.boot_time_ms))
+/// `/diagz`: the status report and every bound this node keeps.
+#[derive(serde::Serialize)]
+struct Diagnostics {
+    #[serde(flatten)]
+    status: NodeStatus,
+    limits: std::collections::BTreeMap<&'static str, u64>,
+}
+
+async fn diagz(State(state): State<OpsState>) -> Json<Diagnostics> {
+    let limits = crate::limits::NODE_LIMITS.iter().copied().collect();
+    Json(Diagnostics { status: NodeStatus::collect(&state.replica, state.boot_time_ms), limits })
 }
 
 /// `/metrics`: OpenMetrics text from prometheus-client. Every series carries

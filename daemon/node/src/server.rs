@@ -21,10 +21,14 @@ use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
 use crate::clock::Clock;
 use crate::config::{Config, InitialState};
-use crate::edge::load_shed::STREAMS_PER_CONNECTION_MAX;
 use crate::judge::{NodeJudge, Sandbox};
 use crate::leader_clock::LeaderClock;
-use crate::raft::network::{APPEND_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use crate::limits::STREAMS_PER_CONNECTION_MAX;
+use crate::limits::{APPEND_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use crate::limits::{
+    HTTP2_KEEPALIVE_INTERVAL_MS, HTTP2_KEEPALIVE_TIMEOUT_MS, INSTALL_SNAPSHOT_TIMEOUT_MS, OPS_CONNECTION_MS_MAX,
+    OPS_CONNECTIONS_MAX, OPS_HEADER_READ_TIMEOUT_MS,
+};
 use crate::raft::shared_state::SharedState;
 use crate::raft::{KeelNode, KeelRaft};
 use crate::replica::peer_service::peer_server;
@@ -43,18 +47,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// HTTP/2 keep-alive ping period on client connections.
-pub const HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 10_000;
-/// How long a keep-alive ping may go unanswered.
-pub const HTTP2_KEEPALIVE_TIMEOUT_MS: u64 = 5_000;
 /// How long bootstrap waits to become leader before retrying.
 const BOOTSTRAP_LEADER_WAIT_MS: u64 = 5_000;
 /// Deadline of the bootstrap proposal.
 const BOOTSTRAP_WRITE_DEADLINE_MS: u64 = 10_000;
 /// Attempts to install the root keys before giving up (the node keeps serving, not ready).
 const BOOTSTRAP_ATTEMPTS_MAX: u32 = 20;
-/// How long a snapshot chunk may take to install on a follower.
-pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 2_000;
 /// Directory under `data_dir` holding RocksDB.
 pub const RAFT_DIR: &str = "raft";
 
@@ -551,12 +549,6 @@ fn limit<S: MessageLimits>(server: S) -> S {
     server.with_limits(GRPC_MESSAGE_BYTES_MAX)
 }
 
-/// Ops HTTP connections served at once; more are closed on accept.
-pub const OPS_CONNECTIONS_MAX: usize = 64;
-/// How long a client may take to send a request's headers.
-pub const OPS_HEADER_READ_TIMEOUT_MS: u64 = 5_000;
-/// Longest an ops connection may live (one request each: no keep-alive).
-pub const OPS_CONNECTION_MS_MAX: u64 = 30_000;
 /// Pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_RETRY_DELAY_MS: u64 = 50;
 

@@ -12,6 +12,7 @@
 //! Everything above the seam — gRPC, TLS, the member-certificate check, the
 //! peer protocol — is the same code whichever side of it the bytes travel.
 
+use crate::limits::{MEM_ACCEPT_QUEUE_MAX, MEM_CONN_BUFFER_BYTES, TCP_KEEPALIVE_MS};
 use futures::Stream;
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,13 +24,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
-
-/// TCP keep-alive probe period on accepted connections.
-pub const TCP_KEEPALIVE_MS: u64 = 30_000;
-/// Bytes buffered in each direction of an in-memory connection.
-pub const MEM_CONN_BUFFER_BYTES: usize = 256 * 1024;
-/// Connections an in-memory listener queues before `connect` waits.
-pub const MEM_ACCEPT_QUEUE_MAX: usize = 64;
 
 /// One connection, over TCP or in memory.
 #[derive(Debug)]

@@ -28,6 +28,7 @@ const FLOORS: &[(&str, &[&str])] = &[
     ("telemetry", &["server", "ops", "api", "edge", "replica", "raft"]),
     ("telemetry.rs", &["server", "ops", "api", "edge", "replica", "raft"]),
     ("ops.rs", &["server", "api"]),
+    ("limits.rs", &["server", "ops", "api", "edge", "replica", "raft", "judge", "tls", "telemetry"]),
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -1,12 +1,14 @@
 //! `keel.v1.ClusterService`: status, membership changes and leadership
 //! transfer — conversions around the replica, which does the work.
 
-use super::context::{ApiContext, READ_DEADLINE_DEFAULT_MS};
+use super::context::ApiContext;
 use super::error::ApiError;
+use crate::limits::MEMBERSHIP_DEADLINE_DEFAULT_MS;
+use crate::limits::PROGRESS_PROBE_TIMEOUT_MS;
+use crate::limits::READ_DEADLINE_DEFAULT_MS;
+use crate::limits::TRANSFER_DEADLINE_DEFAULT_MS;
 use crate::raft::{KeelNode, NodeId};
-use crate::replica::membership::MEMBERSHIP_DEADLINE_DEFAULT_MS;
 use crate::replica::status::{NodeStatus, Role};
-use crate::replica::transfer::TRANSFER_DEADLINE_DEFAULT_MS;
 use crate::replica::{MemberProgress, MembershipWritten};
 use keel_kernel::{Name, Rejection};
 use keel_proto::v1 as pb;
@@ -14,9 +16,6 @@ use openraft::Membership;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
-
-/// How long GetStatus waits for each member's progress probe (all run at once).
-pub const PROGRESS_PROBE_TIMEOUT_MS: u64 = 500;
 
 /// The service.
 pub struct ClusterApi {

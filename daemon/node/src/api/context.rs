@@ -27,10 +27,6 @@ use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-pub use crate::replica::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
-
-pub use crate::deadline::DEADLINE_MAX_MS;
-
 /// Watch admission and counters, shared by the event service and the ops endpoints.
 #[derive(Debug)]
 pub struct WatchStats {

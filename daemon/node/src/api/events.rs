@@ -18,10 +18,15 @@
 //! compaction is told `COMPACTED`. Either way memory is bounded and the
 //! client knows where to resume.
 
-use super::context::{ApiContext, Call, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use super::context::{ApiContext, Call};
 use super::convert;
 use super::error::ApiError;
 use super::watch_queue::{PushRefused, ReaderGuard, WatchQueue};
+use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use crate::limits::{
+    WATCH_BATCH_BYTES_MAX, WATCH_BATCH_EVENTS_MAX, WATCH_PROGRESS_INTERVAL_MS_DEFAULT, WATCH_PROGRESS_INTERVAL_MS_MAX,
+    WATCH_PROGRESS_INTERVAL_MS_MIN, WATCH_SEND_TIMEOUT_MS,
+};
 use crate::raft::SharedState;
 use crate::replica::ReplicaError;
 use futures::Stream;
@@ -35,22 +40,6 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-
-/// Idle time before a progress message when the request does not say.
-pub const WATCH_PROGRESS_INTERVAL_MS_DEFAULT: u64 = 5_000;
-/// Shortest progress interval a request may ask for.
-pub const WATCH_PROGRESS_INTERVAL_MS_MIN: u64 = 100;
-/// Longest progress interval a request may ask for.
-pub const WATCH_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
-/// How long a full stream may stay full before its watcher is cut off.
-pub const WATCH_SEND_TIMEOUT_MS: u64 = 5_000;
-/// Events in one watch message.
-pub const WATCH_BATCH_EVENTS_MAX: usize = 256;
-/// Payload bytes in one watch message (one more event may pass it: a batch
-/// ends at a revision boundary). Small, because every message a stalled
-/// client has not taken is held once in its queue and once more on its way
-/// through the transport.
-pub const WATCH_BATCH_BYTES_MAX: usize = 256 * 1024;
 
 const _: () = assert!(
     WATCH_BATCH_BYTES_MAX + keel_kernel::limits::EVENT_PAYLOAD_BYTES_MAX < keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX

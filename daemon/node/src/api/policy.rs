@@ -13,9 +13,10 @@
 //! The pool of judges bounds the work (`JUDGES_CONCURRENT_MAX`; beyond it
 //! `RESOURCE_EXHAUSTED` with `RetryInfo`).
 
-use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use super::context::{self, ApiContext};
 use super::convert;
 use super::error::ApiError;
+use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use keel_kernel::judge::Judgement;
 use keel_kernel::policy::{self, ACTIVE_POLICY_NAME, EvaluationError};
 use keel_kernel::{Command, Outcome, Verdict};

@@ -1,8 +1,9 @@
 //! `keel.v1.RegistryService`: publish and read engine versions.
 
-use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use super::context::{self, ApiContext};
 use super::convert;
 use super::error::ApiError;
+use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use keel_kernel::{Command, Outcome};
 use keel_proto::v1 as pb;
 use tonic::{Request, Response, Status};

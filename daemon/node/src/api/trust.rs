@@ -1,9 +1,10 @@
 //! `keel.v1.TrustService`: add, get, list and revoke trust-store keys; read
 //! and rotate the root metadata.
 
-use super::context::{self, ApiContext, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use super::context::{self, ApiContext};
 use super::convert;
 use super::error::ApiError;
+use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use keel_kernel::{Command, Outcome};
 use keel_proto::v1 as pb;
 use tonic::{Request, Response, Status};

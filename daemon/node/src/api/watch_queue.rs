@@ -13,23 +13,16 @@
 //! messages a cut-off watcher left queued stay allocated for as long as its
 //! client keeps the stream open. Here `close` drops them immediately.
 
+use crate::limits::{
+    WATCH_MESSAGE_BYTES_MAX, WATCH_NODE_BUFFER_BYTES_MAX, WATCH_WATCHER_BUFFER_BYTES_MAX,
+    WATCH_WATCHER_BUFFER_MESSAGES_MAX,
+};
 use keel_proto::v1 as pb;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
-
-/// Bytes queued for one watcher (at least one message of the largest size).
-pub const WATCH_WATCHER_BUFFER_BYTES_MAX: usize = 2 * 1024 * 1024;
-/// Bytes queued for all watchers of a node together.
-pub const WATCH_NODE_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Messages queued for one watcher.
-pub const WATCH_WATCHER_BUFFER_MESSAGES_MAX: usize = 16;
-/// The largest watch message: a full batch, one more event (a batch ends at
-/// a revision boundary) and the message's own fields.
-pub const WATCH_MESSAGE_BYTES_MAX: usize =
-    super::events::WATCH_BATCH_BYTES_MAX + keel_kernel::limits::EVENT_PAYLOAD_BYTES_MAX + 64 * 1024;
 
 const _: () = assert!(WATCH_MESSAGE_BYTES_MAX <= WATCH_WATCHER_BUFFER_BYTES_MAX);
 const _: () = assert!(WATCH_WATCHER_BUFFER_BYTES_MAX <= WATCH_NODE_BUFFER_BYTES_MAX);

@@ -20,10 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
 
-/// Requests one node serves at once on its client port (streams excluded).
-pub const IN_FLIGHT_REQUESTS_MAX: usize = 1024;
-/// Concurrent HTTP/2 streams one client connection may open.
-pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 /// Paths of long-lived streams, bounded elsewhere.
 const STREAMING_PATHS: &[&str] = &["/keel.v1.EventService/Watch"];
 

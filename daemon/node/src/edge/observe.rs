@@ -17,6 +17,7 @@
 //! (trailers-only) carries it there; a response that starts well counts as
 //! `OK` (a stream that fails later is not re-counted).
 
+use crate::limits::REQUEST_ID_BYTES_MAX;
 use opentelemetry::KeyValue;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -32,8 +33,6 @@ use tracing::Instrument;
 
 /// The request-id header, read from callers and set on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// Longest request id taken from a caller; longer ones are replaced.
-pub const REQUEST_ID_BYTES_MAX: usize = 64;
 /// Latency buckets: 0.25 ms doubling to ~8 s.
 const DURATION_BUCKET_FIRST_S: f64 = 0.000_25;
 const DURATION_BUCKETS: u16 = 16;

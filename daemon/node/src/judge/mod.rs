@@ -37,25 +37,12 @@ mod sandbox;
 pub use child::{JUDGE_SUBCOMMAND, child_main};
 pub use sandbox::Sandbox;
 
+use crate::limits::{JUDGE_APPLY_ATTEMPTS_MAX, JUDGE_APPLY_TIMEOUT_MS, JUDGE_REQUEST_TIMEOUT_MS};
 use crate::status::{self, Fault, Metadata, OVERLOADED_RETRY_DELAY_MS, Overloaded};
 use keel_kernel::judge::{self, Judge, Judgement, Verdict};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// Judgements one node runs at once for requests (`Evaluate`, `Test`,
-/// fail-fast checks before proposing). `apply` judges serially beside them.
-pub const JUDGES_CONCURRENT_MAX: usize = 2;
-/// How long `apply` waits for one judgement before retrying it. Generous:
-/// the deterministic budgets bound the work, this only catches a hung child.
-pub const JUDGE_APPLY_TIMEOUT_MS: u64 = 60_000;
-/// Attempts `apply` makes at a judgement the judge could not answer before
-/// the member stops.
-pub const JUDGE_APPLY_ATTEMPTS_MAX: u32 = 3;
-/// Longest a request's judgement may run (less when the request's deadline
-/// is nearer). A put whose fail-fast check runs longer is refused before it
-/// enters the log.
-pub const JUDGE_REQUEST_TIMEOUT_MS: u64 = 10_000;
 
 /// Why a request's judgement did not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

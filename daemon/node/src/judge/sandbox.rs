@@ -1,9 +1,9 @@
 //! The parent side of the judging sandbox: one fresh child process per
 //! judgement, bounded in time, output and concurrency.
 
-use super::JUDGES_CONCURRENT_MAX;
 use super::JudgeError;
 use super::child::{JUDGE_SUBCOMMAND, abort_cause};
+use crate::limits::JUDGES_CONCURRENT_MAX;
 use crate::status::Overloaded;
 use keel_kernel::judge::{Judgement, Verdict};
 use keel_kernel::limits::EVALUATION_MESSAGE_BYTES_MAX;

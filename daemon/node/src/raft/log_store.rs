@@ -20,6 +20,7 @@
 use super::codec::{self, DecodeError};
 use super::rocks_db::{CF_LOGS, CF_STORE_META, RaftDb};
 use super::{LogId, NodeId, StorageError, TypeConfig};
+use crate::limits::LOG_ENTRY_BYTES_MAX;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -34,9 +35,6 @@ use std::sync::Arc;
 pub const LOG_ENTRY_FORMAT_VERSION: u8 = 3;
 /// Format version of the vote and log-pointer records in `store_meta`.
 pub const STORE_META_FORMAT_VERSION: u8 = 1;
-/// Largest encoded log entry this store decodes. Proposals arrive through
-/// gRPC messages of at most 4 MiB, so anything larger is corruption.
-pub const LOG_ENTRY_BYTES_MAX: u64 = 16 * 1024 * 1024;
 // A proposal that fits a gRPC message must always decode from the log.
 const _: () = assert!(LOG_ENTRY_BYTES_MAX > keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX as u64);
 /// Largest vote or log-pointer record this store decodes.

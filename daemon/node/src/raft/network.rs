@@ -26,6 +26,9 @@ use super::codec;
 use super::peer_channels::{PeerCallError, PeerChannels};
 use super::peer_message::{Envelope, PEER_BODY_BYTES_MAX, PackError, pack, pack_snapshot_chunk, unpack};
 use super::{KeelNode, LogId, NodeId, TypeConfig};
+use crate::limits::{
+    APPEND_ENTRIES_BYTES_MAX, APPEND_ENTRIES_MAX, PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, SNAPSHOT_CHUNK_BYTES_MAX,
+};
 use keel_kernel::Proposal;
 use keel_kernel::limits::MANIFEST_BYTES_MAX;
 use keel_proto::raft::v1 as pb;
@@ -43,27 +46,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Channel;
 
-/// Snapshot bytes per InstallSnapshot RPC; openraft's `snapshot_max_chunk_size`.
-pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
-/// Entries per AppendEntries RPC at most; openraft's `max_payload_entries`.
-pub const APPEND_ENTRIES_MAX: u64 = 256;
-/// Bytes of log entries an AppendEntries batch is cut to. openraft gives an
-/// AppendEntries one heartbeat interval to complete — encoding, transfer,
-/// decoding — so a batch must cross well within it (bincode moves about
-/// 15 MB/s in debug builds, ten times that in release). An entry larger than
-/// this still goes, alone, up to [`LOG_ENTRY_WIRE_BYTES_MAX`].
-pub const APPEND_ENTRIES_BYTES_MAX: u64 = 512 * 1024;
 /// Room for an AppendEntries' fields other than its entries: the vote, two
 /// log ids and the entry count (under 100 bytes), rounded up.
 const APPEND_ENTRIES_FIELDS_BYTES_MAX: u64 = 4 * 1024;
-/// Room for an InstallSnapshot's fields other than its chunk: the vote, the
-/// snapshot metadata with the membership (every member's addresses), offset
-/// and flag.
-const INSTALL_SNAPSHOT_FIELDS_BYTES_MAX: u64 = 256 * 1024;
 /// The largest log entry the transport can replicate (see [`log_entry_wire_bytes`]).
 /// The leader could append a larger one but never replicate it, which would
 /// stall every entry behind it: the API must refuse such proposals.
 pub const LOG_ENTRY_WIRE_BYTES_MAX: u64 = PEER_BODY_BYTES_MAX - APPEND_ENTRIES_FIELDS_BYTES_MAX;
+/// Room for an InstallSnapshot's fields other than its chunk: the vote, the
+/// snapshot metadata with the membership (every member's addresses), offset
+/// and flag.
+const INSTALL_SNAPSHOT_FIELDS_BYTES_MAX: u64 = 256 * 1024;
 
 // A snapshot chunk and its metadata fit one peer message.
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX + INSTALL_SNAPSHOT_FIELDS_BYTES_MAX <= PEER_BODY_BYTES_MAX);
@@ -77,11 +70,6 @@ const _: () = assert!(2 * MANIFEST_BYTES_MAX as u64 <= APPEND_ENTRIES_BYTES_MAX)
 // entry's log id and payload tag add well under 1 KiB to the proposal).
 const _: () = assert!(keel_kernel::limits::PROPOSAL_BYTES_MAX as u64 + 1024 <= LOG_ENTRY_WIRE_BYTES_MAX);
 const _: () = assert!(APPEND_ENTRIES_MAX >= 1);
-
-/// First wait after a peer turned out unreachable; doubles per failure.
-pub const PEER_BACKOFF_MIN_MS: u64 = 100;
-/// Longest wait between attempts to reach an unreachable peer.
-pub const PEER_BACKOFF_MAX_MS: u64 = 1_000;
 
 /// Bytes `proposal` takes in an AppendEntries, wrapped in its log entry. The
 /// API checks it against [`LOG_ENTRY_WIRE_BYTES_MAX`] before proposing.

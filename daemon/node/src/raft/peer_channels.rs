@@ -22,6 +22,9 @@
 //! one, channels speak HTTPS to peers (mTLS when it carries an identity).
 
 use super::peer_message::{PackError, UnpackError};
+use crate::limits::{
+    PEER_CHANNELS_MAX, PEER_CONNECT_TIMEOUT_MS, PEER_HTTP2_KEEPALIVE_INTERVAL_MS, PEER_HTTP2_KEEPALIVE_TIMEOUT_MS,
+};
 use crate::transport::{Connector, tonic_connector};
 use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
 use keel_proto::raft::v1::raft_peer_client::RaftPeerClient;
@@ -31,17 +34,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-
-/// How long opening a TCP connection to a peer may take before the call
-/// fails as unreachable.
-pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
-/// HTTP/2 keep-alive ping period on peer connections, also while idle.
-pub const PEER_HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
-/// How long a keep-alive ping may go unanswered before the connection is dropped.
-pub const PEER_HTTP2_KEEPALIVE_TIMEOUT_MS: u64 = 3_000;
-/// Channels kept at once. Membership names far fewer peers; addresses that
-/// left the membership are evicted (oldest address first) past this bound.
-pub const PEER_CHANNELS_MAX: usize = 64;
 
 /// One lazily connected channel per peer address.
 #[derive(Debug)]

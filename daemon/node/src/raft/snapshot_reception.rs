@@ -8,11 +8,7 @@
 //! a snapshot; a resent chunk may overlap, a gap is refused).
 
 use super::snapshot_store::KeelSnapshotMeta;
-
-/// The largest snapshot a member receives. Replicated state is bounded
-/// well below it (event history and idempotency records 32 MiB each, plus
-/// tenants, engines, policies and keys under their own limits).
-pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+use crate::limits::SNAPSHOT_BYTES_MAX;
 
 /// Why a chunk was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,8 +12,9 @@
 //! ```
 
 use super::Replica;
-use super::transfer::TRANSFER_DEADLINE_DEFAULT_MS;
-use crate::leader_clock::{CLOCK_CHECK_INTERVAL_MS, CLOCK_PROBE_DEADLINE_MS, ClockAgreement, agreement};
+use crate::leader_clock::{ClockAgreement, agreement};
+use crate::limits::TRANSFER_DEADLINE_DEFAULT_MS;
+use crate::limits::{CLOCK_CHECK_INTERVAL_MS, CLOCK_PROBE_DEADLINE_MS};
 use std::time::Duration;
 use tokio::sync::watch;
 

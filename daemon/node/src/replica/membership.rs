@@ -70,10 +70,6 @@ impl MembershipError {
     }
 }
 
-/// Deadline of a membership change when the caller sets none (a learner may
-/// need a snapshot before it has caught up).
-pub const MEMBERSHIP_DEADLINE_DEFAULT_MS: u64 = 30_000;
-
 /// A committed membership change: the membership it wrote and its revision.
 #[derive(Debug, Clone)]
 pub struct MembershipWritten {

@@ -43,11 +43,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// Deadline for a write when the caller sets none.
-pub const WRITE_DEADLINE_DEFAULT_MS: u64 = 10_000;
-/// Deadline for a linearizable read barrier when the caller sets none.
-pub const READ_DEADLINE_DEFAULT_MS: u64 = 5_000;
-
 /// Who this node is.
 #[derive(Debug, Clone)]
 pub struct Identity {

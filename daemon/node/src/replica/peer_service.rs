@@ -14,7 +14,9 @@
 //! `unencodable` and nowhere else: peers are not API clients, so they get
 //! no `ErrorInfo`.
 
-use super::{READ_DEADLINE_DEFAULT_MS, Replica, ReplicaError, Route, WRITE_DEADLINE_DEFAULT_MS, Write};
+use super::{Replica, ReplicaError, Route, Write};
+use crate::limits::TIMEOUT_NOW_WAIT_MS_MAX;
+use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use crate::raft::peer_message::{self, Envelope};
 use crate::raft::snapshot_reception::SnapshotReception;
 use crate::raft::{KeelRaft, TypeConfig};
@@ -231,10 +233,6 @@ async fn campaign(raft: &KeelRaft) {
         tracing::warn!(%fatal, "could not campaign for a leadership transfer");
     }
 }
-
-/// The longest a TimeoutNow may ask this node to wait before campaigning
-/// a second time.
-pub const TIMEOUT_NOW_WAIT_MS_MAX: u64 = 10_000;
 
 /// A peer call's deadline: the follower's remaining time (`grpc-timeout`),
 /// else `default_ms`, capped like a client's.

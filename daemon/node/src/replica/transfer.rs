@@ -10,22 +10,11 @@
 
 use super::membership::{MembershipError, wait_error};
 use super::{Replica, ReplicaError};
+use crate::limits::{TRANSFER_CATCH_UP_MS_MAX, TRANSFER_LEASE_MARGIN_MS};
 use crate::raft::KeelRaft;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// Deadline of a leadership transfer when the caller sets none.
-pub const TRANSFER_DEADLINE_DEFAULT_MS: u64 = 10_000;
-/// Longest a transfer waits, with writes paused, for the writes in flight
-/// and then for the target to hold the whole log. Writes are paused for at
-/// most this plus the target's election, and where the old leader's vote
-/// and the target's are not a majority (or the old leader is younger than
-/// its lease), plus the followers' lease (`election_timeout_max`) and
-/// `TRANSFER_LEASE_MARGIN_MS`.
-pub const TRANSFER_CATCH_UP_MS_MAX: u64 = 500;
-/// How long after the followers' lease the target campaigns.
-pub const TRANSFER_LEASE_MARGIN_MS: u64 = 100;
 
 /// Holds a leadership transfer open: heartbeats and this node's own
 /// elections are off while it lives; on drop they are back on and writes

@@ -1,0 +1,254 @@
+//! Every bound the node keeps — on connections, requests, watches, peers,
+//! judging, transfers and deadlines — as a named constant, in one place.
+//! The replicated state's limits (what `apply` enforces) are the kernel's
+//! (`keel_kernel::limits`); configuration ranges live with their keys
+//! (`config`, `telemetry::config`, `edge::slo`).
+//!
+//! [`NODE_LIMITS`] lists them by name and value; `/diagz` reports them.
+
+/// `(name, value as u64)` for each constant named.
+macro_rules! node_limits {
+    ($($name:ident,)*) => { [$((stringify!($name), $name as u64),)*] };
+}
+
+// Client port: admission (used in `edge/load_shed.rs`).
+
+/// Requests one node serves at once on its client port (streams excluded).
+pub const IN_FLIGHT_REQUESTS_MAX: usize = 1024;
+/// Concurrent HTTP/2 streams one client connection may open.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
+
+// Client port: request ids (used in `edge/observe.rs`).
+
+/// Longest request id taken from a caller; longer ones are replaced.
+pub const REQUEST_ID_BYTES_MAX: usize = 64;
+
+// Watches: memory (used in `api/watch_queue.rs`).
+
+/// Bytes queued for one watcher (at least one message of the largest size).
+pub const WATCH_WATCHER_BUFFER_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Bytes queued for all watchers of a node together.
+pub const WATCH_NODE_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Messages queued for one watcher.
+pub const WATCH_WATCHER_BUFFER_MESSAGES_MAX: usize = 16;
+/// The largest watch message: a full batch, one more event (a batch ends at
+/// a revision boundary) and the message's own fields.
+pub const WATCH_MESSAGE_BYTES_MAX: usize =
+    WATCH_BATCH_BYTES_MAX + keel_kernel::limits::EVENT_PAYLOAD_BYTES_MAX + 64 * 1024;
+
+// Watches: pacing (used in `api/events.rs`).
+
+/// Idle time before a progress message when the request does not say.
+pub const WATCH_PROGRESS_INTERVAL_MS_DEFAULT: u64 = 5_000;
+/// Shortest progress interval a request may ask for.
+pub const WATCH_PROGRESS_INTERVAL_MS_MIN: u64 = 100;
+/// Longest progress interval a request may ask for.
+pub const WATCH_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
+/// How long a full stream may stay full before its watcher is cut off.
+pub const WATCH_SEND_TIMEOUT_MS: u64 = 5_000;
+/// Events in one watch message.
+pub const WATCH_BATCH_EVENTS_MAX: usize = 256;
+/// Payload bytes in one watch message (one more event may pass it: a batch
+/// ends at a revision boundary). Small, because every message a stalled
+/// client has not taken is held once in its queue and once more on its way
+/// through the transport.
+pub const WATCH_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+// Status (used in `api/cluster.rs`).
+
+/// How long GetStatus waits for each member's progress probe (all run at once).
+pub const PROGRESS_PROBE_TIMEOUT_MS: u64 = 500;
+
+// Connections and ops HTTP (used in `server.rs`).
+
+/// HTTP/2 keep-alive ping period on client connections.
+pub const HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+/// How long a keep-alive ping may go unanswered.
+pub const HTTP2_KEEPALIVE_TIMEOUT_MS: u64 = 5_000;
+/// How long a snapshot chunk may take to install on a follower.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 2_000;
+/// Ops HTTP connections served at once; more are closed on accept.
+pub const OPS_CONNECTIONS_MAX: usize = 64;
+/// How long a client may take to send a request's headers.
+pub const OPS_HEADER_READ_TIMEOUT_MS: u64 = 5_000;
+/// Longest an ops connection may live (one request each: no keep-alive).
+pub const OPS_CONNECTION_MS_MAX: u64 = 30_000;
+
+// Peer protocol: replication (used in `raft/network.rs`).
+
+/// Snapshot bytes per InstallSnapshot RPC; openraft's `snapshot_max_chunk_size`.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: u64 = 1024 * 1024;
+/// Entries per AppendEntries RPC at most; openraft's `max_payload_entries`.
+pub const APPEND_ENTRIES_MAX: u64 = 256;
+/// Bytes of log entries an AppendEntries batch is cut to. openraft gives an
+/// AppendEntries one heartbeat interval to complete — encoding, transfer,
+/// decoding — so a batch must cross well within it (bincode moves about
+/// 15 MB/s in debug builds, ten times that in release). An entry larger than
+/// this still goes, alone, up to [`LOG_ENTRY_WIRE_BYTES_MAX`].
+pub const APPEND_ENTRIES_BYTES_MAX: u64 = 512 * 1024;
+/// First wait after a peer turned out unreachable; doubles per failure.
+pub const PEER_BACKOFF_MIN_MS: u64 = 100;
+/// Longest wait between attempts to reach an unreachable peer.
+pub const PEER_BACKOFF_MAX_MS: u64 = 1_000;
+
+// Log (used in `raft/log_store.rs`).
+
+/// Largest encoded log entry this store decodes. Proposals arrive through
+/// gRPC messages of at most 4 MiB, so anything larger is corruption.
+pub const LOG_ENTRY_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+// Snapshots received (used in `raft/snapshot_reception.rs`).
+
+/// The largest snapshot a member receives. Replicated state is bounded
+/// well below it (event history and idempotency records 32 MiB each, plus
+/// tenants, engines, policies and keys under their own limits).
+pub const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+
+// Peer channels (used in `raft/peer_channels.rs`).
+
+/// How long opening a TCP connection to a peer may take before the call
+/// fails as unreachable.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// HTTP/2 keep-alive ping period on peer connections, also while idle.
+pub const PEER_HTTP2_KEEPALIVE_INTERVAL_MS: u64 = 5_000;
+/// How long a keep-alive ping may go unanswered before the connection is dropped.
+pub const PEER_HTTP2_KEEPALIVE_TIMEOUT_MS: u64 = 3_000;
+/// Channels kept at once. Membership names far fewer peers; addresses that
+/// left the membership are evicted (oldest address first) past this bound.
+pub const PEER_CHANNELS_MAX: usize = 64;
+
+// Judging (used in `judge/mod.rs`).
+
+/// Judgements one node runs at once for requests (`Evaluate`, `Test`,
+/// fail-fast checks before proposing). `apply` judges serially beside them.
+pub const JUDGES_CONCURRENT_MAX: usize = 2;
+/// How long `apply` waits for one judgement before retrying it. Generous:
+/// the deterministic budgets bound the work, this only catches a hung child.
+pub const JUDGE_APPLY_TIMEOUT_MS: u64 = 60_000;
+/// Attempts `apply` makes at a judgement the judge could not answer before
+/// the member stops.
+pub const JUDGE_APPLY_ATTEMPTS_MAX: u32 = 3;
+/// Longest a request's judgement may run (less when the request's deadline
+/// is nearer). A put whose fail-fast check runs longer is refused before it
+/// enters the log.
+pub const JUDGE_REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+// Deadlines (used in `replica/mod.rs`).
+
+/// Deadline for a write when the caller sets none.
+pub const WRITE_DEADLINE_DEFAULT_MS: u64 = 10_000;
+/// Deadline for a linearizable read barrier when the caller sets none.
+pub const READ_DEADLINE_DEFAULT_MS: u64 = 5_000;
+
+// Leadership transfer (used in `replica/transfer.rs`).
+
+/// Deadline of a leadership transfer when the caller sets none.
+pub const TRANSFER_DEADLINE_DEFAULT_MS: u64 = 10_000;
+/// Longest a transfer waits, with writes paused, for the writes in flight
+/// and then for the target to hold the whole log. Writes are paused for at
+/// most this plus the target's election, and where the old leader's vote
+/// and the target's are not a majority (or the old leader is younger than
+/// its lease), plus the followers' lease (`election_timeout_max`) and
+/// `TRANSFER_LEASE_MARGIN_MS`.
+pub const TRANSFER_CATCH_UP_MS_MAX: u64 = 500;
+/// How long after the followers' lease the target campaigns.
+pub const TRANSFER_LEASE_MARGIN_MS: u64 = 100;
+
+// Membership (used in `replica/membership.rs`).
+
+/// Deadline of a membership change when the caller sets none (a learner may
+/// need a snapshot before it has caught up).
+pub const MEMBERSHIP_DEADLINE_DEFAULT_MS: u64 = 30_000;
+
+// Leadership transfer: the target (used in `replica/peer_service.rs`).
+
+/// The longest a TimeoutNow may ask this node to wait before campaigning
+/// a second time.
+pub const TIMEOUT_NOW_WAIT_MS_MAX: u64 = 10_000;
+
+// Deadlines (used in `deadline.rs`).
+
+/// The longest deadline honoured; longer ones are capped.
+pub const DEADLINE_MAX_MS: u64 = 60_000;
+
+// Clock check (used in `leader_clock.rs`).
+
+/// How often every member checks its wall clock against the voters'.
+pub const CLOCK_CHECK_INTERVAL_MS: u64 = 1_000;
+/// How long one clock probe may take; slower answers are not counted.
+pub const CLOCK_PROBE_DEADLINE_MS: u64 = 500;
+
+// Transport (used in `transport.rs`).
+
+/// TCP keep-alive probe period on accepted connections.
+pub const TCP_KEEPALIVE_MS: u64 = 30_000;
+/// Bytes buffered in each direction of an in-memory connection.
+pub const MEM_CONN_BUFFER_BYTES: usize = 256 * 1024;
+/// Connections an in-memory listener queues before `connect` waits.
+pub const MEM_ACCEPT_QUEUE_MAX: usize = 64;
+
+/// Every constant above: (name, value).
+#[allow(clippy::unnecessary_cast)]
+pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
+    IN_FLIGHT_REQUESTS_MAX,
+    STREAMS_PER_CONNECTION_MAX,
+    REQUEST_ID_BYTES_MAX,
+    WATCH_WATCHER_BUFFER_BYTES_MAX,
+    WATCH_NODE_BUFFER_BYTES_MAX,
+    WATCH_WATCHER_BUFFER_MESSAGES_MAX,
+    WATCH_MESSAGE_BYTES_MAX,
+    WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
+    WATCH_PROGRESS_INTERVAL_MS_MIN,
+    WATCH_PROGRESS_INTERVAL_MS_MAX,
+    WATCH_SEND_TIMEOUT_MS,
+    WATCH_BATCH_EVENTS_MAX,
+    WATCH_BATCH_BYTES_MAX,
+    PROGRESS_PROBE_TIMEOUT_MS,
+    HTTP2_KEEPALIVE_INTERVAL_MS,
+    HTTP2_KEEPALIVE_TIMEOUT_MS,
+    INSTALL_SNAPSHOT_TIMEOUT_MS,
+    OPS_CONNECTIONS_MAX,
+    OPS_HEADER_READ_TIMEOUT_MS,
+    OPS_CONNECTION_MS_MAX,
+    SNAPSHOT_CHUNK_BYTES_MAX,
+    APPEND_ENTRIES_MAX,
+    APPEND_ENTRIES_BYTES_MAX,
+    PEER_BACKOFF_MIN_MS,
+    PEER_BACKOFF_MAX_MS,
+    LOG_ENTRY_BYTES_MAX,
+    SNAPSHOT_BYTES_MAX,
+    PEER_CONNECT_TIMEOUT_MS,
+    PEER_HTTP2_KEEPALIVE_INTERVAL_MS,
+    PEER_HTTP2_KEEPALIVE_TIMEOUT_MS,
+    PEER_CHANNELS_MAX,
+    JUDGES_CONCURRENT_MAX,
+    JUDGE_APPLY_TIMEOUT_MS,
+    JUDGE_APPLY_ATTEMPTS_MAX,
+    JUDGE_REQUEST_TIMEOUT_MS,
+    WRITE_DEADLINE_DEFAULT_MS,
+    READ_DEADLINE_DEFAULT_MS,
+    TRANSFER_DEADLINE_DEFAULT_MS,
+    TRANSFER_CATCH_UP_MS_MAX,
+    TRANSFER_LEASE_MARGIN_MS,
+    MEMBERSHIP_DEADLINE_DEFAULT_MS,
+    TIMEOUT_NOW_WAIT_MS_MAX,
+    DEADLINE_MAX_MS,
+    CLOCK_CHECK_INTERVAL_MS,
+    CLOCK_PROBE_DEADLINE_MS,
+    TCP_KEEPALIVE_MS,
+    MEM_CONN_BUFFER_BYTES,
+    MEM_ACCEPT_QUEUE_MAX,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_limit_is_listed_once_with_a_value() {
+        let names: std::collections::BTreeSet<&str> = NODE_LIMITS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names.len(), NODE_LIMITS.len());
+        assert!(NODE_LIMITS.iter().all(|(_, value)| *value > 0));
+        assert!(NODE_LIMITS.contains(&("IN_FLIGHT_REQUESTS_MAX", 1024)));
+    }
+}
