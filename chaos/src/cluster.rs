@@ -141,6 +141,13 @@ fn raft_section(tuning: RaftTuning) -> String {
 }
 
 /// Three free loopback addresses: client, peer, ops.
+///
+/// A member's addresses must be known before it starts (every member's
+/// config lists them all), so they are reserved here and bound by keeld a
+/// moment later. They come from below the kernel's ephemeral range
+/// ([`RESERVED_PORTS`]): a port the kernel hands out to some other test's
+/// `bind(0)` (every single-node test binds port 0) can never be one of them,
+/// which was how a reserved port got taken in between under parallel tests.
 pub fn reserve_addresses() -> Result<[String; 3]> {
     let listeners = [reserve_port()?, reserve_port()?, reserve_port()?];
     let addrs: Vec<String> =
@@ -148,7 +155,25 @@ pub fn reserve_addresses() -> Result<[String; 3]> {
     Ok([addrs[0].clone(), addrs[1].clone(), addrs[2].clone()])
 }
 
+/// Ports reserved addresses come from: below Linux's default ephemeral range (32768–60999).
+pub const RESERVED_PORTS: std::ops::Range<u16> = 20_000..32_000;
+/// Ports tried before falling back to an OS-assigned one.
+const RESERVE_ATTEMPTS_MAX: u32 = 64;
+
 fn reserve_port() -> Result<std::net::TcpListener> {
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let span = u64::from(RESERVED_PORTS.end - RESERVED_PORTS.start);
+    for _ in 0..RESERVE_ATTEMPTS_MAX {
+        // A different start per process (tests run as separate processes) and per call.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        let port = RESERVED_PORTS.start + u16::try_from(hasher.finish() % span).unwrap_or(0);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
 }
 
