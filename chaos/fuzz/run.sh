@@ -27,7 +27,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(policy_put policy_evaluate manifest trust_documents peer_messages snapshot_decode request_convert)
+  targets=(policy_put policy_evaluate manifest trust_documents peer_messages snapshot_decode request_convert token)
 fi
 jobs="${KEEL_FUZZ_JOBS:-2}"
 

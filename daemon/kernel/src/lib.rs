@@ -26,6 +26,7 @@ pub mod signing;
 pub mod state;
 pub mod state_budget;
 pub mod tenant;
+pub mod token;
 pub mod trust_store;
 pub mod ui_surface;
 

@@ -46,6 +46,12 @@ const DEPENDENCIES_ALLOWED: &[&str] = &[
     // Persistent ordered maps and vectors (OrdMap, Vector): ordered iteration,
     // no hashing; the kernel uses none of its hash-based types.
     "imbl",
+    // Capability tokens (JWT, EdDSA) in `token.rs`. Verification only: the
+    // kernel turns off jsonwebtoken's `exp`/`nbf` checks, the only code that
+    // reads its clock (`get_current_timestamp` runs only when one is on), and
+    // checks times against the caller's `now_ms`. Its `rust_crypto` backend
+    // links `rand` for key generation, which verification never calls.
+    "jsonwebtoken",
 ];
 
 /// Crates that would bring I/O, clocks, randomness or consensus into the kernel.
