@@ -119,6 +119,21 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// Every reason this type produces (names of `keel.v1.ErrorReason`).
+    pub const REASONS: &'static [&'static str] = &[
+        "TOKEN_TOO_LARGE",
+        "TOKEN_MALFORMED",
+        "TOKEN_KEY_UNKNOWN",
+        "TOKEN_KEY_PURPOSE_MISMATCH",
+        "TOKEN_KEY_REVOKED",
+        "TOKEN_SIGNATURE_INVALID",
+        "TOKEN_EXPIRED",
+        "TOKEN_NOT_YET_VALID",
+        "TOKEN_AUDIENCE_MISMATCH",
+        "TOKEN_TOO_MANY_PERMISSIONS",
+        "TOKEN_LIFETIME_TOO_LONG",
+    ];
+
     /// The stable reason.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -200,4 +215,29 @@ pub fn verify(token: &str, trust: &TrustStore, audience: &str, now_ms: u64) -> R
         exp_ms: ms(claims.exp),
         key_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_names_a_listed_reason() {
+        let all = [
+            TokenError::TooLarge { bytes: 1 },
+            TokenError::Malformed { detail: String::new() },
+            TokenError::UnknownKey { key_id: String::new() },
+            TokenError::KeyNotForTokens { key_id: String::new() },
+            TokenError::KeyRevoked { key_id: String::new() },
+            TokenError::BadSignature,
+            TokenError::Expired,
+            TokenError::NotYetValid,
+            TokenError::WrongAudience { aud: String::new() },
+            TokenError::TooManyPermissions { count: 1 },
+            TokenError::TooLongLived,
+        ];
+        let reasons: BTreeSet<&str> = all.iter().map(TokenError::reason).collect();
+        assert_eq!(reasons.len(), all.len());
+        assert_eq!(reasons, TokenError::REASONS.iter().copied().collect());
+    }
 }

@@ -149,6 +149,43 @@ impl Fault for Rejection {
     }
 }
 
+impl Fault for keel_kernel::token::TokenError {
+    fn reason(&self) -> &'static str {
+        keel_kernel::token::TokenError::reason(self)
+    }
+
+    fn code(&self) -> Code {
+        Code::Unauthenticated
+    }
+
+    fn metadata(&self) -> Metadata {
+        use keel_kernel::limits::{TOKEN_BYTES_MAX, TOKEN_LIFETIME_MS_MAX, TOKEN_PERMISSIONS_MAX};
+        use keel_kernel::token::TokenError;
+        let pairs: Vec<(&str, String)> = match self {
+            TokenError::Malformed { detail } => vec![("detail", detail.clone())],
+            TokenError::UnknownKey { key_id }
+            | TokenError::KeyNotForTokens { key_id }
+            | TokenError::KeyRevoked { key_id } => vec![("key_id", key_id.clone())],
+            TokenError::WrongAudience { aud } => vec![("aud", aud.clone())],
+            TokenError::TooLarge { bytes } => vec![
+                ("limit", "TOKEN_BYTES_MAX".to_owned()),
+                ("limit_value", TOKEN_BYTES_MAX.to_string()),
+                ("actual", bytes.to_string()),
+            ],
+            TokenError::TooManyPermissions { count } => vec![
+                ("limit", "TOKEN_PERMISSIONS_MAX".to_owned()),
+                ("limit_value", TOKEN_PERMISSIONS_MAX.to_string()),
+                ("actual", count.to_string()),
+            ],
+            TokenError::TooLongLived => {
+                vec![("limit", "TOKEN_LIFETIME_MS_MAX".to_owned()), ("limit_value", TOKEN_LIFETIME_MS_MAX.to_string())]
+            }
+            TokenError::BadSignature | TokenError::Expired | TokenError::NotYetValid => vec![],
+        };
+        pairs.into_iter().map(|(key, value)| (key.to_owned(), value)).collect()
+    }
+}
+
 /// The metadata of each rejection: the fields a program needs to act on it.
 fn rejection_metadata(rejection: &Rejection) -> Metadata {
     let mut metadata = Metadata::new();
@@ -272,6 +309,11 @@ mod tests {
         assert_eq!(info.reason, "LIMIT_EXCEEDED");
         assert_eq!(info.domain, ERROR_DOMAIN);
         assert_eq!(info.metadata.get("limit").map(String::as_str), Some("MANIFEST_BYTES_MAX"));
+        let status = to_status(&keel_kernel::token::TokenError::TooManyPermissions { count: 101 });
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let info = status.get_details_error_info().expect("error info is attached");
+        assert_eq!(info.reason, "TOKEN_TOO_MANY_PERMISSIONS");
+        assert_eq!(info.metadata.get("limit").map(String::as_str), Some("TOKEN_PERMISSIONS_MAX"));
         let status = to_status(&Overloaded { limit: "IN_FLIGHT_REQUESTS_MAX", limit_value: 3 });
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert!(status.get_details_retry_info().is_some());

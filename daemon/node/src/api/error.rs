@@ -186,6 +186,7 @@ mod tests {
             .chain(ReplicaError::REASONS)
             .chain(JudgeError::REASONS)
             .chain(crate::tls::PeerCertificateError::REASONS)
+            .chain(keel_kernel::token::TokenError::REASONS)
             .copied()
             .collect();
         for reason in &produced {
