@@ -173,7 +173,7 @@ fn role_to_pb(role: Role) -> pb::RaftRole {
     }
 }
 
-fn membership_reply(call: &super::context::Call, written: MembershipWritten) -> pb::MembershipResponse {
+fn membership_reply(call: &super::context::Call<'_>, written: MembershipWritten) -> pb::MembershipResponse {
     call.at_revision(written.revision);
     pb::MembershipResponse { members: members_to_pb(&written.membership), revision: written.revision }
 }

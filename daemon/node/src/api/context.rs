@@ -141,18 +141,18 @@ impl ApiContext {
     /// [`Call`] carrying the request's deadline (`grpc-timeout`, else
     /// `default_deadline_ms`), and answers its result with the response
     /// metadata at the revision the call read or wrote.
-    pub async fn serve<B, T, F, Fut>(
-        &self,
+    pub async fn serve<'s, B, T, F, Fut>(
+        &'s self,
         request: Request<B>,
         default_deadline_ms: u64,
         handler: F,
     ) -> Result<Response<T>, Status>
     where
-        F: FnOnce(B, Call) -> Fut,
+        F: FnOnce(B, Call<'s>) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
         let call = Call {
-            ctx: self.clone(),
+            ctx: self,
             deadline: deadline(&request, default_deadline_ms),
             revision: Arc::default(),
             is_replay: AtomicBool::new(false),
@@ -196,14 +196,14 @@ impl ApiContext {
 }
 
 /// One RPC in progress: its deadline, and the revision its answer is at.
-pub struct Call {
-    ctx: ApiContext,
+pub struct Call<'s> {
+    ctx: &'s ApiContext,
     deadline: Duration,
     revision: Arc<AtomicU64>,
     is_replay: AtomicBool,
 }
 
-impl Call {
+impl Call<'_> {
     /// The request's deadline.
     pub fn deadline(&self) -> Duration {
         self.deadline
@@ -211,7 +211,7 @@ impl Call {
 
     /// The context.
     pub fn ctx(&self) -> &ApiContext {
-        &self.ctx
+        self.ctx
     }
 
     /// Answers at `revision` (a call that neither reads nor writes through

@@ -76,7 +76,7 @@ impl EventApi {
     /// Checks the start revision against this node's history, after a
     /// linearizable barrier when it looks like the future (a lagging node
     /// must not refuse a revision the cluster already has).
-    async fn start_revision(call: &Call, from: u64) -> Result<u64, ApiError> {
+    async fn start_revision(call: &Call<'_>, from: u64) -> Result<u64, ApiError> {
         let mut state = call.read(pb::ReadConsistency::Serializable as i32).await?;
         if from == 0 {
             return Ok(state.revision().saturating_add(1));
