@@ -348,6 +348,14 @@ impl TrustService for FakeState {
         self.record(&request);
         Err(tonic::Status::unimplemented("fake node: RotateRoot"))
     }
+
+    async fn revoke_token(
+        &self,
+        request: tonic::Request<pb::RevokeTokenRequest>,
+    ) -> Result<tonic::Response<pb::RevokeTokenResponse>, tonic::Status> {
+        self.record(&request);
+        Err(tonic::Status::unimplemented("fake node: RevokeToken"))
+    }
 }
 
 #[tonic::async_trait]

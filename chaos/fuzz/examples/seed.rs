@@ -45,6 +45,7 @@ fn proposal(command: Command) -> Proposal {
         semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
         command,
         idempotency_key: None,
+        actor: None,
     }
 }
 
@@ -88,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vote = VoteRequest::<NodeId> { vote: Vote::new(4, 2), last_log_id: Some(log_id) };
     let message: raft_pb::VoteRequest = peer_message::pack(&vote)?;
     write("peer_messages", "vote", &envelope(1, message.open()))?;
-    let forward = Write { command: create.clone(), idempotency_key: Some("k-1".into()) };
+    let forward = Write { command: create.clone(), idempotency_key: Some("k-1".into()), actor: None };
     let message: raft_pb::ForwardRequest = peer_message::pack(&forward)?;
     write("peer_messages", "forward", &envelope(2, message.open()))?;
 

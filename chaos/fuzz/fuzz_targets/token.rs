@@ -26,6 +26,7 @@ fn with_api_key() -> (KernelState, String) {
         semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
         command: Command::BootstrapTrust { root_keys: vec![spec] },
         idempotency_key: None,
+        actor: None,
     };
     assert!(state.apply(1, &proposal).is_ok(), "bootstrap");
     (state, key_id)

@@ -22,6 +22,7 @@ fn bootstrapped() -> KernelState {
         semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
         command: Command::BootstrapTrust { root_keys: vec![root] },
         idempotency_key: None,
+        actor: None,
     };
     assert!(state.apply(1, &proposal).is_ok(), "bootstrap");
     state
@@ -45,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command,
             idempotency_key: None,
+            actor: None,
         };
         if state.apply(2, &proposal).is_err() {
             assert_eq!(state.digest(), digest, "a refused trust change changed the state");

@@ -92,6 +92,34 @@ pub enum Command {
         /// Compare-and-set: the current latest version (0: the name is new).
         expected_version: Option<u64>,
     },
+    /// Puts a capability token's id on the deny-list until its expiry.
+    RevokeToken {
+        /// The token's `jti`.
+        jti: String,
+        /// The token's `exp`, Unix ms: the entry is forgotten then.
+        exp_ms: u64,
+    },
+}
+
+impl Command {
+    /// The tenant this command reads or changes, when it is one tenant's
+    /// business; `None` for cluster-wide state (keys, engines, policies,
+    /// revocations, an event about no tenant), which a tenant-scoped caller
+    /// may not change.
+    pub fn tenant(&self) -> Option<&Name> {
+        match self {
+            Command::CreateTenant { spec } | Command::UpdateTenant { spec, .. } => Some(&spec.tenant_id),
+            Command::PublishEvent { tenant, .. } => tenant.as_ref(),
+            Command::BootstrapTrust { .. }
+            | Command::AddKey { .. }
+            | Command::PublishEngineVersion { .. }
+            | Command::YankEngineVersion { .. }
+            | Command::RotateRoot { .. }
+            | Command::RevokeKey { .. }
+            | Command::PutPolicy { .. }
+            | Command::RevokeToken { .. } => None,
+        }
+    }
 }
 
 /// What the leader proposes: a command and the leader's clock.
@@ -112,6 +140,11 @@ pub struct Proposal {
     /// key and command inside the window is answered with the first outcome
     /// and applies nothing (see `idempotency`).
     pub idempotency_key: Option<String>,
+    /// Who asked, from the capability token the edge verified; `None` for
+    /// what authorises itself (root-signed trust changes, the node's own
+    /// bootstrap). `apply` re-checks it at the entry's revision and time,
+    /// so a revocation committed first wins, and every event records it.
+    pub actor: Option<crate::token::Actor>,
 }
 
 impl std::fmt::Display for Proposal {
@@ -127,6 +160,7 @@ impl std::fmt::Display for Proposal {
             Command::RevokeKey { .. } => "revoke_key",
             Command::PublishEvent { .. } => "publish_event",
             Command::PutPolicy { .. } => "put_policy",
+            Command::RevokeToken { .. } => "revoke_token",
         };
         write!(f, "{kind}@{}", self.leader_time_ms)
     }

@@ -16,6 +16,9 @@ pub struct Event {
     pub time_ms: u64,
     /// What changed.
     pub kind: EventKind,
+    /// Who caused it: the `sub` of the token the change was asked with;
+    /// `None` for what authorised itself (root-signed trust changes, bootstrap).
+    pub caused_by: Option<String>,
 }
 
 /// The kinds of change.
@@ -65,10 +68,15 @@ pub enum EventKind {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// A capability token was put on the deny-list.
+    TokenRevoked {
+        jti: String,
+    },
 }
 
 /// Fixed bytes charged per event against the history's byte budget, on top of
-/// its payload, so a flood of empty events is bounded too.
+/// its payload, so a flood of empty events is bounded too. It covers the
+/// names and `caused_by` (each at most 256 bytes) approximately.
 pub const EVENT_OVERHEAD_BYTES: usize = 256;
 
 impl EventKind {
@@ -85,6 +93,7 @@ impl EventKind {
             EventKind::KeyRevoked { .. } => "KEY_REVOKED",
             EventKind::PolicyPut { .. } => "POLICY_PUT",
             EventKind::UserEvent { .. } => "USER_EVENT",
+            EventKind::TokenRevoked { .. } => "TOKEN_REVOKED",
         }
     }
 
@@ -100,6 +109,7 @@ impl EventKind {
         "KEY_REVOKED",
         "POLICY_PUT",
         "USER_EVENT",
+        "TOKEN_REVOKED",
     ];
 
     /// The tenant this change concerns, if any.
@@ -143,6 +153,7 @@ mod tests {
             EventKind::KeyAdded { key_id: String::new() },
             EventKind::RootRotated { version: 2 },
             EventKind::KeyRevoked { key_id: String::new() },
+            EventKind::TokenRevoked { jti: String::new() },
         ];
         for kind in kinds {
             assert!(EventKind::ALL_NAMES.contains(&kind.name()), "{kind:?}");

@@ -109,7 +109,7 @@ mod tests {
     use crate::event::EventKind;
 
     fn event(revision: u64, time_ms: u64) -> Event {
-        Event { revision, time_ms, kind: EventKind::RootRotated { version: revision } }
+        Event { revision, time_ms, kind: EventKind::RootRotated { version: revision }, caused_by: None }
     }
 
     #[test]
@@ -158,6 +158,7 @@ mod tests {
             revision,
             time_ms: 0,
             kind: EventKind::UserEvent { topic: topic.clone(), tenant: None, engine: None, payload: payload.clone() },
+            caused_by: None,
         };
         let fits = EVENT_HISTORY_BYTES_MAX / big(0).kind.charged_bytes();
         for revision in 1..=(fits as u64 + 1) {

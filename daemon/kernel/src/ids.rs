@@ -78,6 +78,22 @@ pub fn check_description(text: &str) -> Result<(), Rejection> {
     Limit::DescriptionBytes.check(text.len())
 }
 
+/// Checks a token claim (`sub`, `jti`, a permission): 1 to
+/// [`crate::limits::TOKEN_CLAIM_BYTES_MAX`] bytes, no control characters.
+pub fn check_claim(field: &'static str, value: &str) -> Result<(), Rejection> {
+    if value.is_empty() {
+        return Err(Rejection::FieldRequired { field: field.into() });
+    }
+    Limit::TokenClaimBytes.check(value.len())?;
+    if value.chars().any(char::is_control) {
+        return Err(Rejection::FieldInvalid {
+            field: field.into(),
+            problem: "must not contain control characters".into(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

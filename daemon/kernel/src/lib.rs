@@ -22,6 +22,7 @@ pub mod persistent;
 pub mod policy;
 pub mod registry;
 pub mod rejection;
+pub mod revoked_tokens;
 pub mod signing;
 pub mod state;
 pub mod state_budget;

@@ -18,6 +18,11 @@ pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 pub const TOKEN_PERMISSIONS_MAX: usize = 100;
 /// Lifetime of one capability token.
 pub const TOKEN_LIFETIME_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+/// Bytes in a token's `sub`, `jti` or one permission name.
+pub const TOKEN_CLAIM_BYTES_MAX: usize = 256;
+/// Revoked token ids remembered at once (each until its token's `exp`, so at
+/// most the tokens revoked within `TOKEN_LIFETIME_MS_MAX`).
+pub const REVOKED_TOKENS_MAX: usize = 100_000;
 /// Dependencies declared by one engine version.
 pub const DEPENDENCIES_PER_ENGINE_MAX: usize = 64;
 /// Actions declared by one engine version.
@@ -205,6 +210,8 @@ limit_table! {
     Tenants => TENANTS_MAX, capacity;
     StateBytes => STATE_BYTES_MAX, capacity;
     Members => MEMBERS_MAX, capacity;
+    TokenClaimBytes => TOKEN_CLAIM_BYTES_MAX, shape;
+    RevokedTokens => REVOKED_TOKENS_MAX, capacity;
 }
 
 impl Limit {

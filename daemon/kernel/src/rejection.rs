@@ -92,6 +92,14 @@ pub enum Rejection {
     PolicyVersionMismatch { name: String, expected: u64, current: u64 },
     #[error("the {evaluator} evaluation was aborted ({failure}): {detail}")]
     EvaluationAborted { evaluator: Cow<'static, str>, failure: Cow<'static, str>, detail: String },
+    /// The proposal's actor no longer holds: its token or key was revoked,
+    /// or it expired, before the entry applied.
+    #[error("{0}")]
+    Token(crate::token::TokenError),
+    /// A tenant-scoped caller asked to read or change another tenant, or
+    /// something that is not a tenant's (cluster-wide state).
+    #[error("the caller is scoped to tenant {scope}, not {requested:?}")]
+    TenantOutOfScope { scope: String, requested: String },
 }
 
 impl Rejection {
@@ -132,10 +140,13 @@ impl Rejection {
             Rejection::PolicyNotFound { .. } => "POLICY_NOT_FOUND",
             Rejection::PolicyVersionMismatch { .. } => "POLICY_VERSION_MISMATCH",
             Rejection::EvaluationAborted { .. } => "EVALUATION_ABORTED",
+            Rejection::Token(error) => error.reason(),
+            Rejection::TenantOutOfScope { .. } => "TENANT_OUT_OF_SCOPE",
         }
     }
 
-    /// Every reason a rejection can carry; a node test checks each against the proto registry.
+    /// Every reason a rejection can carry (and `TokenError::REASONS`, which
+    /// `Rejection::Token` carries); a node test checks each against the proto registry.
     pub const ALL_REASONS: &'static [&'static str] = &[
         "FIELD_REQUIRED",
         "FIELD_INVALID",
@@ -171,6 +182,7 @@ impl Rejection {
         "POLICY_NOT_FOUND",
         "POLICY_VERSION_MISMATCH",
         "EVALUATION_ABORTED",
+        "TENANT_OUT_OF_SCOPE",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -194,7 +206,9 @@ impl Rejection {
             | Rejection::KeyNotYetValid { .. }
             | Rejection::SignatureInvalid { .. }
             | Rejection::SignatureThresholdNotMet { .. }
-            | Rejection::KeyRevoked { .. } => RejectionClass::PermissionDenied,
+            | Rejection::KeyRevoked { .. }
+            | Rejection::TenantOutOfScope { .. } => RejectionClass::PermissionDenied,
+            Rejection::Token(_) => RejectionClass::Unauthenticated,
             Rejection::KeyAlreadyExists { .. }
             | Rejection::TrustAlreadyBootstrapped
             | Rejection::VersionAlreadyPublished { .. }
@@ -223,4 +237,5 @@ pub enum RejectionClass {
     AlreadyExists,
     NotFound,
     FailedPrecondition,
+    Unauthenticated,
 }

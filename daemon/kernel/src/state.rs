@@ -21,6 +21,7 @@ use crate::registry::{EngineVersion, Registry};
 use crate::rejection::Rejection;
 use crate::state_budget::StateBudget;
 use crate::tenant::{Tenant, Tenants};
+use crate::token::Actor;
 use crate::trust_store::{RootMetadata, TrustStore, TrustedKey};
 use bincode::Options;
 use serde::{Deserialize, Serialize};
@@ -35,7 +36,9 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 /// `TrustedKey::revoked_at_revision`; version 2 snapshots are refused likewise.
 /// Version 4 added the event history, the idempotency table (and
 /// `Event::time_ms`) and the policies; version 3 snapshots are refused likewise.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
+/// Version 5 added the revoked-token deny-list and `Event::caused_by`;
+/// version 4 snapshots are refused likewise.
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
 
 /// The whole replicated state. Its large parts are persistent maps (imbl's
 /// `OrdMap` and `Vector`, items behind `Arc`), so a clone shares them and
@@ -83,6 +86,7 @@ pub enum Outcome {
     KeyRevoked { key: TrustedKey, created: bool },
     EventPublished { revision: u64 },
     PolicyPut { policy: Box<StoredPolicy>, created: bool },
+    TokenRevoked { created: bool },
 }
 
 /// Why a snapshot could not be decoded. Fatal for the node that reads it.
@@ -120,6 +124,9 @@ impl KernelState {
         judge: &dyn Judge,
     ) -> Result<Applied, Rejection> {
         let at_ms = self.clock_ms.max(proposal.leader_time_ms);
+        if let Some(actor) = &proposal.actor {
+            authorize(actor, &proposal.command, &self.trust, at_ms)?;
+        }
         let key = proposal.idempotency_key.as_deref();
         if let Some(key) = key
             && let Lookup::Replay(record) = self.idempotency.lookup(key, &proposal.command, at_ms)?
@@ -130,7 +137,11 @@ impl KernelState {
         let mut budget = self.budget;
         let (outcome, kinds) = self.apply_command(revision, at_ms, &proposal.command, judge, &mut budget)?;
         self.budget = budget;
-        let events: Vec<Event> = kinds.into_iter().map(|kind| Event { revision, time_ms: at_ms, kind }).collect();
+        let caused_by = proposal.actor.as_ref().map(|actor| actor.sub.clone());
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .map(|kind| Event { revision, time_ms: at_ms, kind, caused_by: caused_by.clone() })
+            .collect();
         if let Some(key) = key {
             self.idempotency.record(key, &proposal.command, revision, at_ms, &outcome);
         }
@@ -141,6 +152,7 @@ impl KernelState {
             self.history.push(&events);
             self.history.retain(at_ms);
             self.idempotency.retain(at_ms);
+            self.trust.retain(at_ms);
         }
         Ok(Applied { outcome, events, replay_of: None })
     }
@@ -216,6 +228,11 @@ impl KernelState {
                     payload: payload.clone(),
                 };
                 (Outcome::EventPublished { revision }, vec![kind])
+            }
+            Command::RevokeToken { jti, exp_ms } => {
+                let created = self.trust.revoke_token(jti, *exp_ms, at_ms)?;
+                let kind = EventKind::TokenRevoked { jti: jti.clone() };
+                (Outcome::TokenRevoked { created }, if_created(created, kind))
             }
             Command::PutPolicy { name, source, expected_version } => {
                 let (policy, created) = self.policies.put(name, source, *expected_version, applying, budget)?;
@@ -302,6 +319,20 @@ impl KernelState {
     pub fn digest(&self) -> StateDigest {
         StateDigest(Sha256::digest(self.encode_snapshot()).into())
     }
+}
+
+/// Whether `actor` may still act (its token not revoked or expired at
+/// `at_ms`, its key still valid) and `command` is within its tenant scope: a
+/// tenant-scoped actor may change only its own tenant's things.
+fn authorize(actor: &Actor, command: &Command, trust: &TrustStore, at_ms: u64) -> Result<(), Rejection> {
+    crate::token::check_actor(actor, trust, at_ms).map_err(Rejection::Token)?;
+    if let Some(scope) = &actor.tenant
+        && command.tenant() != Some(scope)
+    {
+        let requested = command.tenant().map(|tenant| tenant.to_string()).unwrap_or_default();
+        return Err(Rejection::TenantOutOfScope { scope: scope.to_string(), requested });
+    }
+    Ok(())
 }
 
 /// A state digest; equal states have equal digests.

@@ -15,7 +15,7 @@
 
 use crate::ids::Name;
 use crate::limits::{TOKEN_BYTES_MAX, TOKEN_LIFETIME_MS_MAX, TOKEN_PERMISSIONS_MAX};
-use crate::trust_store::{KeyPurpose, TrustStore};
+use crate::trust_store::{KeyPurpose, TrustStore, TrustedKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -42,15 +42,15 @@ pub struct Claims {
     pub aud: String,
 }
 
-/// A verified caller.
+/// Who caused a change: the part of a verified token that travels in the
+/// proposal, so `apply` re-checks it at the entry's revision and time
+/// ([`check_actor`]) and every event records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Principal {
+pub struct Actor {
     /// Who.
     pub sub: String,
     /// Scoped to this tenant, if any.
     pub tenant: Option<Name>,
-    /// What it may do.
-    pub permissions: BTreeSet<String>,
     /// The token's id.
     pub jti: String,
     /// When the token expires, Unix ms.
@@ -59,8 +59,31 @@ pub struct Principal {
     pub key_id: String,
 }
 
-/// Why a token was refused; each has a stable reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A verified caller: who, and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Who, as proposals carry it.
+    pub actor: Actor,
+    /// What it may do.
+    pub permissions: BTreeSet<String>,
+}
+
+/// The permission that grants every other one, to cluster-wide tokens only.
+pub const WILDCARD_PERMISSION: &str = "*";
+
+impl Principal {
+    /// Whether the token grants `permission`. The wildcard counts only on a
+    /// token that is not scoped to a tenant (a cluster admin's).
+    pub fn may(&self, permission: &str) -> bool {
+        self.permissions.contains(permission)
+            || (self.actor.tenant.is_none() && self.permissions.contains(WILDCARD_PERMISSION))
+    }
+}
+
+/// Why a token was refused; each has a stable reason. Serialisable because
+/// `apply` refuses with it too (inside `Rejection::Token`); variants are only
+/// ever appended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum TokenError {
     /// Over `TOKEN_BYTES_MAX`.
     #[error("the token is {bytes} bytes, over TOKEN_BYTES_MAX")]
@@ -116,12 +139,19 @@ pub enum TokenError {
     /// `exp − iat` over `TOKEN_LIFETIME_MS_MAX`.
     #[error("the token lives longer than TOKEN_LIFETIME_MS_MAX")]
     TooLongLived,
+    /// Its id is on the replicated deny-list (`RevokeToken`).
+    #[error("token {jti:?} is revoked")]
+    Revoked {
+        /// The token's id.
+        jti: String,
+    },
 }
 
 impl TokenError {
     /// Every reason this type produces (names of `keel.v1.ErrorReason`).
     pub const REASONS: &'static [&'static str] = &[
         "TOKEN_TOO_LARGE",
+        "TOKEN_REVOKED",
         "TOKEN_MALFORMED",
         "TOKEN_KEY_UNKNOWN",
         "TOKEN_KEY_PURPOSE_MISMATCH",
@@ -148,6 +178,7 @@ impl TokenError {
             TokenError::WrongAudience { .. } => "TOKEN_AUDIENCE_MISMATCH",
             TokenError::TooManyPermissions { .. } => "TOKEN_TOO_MANY_PERMISSIONS",
             TokenError::TooLongLived => "TOKEN_LIFETIME_TOO_LONG",
+            TokenError::Revoked { .. } => "TOKEN_REVOKED",
         }
     }
 }
@@ -166,14 +197,7 @@ pub fn verify(token: &str, trust: &TrustStore, audience: &str, now_ms: u64) -> R
         return Err(malformed("the algorithm must be EdDSA"));
     }
     let key_id = header.kid.ok_or_else(|| malformed("the header names no key (kid)"))?;
-    let key = trust.get(&key_id).ok_or_else(|| TokenError::UnknownKey { key_id: key_id.clone() })?;
-    if !key.spec.purposes.contains(&KeyPurpose::ApiToken) {
-        return Err(TokenError::KeyNotForTokens { key_id });
-    }
-    let is_valid_now = now_ms >= key.spec.not_before_ms && key.spec.not_after_ms.is_none_or(|after| now_ms < after);
-    if key.revoked_at_revision.is_some() || !is_valid_now {
-        return Err(TokenError::KeyRevoked { key_id });
-    }
+    let key = signing_key(trust, &key_id, now_ms)?;
     // Signature and claim shape only: time and audience are checked below,
     // against the caller's time. jsonwebtoken reads the clock only when its
     // `exp`/`nbf` checks are on, and they are off.
@@ -205,16 +229,47 @@ pub fn verify(token: &str, trust: &TrustStore, audience: &str, now_ms: u64) -> R
     if claims.permissions.len() > TOKEN_PERMISSIONS_MAX {
         return Err(TokenError::TooManyPermissions { count: claims.permissions.len() });
     }
+    let claims_checked = [("sub", &claims.sub), ("jti", &claims.jti)]
+        .into_iter()
+        .chain(claims.permissions.iter().map(|permission| ("permissions", permission)))
+        .try_for_each(|(claim, value)| crate::ids::check_claim(claim, value));
+    claims_checked.map_err(|rejection| malformed(rejection.to_string()))?;
     let tenant = claims.tenant.as_deref().map(|tenant| Name::parse("tenant", tenant)).transpose();
     let tenant = tenant.map_err(|rejection| malformed(format!("tenant: {rejection}")))?;
+    if trust.is_token_revoked(&claims.jti) {
+        return Err(TokenError::Revoked { jti: claims.jti });
+    }
     Ok(Principal {
-        sub: claims.sub,
-        tenant,
+        actor: Actor { sub: claims.sub, tenant, jti: claims.jti, exp_ms: ms(claims.exp), key_id },
         permissions: claims.permissions.into_iter().collect(),
-        jti: claims.jti,
-        exp_ms: ms(claims.exp),
-        key_id,
     })
+}
+
+/// Whether a token verified earlier still holds at `now_ms` against `trust`
+/// (its key still valid and not revoked, its id not revoked, not expired):
+/// what `apply` checks of a proposal's actor, and the edge of a cached token.
+pub fn check_actor(actor: &Actor, trust: &TrustStore, now_ms: u64) -> Result<(), TokenError> {
+    signing_key(trust, &actor.key_id, now_ms)?;
+    if trust.is_token_revoked(&actor.jti) {
+        return Err(TokenError::Revoked { jti: actor.jti.clone() });
+    }
+    if now_ms >= actor.exp_ms {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
+/// The key `key_id`, if it may sign tokens at `now_ms`.
+fn signing_key<'t>(trust: &'t TrustStore, key_id: &str, now_ms: u64) -> Result<&'t TrustedKey, TokenError> {
+    let key = trust.get(key_id).ok_or_else(|| TokenError::UnknownKey { key_id: key_id.to_owned() })?;
+    if !key.spec.purposes.contains(&KeyPurpose::ApiToken) {
+        return Err(TokenError::KeyNotForTokens { key_id: key_id.to_owned() });
+    }
+    let is_valid_now = now_ms >= key.spec.not_before_ms && key.spec.not_after_ms.is_none_or(|after| now_ms < after);
+    if key.revoked_at_revision.is_some() || !is_valid_now {
+        return Err(TokenError::KeyRevoked { key_id: key_id.to_owned() });
+    }
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -235,6 +290,7 @@ mod tests {
             TokenError::WrongAudience { aud: String::new() },
             TokenError::TooManyPermissions { count: 1 },
             TokenError::TooLongLived,
+            TokenError::Revoked { jti: String::new() },
         ];
         let reasons: BTreeSet<&str> = all.iter().map(TokenError::reason).collect();
         assert_eq!(reasons.len(), all.len());

@@ -292,6 +292,8 @@ pub struct TrustStore {
     keys: crate::persistent::Map<String, TrustedKey>,
     is_bootstrapped: bool,
     root: RootMetadata,
+    /// Capability tokens revoked before their expiry.
+    revoked_tokens: crate::revoked_tokens::RevokedTokens,
 }
 
 /// The signatures an operation needs: at least `threshold` valid ones by keys with `purpose`.
@@ -312,6 +314,26 @@ impl TrustStore {
     /// The current root metadata.
     pub fn root(&self) -> &RootMetadata {
         &self.root
+    }
+
+    /// Whether the capability token `jti` is revoked.
+    pub fn is_token_revoked(&self, jti: &str) -> bool {
+        self.revoked_tokens.contains(jti)
+    }
+
+    /// The deny-list of revoked capability tokens.
+    pub fn revoked_tokens(&self) -> &crate::revoked_tokens::RevokedTokens {
+        &self.revoked_tokens
+    }
+
+    /// Revokes the capability token `jti` until `exp_ms` (see `revoked_tokens`).
+    pub(crate) fn revoke_token(&mut self, jti: &str, exp_ms: u64, at_ms: u64) -> Result<bool, Rejection> {
+        self.revoked_tokens.revoke(jti, exp_ms, at_ms)
+    }
+
+    /// Forgets revoked tokens that have expired by `at_ms`.
+    pub(crate) fn retain(&mut self, at_ms: u64) {
+        self.revoked_tokens.retain(at_ms);
     }
 
     /// What signing for `purpose` needs now: the threshold of its role.

@@ -90,7 +90,7 @@ proptest! {
             time_ms += if step.is_after_window { IDEMPOTENCY_WINDOW_MS } else { 10 };
             let command = command(&step.op, &tenants_created);
             let key = step.key.map(|key| KEYS[key]);
-            let proposal = Proposal { leader_time_ms: time_ms, semantics_version: keel_kernel::judge::SEMANTICS_VERSION, command: command.clone(), idempotency_key: key.map(str::to_owned) };
+            let proposal = Proposal { leader_time_ms: time_ms, semantics_version: keel_kernel::judge::SEMANTICS_VERSION, command: command.clone(), idempotency_key: key.map(str::to_owned), actor: None };
             log.push(proposal.clone());
             let digest_before = state.digest();
             let result = state.apply(revision, &proposal);
@@ -176,6 +176,7 @@ fn a_malformed_idempotency_key_is_refused_and_changes_nothing() {
         semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
         command: publish_event(Vec::new()),
         idempotency_key: Some("has space".to_owned()),
+        actor: None,
     };
     let refused = state.apply(1, &proposal).err().map(|rejection| label(&rejection));
     assert_eq!(refused.as_deref(), Some("FIELD_INVALID idempotency_key"));

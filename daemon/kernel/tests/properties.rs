@@ -476,7 +476,8 @@ impl Model {
             | Command::RotateRoot { .. }
             | Command::RevokeKey { .. }
             | Command::PublishEvent { .. }
-            | Command::PutPolicy { .. } => {
+            | Command::PutPolicy { .. }
+            | Command::RevokeToken { .. } => {
                 unreachable!("the model's logs never yank, rotate the root, revoke, publish events or put policies")
             }
         };

@@ -7,9 +7,9 @@ mod fixture;
 
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use fixture::*;
-use keel_kernel::KernelState;
 use keel_kernel::token::{Claims, TokenError, verify};
 use keel_kernel::trust_store::KeyPurpose;
+use keel_kernel::{Command, KernelState, Proposal, Rejection};
 
 const AUD: &str = "keel-test-cluster";
 const ROOT: u8 = 1;
@@ -56,11 +56,11 @@ fn a_token_signed_by_an_api_token_key_verifies_to_its_principal() {
     let state = state();
     let token = issue(API, &key_id(API), &claims());
     let principal = verify(&token, state.trust(), AUD, T0_MS + 1).expect("valid");
-    assert_eq!(principal.sub, "alice");
-    assert_eq!(principal.tenant.as_ref().map(|t| t.as_str()), Some("acme"));
+    assert_eq!(principal.actor.sub, "alice");
+    assert_eq!(principal.actor.tenant.as_ref().map(|t| t.as_str()), Some("acme"));
     assert!(principal.permissions.contains("tenant.write"));
-    assert_eq!(principal.exp_ms, (T0_S + 3600) * 1000);
-    assert_eq!(principal.key_id, key_id(API));
+    assert_eq!(principal.actor.exp_ms, (T0_S + 3600) * 1000);
+    assert_eq!(principal.actor.key_id, key_id(API));
 }
 
 #[test]
@@ -108,4 +108,85 @@ fn revoking_the_signing_key_voids_its_tokens() {
     assert!(verify(&token, state.trust(), AUD, T0_MS + 1).is_ok());
     state.apply(4, &now(revoke(API, &[ROOT]))).expect("revocation applies");
     assert!(matches!(verify(&token, state.trust(), AUD, T0_MS + 1), Err(TokenError::KeyRevoked { .. })));
+}
+
+fn actor_of(token: &str, state: &KernelState) -> keel_kernel::token::Actor {
+    verify(token, state.trust(), AUD, T0_MS + 1).expect("valid").actor
+}
+
+fn revoke_token(jti: &str, exp_ms: u64) -> Command {
+    Command::RevokeToken { jti: jti.to_owned(), exp_ms }
+}
+
+fn label_of(result: Result<keel_kernel::Applied, Rejection>) -> String {
+    result.err().map(|rejection| rejection.reason().to_owned()).unwrap_or_else(|| "applied".to_owned())
+}
+
+#[test]
+fn a_revoked_jti_is_refused_by_verify_and_by_apply_until_its_expiry() {
+    let mut state = state();
+    let token = issue(API, &key_id(API), &claims());
+    let actor = actor_of(&token, &state);
+    let exp_ms = actor.exp_ms;
+    let applied = state.apply(4, &at(T0_MS + 10, revoke_token("t-1", exp_ms))).expect("revocation applies");
+    assert_eq!(applied.events.len(), 1);
+    assert!(matches!(verify(&token, state.trust(), AUD, T0_MS + 20), Err(TokenError::Revoked { .. })));
+    // A write proposed with the token before the revocation applied is refused when it applies.
+    let before = state.digest();
+    let write = Proposal { actor: Some(actor), ..at(T0_MS + 20, create_tenant("acme", "Acme")) };
+    assert_eq!(label_of(state.apply(5, &write)), "TOKEN_REVOKED");
+    assert_eq!(state.digest(), before, "a refused entry changes nothing");
+    // The list forgets the id once the token has expired anyway.
+    state.apply(6, &at(exp_ms, create_tenant("later", "Later"))).expect("applies");
+    assert!(state.trust().revoked_tokens().is_empty());
+}
+
+#[test]
+fn apply_rechecks_the_actor_key_expiry_and_tenant_scope() {
+    let mut state = state();
+    let actor = actor_of(&issue(API, &key_id(API), &claims()), &state);
+    let with = |time_ms: u64, command: Command| Proposal { actor: Some(actor.clone()), ..at(time_ms, command) };
+    // Scoped to acme: its own tenant only, and nothing cluster-wide.
+    assert_eq!(label_of(state.apply(4, &with(T0_MS + 10, create_tenant("beta", "Beta")))), "TENANT_OUT_OF_SCOPE");
+    let policy = Command::PutPolicy { name: name("main"), source: String::new(), expected_version: None };
+    assert_eq!(label_of(state.apply(4, &with(T0_MS + 10, policy))), "TENANT_OUT_OF_SCOPE");
+    assert_eq!(label_of(state.apply(4, &with(T0_MS + 10, revoke_token("x", T0_MS + 99)))), "TENANT_OUT_OF_SCOPE");
+    // Its own tenant: applied, and the event says who caused it.
+    let applied = state.apply(4, &with(T0_MS + 10, create_tenant("acme", "Acme"))).expect("in scope");
+    assert_eq!(applied.events[0].caused_by.as_deref(), Some("alice"));
+    let event = Command::PublishEvent { topic: name("deploys"), tenant: None, engine: None, payload: vec![] };
+    assert_eq!(label_of(state.apply(5, &with(T0_MS + 11, event))), "TENANT_OUT_OF_SCOPE");
+    // Expired by the entry's time.
+    assert_eq!(label_of(state.apply(5, &with(actor.exp_ms, create_tenant("acme", "X")))), "TOKEN_EXPIRED");
+    // Its key revoked in between.
+    state.apply(5, &at(T0_MS + 12, revoke(API, &[ROOT]))).expect("key revocation applies");
+    assert_eq!(label_of(state.apply(6, &with(T0_MS + 13, update_tenant("acme", "Y", None)))), "TOKEN_KEY_REVOKED");
+}
+
+#[test]
+fn revocations_are_bounded_and_checked() {
+    let mut state = state();
+    let far = T0_MS + 3 * keel_kernel::limits::TOKEN_LIFETIME_MS_MAX;
+    assert_eq!(label_of(state.apply(4, &at(T0_MS, revoke_token("t", far)))), "FIELD_INVALID");
+    assert_eq!(label_of(state.apply(4, &at(T0_MS, revoke_token("", T0_MS + 1)))), "FIELD_REQUIRED");
+    let long = "j".repeat(keel_kernel::limits::TOKEN_CLAIM_BYTES_MAX + 1);
+    assert_eq!(label_of(state.apply(4, &at(T0_MS, revoke_token(&long, T0_MS + 1)))), "LIMIT_EXCEEDED");
+    // Revoking twice changes nothing the second time.
+    let first = state.apply(4, &at(T0_MS, revoke_token("t", T0_MS + 1_000))).expect("applies");
+    let again = state.apply(5, &at(T0_MS, revoke_token("t", T0_MS + 1_000))).expect("applies");
+    assert_eq!((first.events.len(), again.events.len()), (1, 0));
+}
+
+#[test]
+fn a_wildcard_grants_everything_to_cluster_tokens_only() {
+    let state = state();
+    let mut admin = claims();
+    admin.tenant = None;
+    admin.permissions = vec!["*".into()];
+    let principal = verify(&issue(API, &key_id(API), &admin), state.trust(), AUD, T0_MS + 1).expect("valid");
+    assert!(principal.may("cluster.admin"));
+    let mut scoped = admin.clone();
+    scoped.tenant = Some("acme".into());
+    let principal = verify(&issue(API, &key_id(API), &scoped), state.trust(), AUD, T0_MS + 1).expect("valid");
+    assert!(!principal.may("tenant.read"));
 }

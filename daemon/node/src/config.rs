@@ -72,11 +72,18 @@ pub struct ApiConfig {
     /// with `RESOURCE_EXHAUSTED` and `RetryInfo`.
     /// 1..=`IN_FLIGHT_REQUESTS_MAX` (the default).
     pub in_flight_requests_max: usize,
+    /// `required` (the default): every client RPC needs a valid capability
+    /// token. `off`: nobody is checked — for measuring what authentication
+    /// costs; accepted only when every listener is on loopback.
+    pub authentication: crate::edge::authn::AuthMode,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { in_flight_requests_max: crate::limits::IN_FLIGHT_REQUESTS_MAX }
+        ApiConfig {
+            in_flight_requests_max: crate::limits::IN_FLIGHT_REQUESTS_MAX,
+            authentication: crate::edge::authn::AuthMode::Required,
+        }
     }
 }
 
@@ -168,10 +175,17 @@ pub const CLOCK_SKEW_MAX_MS_DEFAULT: u64 = 5_000;
 /// Bounds of `raft.clock_skew_max_ms`.
 pub const CLOCK_SKEW_MAX_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
 
-/// Cluster membership at bootstrap.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Default of `cluster.id`.
+pub const CLUSTER_ID_DEFAULT: &str = "keel";
+
+/// The cluster's name and membership at bootstrap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The cluster's id: the audience (`aud`) every capability token must
+    /// name. Every member lists the same. A name (lowercase letters,
+    /// digits, `-`, `_`, `.`).
+    pub id: String,
     /// The voters that form the cluster on its first start; every member lists
     /// the same set. Empty: this node alone. The member with the lowest id
     /// initialises the cluster; the others wait to be contacted. After the
@@ -182,6 +196,16 @@ pub struct ClusterConfig {
     /// of `initial_members`). `existing`: it joins a running cluster, never
     /// initialises, and waits to be added with `keelctl cluster join`.
     pub initial_state: InitialState,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            id: CLUSTER_ID_DEFAULT.to_owned(),
+            initial_members: Vec::new(),
+            initial_state: InitialState::default(),
+        }
+    }
 }
 
 /// Whether a node starts a new cluster or joins an existing one.
@@ -397,6 +421,15 @@ impl Config {
         let watchers_max = keel_kernel::limits::WATCHERS_PER_NODE_MAX;
         if !(1..=watchers_max).contains(&self.watch.watchers_max) {
             return Err(invalid("watch.watchers_max", format!("must be between 1 and {watchers_max}")));
+        }
+        keel_kernel::Name::parse("name", &self.cluster.id)
+            .map_err(|rejection| invalid("cluster.id", rejection.to_string()))?;
+        let is_all_loopback = listens.iter().all(|(_, addr)| addr.ip().is_loopback());
+        if self.api.authentication == crate::edge::authn::AuthMode::Off && !is_all_loopback {
+            return Err(invalid(
+                "api.authentication",
+                "off is accepted only when every listener is on loopback: anyone who reaches the port could do anything",
+            ));
         }
         self.slo.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.telemetry.validate().map_err(|error| ConfigError::Invalid { key: error.key, problem: error.problem })?;

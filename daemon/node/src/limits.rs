@@ -18,6 +18,17 @@ pub const IN_FLIGHT_REQUESTS_MAX: usize = 1024;
 /// Concurrent HTTP/2 streams one client connection may open.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
+// Client port: authentication (used in `edge/authn.rs`).
+
+/// Verified tokens the edge remembers (by SHA-256, until their expiry).
+pub const AUTH_CACHE_ENTRIES_MAX: usize = 10_000;
+/// Authentication failures one source address may cause per second, sustained.
+pub const AUTH_FAILURES_PER_SOURCE_PER_S: u32 = 5;
+/// Authentication failures one source address may cause in a burst.
+pub const AUTH_FAILURE_BURST: u32 = 20;
+/// Source addresses whose failures are tracked apart; beyond, they share one budget.
+pub const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
+
 // Client port: request ids (used in `edge/observe.rs`).
 
 /// Longest request id taken from a caller; longer ones are replaced.
@@ -192,6 +203,10 @@ pub const MEM_ACCEPT_QUEUE_MAX: usize = 64;
 pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     IN_FLIGHT_REQUESTS_MAX,
     STREAMS_PER_CONNECTION_MAX,
+    AUTH_CACHE_ENTRIES_MAX,
+    AUTH_FAILURES_PER_SOURCE_PER_S,
+    AUTH_FAILURE_BURST,
+    AUTH_FAILURE_SOURCES_MAX,
     REQUEST_ID_BYTES_MAX,
     WATCH_WATCHER_BUFFER_BYTES_MAX,
     WATCH_NODE_BUFFER_BYTES_MAX,

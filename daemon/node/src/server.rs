@@ -221,7 +221,20 @@ impl NodeBuilder {
         let peers = serve_peers(listeners.peer, replica.clone(), tls.clone(), config.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(peers));
         let in_flight_requests_max = config.api.in_flight_requests_max;
-        let grpc = serve_grpc(listeners.client, ctx.clone(), in_flight_requests_max, tls, boot_time_ms, stop_rx);
+        let authenticator = Arc::new(crate::edge::authn::Authenticator::new(
+            config.api.authentication,
+            Arc::clone(&replica.shared),
+            Arc::clone(&replica.clock),
+            &config.cluster.id,
+            tls.as_ref().is_some_and(TlsMaterial::require_client_certs),
+            ctx.rpc_metrics.clone(),
+        ));
+        let grpc = serve_grpc(
+            listeners.client,
+            ctx.clone(),
+            GrpcSetup { in_flight_requests_max, authenticator, tls, boot_time_ms },
+            stop_rx,
+        );
         tasks.push(tokio::spawn(grpc));
         Ok(Node { replica, ctx, stop, tasks })
     }
@@ -388,7 +401,8 @@ async fn bootstrap_trust(replica: Replica, roots: Vec<KeySpec>) {
         if replica.shared.read().kernel.trust().is_bootstrapped() {
             return;
         }
-        let write = Write { command: Command::BootstrapTrust { root_keys: roots.clone() }, idempotency_key: None };
+        let write =
+            Write { command: Command::BootstrapTrust { root_keys: roots.clone() }, idempotency_key: None, actor: None };
         match replica.propose(write, Duration::from_millis(BOOTSTRAP_WRITE_DEADLINE_MS)).await {
             Ok(_) => {
                 tracing::info!(n_root_keys = roots.len(), "trust store bootstrapped");
@@ -400,14 +414,21 @@ async fn bootstrap_trust(replica: Replica, roots: Vec<KeySpec>) {
     tracing::error!("could not bootstrap the trust store; the node stays not ready");
 }
 
+/// What the client port is served with, besides the services' context.
+struct GrpcSetup {
+    in_flight_requests_max: usize,
+    authenticator: Arc<crate::edge::authn::Authenticator>,
+    tls: Option<TlsMaterial>,
+    boot_time_ms: u64,
+}
+
 async fn serve_grpc(
     incoming: Incoming,
     ctx: ApiContext,
-    in_flight_requests_max: usize,
-    tls: Option<TlsMaterial>,
-    boot_time_ms: u64,
+    setup: GrpcSetup,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let GrpcSetup { in_flight_requests_max, authenticator, tls, boot_time_ms } = setup;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<pb::registry_service_server::RegistryServiceServer<RegistryApi>>().await;
     health_reporter.set_serving::<pb::trust_service_server::TrustServiceServer<TrustApi>>().await;
@@ -432,6 +453,7 @@ async fn serve_grpc(
         &identity.region,
         in_flight_requests_max,
         Arc::clone(&ctx.shed_stats),
+        authenticator,
     );
     let mut server =
         tonic::transport::Server::builder().max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX)).layer(edge);

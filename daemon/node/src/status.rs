@@ -117,11 +117,15 @@ impl Fault for Rejection {
             RejectionClass::AlreadyExists => Code::AlreadyExists,
             RejectionClass::NotFound => Code::NotFound,
             RejectionClass::FailedPrecondition => Code::FailedPrecondition,
+            RejectionClass::Unauthenticated => Code::Unauthenticated,
         }
     }
 
     fn metadata(&self) -> Metadata {
-        rejection_metadata(self)
+        match self {
+            Rejection::Token(error) => error.metadata(),
+            _ => rejection_metadata(self),
+        }
     }
 
     fn details(&self, details: &mut ErrorDetails) {
@@ -180,6 +184,7 @@ impl Fault for keel_kernel::token::TokenError {
             TokenError::TooLongLived => {
                 vec![("limit", "TOKEN_LIFETIME_MS_MAX".to_owned()), ("limit_value", TOKEN_LIFETIME_MS_MAX.to_string())]
             }
+            TokenError::Revoked { jti } => vec![("jti", jti.clone())],
             TokenError::BadSignature | TokenError::Expired | TokenError::NotYetValid => vec![],
         };
         pairs.into_iter().map(|(key, value)| (key.to_owned(), value)).collect()
@@ -268,6 +273,12 @@ fn rejection_metadata(rejection: &Rejection) -> Metadata {
             put("schema", schema.to_string());
         }
         Rejection::PolicyCompileFailed { detail } => put("detail", detail.clone()),
+        Rejection::TenantOutOfScope { scope, requested } => {
+            put("scope", scope.clone());
+            put("requested", requested.clone());
+        }
+        // Its metadata is the token error's (see `Fault::metadata`).
+        Rejection::Token(_) => {}
         Rejection::PolicyBuiltinForbidden { builtin } => put("builtin", builtin.clone()),
         Rejection::PolicyDecisionMalformed { probe, detail } | Rejection::PolicyEvaluationFailed { probe, detail } => {
             put("probe", probe.clone());

@@ -128,6 +128,7 @@ fn apply_refuses_each_poison_put_and_changes_nothing() {
         semantics_version: SEMANTICS_VERSION,
         command,
         idempotency_key: None,
+        actor: None,
     };
     let name = Name::parse("name", "main").expect("name");
     let mut poisons: Vec<String> = memory_poisons().into_iter().map(|(_, source)| source).collect();

@@ -59,7 +59,8 @@ fn check(setup: &[Proposal], proposal: Proposal, expect: Expect) -> Checked {
     match (&expect, &result) {
         (Expect::Events(kinds), Ok(applied)) => {
             let time_ms = before.clock_ms().max(proposal.leader_time_ms);
-            let expected: Vec<Event> = kinds.iter().cloned().map(|kind| Event { revision, time_ms, kind }).collect();
+            let expected: Vec<Event> =
+                kinds.iter().cloned().map(|kind| Event { revision, time_ms, kind, caused_by: None }).collect();
             assert_eq!(applied.events, expected, "events of {proposal}");
             assert_ne!(created(&applied.outcome), Some(false), "a change reports created: {:?}", applied.outcome);
             assert_ne!(state.digest(), digest_before, "a change must move the digest");
@@ -99,7 +100,8 @@ fn created(outcome: &Outcome) -> Option<bool> {
         | Outcome::EngineVersionPublished { created, .. }
         | Outcome::EngineVersionYanked { created, .. }
         | Outcome::KeyRevoked { created, .. }
-        | Outcome::PolicyPut { created, .. } => Some(*created),
+        | Outcome::PolicyPut { created, .. }
+        | Outcome::TokenRevoked { created } => Some(*created),
         Outcome::TenantWritten { .. } | Outcome::RootRotated { .. } | Outcome::EventPublished { .. } => None,
     }
 }

@@ -13,12 +13,14 @@
 
 use super::error::ApiError;
 use super::watch_queue::WatchBudget;
+use crate::edge::authn::Authenticated;
 use crate::judge::NodeJudge;
 use crate::raft::shared_state::AppliedState;
 use crate::replica::{Consistency, Replica, Write};
 use base64::Engine as _;
 use keel_kernel::limits::{LIST_PAGE_BYTES_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
-use keel_kernel::{Judgement, Outcome, Verdict};
+use keel_kernel::token::Principal;
+use keel_kernel::{Judgement, Name, Outcome, Rejection, Verdict};
 use keel_proto::v1 as pb;
 use std::future::Future;
 use std::sync::Arc;
@@ -151,11 +153,13 @@ impl ApiContext {
         F: FnOnce(B, Call<'s>) -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
+        let principal = request.extensions().get::<Authenticated>().and_then(|authenticated| authenticated.0.clone());
         let call = Call {
             ctx: self,
             deadline: deadline(&request, default_deadline_ms),
             revision: Arc::default(),
             is_replay: AtomicBool::new(false),
+            principal,
         };
         let revision = Arc::clone(&call.revision);
         match handler(request.into_inner(), call).await {
@@ -195,15 +199,40 @@ impl ApiContext {
     }
 }
 
-/// One RPC in progress: its deadline, and the revision its answer is at.
+/// One RPC in progress: its deadline, its caller, and the revision its
+/// answer is at.
 pub struct Call<'s> {
     ctx: &'s ApiContext,
     deadline: Duration,
     revision: Arc<AtomicU64>,
     is_replay: AtomicBool,
+    principal: Option<Arc<Principal>>,
 }
 
 impl Call<'_> {
+    /// The caller the edge authenticated (`None`: a root-signed request
+    /// without a token, or authentication off).
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_deref()
+    }
+
+    /// The one tenant a tenant-scoped caller may see and affect.
+    pub fn tenant_scope(&self) -> Option<&Name> {
+        self.principal.as_ref().and_then(|principal| principal.actor.tenant.as_ref())
+    }
+
+    /// Refuses (PERMISSION_DENIED / TENANT_OUT_OF_SCOPE) unless the caller
+    /// may see or affect `tenant`; the same answer whether or not it exists.
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        match self.tenant_scope() {
+            Some(scope) if scope.as_str() != tenant => Err(ApiError::Rejected(Rejection::TenantOutOfScope {
+                scope: scope.to_string(),
+                requested: tenant.to_owned(),
+            })),
+            _ => Ok(()),
+        }
+    }
+
     /// The request's deadline.
     pub fn deadline(&self) -> Duration {
         self.deadline
@@ -254,11 +283,40 @@ impl Call<'_> {
         if let Some(key) = &idempotency_key {
             keel_kernel::idempotency::validate_key(key)?;
         }
-        let (applied, revision) = self.ctx.replica.propose(Write { command, idempotency_key }, self.deadline).await?;
+        let actor = self.principal.as_ref().map(|principal| principal.actor.clone());
+        let is_root_signed = matches!(
+            command,
+            keel_kernel::Command::AddKey { .. }
+                | keel_kernel::Command::RotateRoot { .. }
+                | keel_kernel::Command::RevokeKey { .. }
+        );
+        if actor.is_none() && is_root_signed {
+            self.preflight(&command, idempotency_key.as_ref())?;
+        }
+        let write = Write { command, idempotency_key, actor };
+        let (applied, revision) = self.ctx.replica.propose(write, self.deadline).await?;
         self.revision.store(revision, Ordering::Release);
         self.is_replay.store(applied.replay_of.is_some(), Ordering::Release);
         typed(&applied.outcome)
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a write was answered with {:?}", applied.outcome)))
+    }
+
+    /// A root-signed write without a token is applied to a
+    /// copy of the published state first (O(1): the state is persistent),
+    /// and refused here if it would be refused: an unauthenticated caller
+    /// can put nothing in the log that `apply` would not accept.
+    fn preflight(&self, command: &keel_kernel::Command, idempotency_key: Option<&String>) -> Result<(), ApiError> {
+        let state = self.ctx.replica.shared.read();
+        let mut kernel = state.kernel.clone();
+        let proposal = keel_kernel::Proposal {
+            leader_time_ms: self.ctx.replica.clock.wall_now_ms(),
+            semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
+            command: command.clone(),
+            idempotency_key: idempotency_key.cloned(),
+            actor: None,
+        };
+        kernel.apply(state.revision().saturating_add(1), &proposal)?;
+        Ok(())
     }
 
     /// Whether the write answered a replayed idempotency key.

@@ -375,6 +375,9 @@ pub fn event_to_pb(event: &keel_kernel::Event) -> pb::Event {
             attributes.insert("topic".to_owned(), topic.to_string());
             payload = bytes.clone();
         }
+        EventKind::TokenRevoked { jti } => {
+            attributes.insert("jti".to_owned(), jti.clone());
+        }
     }
     pb::Event {
         revision: event.revision,
@@ -384,6 +387,7 @@ pub fn event_to_pb(event: &keel_kernel::Event) -> pb::Event {
         engine: event.kind.engine().map(Name::to_string).unwrap_or_default(),
         attributes,
         payload,
+        caused_by: event.caused_by.clone().unwrap_or_default(),
     }
 }
 

@@ -30,7 +30,7 @@ use crate::limits::{
 use crate::raft::SharedState;
 use crate::replica::ReplicaError;
 use futures::Stream;
-use keel_kernel::{Event, Name, Outcome};
+use keel_kernel::{Command, Event, Name, Outcome};
 use keel_proto::v1 as pb;
 use std::collections::BTreeSet;
 use std::pin::Pin;
@@ -105,8 +105,13 @@ impl pb::event_service_server::EventService for EventApi {
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         self.ctx
             .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
-                let permit = call.ctx().watch_stats.admit()?;
                 let (from, filter) = convert::watch_filter(&body)?;
+                // A tenant-scoped caller watches its own tenant's events, and
+                // must say so: an unfiltered watch would be everyone's.
+                if call.tenant_scope().is_some() {
+                    call.check_tenant(filter.tenant.as_ref().map(Name::as_str).unwrap_or_default())?;
+                }
+                let permit = call.ctx().watch_stats.admit()?;
                 let start = Self::start_revision(&call, from).await?;
                 let progress_interval = progress_interval(body.progress_interval_ms);
                 Ok(start_pump(call.ctx().clone(), permit, start, filter, progress_interval))
@@ -120,7 +125,15 @@ impl pb::event_service_server::EventService for EventApi {
     ) -> Result<Response<pb::PublishEventResponse>, Status> {
         self.ctx
             .serve(request, WRITE_DEADLINE_DEFAULT_MS, |body, call| async move {
-                let (command, idempotency_key) = convert::publish_event(body)?;
+                let (mut command, idempotency_key) = convert::publish_event(body)?;
+                // A tenant-scoped caller's events are its tenant's: stamped
+                // when it names none, refused when it names another.
+                if let (Some(scope), Command::PublishEvent { tenant, .. }) = (call.tenant_scope(), &mut command) {
+                    match tenant {
+                        Some(named) => call.check_tenant(named.as_str())?,
+                        None => *tenant = Some(scope.clone()),
+                    }
+                }
                 call.write(command, idempotency_key, |outcome| match outcome {
                     Outcome::EventPublished { revision } => {
                         Some(pb::PublishEventResponse { revision: *revision, is_replay: call.is_replay() })
@@ -325,11 +338,17 @@ mod tests {
 
     #[test]
     fn filters_combine_kind_tenant_and_engine() {
-        let created = Event { revision: 1, time_ms: 0, kind: EventKind::TenantCreated { tenant_id: name("acme") } };
+        let created = Event {
+            revision: 1,
+            time_ms: 0,
+            kind: EventKind::TenantCreated { tenant_id: name("acme") },
+            caused_by: None,
+        };
         let published = Event {
             revision: 2,
             time_ms: 0,
             kind: EventKind::EngineVersionPublished { engine: name("billing"), version: "1.0.0".into() },
+            caused_by: None,
         };
         assert!(WatchFilter::default().matches(&created));
         let tenant = WatchFilter { tenant: Some(name("acme")), ..WatchFilter::default() };

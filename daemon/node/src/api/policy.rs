@@ -123,6 +123,7 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
                     convert::policy_name("policy", &body.policy)?
                 };
                 let context = convert::evaluation_context(body.context)?;
+                call.check_tenant(context.tenant.as_str())?;
                 let state = call.read(body.consistency).await?;
                 let kernel = &state.kernel;
                 let stored = kernel.policies().latest(&name).cloned();

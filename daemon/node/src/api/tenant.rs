@@ -27,6 +27,7 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         self.ctx
             .serve(request, WRITE_DEADLINE_DEFAULT_MS, |body, call| async move {
                 let spec = convert::tenant_spec(body.tenant)?;
+                call.check_tenant(spec.tenant_id.as_str())?;
                 call.write(Command::CreateTenant { spec }, body.idempotency_key, written).await
             })
             .await
@@ -36,6 +37,7 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         self.ctx
             .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
                 let tenant_id = convert::tenant_name(&body.name)?;
+                call.check_tenant(tenant_id.as_str())?;
                 let state = call.read(body.consistency).await?;
                 state.kernel.tenants().get(&tenant_id).map(convert::tenant_to_pb).ok_or_else(|| ApiError::NotFound {
                     reason: "TENANT_NOT_FOUND",
@@ -49,6 +51,7 @@ impl pb::tenant_service_server::TenantService for TenantApi {
         self.ctx
             .serve(request, WRITE_DEADLINE_DEFAULT_MS, |body, call| async move {
                 let spec = convert::tenant_spec(body.tenant)?;
+                call.check_tenant(spec.tenant_id.as_str())?;
                 let expected_etag = (!body.etag.is_empty()).then_some(body.etag);
                 call.write(Command::UpdateTenant { spec, expected_etag }, body.idempotency_key, written).await
             })
@@ -70,10 +73,13 @@ impl pb::tenant_service_server::TenantService for TenantApi {
                     .transpose()
                     .map_err(|_| ApiError::PageTokenInvalid)?;
                 let state = call.read(body.consistency).await?;
+                // A tenant-scoped caller's list holds its own tenant only.
+                let scope = call.tenant_scope();
                 let tenants: Vec<pb::Tenant> = state
                     .kernel
                     .tenants()
                     .iter_from(after.as_ref())
+                    .filter(|tenant| scope.is_none_or(|scope| *scope == tenant.spec.tenant_id))
                     .take(page.size + 1)
                     .map(convert::tenant_to_pb)
                     .collect();

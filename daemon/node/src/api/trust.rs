@@ -5,6 +5,7 @@ use super::context::{self, ApiContext};
 use super::convert;
 use super::error::ApiError;
 use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use keel_kernel::limits::TOKEN_LIFETIME_MS_MAX;
 use keel_kernel::{Command, Outcome};
 use keel_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -105,6 +106,31 @@ impl pb::trust_service_server::TrustService for TrustApi {
                     _ => None,
                 })
                 .await
+            })
+            .await
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        self.ctx
+            .serve(request, WRITE_DEADLINE_DEFAULT_MS, |body, call| async move {
+                keel_kernel::ids::check_claim("jti", &body.jti)?;
+                let exp_ms = match body.exp_ms {
+                    0 => call.ctx().replica.clock.wall_now_ms().saturating_add(TOKEN_LIFETIME_MS_MAX),
+                    exp_ms => exp_ms,
+                };
+                let command = Command::RevokeToken { jti: body.jti, exp_ms };
+                let created = call
+                    .write(command, body.idempotency_key, |outcome| match outcome {
+                        Outcome::TokenRevoked { created } => Some(*created),
+                        _ => None,
+                    })
+                    .await?;
+                let state = call.ctx().replica.shared.read();
+                let revoked_tokens = u64::try_from(state.kernel.trust().revoked_tokens().len()).unwrap_or(u64::MAX);
+                Ok(pb::RevokeTokenResponse { created, revoked_tokens })
             })
             .await
     }

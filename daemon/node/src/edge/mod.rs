@@ -5,18 +5,23 @@
 //!  HTTP/2 request
 //!   ─► observe::EdgeLayer   request id, span rpc{..} (continuing a caller's traceparent),
 //!                           RPC metrics + SLO accounting when the response starts
-//!   ─► [authentication]     the slot where caller identity is established (issue: identity)
 //!   ─► load_shed::InFlightLayer   in-flight bound: over it RESOURCE_EXHAUSTED at once
+//!   ─► authn::AuthnLayer    the caller's token (cached verification), the RPC's permission
+//!                           (permissions::RPCS) and cluster-wide scope; failures counted and
+//!                           throttled per source; the principal as a request extension
 //!   ─► tonic router (message size limits per service) ─► api/* handler
 //!        (ApiContext::serve: the deadline from grpc-timeout, the read or the write, the status)
 //! ```
 
+pub mod authn;
 pub mod load_shed;
 pub mod observe;
+pub mod permissions;
 pub mod slo;
 
 pub use observe::{EdgeLayer, RpcMetrics};
 
+use authn::{Authenticator, AuthnLayer};
 use load_shed::{InFlightLayer, ShedStats};
 use std::sync::Arc;
 use tower::layer::util::{Identity, Stack};
@@ -28,8 +33,10 @@ pub fn stack(
     region: &str,
     in_flight_requests_max: usize,
     shed: Arc<ShedStats>,
-) -> tower::ServiceBuilder<Stack<InFlightLayer, Stack<EdgeLayer, Identity>>> {
+    authenticator: Arc<Authenticator>,
+) -> tower::ServiceBuilder<Stack<AuthnLayer, Stack<InFlightLayer, Stack<EdgeLayer, Identity>>>> {
     tower::ServiceBuilder::new()
         .layer(EdgeLayer::new(metrics, node_id, region))
         .layer(InFlightLayer::new(in_flight_requests_max, shed))
+        .layer(AuthnLayer::new(authenticator))
 }

@@ -30,9 +30,11 @@ use std::sync::Arc;
 
 /// Format version of log entry records (`[version] + bincode(Entry)`).
 /// Version 2: `Proposal` carries an idempotency key. Version 3: `Proposal`
-/// carries the evaluation semantics it was proposed under. Older records are
-/// refused (a data dir from before must be recreated), as older snapshots are.
-pub const LOG_ENTRY_FORMAT_VERSION: u8 = 3;
+/// carries the evaluation semantics it was proposed under. Version 4:
+/// `Proposal` carries its actor (who asked), commands and events gained
+/// token revocation. Older records are refused (a data dir from before must
+/// be recreated), as older snapshots are.
+pub const LOG_ENTRY_FORMAT_VERSION: u8 = 4;
 /// Format version of the vote and log-pointer records in `store_meta`.
 pub const STORE_META_FORMAT_VERSION: u8 = 1;
 // A proposal that fits a gRPC message must always decode from the log.

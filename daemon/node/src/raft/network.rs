@@ -355,6 +355,7 @@ mod tests {
             semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command: Command::PublishEngineVersion { manifest: vec![b'x'; payload_bytes], signatures: Vec::new() },
             idempotency_key: None,
+            actor: None,
         };
         Entry { log_id: log_id(1, 1, index), payload: EntryPayload::Normal(proposal) }
     }
@@ -397,6 +398,7 @@ mod tests {
             semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command: Command::CreateTenant { spec },
             idempotency_key: Some("retry-1".to_owned()),
+            actor: None,
         };
         let entry: Entry<TypeConfig> =
             Entry { log_id: log_id(3, 2, 9), payload: EntryPayload::Normal(proposal.clone()) };

@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 /// Enum variants are only appended, so an older build still reads the
 /// variants it knew.
 /// Version 3: `Proposal` carries its evaluation semantics version.
-pub const PEER_FORMAT_VERSION: u32 = 3;
+/// Version 4: `Proposal` and a forwarded `Write` carry the actor.
+pub const PEER_FORMAT_VERSION: u32 = 4;
 
 /// Room in every peer message for the protobuf envelope around the body (and
 /// a snapshot chunk's data): three field tags, the version varint and two

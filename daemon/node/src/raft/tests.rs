@@ -84,6 +84,7 @@ fn create_tenant(tenant_id: &str, leader_time_ms: u64) -> Proposal {
             },
         },
         idempotency_key: None,
+        actor: None,
     }
 }
 
@@ -183,6 +184,7 @@ async fn an_entry_judged_under_other_semantics_stops_the_state_machine_and_chang
         semantics_version: keel_kernel::judge::SEMANTICS_VERSION + 1,
         command: put,
         idempotency_key: None,
+        actor: None,
     };
     let result = state_machine.apply(vec![normal(2, proposal.clone())]).await;
     assert!(result.is_err(), "a member never judges an entry under other semantics");
@@ -301,17 +303,17 @@ async fn start_raft(
 }
 
 // Golden bytes: the persisted log format. If one of these changes, the on-disk
-// format changed: bump LOG_ENTRY_FORMAT_VERSION and keep reading the old one.
+// format changed: bump LOG_ENTRY_FORMAT_VERSION (its docs say what older data does).
 // Layout: format version, then bincode (fixint, LE) of Entry { log_id: { term, node_id, index }, payload }.
 #[rustfmt::skip]
 const GOLDEN_BLANK: &str = concat!(
-    "03",                                                       // LOG_ENTRY_FORMAT_VERSION
+    "04",                                                       // LOG_ENTRY_FORMAT_VERSION
     "0100000000000000", "0100000000000000", "0700000000000000", // term 1, node 1, index 7
     "00000000",                                                 // EntryPayload::Blank
 );
 #[rustfmt::skip]
 const GOLDEN_MEMBERSHIP: &str = concat!(
-    "03",
+    "04",
     "0100000000000000", "0100000000000000", "0800000000000000",
     "02000000",                                                 // EntryPayload::Membership
     "0100000000000000", "0100000000000000", "0100000000000000", // configs: [{1}]
@@ -323,7 +325,7 @@ const GOLDEN_MEMBERSHIP: &str = concat!(
 );
 #[rustfmt::skip]
 const GOLDEN_NORMAL: &str = concat!(
-    "03",
+    "04",
     "0100000000000000", "0100000000000000", "0900000000000000",
     "01000000",                                                 // EntryPayload::Normal
     "0068e5cf8b010000",                                         // leader_time_ms 1_700_000_000_000
@@ -336,6 +338,7 @@ const GOLDEN_NORMAL: &str = concat!(
     "00000000",                                                 // TenantStatus::Active
     "0000000000000000",                                         // enabled_engines: {}
     "00",                                                       // idempotency_key: None
+    "00",                                                       // actor: None
 );
 
 #[test]

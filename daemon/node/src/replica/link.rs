@@ -17,6 +17,8 @@ pub struct Write {
     pub command: Command,
     /// The client's idempotency key, if any (validated).
     pub idempotency_key: Option<String>,
+    /// Who asks (from the token the edge verified), for `apply` to re-check.
+    pub actor: Option<keel_kernel::token::Actor>,
 }
 
 /// A write applied by the leader: what `apply` answered, and the revision

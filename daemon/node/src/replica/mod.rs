@@ -71,7 +71,7 @@ pub enum Consistency {
 /// writes a struct as the tuple of its fields, and the stamp fields have a
 /// fixed size, so this tuple measures exactly what the `Proposal` will.
 pub fn check_proposal_bytes(write: &Write) -> Result<(), ReplicaError> {
-    let fields = (0u64, 0u32, &write.command, &write.idempotency_key);
+    let fields = (0u64, 0u32, &write.command, &write.idempotency_key, &write.actor);
     let bytes = bincode::serialized_size(&fields).map_err(ReplicaError::internal)?;
     Limit::ProposalBytes.check(usize::try_from(bytes).unwrap_or(usize::MAX))?;
     Ok(())
@@ -197,6 +197,7 @@ impl Replica {
             semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
             command: write.command,
             idempotency_key: write.idempotency_key,
+            actor: write.actor,
         };
         let response = tokio::time::timeout(deadline, self.raft.client_write(proposal))
             .await
@@ -300,14 +301,15 @@ mod tests {
             payload: vec![7; 1000],
         };
         for idempotency_key in [None, Some("k-1".to_owned())] {
-            let write = Write { command: command.clone(), idempotency_key: idempotency_key.clone() };
+            let write = Write { command: command.clone(), idempotency_key: idempotency_key.clone(), actor: None };
             let proposal = Proposal {
                 leader_time_ms: u64::MAX,
                 semantics_version: u32::MAX,
                 command: command.clone(),
                 idempotency_key,
+                actor: None,
             };
-            let fields = (0u64, 0u32, &write.command, &write.idempotency_key);
+            let fields = (0u64, 0u32, &write.command, &write.idempotency_key, &write.actor);
             assert_eq!(bincode::serialized_size(&fields).ok(), bincode::serialized_size(&proposal).ok());
         }
         let huge = Write {
@@ -318,6 +320,7 @@ mod tests {
                 payload: vec![7; keel_kernel::limits::PROPOSAL_BYTES_MAX],
             },
             idempotency_key: None,
+            actor: None,
         };
         assert!(matches!(
             check_proposal_bytes(&huge),

@@ -66,7 +66,7 @@ fn name(value: &str) -> Name {
 }
 
 fn unkeyed(command: Command) -> Write {
-    Write { command, idempotency_key: None }
+    Write { command, idempotency_key: None, actor: None }
 }
 
 fn create_tenant(tenant_id: &str) -> Command {

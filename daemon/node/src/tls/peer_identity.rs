@@ -88,6 +88,32 @@ pub fn san_hosts(cert_der: &[u8]) -> Result<Vec<String>, TlsError> {
     Ok(hosts)
 }
 
+/// The identities a client certificate names, for binding a token's `sub`
+/// to it: its URI, DNS and email subjectAltNames and its subject common
+/// names. A certificate that cannot be parsed names none.
+pub fn certificate_identities(cert_der: &[u8]) -> Vec<String> {
+    let Ok(certificate) = parse_x509(cert_der) else {
+        return Vec::new();
+    };
+    let mut identities = Vec::new();
+    if let Ok(Some(alternative_names)) = certificate.subject_alternative_name() {
+        for name in &alternative_names.value.general_names {
+            match name {
+                GeneralName::URI(uri) => identities.push((*uri).to_owned()),
+                GeneralName::DNSName(dns_name) => identities.push((*dns_name).to_owned()),
+                GeneralName::RFC822Name(email) => identities.push((*email).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    for common_name in certificate.subject().iter_common_name() {
+        if let Ok(common_name) = common_name.as_str() {
+            identities.push(common_name.to_owned());
+        }
+    }
+    identities
+}
+
 /// True when some DNS or IP subjectAltName of the certificate equals the host
 /// part of some member's peer address (`member_hosts` holds those host parts,
 /// see [`peer_host`]). A certificate that cannot be parsed is no member's.

@@ -1,0 +1,386 @@
+//! [`AuthnLayer`]: who is calling, and may they call this RPC at all.
+//!
+//! ```text
+//!  request ─► permissions::guard(path)
+//!     open service (health, reflection) ───────────────────────────────► service
+//!     no client RPC ─► UNIMPLEMENTED
+//!     authorization: Bearer <token>  (absent: TOKEN_MISSING, unless RootSigned)
+//!       ─► sha256(token) ─► cache hit: token::check_actor (revoked? key? expired?) ─┐
+//!                       └─► miss: token::verify(token, trust store, audience, now) ─┴► Principal
+//!       ─► client certificate bound? sub must be the certificate's identity
+//!       ─► permission granted? scope Cluster and the token tenant-scoped? ─► refuse
+//!       ─► extension Authenticated(principal) ─► service (ApiContext::serve → Call)
+//!  every refusal: counted per reason; per source address a failure budget,
+//!  over it the refusal is AUTH_FAILURES_THROTTLED + RetryInfo (a valid token
+//!  is still served: the budget only changes how failures are answered)
+//! ```
+//!
+//! The check reads the published state (one `Arc` clone), so a revocation
+//! is effective here as soon as this member applies it, cached tokens
+//! included: the cache only saves the signature check and the parsing.
+
+use super::permissions::{self, Guard, Scope};
+use crate::limits::{
+    AUTH_CACHE_ENTRIES_MAX, AUTH_FAILURE_BURST, AUTH_FAILURE_SOURCES_MAX, AUTH_FAILURES_PER_SOURCE_PER_S,
+};
+use crate::raft::shared_state::SharedState;
+use crate::status::{self, Fault, Metadata};
+use keel_kernel::Rejection;
+use keel_kernel::token::{self, Principal, TokenError};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tonic::Code;
+use tonic_types::ErrorDetails;
+
+/// The caller, as the edge established it; a request extension that
+/// `ApiContext::serve` hands to the call. `None`: a root-signed request
+/// sent without a token, or authentication off.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticated(pub Option<Arc<Principal>>);
+
+/// Whether tokens are checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every client RPC needs a valid token (the default, dev mode included).
+    #[default]
+    Required,
+    /// No token is checked and every caller may do everything. Accepted
+    /// only when every listener is on loopback (benchmarks of the cost of
+    /// authentication).
+    Off,
+}
+
+/// Why the edge refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization: Bearer` header.
+    #[error("this RPC needs a capability token (authorization: Bearer <token>)")]
+    Missing,
+    /// The token does not verify or no longer holds.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The token does not grant what the RPC needs.
+    #[error("the token does not grant {permission}, which {rpc} needs")]
+    PermissionMissing {
+        /// The permission needed.
+        permission: &'static str,
+        /// The RPC.
+        rpc: String,
+    },
+    /// A tenant-scoped token called a cluster-wide RPC.
+    #[error(transparent)]
+    OutOfScope(Rejection),
+    /// With client certificates, the token's `sub` is not the certificate's.
+    #[error("the token's sub {sub:?} is not the client certificate's identity")]
+    SubjectMismatch {
+        /// The token's subject.
+        sub: String,
+    },
+    /// Too many failures from this source.
+    #[error("too many authentication failures from this address; retry after {retry_after_ms} ms")]
+    Throttled {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
+}
+
+impl AuthError {
+    /// Every reason this type produces besides the token's and the rejection's.
+    pub const REASONS: &'static [&'static str] =
+        &["TOKEN_MISSING", "PERMISSION_MISSING", "TOKEN_SUBJECT_MISMATCH", "AUTH_FAILURES_THROTTLED"];
+}
+
+impl Fault for AuthError {
+    fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "TOKEN_MISSING",
+            AuthError::Token(error) => error.reason(),
+            AuthError::PermissionMissing { .. } => "PERMISSION_MISSING",
+            AuthError::OutOfScope(rejection) => rejection.reason(),
+            AuthError::SubjectMismatch { .. } => "TOKEN_SUBJECT_MISMATCH",
+            AuthError::Throttled { .. } => "AUTH_FAILURES_THROTTLED",
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            AuthError::Missing | AuthError::Token(_) | AuthError::SubjectMismatch { .. } => Code::Unauthenticated,
+            AuthError::PermissionMissing { .. } | AuthError::OutOfScope(_) => Code::PermissionDenied,
+            AuthError::Throttled { .. } => Code::ResourceExhausted,
+        }
+    }
+
+    fn metadata(&self) -> Metadata {
+        match self {
+            AuthError::Token(error) => error.metadata(),
+            AuthError::OutOfScope(rejection) => rejection.metadata(),
+            AuthError::PermissionMissing { permission, rpc } => {
+                Metadata::from([("permission".into(), (*permission).to_owned()), ("rpc".into(), rpc.clone())])
+            }
+            AuthError::SubjectMismatch { sub } => Metadata::from([("sub".into(), sub.clone())]),
+            AuthError::Throttled { retry_after_ms } => Metadata::from([
+                ("limit".into(), "AUTH_FAILURES_PER_SOURCE_PER_S".to_owned()),
+                ("retry_after_ms".into(), retry_after_ms.to_string()),
+            ]),
+            AuthError::Missing => Metadata::new(),
+        }
+    }
+
+    fn details(&self, details: &mut ErrorDetails) {
+        if let AuthError::Throttled { retry_after_ms } = self {
+            status::retry_after(details, *retry_after_ms);
+        }
+    }
+}
+
+type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+/// Checks callers against the published trust store.
+#[derive(Debug)]
+pub struct Authenticator {
+    mode: AuthMode,
+    shared: Arc<SharedState>,
+    clock: Arc<crate::leader_clock::LeaderClock>,
+    audience: Arc<str>,
+    bind_client_certificates: bool,
+    cache: Mutex<HashMap<[u8; 32], Arc<Principal>>>,
+    failures: Limiter,
+    metrics: super::RpcMetrics,
+}
+
+/// The address every source shares once [`AUTH_FAILURE_SOURCES_MAX`] are tracked.
+const OVERFLOW_SOURCE: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+
+impl Authenticator {
+    /// Checks tokens for `audience` (the cluster id) against `shared`'s trust
+    /// store at `clock`'s wall time.
+    pub fn new(
+        mode: AuthMode,
+        shared: Arc<SharedState>,
+        clock: Arc<crate::leader_clock::LeaderClock>,
+        audience: &str,
+        bind_client_certificates: bool,
+        metrics: super::RpcMetrics,
+    ) -> Authenticator {
+        let rate = NonZeroU32::new(AUTH_FAILURES_PER_SOURCE_PER_S).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(AUTH_FAILURE_BURST).unwrap_or(NonZeroU32::MIN);
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        Authenticator {
+            mode,
+            shared,
+            clock,
+            audience: Arc::from(audience),
+            bind_client_certificates,
+            cache: Mutex::new(HashMap::new()),
+            failures: governor::RateLimiter::keyed(quota),
+            metrics,
+        }
+    }
+
+    /// Who `bearer` is, if it verifies now: from the cache when this token
+    /// verified before (re-checked for revocation and expiry), else verified.
+    pub fn principal(&self, bearer: &str) -> Result<Arc<Principal>, TokenError> {
+        let state = self.shared.read();
+        let trust = state.kernel.trust();
+        let now_ms = self.clock.wall_now_ms();
+        let hash: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
+        let cached = self.lock_cache().get(&hash).cloned();
+        if let Some(principal) = cached {
+            token::check_actor(&principal.actor, trust, now_ms)?;
+            return Ok(principal);
+        }
+        let principal = Arc::new(token::verify(bearer, trust, &self.audience, now_ms)?);
+        let mut cache = self.lock_cache();
+        if cache.len() >= AUTH_CACHE_ENTRIES_MAX {
+            cache.retain(|_, cached| cached.actor.exp_ms > now_ms);
+            if cache.len() >= AUTH_CACHE_ENTRIES_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(hash, Arc::clone(&principal));
+        Ok(principal)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Principal>>> {
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Authenticates and authorises one request to `path`.
+    pub fn check<B>(&self, request: &http::Request<B>) -> Result<Authenticated, AuthCheck> {
+        let path = request.uri().path();
+        let guard = match permissions::guard(path) {
+            None => return Ok(Authenticated(None)),
+            Some(None) => return Err(AuthCheck::Unimplemented),
+            Some(Some(guard)) => guard,
+        };
+        if self.mode == AuthMode::Off {
+            return Ok(Authenticated(None));
+        }
+        let source = source_address(request);
+        self.authorise(guard, path, request).map_err(|error| AuthCheck::Refused(self.failed(error, source)))
+    }
+
+    fn authorise<B>(&self, guard: Guard, path: &str, request: &http::Request<B>) -> Result<Authenticated, AuthError> {
+        let bearer = bearer(request.headers())?;
+        let Some(bearer) = bearer else {
+            return match guard {
+                Guard::RootSigned => Ok(Authenticated(None)),
+                Guard::Token { .. } => Err(AuthError::Missing),
+            };
+        };
+        let principal = self.principal(bearer)?;
+        if self.bind_client_certificates
+            && let Some(identities) = client_certificate_identities(request)
+            && !identities.iter().any(|identity| *identity == principal.actor.sub)
+        {
+            return Err(AuthError::SubjectMismatch { sub: principal.actor.sub.clone() });
+        }
+        if let Guard::Token { permission, scope } = guard {
+            if !principal.may(permission) {
+                return Err(AuthError::PermissionMissing { permission, rpc: path.to_owned() });
+            }
+            if scope == Scope::Cluster
+                && let Some(tenant) = &principal.actor.tenant
+            {
+                let rejection =
+                    Rejection::TenantOutOfScope { scope: tenant.to_string(), requested: "(the cluster)".into() };
+                return Err(AuthError::OutOfScope(rejection));
+            }
+        }
+        Ok(Authenticated(Some(principal)))
+    }
+
+    /// Counts a failure from `source` and answers it: as itself within the
+    /// source's failure budget, as throttled over it.
+    fn failed(&self, error: AuthError, source: Option<IpAddr>) -> AuthError {
+        let source = source.unwrap_or(OVERFLOW_SOURCE);
+        if self.failures.len() >= AUTH_FAILURE_SOURCES_MAX {
+            self.failures.retain_recent();
+        }
+        let key = if self.failures.len() >= AUTH_FAILURE_SOURCES_MAX { OVERFLOW_SOURCE } else { source };
+        let answer = match self.failures.check_key(&key) {
+            Ok(()) => error,
+            Err(not_until) => {
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                AuthError::Throttled { retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1) }
+            }
+        };
+        let reason = super::observe::ReasonLabels { reason: answer.reason().to_owned() };
+        self.metrics.errors.get_or_create(&reason).inc();
+        answer
+    }
+}
+
+/// What the edge does with a request it does not pass on.
+#[derive(Debug)]
+pub enum AuthCheck {
+    /// No such client RPC.
+    Unimplemented,
+    /// Refused.
+    Refused(AuthError),
+}
+
+/// The bearer token, if the request sent one.
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, AuthError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    if value.len() > keel_kernel::limits::TOKEN_BYTES_MAX + "Bearer ".len() {
+        return Err(TokenError::TooLarge { bytes: value.len() }.into());
+    }
+    let value = value.to_str().map_err(|_| TokenError::Malformed { detail: "not ASCII".into() })?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| TokenError::Malformed { detail: "the authorization header is not `Bearer <token>`".into() })?;
+    Ok(Some(token.trim()))
+}
+
+/// The caller's address, when the connection has one.
+fn source_address<B>(request: &http::Request<B>) -> Option<IpAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|info| info.get_ref().remote_addr()))
+        .map(|addr| addr.ip())
+}
+
+/// The identities the client certificate names (its DNS and URI SANs and
+/// its common name); `None` without a client certificate.
+fn client_certificate_identities<B>(request: &http::Request<B>) -> Option<Vec<String>> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certificates = info.peer_certs()?;
+    let leaf = certificates.first()?;
+    Some(crate::tls::certificate_identities(leaf.as_ref()))
+}
+
+/// The edge layer around the services (see the module docs).
+#[derive(Debug, Clone)]
+pub struct AuthnLayer {
+    authenticator: Arc<Authenticator>,
+}
+
+impl AuthnLayer {
+    /// The layer checking with `authenticator`.
+    pub fn new(authenticator: Arc<Authenticator>) -> AuthnLayer {
+        AuthnLayer { authenticator }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthnLayer {
+    type Service = Authn<S>;
+
+    fn layer(&self, inner: S) -> Authn<S> {
+        Authn { inner, authenticator: Arc::clone(&self.authenticator) }
+    }
+}
+
+/// The service [`AuthnLayer`] wraps.
+#[derive(Debug, Clone)]
+pub struct Authn<S> {
+    inner: S,
+    authenticator: Arc<Authenticator>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B, R> tower::Service<http::Request<B>> for Authn<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<http::Response<R>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.authenticator.check(&request) {
+            Ok(authenticated) => {
+                request.extensions_mut().insert(authenticated);
+                Box::pin(self.inner.call(request))
+            }
+            Err(AuthCheck::Unimplemented) => {
+                let status = tonic::Status::unimplemented(format!("{} is not a Keel RPC", request.uri().path()));
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+            Err(AuthCheck::Refused(error)) => Box::pin(std::future::ready(Ok(status::to_status(&error).into_http()))),
+        }
+    }
+}
