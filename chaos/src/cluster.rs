@@ -102,13 +102,28 @@ pub struct Cluster {
     pub ids: Vec<u64>,
     /// The root key every member trusts.
     pub root: KeyPair,
+    /// The API-token key every member installs at bootstrap.
+    pub api_key: KeyPair,
+    /// A token granting every permission, signed by `api_key`; every
+    /// member's [`KeelProcess::token`].
+    pub admin_token: String,
     /// The cluster CA, when TLS is on.
     pub ca: Option<keel_client::certs::CaBundle>,
     root_pub: PathBuf,
+    api_pub: PathBuf,
     tuning: RaftTuning,
     /// The keeld executable every member runs.
     keeld: PathBuf,
     dir: tempfile::TempDir,
+}
+
+/// A token for the default cluster id, signed by `key`, valid for an hour.
+pub fn issue_token(key: &KeyPair, sub: &str, tenant: Option<&str>, permissions: &[&str]) -> Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let permissions = permissions.iter().map(|permission| (*permission).to_owned()).collect();
+    let mut claims = keel_client::token::TokenClaims::new(sub, "keel", permissions, now, Duration::from_secs(3600));
+    claims.tenant = tenant.map(str::to_owned);
+    Ok(keel_client::token::issue(key, &claims)?)
 }
 
 /// Writes a node certificate (SAN 127.0.0.1) signed by `ca` and returns the `[tls]` section.
@@ -191,6 +206,10 @@ impl Cluster {
         let root = KeyPair::generate();
         let root_paths = root.write_files(&dir.path().join("root"))?;
         let root_pub = root_paths.public.clone();
+        // An API-token key installed at bootstrap, and an admin token it signs.
+        let api_key = KeyPair::generate();
+        let api_pub = api_key.write_files(&dir.path().join("api"))?.public;
+        let admin_token = issue_token(&api_key, "harness-admin", None, &["*"])?;
 
         // Reserve client, peer and ops ports for every member, then release them together.
         let mut reserved = Vec::new();
@@ -220,7 +239,8 @@ impl Cluster {
             let config = format!(
                 "[node]\nid = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\n\
                  [listen]\nclient = \"{client}\"\npeer = \"{peer}\"\nops = \"{ops}\"\n\
-                 [trust]\nroot_public_keys = [\"{root_pub}\"]\n{raft}{tls}{telemetry}{members_toml}",
+                 [trust]\nroot_public_keys = [\"{root_pub}\"]\napi_token_public_keys = [\"{api_pub}\"]\n\
+                 {raft}{tls}{telemetry}{members_toml}",
                 id = member.id,
                 region = member.region,
                 zone = member.zone,
@@ -228,6 +248,7 @@ impl Cluster {
                 peer = addrs[1],
                 ops = addrs[2],
                 root_pub = root_pub.display(),
+                api_pub = api_pub.display(),
                 raft = raft_section(tuning),
                 telemetry = telemetry_section(options.telemetry),
                 tls = match &ca {
@@ -237,7 +258,8 @@ impl Cluster {
             );
             std::fs::write(&config_path, config)?;
             let config_arg = config_path.to_str().context("utf-8 config path")?.to_owned();
-            let node = KeelProcess::new(vec!["--config".into(), config_arg])?.with_binary(keeld.clone());
+            let mut node = KeelProcess::new(vec!["--config".into(), config_arg])?.with_binary(keeld.clone());
+            node.token = Some(admin_token.clone());
             nodes.push(match &ca {
                 Some(ca) => node.with_tls(ca.cert_pem.clone()),
                 None => node,
@@ -249,7 +271,24 @@ impl Cluster {
         for node in &nodes {
             node.wait_ready().await?;
         }
-        Ok(Cluster { nodes, ids: members.iter().map(|m| m.id).collect(), root, ca, root_pub, tuning, keeld, dir })
+        Ok(Cluster {
+            nodes,
+            ids: members.iter().map(|m| m.id).collect(),
+            root,
+            api_key,
+            admin_token,
+            ca,
+            root_pub,
+            api_pub,
+            tuning,
+            keeld,
+            dir,
+        })
+    }
+
+    /// A token signed by the cluster's API-token key, valid for an hour.
+    pub fn token(&self, sub: &str, tenant: Option<&str>, permissions: &[&str]) -> Result<String> {
+        issue_token(&self.api_key, sub, tenant, permissions)
     }
 
     /// Starts a node that joins this cluster later (`initial_state = "existing"`),
@@ -266,7 +305,8 @@ impl Cluster {
         std::fs::create_dir_all(&node_dir)?;
         let config = format!(
             "[node]\nid = {}\nregion = \"{}\"\nzone = \"{}\"\n[listen]\nclient = \"{}\"\npeer = \"{}\"\nops = \"{}\"\n\
-             [trust]\nroot_public_keys = [\"{}\"]\n[cluster]\ninitial_state = \"existing\"\n{}{}",
+             [trust]\nroot_public_keys = [\"{}\"]\napi_token_public_keys = [\"{}\"]\n\
+             [cluster]\ninitial_state = \"existing\"\n{}{}",
             member.id,
             member.region,
             member.zone,
@@ -274,6 +314,7 @@ impl Cluster {
             addrs[1],
             addrs[2],
             self.root_pub.display(),
+            self.api_pub.display(),
             raft_section(self.tuning),
             match &ca {
                 Some(ca) => tls_section(ca, &node_dir, &format!("node-{}", member.id))?,
@@ -288,6 +329,7 @@ impl Cluster {
         if let Some(ca) = &ca {
             node = node.with_tls(ca.cert_pem.clone());
         }
+        node.token = Some(self.admin_token.clone());
         node.launch().await?;
         self.nodes.push(node);
         self.ids.push(member.id);

@@ -58,6 +58,34 @@ pub struct KeelProcess {
     pub ops_addr: String,
     /// `127.0.0.1:port` of the peer port.
     pub peer_addr: String,
+    /// The capability token [`KeelProcess::channel`] sends: a dev node's
+    /// admin token (read from its data dir at every start), or the one a
+    /// cluster harness set.
+    pub token: Option<String>,
+}
+
+/// A channel to a node's client port that sends a bearer token.
+pub type AuthChannel = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+/// Puts `authorization: Bearer <token>` on every request (none: nothing).
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// Sends `token`.
+    pub fn new(token: Option<&str>) -> Result<Bearer> {
+        let header = token.map(|token| format!("Bearer {}", token.trim()).parse()).transpose()?;
+        Ok(Bearer(header))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(header) = &self.0 {
+            request.metadata_mut().insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl KeelProcess {
@@ -82,6 +110,7 @@ impl KeelProcess {
             endpoint: String::new(),
             ops_addr: String::new(),
             peer_addr: String::new(),
+            token: None,
         })
     }
 
@@ -111,6 +140,11 @@ impl KeelProcess {
     /// The node's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The dev admin token keeld wrote (dev nodes only).
+    pub fn dev_token_file(&self) -> PathBuf {
+        self.data_dir().join("dev-admin.token")
     }
 
     /// The dev root key pair keeld generated.
@@ -171,6 +205,10 @@ impl KeelProcess {
         self.endpoint = format!("{scheme}://{}", client.ok_or_else(|| anyhow!("listening line without client"))?);
         self.ops_addr = ops.ok_or_else(|| anyhow!("listening line without ops"))?;
         self.peer_addr = peer.ok_or_else(|| anyhow!("listening line without peer"))?;
+        if self.args.iter().any(|arg| arg == "--dev") {
+            // Written before the listening line, rewritten at every start.
+            self.token = Some(std::fs::read_to_string(self.dev_token_file())?.trim().to_owned());
+        }
         Ok(())
     }
 
@@ -189,11 +227,15 @@ impl KeelProcess {
         std::fs::read_to_string(self.dir.path().join("keeld.log")).unwrap_or_default()
     }
 
-    /// Polls `/readyz` until 200 or the deadline.
+    /// Polls `/readyz` until 200 or the deadline; with a token, also until
+    /// the token is accepted (a dev node adds its API-token key right after
+    /// it bootstraps).
     pub async fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if let Ok((200, _)) = http_get(&self.ops_addr, "/readyz").await {
+            if let Ok((200, _)) = http_get(&self.ops_addr, "/readyz").await
+                && (self.token.is_none() || self.status_once().await.is_ok())
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -218,8 +260,14 @@ impl KeelProcess {
         self.spawn().await
     }
 
-    /// A gRPC channel to the client port.
-    pub async fn channel(&self) -> Result<Channel> {
+    /// A gRPC channel to the client port that sends [`KeelProcess::token`].
+    pub async fn channel(&self) -> Result<AuthChannel> {
+        let channel = self.raw_channel().await?;
+        Ok(tonic::service::interceptor::InterceptedService::new(channel, Bearer::new(self.token.as_deref())?))
+    }
+
+    /// A gRPC channel to the client port that sends no token.
+    pub async fn raw_channel(&self) -> Result<Channel> {
         let mut endpoint = Channel::from_shared(self.endpoint.clone())?.connect_timeout(Duration::from_secs(5));
         if let Some(ca_pem) = &self.ca_pem {
             let tls = tonic::transport::ClientTlsConfig::new()
@@ -227,6 +275,12 @@ impl KeelProcess {
             endpoint = endpoint.tls_config(tls)?;
         }
         Ok(endpoint.connect().await?)
+    }
+
+    /// One `ClusterService.GetStatus`, with the token.
+    async fn status_once(&self) -> Result<pb::ClusterStatus> {
+        let mut client = pb::cluster_service_client::ClusterServiceClient::new(self.channel().await?);
+        Ok(client.get_status(pb::GetStatusRequest {}).await?.into_inner())
     }
 
     /// `ClusterService.GetStatus`.

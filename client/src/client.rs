@@ -38,6 +38,7 @@ use crate::retry::{self, LEADER_ID_METADATA, RetryAction};
 use crate::routing::Route;
 use crate::served::{ResponseMeta, Served};
 use crate::tls::ClientTls;
+use crate::token::BearerToken;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct ClientConfig {
     /// Seed of the client's randomness (retry jitter, idempotency keys);
     /// `None`: from the OS. Set it to replay a run (tests, simulation).
     pub seed: Option<u64>,
+    /// The capability token every call sends (`authorization: Bearer`).
+    pub token: Option<BearerToken>,
 }
 
 impl ClientConfig {
@@ -79,7 +82,14 @@ impl ClientConfig {
             preferred_region: None,
             tls: None,
             seed: None,
+            token: None,
         }
+    }
+
+    /// Sends `token` with every call.
+    pub fn with_token(mut self, token: Option<BearerToken>) -> Self {
+        self.token = token;
+        self
     }
 
     /// The same configuration drawing its randomness from `seed`.
@@ -152,6 +162,7 @@ pub struct KeelClient {
     connection: Arc<Connection>,
     call_timeout: Duration,
     pub(crate) randomness: Arc<crate::randomness::Randomness>,
+    token: Option<BearerToken>,
 }
 
 impl KeelClient {
@@ -169,6 +180,7 @@ impl KeelClient {
             connection: Arc::new(connection),
             call_timeout: config.call_timeout,
             randomness: Arc::new(crate::randomness::Randomness::new(config.seed)),
+            token: config.token,
         })
     }
 
@@ -184,7 +196,24 @@ impl KeelClient {
 
     /// A client sharing this one's channels, with another per-call deadline.
     pub fn with_call_timeout(&self, call_timeout: Duration) -> Self {
-        KeelClient { connection: Arc::clone(&self.connection), call_timeout, randomness: Arc::clone(&self.randomness) }
+        KeelClient {
+            connection: Arc::clone(&self.connection),
+            call_timeout,
+            randomness: Arc::clone(&self.randomness),
+            token: self.token.clone(),
+        }
+    }
+
+    /// A client sharing this one's channels, sending another token.
+    pub fn with_token(&self, token: Option<BearerToken>) -> Self {
+        KeelClient { token, ..self.clone() }
+    }
+
+    /// Puts the token on `request`.
+    fn authorize<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("authorization", token.header().clone());
+        }
     }
 
     /// The per-call deadline.
@@ -235,6 +264,7 @@ impl KeelClient {
         }
         let mut request = tonic::Request::new(keel_proto::v1::GetStatusRequest {});
         request.set_timeout(budget);
+        self.authorize(&mut request);
         let mut cluster_service = crate::cluster::cluster_service(target.channel.clone());
         if let Ok(Ok(response)) = tokio::time::timeout(budget, cluster_service.get_status(request)).await {
             let served = Served::from_response(response);
@@ -282,6 +312,7 @@ impl KeelClient {
                     }
                     let mut attempt = tonic::Request::new(request.clone());
                     attempt.set_timeout(remaining);
+                    self.authorize(&mut attempt);
                     match tokio::time::timeout(remaining, send(target.channel.clone(), attempt)).await {
                         Err(_elapsed) => return Err(deadline_exceeded()),
                         Ok(Ok(response)) => {

@@ -83,6 +83,11 @@ impl KeyPair {
         signing::key_id_of(&self.public_key())
     }
 
+    /// The key as PKCS #8 DER (what JWT libraries take).
+    pub fn to_pkcs8_der(&self) -> Result<ed25519_dalek::pkcs8::SecretDocument, ed25519_dalek::pkcs8::Error> {
+        ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_der(&self.signing_key)
+    }
+
     /// An Ed25519 signature over `message`.
     pub fn sign(&self, message: &[u8]) -> [u8; signing::SIGNATURE_BYTES] {
         self.signing_key.sign(message).to_bytes()

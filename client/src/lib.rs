@@ -33,6 +33,7 @@
 //!   [`public_key`]: key files; [`signed_manifest`]: bundles;
 //!   [`root_metadata`]: root rotation documents.
 //! - [`tls`]: [`ClientTls`], TLS to `https://` endpoints (cluster CA, optional client certificate).
+//! - [`token`]: capability tokens — issuing them, and the bearer token every call sends.
 //! - [`limits`]: every bound as a named constant.
 //! - [`cli`]: the `keelctl` command line (the binary only parses and runs it).
 
@@ -71,6 +72,7 @@ pub mod signed_manifest;
 pub mod signing;
 mod tenant;
 pub mod tls;
+pub mod token;
 mod trust;
 
 /// The generated `keel.v1` protobuf types.

@@ -86,3 +86,10 @@ const _: () = assert!(CHANNELS_MAX >= ENDPOINTS_MAX);
 pub const WATCH_RECONNECTS_MAX: u32 = 10;
 const _: () = assert!(POLICY_SOURCE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX as u64);
 const _: () = assert!(POLICY_CASES_FILE_BYTES_MAX < GRPC_MESSAGE_BYTES_MAX as u64);
+
+/// Bytes in a capability token (the server's `TOKEN_BYTES_MAX`).
+pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
+/// Longest a capability token may live (the server's `TOKEN_LIFETIME_MS_MAX`).
+pub const TOKEN_LIFETIME_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+/// Bytes in a token file read by `--token`.
+pub const TOKEN_FILE_BYTES_MAX: u64 = 16 * 1024;

@@ -110,6 +110,20 @@ impl KeelClient {
             .await
     }
 
+    /// `TrustService.RevokeToken`: puts `jti` on the deny-list until
+    /// `exp_ms` (0: the longest any token may still live).
+    pub async fn revoke_token(&self, jti: &str, exp_ms: u64) -> Result<Served<pb::RevokeTokenResponse>, ClientError> {
+        let request = pb::RevokeTokenRequest {
+            jti: jti.to_owned(),
+            exp_ms,
+            idempotency_key: self.randomness.key_or_new(String::new()),
+        };
+        self.call("RevokeToken", Route::Leader, request, |channel, request| async move {
+            trust_service(channel).revoke_token(request).await
+        })
+        .await
+    }
+
     /// `TrustService.RotateRoot`.
     pub async fn rotate_root(
         &self,

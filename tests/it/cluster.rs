@@ -5,10 +5,10 @@
 use crate::cluster_harness::{Cluster, ClusterOptions, RaftTuning};
 use crate::fixture::{Fixture, reason_of};
 use anyhow::{Context, Result, bail, ensure};
+use keel_chaos::process::AuthChannel as Channel;
 use keel_proto::v1 as pb;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 /// Writes the load test aims for after the leader is killed.
 const WRITES_AFTER_KILL: usize = 20;

@@ -24,7 +24,10 @@ fn member(id: u64, client_addr: &str, peer_addr: &str) -> pb::Member {
     }
 }
 
-async fn admin(cluster: &Cluster, index: usize) -> Result<pb::cluster_service_client::ClusterServiceClient<Channel>> {
+async fn admin(
+    cluster: &Cluster,
+    index: usize,
+) -> Result<pb::cluster_service_client::ClusterServiceClient<keel_chaos::process::AuthChannel>> {
     Ok(pb::cluster_service_client::ClusterServiceClient::new(cluster.nodes[index].channel().await?))
 }
 
@@ -246,6 +249,7 @@ async fn leadership_moves_to_a_chosen_voter_and_never_to_a_learner() -> Result<(
     let old_leader_id = cluster.ids[leader];
     let output = std::process::Command::new(crate::harness::keelctl_bin())
         .env("KEEL_ENDPOINTS", &cluster.nodes[leader].endpoint)
+        .env("KEEL_TOKEN", &cluster.admin_token)
         .args(["--output", "json", "cluster", "transfer-leader", &old_leader_id.to_string()])
         .output()?;
     ensure!(output.status.success(), "keelctl: {}", String::from_utf8_lossy(&output.stderr));

@@ -15,6 +15,7 @@ use crate::cluster_harness::{Cluster, ClusterOptions};
 use crate::fixture::reason_of;
 use crate::harness::KeelProcess;
 use anyhow::{Context, Result, bail, ensure};
+use keel_chaos::process::AuthChannel as Channel;
 use keel_client::events::{WatchItem, WatchOptions};
 use keel_client::{ClientConfig, KeelClient};
 use keel_proto::v1 as pb;
@@ -22,7 +23,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// Events published in the cluster test, half before and half after the kill.
 const CLUSTER_EVENTS: usize = 40;

@@ -4,9 +4,9 @@
 
 use crate::harness::KeelProcess;
 use anyhow::{Context, Result};
+use keel_chaos::process::AuthChannel as Channel;
 use keel_client::KeyPair;
 use keel_proto::v1 as pb;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 /// Current wall clock, Unix ms.

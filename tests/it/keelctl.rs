@@ -7,12 +7,12 @@ use std::process::{Command, Output};
 
 /// Runs `keelctl args` in `cwd` against `node`, whatever its exit status.
 pub fn keelctl(node: &KeelProcess, cwd: &Path, args: &[&str]) -> Result<Output> {
-    Command::new(keelctl_bin())
-        .current_dir(cwd)
-        .env("KEEL_ENDPOINTS", &node.endpoint)
-        .args(args)
-        .output()
-        .with_context(|| format!("running keelctl {args:?}"))
+    let mut command = Command::new(keelctl_bin());
+    command.current_dir(cwd).env("KEEL_ENDPOINTS", &node.endpoint).env_remove("KEEL_TOKEN");
+    if let Some(token) = &node.token {
+        command.env("KEEL_TOKEN", token);
+    }
+    command.args(args).output().with_context(|| format!("running keelctl {args:?}"))
 }
 
 /// Runs `keelctl args`, which must succeed; returns its stdout.

@@ -4,9 +4,9 @@
 use crate::fixture::reason_of;
 use crate::harness::KeelProcess;
 use anyhow::{Result, bail, ensure};
+use keel_chaos::process::AuthChannel as Channel;
 use keel_proto::v1 as pb;
 use tonic::Code;
-use tonic::transport::Channel;
 
 async fn cluster_client(node: &KeelProcess) -> Result<pb::cluster_service_client::ClusterServiceClient<Channel>> {
     Ok(pb::cluster_service_client::ClusterServiceClient::new(node.channel().await?))

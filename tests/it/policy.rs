@@ -7,10 +7,10 @@ use crate::fixture::{Fixture, reason_of};
 use crate::harness::KeelProcess;
 use crate::keelctl::{keelctl, keelctl_ok as ok};
 use anyhow::{Context, Result, ensure};
+use keel_chaos::process::AuthChannel as Channel;
 use keel_proto::v1 as pb;
 use pb::policy_service_client::PolicyServiceClient;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const MAIN: &str = include_str!("../../deploy/policies/main.rego");
 const CRITICAL_RISK: &str = include_str!("../../deploy/policies/critical_risk.rego");

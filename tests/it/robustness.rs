@@ -266,7 +266,7 @@ async fn fat_tenants_list_with_default_paging_and_a_learner_flood_stops_at_the_b
         }
         tenants.create_tenant(request).await?;
     }
-    let list_all = |mut client: pb::tenant_service_client::TenantServiceClient<tonic::transport::Channel>| async move {
+    let list_all = |mut client: pb::tenant_service_client::TenantServiceClient<keel_chaos::process::AuthChannel>| async move {
         let (mut seen, mut token, mut pages) = (0usize, String::new(), 0usize);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -145,12 +145,12 @@ pub fn get(engine: &str, version: &str) -> pb::GetEngineVersionRequest {
 
 pub async fn registry(
     node: &KeelProcess,
-) -> Result<pb::registry_service_client::RegistryServiceClient<tonic::transport::Channel>> {
+) -> Result<pb::registry_service_client::RegistryServiceClient<keel_chaos::process::AuthChannel>> {
     Ok(pb::registry_service_client::RegistryServiceClient::new(node.channel().await?))
 }
 
 pub async fn tenants(
     node: &KeelProcess,
-) -> Result<pb::tenant_service_client::TenantServiceClient<tonic::transport::Channel>> {
+) -> Result<pb::tenant_service_client::TenantServiceClient<keel_chaos::process::AuthChannel>> {
     Ok(pb::tenant_service_client::TenantServiceClient::new(node.channel().await?))
 }

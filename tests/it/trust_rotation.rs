@@ -11,12 +11,12 @@ use crate::fixture::{Fixture, KeyOptions, now_ms, reason_of};
 use crate::harness::KeelProcess;
 use crate::keelctl::{keelctl, keelctl_ok};
 use anyhow::{Context, Result, bail, ensure};
+use keel_chaos::process::AuthChannel as Channel;
 use keel_client::key_pair::KeyPair;
 use keel_client::root_metadata::{RootKeyEntry, RootMetadataDraft, rotate_root_request};
 use keel_proto::v1 as pb;
 use std::time::{Duration, Instant};
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// Bound on waiting for a key to expire in real time.
 const EXPIRY_DEADLINE: Duration = Duration::from_secs(30);

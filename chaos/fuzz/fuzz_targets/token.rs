@@ -24,7 +24,7 @@ fn with_api_key() -> (KernelState, String) {
     let proposal = Proposal {
         leader_time_ms: 1_000,
         semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
-        command: Command::BootstrapTrust { root_keys: vec![spec] },
+        command: Command::BootstrapTrust { root_keys: vec![spec], api_token_keys: vec![] },
         idempotency_key: None,
         actor: None,
     };

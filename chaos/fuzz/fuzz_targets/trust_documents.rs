@@ -20,7 +20,7 @@ fn bootstrapped() -> KernelState {
     let proposal = Proposal {
         leader_time_ms: 1_000,
         semantics_version: keel_kernel::judge::SEMANTICS_VERSION,
-        command: Command::BootstrapTrust { root_keys: vec![root] },
+        command: Command::BootstrapTrust { root_keys: vec![root], api_token_keys: vec![] },
         idempotency_key: None,
         actor: None,
     };

@@ -147,12 +147,12 @@ pub async fn bench_state(keeld: PathBuf, tenants: usize, duration: Duration) -> 
 /// hashes to), so a load leaves the number of tenants as it was.
 #[derive(Clone)]
 struct Updater {
-    client: pb::tenant_service_client::TenantServiceClient<tonic::transport::Channel>,
+    client: pb::tenant_service_client::TenantServiceClient<crate::process::AuthChannel>,
     tenants: usize,
 }
 
 impl Updater {
-    fn new(channel: tonic::transport::Channel, tenants: usize) -> Updater {
+    fn new(channel: crate::process::AuthChannel, tenants: usize) -> Updater {
         Updater { client: pb::tenant_service_client::TenantServiceClient::new(channel), tenants }
     }
 }
@@ -202,7 +202,9 @@ async fn preload(writer: KeelWriter, count: usize) -> Result<()> {
     Ok(())
 }
 
-async fn status(mut client: pb::cluster_service_client::ClusterServiceClient<tonic::transport::Channel>) -> Result<()> {
+async fn status(
+    mut client: pb::cluster_service_client::ClusterServiceClient<crate::process::AuthChannel>,
+) -> Result<()> {
     client.get_status(pb::GetStatusRequest {}).await?;
     Ok(())
 }

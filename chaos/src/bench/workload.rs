@@ -3,6 +3,7 @@
 
 use super::stats::percentile;
 use crate::etcdserverpb::{PutRequest, kv_client::KvClient};
+use crate::process::AuthChannel;
 use anyhow::{Result, bail};
 use keel_proto::v1 as pb;
 use serde::Serialize;
@@ -32,18 +33,18 @@ pub trait Writer: Clone + Send + 'static {
 /// under an idempotency key (what keel-client sends with every mutation).
 #[derive(Clone)]
 pub struct KeelWriter {
-    client: pb::tenant_service_client::TenantServiceClient<Channel>,
+    client: pb::tenant_service_client::TenantServiceClient<AuthChannel>,
     is_keyed: bool,
 }
 
 impl KeelWriter {
     /// A writer over `channel`, without idempotency keys.
-    pub fn new(channel: Channel) -> KeelWriter {
+    pub fn new(channel: AuthChannel) -> KeelWriter {
         KeelWriter { client: pb::tenant_service_client::TenantServiceClient::new(channel), is_keyed: false }
     }
 
     /// A writer over `channel` that sends each write under its own idempotency key.
-    pub fn keyed(channel: Channel) -> KeelWriter {
+    pub fn keyed(channel: AuthChannel) -> KeelWriter {
         KeelWriter { is_keyed: true, ..KeelWriter::new(channel) }
     }
 }

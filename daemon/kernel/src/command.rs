@@ -17,6 +17,9 @@ pub enum Command {
     BootstrapTrust {
         /// Keys holding the ROOT purpose.
         root_keys: Vec<KeySpec>,
+        /// Keys holding the API_TOKEN purpose (and no other), installed with
+        /// the roots so a cluster's first tokens need no request first.
+        api_token_keys: Vec<KeySpec>,
     },
     /// Adds a non-root key, admitted by root signatures.
     AddKey {

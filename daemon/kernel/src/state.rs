@@ -170,13 +170,12 @@ impl KernelState {
         let if_created = |created: bool, kind: EventKind| if created { vec![kind] } else { Vec::new() };
         let applying = Applying { revision, at_ms, judge };
         Ok(match command {
-            Command::BootstrapTrust { root_keys } => {
-                let created = self.trust.bootstrap(root_keys, revision)?;
+            Command::BootstrapTrust { root_keys, api_token_keys } => {
+                let created = self.trust.bootstrap(root_keys, api_token_keys, revision)?;
                 let root_key_ids = root_keys.iter().map(|k| k.key_id()).collect();
-                (
-                    Outcome::TrustBootstrapped { created },
-                    if_created(created, EventKind::TrustBootstrapped { root_key_ids }),
-                )
+                let mut kinds = vec![EventKind::TrustBootstrapped { root_key_ids }];
+                kinds.extend(api_token_keys.iter().map(|k| EventKind::KeyAdded { key_id: k.key_id() }));
+                (Outcome::TrustBootstrapped { created }, if created { kinds } else { Vec::new() })
             }
             Command::AddKey { spec, signatures } => {
                 let (key, created) = self.trust.add_key(spec, signatures, revision, at_ms)?;

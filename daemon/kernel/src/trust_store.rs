@@ -462,7 +462,12 @@ impl TrustStore {
     }
 
     /// Installs the root keys. Idempotent for the same set.
-    pub(crate) fn bootstrap(&mut self, roots: &[KeySpec], revision: u64) -> Result<bool, Rejection> {
+    pub(crate) fn bootstrap(
+        &mut self,
+        roots: &[KeySpec],
+        api_token_keys: &[KeySpec],
+        revision: u64,
+    ) -> Result<bool, Rejection> {
         if roots.is_empty() {
             return Err(Rejection::FieldRequired { field: "root_keys".into() });
         }
@@ -485,12 +490,30 @@ impl TrustStore {
                 });
             }
         }
+        Limit::KeysPerRole.check(api_token_keys.len())?;
+        for key in api_token_keys {
+            key.validate()?;
+            if !key_ids.insert(key.key_id()) {
+                return Err(Rejection::FieldInvalid {
+                    field: "api_token_keys".into(),
+                    problem: "each key may be listed once, and not also as a root key".into(),
+                });
+            }
+            if key.purposes != BTreeSet::from([KeyPurpose::ApiToken]) {
+                return Err(Rejection::FieldInvalid {
+                    field: "api_token_keys.purposes".into(),
+                    problem: "a bootstrap API-token key holds the API_TOKEN purpose only".into(),
+                });
+            }
+        }
         if self.is_bootstrapped {
+            let is_listed = |spec: &KeySpec| self.keys.get(&spec.key_id()).is_some_and(|k| &k.spec == spec);
             let same = roots.len() == self.count_with(KeyPurpose::Root)
-                && roots.iter().all(|r| self.keys.get(&r.key_id()).is_some_and(|k| &k.spec == r));
+                && roots.iter().all(is_listed)
+                && api_token_keys.iter().all(is_listed);
             return if same { Ok(false) } else { Err(Rejection::TrustAlreadyBootstrapped) };
         }
-        for root in roots {
+        for root in roots.iter().chain(api_token_keys) {
             let key_id = root.key_id();
             self.keys.insert(
                 key_id.clone(),
@@ -510,7 +533,10 @@ impl TrustStore {
             roles: BTreeMap::from([
                 (Role::Root, root_keys),
                 (Role::EnginePublisher, empty()),
-                (Role::ApiToken, empty()),
+                (
+                    Role::ApiToken,
+                    RoleKeys { key_ids: api_token_keys.iter().map(|k| k.key_id()).collect(), threshold: 1 },
+                ),
             ]),
         };
         self.is_bootstrapped = true;

@@ -465,7 +465,7 @@ impl Model {
     fn apply(&mut self, revision: u64, entry: &Proposal) -> Predicted {
         let at_ms = self.clock_ms.max(entry.leader_time_ms);
         let predicted = match &entry.command {
-            Command::BootstrapTrust { root_keys } => self.bootstrap(root_keys),
+            Command::BootstrapTrust { root_keys, .. } => self.bootstrap(root_keys),
             Command::AddKey { spec, signatures } => self.add_key(spec, &signatures[0], at_ms),
             Command::PublishEngineVersion { manifest, signatures } => self.publish(manifest, &signatures[0], at_ms),
             Command::CreateTenant { spec } => self.create_tenant(spec, revision),

@@ -190,3 +190,26 @@ fn a_wildcard_grants_everything_to_cluster_tokens_only() {
     let principal = verify(&issue(API, &key_id(API), &scoped), state.trust(), AUD, T0_MS + 1).expect("valid");
     assert!(!principal.may("tenant.read"));
 }
+
+#[test]
+fn api_token_keys_installed_at_bootstrap_sign_the_first_tokens() {
+    let mut state = KernelState::default();
+    let api = key_spec(API, &[KeyPurpose::ApiToken]);
+    let bootstrap = Command::BootstrapTrust { root_keys: vec![root_spec(ROOT)], api_token_keys: vec![api.clone()] };
+    let applied = state.apply(1, &now(bootstrap)).expect("bootstrap applies");
+    assert_eq!(applied.events.len(), 2, "TRUST_BOOTSTRAPPED and KEY_ADDED");
+    let token = issue(API, &key_id(API), &claims());
+    assert!(verify(&token, state.trust(), AUD, T0_MS + 1).is_ok());
+    // The same bootstrap again changes nothing; another one is refused.
+    let again = Command::BootstrapTrust { root_keys: vec![root_spec(ROOT)], api_token_keys: vec![api] };
+    assert!(state.apply(2, &now(again)).expect("replay").events.is_empty());
+    // An API-token key may hold no other purpose, and no key is listed twice.
+    for api_token_keys in [
+        vec![key_spec(API, &[KeyPurpose::ApiToken, KeyPurpose::EnginePublisher])],
+        vec![key_spec(ROOT, &[KeyPurpose::ApiToken])],
+    ] {
+        let mut fresh = KernelState::default();
+        let command = Command::BootstrapTrust { root_keys: vec![root_spec(ROOT)], api_token_keys };
+        assert_eq!(label_of(fresh.apply(1, &now(command))), "FIELD_INVALID");
+    }
+}

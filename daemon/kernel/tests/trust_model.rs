@@ -335,7 +335,7 @@ impl Model {
     fn apply(&mut self, revision: u64, entry: &Proposal) -> Predicted {
         let at_ms = self.clock_ms.max(entry.leader_time_ms);
         let predicted = match &entry.command {
-            Command::BootstrapTrust { root_keys } => self.bootstrap(root_keys),
+            Command::BootstrapTrust { root_keys, .. } => self.bootstrap(root_keys),
             Command::AddKey { spec, signatures } => self.add_key(spec, &Self::signers_of(signatures), at_ms),
             Command::RotateRoot { metadata, signatures } => self.rotate(metadata, &Self::signers_of(signatures), at_ms),
             Command::RevokeKey { key_id, signatures } => {

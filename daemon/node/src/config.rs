@@ -246,6 +246,12 @@ pub struct TrustConfig {
     /// installed when the cluster is bootstrapped. In dev mode, empty means
     /// "generate `<data_dir>/dev-root.key` and use it".
     pub root_public_keys: Vec<PathBuf>,
+    /// Public key files (same format) installed at bootstrap with the API_TOKEN
+    /// purpose: their secret halves sign capability tokens
+    /// (`keelctl token issue --key`), so the first admin token needs no
+    /// request. More can be added later with root signatures (`trust add-key`).
+    #[serde(default)]
+    pub api_token_public_keys: Vec<PathBuf>,
 }
 
 /// Log output format.

@@ -8,6 +8,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod deadline;
+pub mod dev_credentials;
 pub mod edge;
 pub mod judge;
 pub mod leader_clock;

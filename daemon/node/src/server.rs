@@ -21,6 +21,7 @@ use crate::api::tenant::TenantApi;
 use crate::api::trust::TrustApi;
 use crate::clock::Clock;
 use crate::config::{Config, InitialState};
+use crate::dev_credentials::DevCredentials;
 use crate::judge::{NodeJudge, Sandbox};
 use crate::leader_clock::LeaderClock;
 use crate::limits::STREAMS_PER_CONNECTION_MAX;
@@ -197,7 +198,10 @@ impl NodeBuilder {
             .with_watchers_max(config.watch.watchers_max)
             .with_judge(judge)
             .with_slo(&config.slo);
-        tokio::spawn(bootstrap_trust(replica.clone(), roots));
+        let dev_credentials = dev_credentials(&config, &replica)?;
+        let mut api_token_keys = api_token_keys(&config)?;
+        api_token_keys.extend(dev_credentials.as_ref().map(|credentials| credentials.api_spec.clone()));
+        tokio::spawn(bootstrap_trust(replica.clone(), roots, api_token_keys));
         if is_fresh
             && config.cluster.initial_state == InitialState::New
             && members.keys().next() != Some(&config.node.id)
@@ -207,6 +211,9 @@ impl NodeBuilder {
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(crate::replica::clock_check::run(replica.clone(), stop_rx.clone()));
+        if let Some(credentials) = dev_credentials {
+            tokio::spawn(refresh_dev_token(credentials, Arc::clone(&replica.clock), stop_rx.clone()));
+        }
         let mut tasks = Vec::new();
         if let Some(ops_listener) = listeners.ops {
             let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> = vec![
@@ -223,7 +230,7 @@ impl NodeBuilder {
         let in_flight_requests_max = config.api.in_flight_requests_max;
         let authenticator = Arc::new(crate::edge::authn::Authenticator::new(
             config.api.authentication,
-            Arc::clone(&replica.shared),
+            Arc::new(PublishedTrust(Arc::clone(&replica.shared))),
             Arc::clone(&replica.clock),
             &config.cluster.id,
             tls.as_ref().is_some_and(TlsMaterial::require_client_certs),
@@ -367,6 +374,16 @@ async fn check_initial_membership(replica: Replica, expected: BTreeMap<u64, Keel
     }
 }
 
+/// The API-token keys installed at bootstrap (`trust.api_token_public_keys`).
+fn api_token_keys(config: &Config) -> anyhow::Result<Vec<KeySpec>> {
+    let read = |path: &std::path::PathBuf| -> anyhow::Result<KeySpec> {
+        let mut spec = trust_roots::read_root_public_key(path)?;
+        spec.purposes = std::collections::BTreeSet::from([keel_kernel::trust_store::KeyPurpose::ApiToken]);
+        Ok(spec)
+    };
+    config.trust.api_token_public_keys.iter().map(read).collect()
+}
+
 fn root_keys(config: &Config) -> anyhow::Result<Vec<KeySpec>> {
     if config.dev && config.trust.root_public_keys.is_empty() {
         let (spec, path) = trust_roots::ensure_dev_root_key(&config.data_dir)?;
@@ -385,9 +402,45 @@ fn root_keys(config: &Config) -> anyhow::Result<Vec<KeySpec>> {
         .collect()
 }
 
-/// Installs the configured root keys once this node leads, unless the trust
-/// store already has them. Bounded retries; failures leave the node not ready.
-async fn bootstrap_trust(replica: Replica, roots: Vec<KeySpec>) {
+/// Dev mode's API-token key and admin token (see `dev_credentials`), when
+/// this dev node made its own root key; the first token is written now.
+fn dev_credentials(config: &Config, replica: &Replica) -> anyhow::Result<Option<DevCredentials>> {
+    if !config.dev || !config.trust.root_public_keys.is_empty() {
+        return Ok(None);
+    }
+    let credentials = DevCredentials::prepare(&config.data_dir, &config.cluster.id)?;
+    credentials.write_admin_token(replica.clock.wall_now_ms())?;
+    let path = credentials.token_path.display().to_string();
+    println!("{}", serde_json::json!({"event": "dev_admin_token", "path": path}));
+    tracing::warn!(
+        %path,
+        "dev mode: an admin token (every permission) is in a local file; `export KEEL_TOKEN=$(cat {path})`"
+    );
+    Ok(Some(credentials))
+}
+
+/// Rewrites the dev admin token every `DEV_TOKEN_REFRESH_MS` until stopped.
+async fn refresh_dev_token(
+    credentials: DevCredentials,
+    clock: Arc<LeaderClock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let period = Duration::from_millis(crate::dev_credentials::DEV_TOKEN_REFRESH_MS);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        if let Err(error) = credentials.write_admin_token(clock.wall_now_ms()) {
+            tracing::error!(%error, "could not rewrite the dev admin token");
+        }
+    }
+}
+
+/// Installs the configured root and API-token keys once this node leads,
+/// unless the trust store already has them. Bounded retries; failures leave
+/// the node not ready.
+async fn bootstrap_trust(replica: Replica, roots: Vec<KeySpec>, api_token_keys: Vec<KeySpec>) {
     for attempt in 1..=BOOTSTRAP_ATTEMPTS_MAX {
         let leader = replica
             .raft
@@ -401,17 +454,31 @@ async fn bootstrap_trust(replica: Replica, roots: Vec<KeySpec>) {
         if replica.shared.read().kernel.trust().is_bootstrapped() {
             return;
         }
-        let write =
-            Write { command: Command::BootstrapTrust { root_keys: roots.clone() }, idempotency_key: None, actor: None };
+        let command = Command::BootstrapTrust { root_keys: roots.clone(), api_token_keys: api_token_keys.clone() };
+        let write = Write { command, idempotency_key: None, actor: None };
         match replica.propose(write, Duration::from_millis(BOOTSTRAP_WRITE_DEADLINE_MS)).await {
             Ok(_) => {
-                tracing::info!(n_root_keys = roots.len(), "trust store bootstrapped");
+                tracing::info!(
+                    n_root_keys = roots.len(),
+                    n_api_token_keys = api_token_keys.len(),
+                    "trust store bootstrapped"
+                );
                 return;
             }
             Err(error) => tracing::warn!(attempt, %error, "bootstrapping the trust store failed; retrying"),
         }
     }
     tracing::error!("could not bootstrap the trust store; the node stays not ready");
+}
+
+/// The edge reads the trust store from the member's published state.
+#[derive(Debug)]
+struct PublishedTrust(Arc<SharedState>);
+
+impl crate::edge::authn::TrustSource for PublishedTrust {
+    fn with_trust(&self, f: &mut dyn FnMut(&keel_kernel::trust_store::TrustStore)) {
+        f(self.0.read().kernel.trust());
+    }
 }
 
 /// What the client port is served with, besides the services' context.

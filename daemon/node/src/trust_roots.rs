@@ -71,9 +71,37 @@ pub fn read_root_public_key(path: &Path) -> Result<KeySpec, RootKeyError> {
 
 /// Returns the dev root key, creating `<data_dir>/dev-root.key` on first use.
 pub fn ensure_dev_root_key(data_dir: &Path) -> Result<(KeySpec, PathBuf), RootKeyError> {
-    let path = data_dir.join(DEV_ROOT_KEY_FILE);
+    let (signing_key, path) = ensure_dev_key_pair(data_dir, DEV_ROOT_KEY_FILE)?;
+    Ok((root_spec(signing_key.verifying_key().to_bytes()), path))
+}
+
+/// Reads the secret key of a key pair file.
+pub fn read_key_pair(path: &Path) -> Result<ed25519_dalek::SigningKey, RootKeyError> {
+    let malformed = |problem: &str| RootKeyError::Malformed { path: path.to_owned(), problem: problem.to_owned() };
+    let io = |source| RootKeyError::Io { path: path.to_owned(), source };
+    if std::fs::metadata(path).map_err(io)?.len() > KEY_FILE_BYTES_MAX {
+        return Err(malformed("file is too large for a key file"));
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let file: KeyFile = serde_json::from_str(&text).map_err(|e| malformed(&e.to_string()))?;
+    let secret = file.secret_key.ok_or_else(|| malformed("holds no secret_key"))?;
+    let bytes = hex::decode(secret).map_err(|_| malformed("secret_key is not hex"))?;
+    let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| malformed("secret_key is not 32 bytes"))?;
+    let signing_key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    if key_id_of(&signing_key.verifying_key().to_bytes()) != file.key_id {
+        return Err(malformed("key_id does not match the key"));
+    }
+    Ok(signing_key)
+}
+
+/// The key pair in `<data_dir>/<file_name>`, created (mode 0600) on first use.
+pub fn ensure_dev_key_pair(
+    data_dir: &Path,
+    file_name: &str,
+) -> Result<(ed25519_dalek::SigningKey, PathBuf), RootKeyError> {
+    let path = data_dir.join(file_name);
     if path.exists() {
-        return Ok((read_root_public_key(&path)?, path));
+        return Ok((read_key_pair(&path)?, path));
     }
     let io = |source| RootKeyError::Io { path: path.clone(), source };
     std::fs::create_dir_all(data_dir).map_err(io)?;
@@ -87,7 +115,7 @@ pub fn ensure_dev_root_key(data_dir: &Path) -> Result<(KeySpec, PathBuf), RootKe
     let json = serde_json::to_vec_pretty(&file)
         .map_err(|e| RootKeyError::Malformed { path: path.clone(), problem: e.to_string() })?;
     write_private(&path, &json).map_err(io)?;
-    Ok((root_spec(public_key), path))
+    Ok((signing_key, path))
 }
 
 #[cfg(unix)]

@@ -108,11 +108,23 @@ async fn three_in_process_members_replicate_through_the_seams_with_time_from_the
     .await?;
     let leader_id = nodes[0].replica.current_leader().ok_or("no leader")?;
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader_id).collect();
+    // Dev members each make their own dev keys; the leader bootstrapped the
+    // trust store with its own, so its admin token is the cluster's.
+    let token_file =
+        dir.path().join(format!("node-{leader_id}")).join(keel_node::dev_credentials::DEV_ADMIN_TOKEN_FILE);
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", std::fs::read_to_string(token_file)?.trim()).parse()?;
+    let authorize = move |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", bearer.clone());
+        Ok(request)
+    };
 
     // A write sent to a follower over gRPC is forwarded to the leader, and
     // stamped with the manual clock's time.
-    let mut writer =
-        pb::tenant_service_client::TenantServiceClient::new(channel(&network, &client_addr(followers[0]))?);
+    let mut writer = pb::tenant_service_client::TenantServiceClient::with_interceptor(
+        channel(&network, &client_addr(followers[0]))?,
+        authorize.clone(),
+    );
     let created = writer
         .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant("acme")), idempotency_key: String::new() })
         .await?
@@ -134,8 +146,10 @@ async fn three_in_process_members_replicate_through_the_seams_with_time_from_the
     assert_eq!(updated.update_time_ms, i64::try_from(START_MS + 60_000)?);
 
     // A linearizable read on the other follower sees the write.
-    let mut reader =
-        pb::tenant_service_client::TenantServiceClient::new(channel(&network, &client_addr(followers[1]))?);
+    let mut reader = pb::tenant_service_client::TenantServiceClient::with_interceptor(
+        channel(&network, &client_addr(followers[1]))?,
+        authorize,
+    );
     let read = reader
         .get_tenant(pb::GetTenantRequest {
             name: "tenants/acme".into(),

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod table;
 pub mod tenant;
 pub mod timestamp;
+pub mod token;
 pub mod trust;
 
 use error::CliError;
@@ -31,6 +32,7 @@ use keel_client::client::{ClientConfig, KeelClient};
 use keel_client::limits::{CALL_TIMEOUT_DEFAULT_MS, CONNECT_TIMEOUT_DEFAULT_MS};
 use keel_client::pb;
 use keel_client::tls::ClientTls;
+use keel_client::token::BearerToken;
 use output::{Output, OutputFormat};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,9 +91,27 @@ pub struct GlobalArgs {
     /// PEM private key of `--cert-file`.
     #[arg(long, global = true, env = "KEEL_KEY_FILE", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
+    /// File holding the capability token every call sends (`keelctl token
+    /// issue`; `keeld --dev` writes one beside its data). Without it, the
+    /// token in KEEL_TOKEN.
+    #[arg(long = "token", global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The capability token itself (set it through KEEL_TOKEN).
+    #[arg(long = "token-value", global = true, env = "KEEL_TOKEN", hide = true, hide_env_values = true)]
+    pub token_value: Option<String>,
 }
 
 impl GlobalArgs {
+    /// The token these options name: `--token FILE`, else `KEEL_TOKEN`.
+    pub fn token(&self) -> Result<Option<BearerToken>, CliError> {
+        let text = match (&self.token_file, &self.token_value) {
+            (Some(file), _) => token::read_token_file(file)?,
+            (None, Some(value)) if !value.trim().is_empty() => value.clone(),
+            _ => return Ok(None),
+        };
+        Ok(Some(BearerToken::new(&text)?))
+    }
+
     /// The TLS settings these options ask for; a client certificate without
     /// a CA file is refused.
     pub fn tls(&self) -> Result<Option<ClientTls>, CliError> {
@@ -140,6 +160,9 @@ pub enum Command {
     /// Publish user events and watch the change stream.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Issue, show and revoke capability tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// `--consistency` values.
@@ -174,6 +197,7 @@ pub async fn run(cli: Cli, stdout: &mut dyn std::io::Write, stderr: &mut dyn std
         Command::Policy(command) => policy::run(command, global, &mut output).await,
         Command::Cluster(command) => cluster::run(command, global, &mut output).await,
         Command::Events(command) => events::run(command, global, &mut output).await,
+        Command::Token(command) => token::run(command, global, &mut output).await,
     }
 }
 
@@ -186,6 +210,7 @@ pub(crate) async fn connect(global: &GlobalArgs) -> Result<KeelClient, CliError>
     let config = ClientConfig::new(endpoints)
         .with_preferred_region(region)
         .with_tls(global.tls()?)
+        .with_token(global.token()?)
         .with_call_timeout(call_timeout)
         .with_connect_timeout(call_timeout.min(Duration::from_millis(CONNECT_TIMEOUT_DEFAULT_MS)));
     Ok(KeelClient::connect(config).await?)

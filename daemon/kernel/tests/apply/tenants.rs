@@ -120,8 +120,10 @@ fn key_validity_is_judged_at_the_monotonic_time() {
     // so a later entry stamped T0 (a leader with a slow clock) still sees the
     // root as expired.
     let root = with_window(root_spec(ROOT), 0, Some(T0_MS + 10));
-    let setup =
-        [at(T0_MS, Command::BootstrapTrust { root_keys: vec![root] }), at(T0_MS + 20, create_tenant("acme", "Acme"))];
+    let setup = [
+        at(T0_MS, Command::BootstrapTrust { root_keys: vec![root], api_token_keys: vec![] }),
+        at(T0_MS + 20, create_tenant("acme", "Acme")),
+    ];
     check(&setup, at(T0_MS, add_key(publisher_spec(PUBLISHER), &[ROOT])), Expect::Rejected("KEY_EXPIRED"));
 }
 

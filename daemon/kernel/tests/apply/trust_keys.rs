@@ -47,38 +47,58 @@ fn bootstrap_again_with_the_same_key_but_other_attributes_is_refused() {
     let changed = with_window(root_spec(ROOT), 5, None);
     check(
         &trust(),
-        now(Command::BootstrapTrust { root_keys: vec![changed] }),
+        now(Command::BootstrapTrust { root_keys: vec![changed], api_token_keys: vec![] }),
         Expect::Rejected("TRUST_ALREADY_BOOTSTRAPPED"),
     );
 }
 
 #[test]
 fn bootstrap_without_keys_is_refused() {
-    check(&[], now(Command::BootstrapTrust { root_keys: vec![] }), Expect::Rejected("FIELD_REQUIRED root_keys"));
+    check(
+        &[],
+        now(Command::BootstrapTrust { root_keys: vec![], api_token_keys: vec![] }),
+        Expect::Rejected("FIELD_REQUIRED root_keys"),
+    );
 }
 
 #[test]
 fn bootstrap_with_a_non_root_key_is_refused() {
     let root_keys = vec![root_spec(ROOT), publisher_spec(PUBLISHER)];
-    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("FIELD_INVALID root_keys.purposes"));
+    check(
+        &[],
+        now(Command::BootstrapTrust { root_keys, api_token_keys: vec![] }),
+        Expect::Rejected("FIELD_INVALID root_keys.purposes"),
+    );
 }
 
 #[test]
 fn bootstrap_with_a_key_without_purposes_is_refused() {
     let root_keys = vec![key_spec(ROOT, &[])];
-    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("FIELD_REQUIRED spec.purposes"));
+    check(
+        &[],
+        now(Command::BootstrapTrust { root_keys, api_token_keys: vec![] }),
+        Expect::Rejected("FIELD_REQUIRED spec.purposes"),
+    );
 }
 
 #[test]
 fn bootstrap_with_an_invalid_public_key_is_refused() {
     let root_keys = vec![KeySpec { public_key: invalid_public_key(), ..root_spec(ROOT) }];
-    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("FIELD_INVALID spec.public_key"));
+    check(
+        &[],
+        now(Command::BootstrapTrust { root_keys, api_token_keys: vec![] }),
+        Expect::Rejected("FIELD_INVALID spec.public_key"),
+    );
 }
 
 #[test]
 fn bootstrap_with_an_empty_validity_window_is_refused() {
     let root_keys = vec![with_window(root_spec(ROOT), 10, Some(10))];
-    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("KEY_VALIDITY_INVALID"));
+    check(
+        &[],
+        now(Command::BootstrapTrust { root_keys, api_token_keys: vec![] }),
+        Expect::Rejected("KEY_VALIDITY_INVALID"),
+    );
 }
 
 #[test]
@@ -102,7 +122,7 @@ fn bootstrap_listing_a_key_twice_is_refused() {
     let same_key_two_specs = vec![root_spec(ROOT), key_spec(ROOT, &[KeyPurpose::Root, KeyPurpose::ApiToken])];
     check(
         &[],
-        now(Command::BootstrapTrust { root_keys: same_key_two_specs }),
+        now(Command::BootstrapTrust { root_keys: same_key_two_specs, api_token_keys: vec![] }),
         Expect::Rejected("FIELD_INVALID root_keys"),
     );
 }
@@ -144,7 +164,7 @@ fn add_key_signed_by_a_key_without_root_purpose_is_refused() {
 #[test]
 fn add_key_signed_by_an_expired_root_is_refused() {
     let root = with_window(root_spec(ROOT), 0, Some(T0_MS));
-    let setup = [at(T0_MS - 10, Command::BootstrapTrust { root_keys: vec![root] })];
+    let setup = [at(T0_MS - 10, Command::BootstrapTrust { root_keys: vec![root], api_token_keys: vec![] })];
     // `not_after_ms` is exclusive: the last valid instant is one ms before it.
     check(
         &setup,
@@ -157,7 +177,7 @@ fn add_key_signed_by_an_expired_root_is_refused() {
 #[test]
 fn add_key_signed_by_a_root_not_yet_valid_is_refused() {
     let root = with_window(root_spec(ROOT), T0_MS, None);
-    let setup = [at(T0_MS - 10, Command::BootstrapTrust { root_keys: vec![root] })];
+    let setup = [at(T0_MS - 10, Command::BootstrapTrust { root_keys: vec![root], api_token_keys: vec![] })];
     check(&setup, at(T0_MS - 1, add_key(publisher_spec(PUBLISHER), &[ROOT])), Expect::Rejected("KEY_NOT_YET_VALID"));
     // `not_before_ms` is inclusive.
     check(
@@ -258,7 +278,11 @@ fn add_key_with_a_small_order_public_key_is_refused() {
     let spec = KeySpec { public_key: identity, ..publisher_spec(PUBLISHER) };
     check(&trust(), now(add_key(spec, &[ROOT])), Expect::Rejected("FIELD_INVALID spec.public_key"));
     let root_keys = vec![KeySpec { public_key: identity, ..root_spec(ROOT) }];
-    check(&[], now(Command::BootstrapTrust { root_keys }), Expect::Rejected("FIELD_INVALID spec.public_key"));
+    check(
+        &[],
+        now(Command::BootstrapTrust { root_keys, api_token_keys: vec![] }),
+        Expect::Rejected("FIELD_INVALID spec.public_key"),
+    );
 }
 
 #[test]

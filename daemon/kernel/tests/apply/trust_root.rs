@@ -277,7 +277,10 @@ fn rotate_root_signed_by_an_expired_or_not_yet_valid_current_root_is_refused() {
     let windowed = |not_before_ms, not_after_ms| {
         vec![at(
             T0_MS,
-            Command::BootstrapTrust { root_keys: vec![with_window(root_spec(ROOT), not_before_ms, not_after_ms)] },
+            Command::BootstrapTrust {
+                root_keys: vec![with_window(root_spec(ROOT), not_before_ms, not_after_ms)],
+                api_token_keys: vec![],
+            },
         )]
     };
     let document = root_document(2, &[ROOT2], 1, &[]);
@@ -338,6 +341,7 @@ fn revoke_signed_by_an_expired_or_not_yet_valid_root_is_refused() {
                 T0_MS,
                 Command::BootstrapTrust {
                     root_keys: vec![root_spec(ROOT2), with_window(root_spec(ROOT), not_before_ms, not_after_ms)],
+                    api_token_keys: vec![],
                 },
             ),
             at(T0_MS, add_key(publisher_spec(PUBLISHER), &[ROOT2])),

@@ -187,6 +187,7 @@ mod tests {
             .chain(JudgeError::REASONS)
             .chain(crate::tls::PeerCertificateError::REASONS)
             .chain(keel_kernel::token::TokenError::REASONS)
+            .chain(crate::edge::authn::AuthError::REASONS)
             .copied()
             .collect();
         for reason in &produced {

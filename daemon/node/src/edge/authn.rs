@@ -23,7 +23,6 @@ use super::permissions::{self, Guard, Scope};
 use crate::limits::{
     AUTH_CACHE_ENTRIES_MAX, AUTH_FAILURE_BURST, AUTH_FAILURE_SOURCES_MAX, AUTH_FAILURES_PER_SOURCE_PER_S,
 };
-use crate::raft::shared_state::SharedState;
 use crate::status::{self, Fault, Metadata};
 use keel_kernel::Rejection;
 use keel_kernel::token::{self, Principal, TokenError};
@@ -142,11 +141,18 @@ impl Fault for AuthError {
 
 type Limiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
+/// Where the edge reads the trust store from: the member's published state
+/// (the assembly supplies it, so the edge depends on no floor above it).
+pub trait TrustSource: std::fmt::Debug + Send + Sync + 'static {
+    /// Runs `f` on the trust store as last applied.
+    fn with_trust(&self, f: &mut dyn FnMut(&keel_kernel::trust_store::TrustStore));
+}
+
 /// Checks callers against the published trust store.
 #[derive(Debug)]
 pub struct Authenticator {
     mode: AuthMode,
-    shared: Arc<SharedState>,
+    trust: Arc<dyn TrustSource>,
     clock: Arc<crate::leader_clock::LeaderClock>,
     audience: Arc<str>,
     bind_client_certificates: bool,
@@ -159,11 +165,11 @@ pub struct Authenticator {
 const OVERFLOW_SOURCE: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 impl Authenticator {
-    /// Checks tokens for `audience` (the cluster id) against `shared`'s trust
-    /// store at `clock`'s wall time.
+    /// Checks tokens for `audience` (the cluster id) against `trust` at
+    /// `clock`'s wall time.
     pub fn new(
         mode: AuthMode,
-        shared: Arc<SharedState>,
+        trust: Arc<dyn TrustSource>,
         clock: Arc<crate::leader_clock::LeaderClock>,
         audience: &str,
         bind_client_certificates: bool,
@@ -174,7 +180,7 @@ impl Authenticator {
         let quota = governor::Quota::per_second(rate).allow_burst(burst);
         Authenticator {
             mode,
-            shared,
+            trust,
             clock,
             audience: Arc::from(audience),
             bind_client_certificates,
@@ -187,9 +193,18 @@ impl Authenticator {
     /// Who `bearer` is, if it verifies now: from the cache when this token
     /// verified before (re-checked for revocation and expiry), else verified.
     pub fn principal(&self, bearer: &str) -> Result<Arc<Principal>, TokenError> {
-        let state = self.shared.read();
-        let trust = state.kernel.trust();
         let now_ms = self.clock.wall_now_ms();
+        let mut answer = Err(TokenError::Malformed { detail: "no trust store".into() });
+        self.trust.with_trust(&mut |trust| answer = self.principal_in(bearer, trust, now_ms));
+        answer
+    }
+
+    fn principal_in(
+        &self,
+        bearer: &str,
+        trust: &keel_kernel::trust_store::TrustStore,
+        now_ms: u64,
+    ) -> Result<Arc<Principal>, TokenError> {
         let hash: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
         let cached = self.lock_cache().get(&hash).cloned();
         if let Some(principal) = cached {

@@ -380,7 +380,7 @@ fn corrupt_entry_bytes_are_errors_not_panics() -> TestResult {
     wrong_version[0] = 1;
     assert!(matches!(
         decode_entry(&wrong_version),
-        Err(codec::DecodeError::UnsupportedVersion { found: 1, supported: 3 })
+        Err(codec::DecodeError::UnsupportedVersion { found: 1, supported: 4 })
     ));
     Ok(())
 }
