@@ -33,6 +33,11 @@ up() {
   [ -f "$dir/tls/ca.crt" ] || "$bin/keelctl" certs init --dir "$dir/tls" --common-name "keel local-cluster CA" >/dev/null
   [ -f "$dir/tls/admin.crt" ] \
     || "$bin/keelctl" certs issue --ca "$dir/tls" admin --usage client --san admin --out "$dir/tls" >/dev/null
+  # The API-token key every member installs at bootstrap, and an admin token
+  # (sub "admin": client certificates are required, so it must be admin.crt's
+  # identity), re-issued on every `up` (a token lives at most 24 h).
+  [ -f "$dir/api.key" ] || "$bin/keelctl" keys generate --out "$dir/api" >/dev/null
+  "$bin/keelctl" token issue --key "$dir/api.key" --sub admin --permission '*' --ttl 24h --out "$dir/admin.token" >/dev/null
   local members=""
   for i in $(seq 1 "$n"); do
     members+="
@@ -65,6 +70,7 @@ key_file = "$dir/node-$i/node-$i.key"
 require_client_certs = true
 [trust]
 root_public_keys = ["$dir/root.pub"]
+api_token_public_keys = ["$dir/api.pub"]
 $members
 TOML
     if [ -f "$dir/node-$i/pid" ] && kill -0 "$(cat "$dir/node-$i/pid")" 2>/dev/null; then
@@ -72,7 +78,7 @@ TOML
       continue
     fi
     # keeld reads KEEL_* variables as configuration: drop keelctl's.
-    nohup env -u KEEL_ENDPOINTS -u KEEL_CA_FILE -u KEEL_CERT_FILE -u KEEL_KEY_FILE -u KEEL_REGION \
+    nohup env -u KEEL_ENDPOINTS -u KEEL_CA_FILE -u KEEL_CERT_FILE -u KEEL_KEY_FILE -u KEEL_REGION -u KEEL_TOKEN \
       "$bin/keeld" --config "$dir/node-$i/keel.toml" >"$dir/node-$i/stdout.log" 2>"$dir/node-$i/keeld.log" &
     echo $! >"$dir/node-$i/pid"
     echo "node $i started (pid $!, gRPC 127.0.0.1:$(port "$i" 0), ops http://127.0.0.1:$(port "$i" 2))"
@@ -90,8 +96,9 @@ TOML
   echo "cluster ready. Try:"
   echo "  export KEEL_ENDPOINTS=$(endpoints "$n")"
   echo "  export KEEL_CA_FILE=$dir/tls/ca.crt KEEL_CERT_FILE=$dir/tls/admin.crt KEEL_KEY_FILE=$dir/tls/admin.key"
+  echo "  export KEEL_TOKEN=\$(cat $dir/admin.token)"
   echo "  $bin/keelctl cluster status"
-  echo "  root key for signing: $dir/root.key"
+  echo "  root key for signing: $dir/root.key; API-token key for more tokens: $dir/api.key"
 }
 
 endpoints() {
@@ -106,7 +113,8 @@ status() {
   for i in $(seq 1 "$n"); do
     echo "== node $i"
     "$bin/keelctl" --endpoints "https://127.0.0.1:$(port "$i" 0)" --ca-file "$dir/tls/ca.crt" \
-      --cert-file "$dir/tls/admin.crt" --key-file "$dir/tls/admin.key" --timeout-ms 2000 cluster status 2>&1 | head -n 12 || true
+      --cert-file "$dir/tls/admin.crt" --key-file "$dir/tls/admin.key" --token "$dir/admin.token" \
+      --timeout-ms 2000 cluster status 2>&1 | head -n 12 || true
   done
 }
 

@@ -142,6 +142,11 @@ impl KeelProcess {
         self.dir.path().join("data")
     }
 
+    /// [`KeelProcess::token`] for a `keel_client::ClientConfig`.
+    pub fn bearer_token(&self) -> Option<keel_client::token::BearerToken> {
+        self.token.as_deref().and_then(|token| keel_client::token::BearerToken::new(token).ok())
+    }
+
     /// The dev admin token keeld wrote (dev nodes only).
     pub fn dev_token_file(&self) -> PathBuf {
         self.data_dir().join("dev-admin.token")

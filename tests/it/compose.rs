@@ -128,7 +128,7 @@ fn keelctl_in(container: &str, host: &str, args: &[&str]) -> Result<Output> {
     let mut command = Command::new("docker");
     command.args(["exec", container, "/usr/local/bin/keelctl", "--endpoints", &endpoint]);
     command.args(["--ca-file", "/etc/keel/ca.crt", "--cert-file", "/etc/keel/node.crt"]);
-    command.args(["--key-file", "/etc/keel/node.key", "--timeout-ms", "5000"]);
+    command.args(["--key-file", "/etc/keel/node.key", "--token", "/etc/keel/admin.token", "--timeout-ms", "5000"]);
     if !args.contains(&"--output") {
         command.args(["--output", "json"]);
     }

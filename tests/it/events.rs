@@ -174,8 +174,8 @@ struct Seen {
 
 /// Watches USER_EVENTs from revision 1 through a client whose first endpoint
 /// is `first`, until `CLUSTER_EVENTS` arrived or the deadline passed.
-async fn watch_all(endpoints: Vec<String>) -> Result<Seen> {
-    let config = ClientConfig::new(endpoints).with_call_timeout(Duration::from_secs(5));
+async fn watch_all(endpoints: Vec<String>, token: Option<keel_client::token::BearerToken>) -> Result<Seen> {
+    let config = ClientConfig::new(endpoints).with_call_timeout(Duration::from_secs(5)).with_token(token);
     let client = KeelClient::new(config)?;
     let mut watch = client.watch(WatchOptions {
         from_revision: 1,
@@ -203,11 +203,13 @@ async fn watchers_see_every_event_once_across_a_leader_kill_and_keyed_retries_ap
     let endpoint = |i: usize| cluster.nodes[i].endpoint.clone();
     let rotated = |first: usize| (0..3).map(|k| endpoint((first + k) % 3)).collect::<Vec<_>>();
     // One watcher starts on the leader (it must resume elsewhere), one on a follower.
-    let on_leader = tokio::spawn(watch_all(rotated(leader)));
-    let on_follower = tokio::spawn(watch_all(rotated((leader + 1) % 3)));
+    let token = cluster.nodes[0].bearer_token();
+    let on_leader = tokio::spawn(watch_all(rotated(leader), token.clone()));
+    let on_follower = tokio::spawn(watch_all(rotated((leader + 1) % 3), token.clone()));
 
-    let writer =
-        KeelClient::new(ClientConfig::new(rotated((leader + 1) % 3)).with_call_timeout(Duration::from_secs(5)))?;
+    let writer = KeelClient::new(
+        ClientConfig::new(rotated((leader + 1) % 3)).with_call_timeout(Duration::from_secs(5)).with_token(token),
+    )?;
     let mut acknowledged: BTreeMap<String, u64> = BTreeMap::new();
     for i in 0..CLUSTER_EVENTS {
         if i == CLUSTER_EVENTS / 2 {
@@ -395,7 +397,7 @@ async fn a_node_refuses_watchers_beyond_its_bound() -> Result<()> {
 #[tokio::test]
 async fn keel_client_watch_resumes_after_a_cut_off_without_gap_or_duplicate() -> Result<()> {
     let node = KeelProcess::start().await?;
-    let client = KeelClient::new(ClientConfig::new([node.endpoint.clone()]))?;
+    let client = KeelClient::new(ClientConfig::new([node.endpoint.clone()]).with_token(node.bearer_token()))?;
     let mut publisher = events(node.channel().await?);
     publisher.publish(publish_request("flood", b"first", "flood-first")).await?;
     let mut watch =

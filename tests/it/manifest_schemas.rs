@@ -55,6 +55,7 @@ async fn invalid_action_schemas_are_refused_with_the_action_and_schema_named() -
     let output = std::process::Command::new(keelctl_bin())
         .current_dir(&dir)
         .env("KEEL_ENDPOINTS", &node.endpoint)
+        .env("KEEL_TOKEN", node.token.as_deref().unwrap_or_default())
         .args(["engine", "publish", "--manifest", "bad.json", "--key", "publisher.key"])
         .output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);

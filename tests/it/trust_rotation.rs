@@ -157,7 +157,7 @@ async fn keelctl_rotates_the_root_and_hands_signing_to_the_new_key() -> Result<(
     )?;
     let keys = keelctl_ok(&node, &dir, &["--output", "json", "trust", "list"])?;
     let keys: serde_json::Value = serde_json::from_str(&keys)?;
-    ensure!(keys.as_array().map(Vec::len) == Some(4), "old root, new root, publisher, ops: {keys}");
+    ensure!(keys.as_array().map(Vec::len) == Some(5), "old root, new root, publisher, ops, dev api: {keys}");
 
     // Signed before the rotation: still readable, byte for byte; its publisher still publishes.
     let mut registry = crate::single_node::registry(&node).await?;
