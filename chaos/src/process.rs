@@ -91,8 +91,16 @@ impl tonic::service::Interceptor for Bearer {
 impl KeelProcess {
     /// Starts a dev node in a fresh temp dir and waits until it is ready.
     pub async fn start() -> Result<KeelProcess> {
+        KeelProcess::start_with_env(&[]).await
+    }
+
+    /// [`KeelProcess::start`] with `envs` (`KEEL_*` configuration) set.
+    pub async fn start_with_env(envs: &[(&str, &str)]) -> Result<KeelProcess> {
         let args = ["--dev", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
         let mut node = KeelProcess::new(args.iter().map(|a| a.to_string()).collect())?;
+        for (key, value) in envs {
+            node.set_env(key, value);
+        }
         node.spawn().await?;
         Ok(node)
     }

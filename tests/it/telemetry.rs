@@ -43,7 +43,8 @@ fn is_rpc_span(span: &ReceivedSpan, method: &str, node_id: u64) -> bool {
 async fn rpc_spans_and_metrics_reach_an_otlp_receiver() -> Result<()> {
     let receiver = OtlpReceiver::start().await?;
     let node = node_exporting_to(&receiver).await?;
-    let client = KeelClient::connect(ClientConfig::new([node.endpoint.clone()]).with_token(node.bearer_token())).await?;
+    let client =
+        KeelClient::connect(ClientConfig::new([node.endpoint.clone()]).with_token(node.bearer_token())).await?;
     client.cluster_status().await?;
     let tenant = Fixture::tenant_request("acme").tenant.unwrap_or_default();
     client.create_tenant(tenant).await?;

@@ -76,6 +76,13 @@ pub struct ApiConfig {
     /// token. `off`: nobody is checked — for measuring what authentication
     /// costs; accepted only when every listener is on loopback.
     pub authentication: crate::edge::authn::AuthMode,
+    /// Authentication failures one source address may cause in a burst
+    /// before its failures are answered `AUTH_FAILURES_THROTTLED`.
+    /// 1..=1000000 (default `AUTH_FAILURE_BURST`).
+    pub auth_failure_burst: u32,
+    /// Authentication failures per second one source address may sustain.
+    /// 1..=1000000 (default `AUTH_FAILURES_PER_SOURCE_PER_S`).
+    pub auth_failures_per_source_per_s: u32,
 }
 
 impl Default for ApiConfig {
@@ -83,6 +90,8 @@ impl Default for ApiConfig {
         ApiConfig {
             in_flight_requests_max: crate::limits::IN_FLIGHT_REQUESTS_MAX,
             authentication: crate::edge::authn::AuthMode::Required,
+            auth_failure_burst: crate::limits::AUTH_FAILURE_BURST,
+            auth_failures_per_source_per_s: crate::limits::AUTH_FAILURES_PER_SOURCE_PER_S,
         }
     }
 }
@@ -430,6 +439,14 @@ impl Config {
         }
         keel_kernel::Name::parse("name", &self.cluster.id)
             .map_err(|rejection| invalid("cluster.id", rejection.to_string()))?;
+        for (key, value) in [
+            ("api.auth_failure_burst", self.api.auth_failure_burst),
+            ("api.auth_failures_per_source_per_s", self.api.auth_failures_per_source_per_s),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                return Err(invalid(key, format!("{value} is outside 1..=1000000")));
+            }
+        }
         let is_all_loopback = listens.iter().all(|(_, addr)| addr.ip().is_loopback());
         if self.api.authentication == crate::edge::authn::AuthMode::Off && !is_all_loopback {
             return Err(invalid(

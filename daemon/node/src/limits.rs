@@ -22,9 +22,11 @@ pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
 /// Verified tokens the edge remembers (by SHA-256, until their expiry).
 pub const AUTH_CACHE_ENTRIES_MAX: usize = 10_000;
-/// Authentication failures one source address may cause per second, sustained.
+/// Authentication failures one source address may cause per second,
+/// sustained (default of `api.auth_failures_per_source_per_s`).
 pub const AUTH_FAILURES_PER_SOURCE_PER_S: u32 = 5;
-/// Authentication failures one source address may cause in a burst.
+/// Authentication failures one source address may cause in a burst
+/// (default of `api.auth_failure_burst`).
 pub const AUTH_FAILURE_BURST: u32 = 20;
 /// Source addresses whose failures are tracked apart; beyond, they share one budget.
 pub const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;

@@ -228,12 +228,17 @@ impl NodeBuilder {
         let peers = serve_peers(listeners.peer, replica.clone(), tls.clone(), config.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(peers));
         let in_flight_requests_max = config.api.in_flight_requests_max;
+        let settings = crate::edge::authn::AuthSettings {
+            mode: config.api.authentication,
+            audience: config.cluster.id.clone(),
+            bind_client_certificates: tls.as_ref().is_some_and(TlsMaterial::require_client_certs),
+            failure_burst: config.api.auth_failure_burst,
+            failures_per_s: config.api.auth_failures_per_source_per_s,
+        };
         let authenticator = Arc::new(crate::edge::authn::Authenticator::new(
-            config.api.authentication,
+            &settings,
             Arc::new(PublishedTrust(Arc::clone(&replica.shared))),
             Arc::clone(&replica.clock),
-            &config.cluster.id,
-            tls.as_ref().is_some_and(TlsMaterial::require_client_certs),
             ctx.rpc_metrics.clone(),
         ));
         let grpc = serve_grpc(

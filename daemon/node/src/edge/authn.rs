@@ -20,9 +20,7 @@
 //! included: the cache only saves the signature check and the parsing.
 
 use super::permissions::{self, Guard, Scope};
-use crate::limits::{
-    AUTH_CACHE_ENTRIES_MAX, AUTH_FAILURE_BURST, AUTH_FAILURE_SOURCES_MAX, AUTH_FAILURES_PER_SOURCE_PER_S,
-};
+use crate::limits::{AUTH_CACHE_ENTRIES_MAX, AUTH_FAILURE_SOURCES_MAX};
 use crate::status::{self, Fault, Metadata};
 use keel_kernel::Rejection;
 use keel_kernel::token::{self, Principal, TokenError};
@@ -148,6 +146,21 @@ pub trait TrustSource: std::fmt::Debug + Send + Sync + 'static {
     fn with_trust(&self, f: &mut dyn FnMut(&keel_kernel::trust_store::TrustStore));
 }
 
+/// How an [`Authenticator`] checks (from `[api]` and `[cluster]`).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Whether tokens are checked.
+    pub mode: AuthMode,
+    /// The audience tokens must name (the cluster id).
+    pub audience: String,
+    /// With client certificates required: a token's `sub` must be the certificate's identity.
+    pub bind_client_certificates: bool,
+    /// Failures a source may cause in a burst.
+    pub failure_burst: u32,
+    /// Failures per second a source may sustain.
+    pub failures_per_s: u32,
+}
+
 /// Checks callers against the published trust store.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -165,25 +178,22 @@ pub struct Authenticator {
 const OVERFLOW_SOURCE: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 impl Authenticator {
-    /// Checks tokens for `audience` (the cluster id) against `trust` at
-    /// `clock`'s wall time.
+    /// Checks tokens as `settings` say against `trust` at `clock`'s wall time.
     pub fn new(
-        mode: AuthMode,
+        settings: &AuthSettings,
         trust: Arc<dyn TrustSource>,
         clock: Arc<crate::leader_clock::LeaderClock>,
-        audience: &str,
-        bind_client_certificates: bool,
         metrics: super::RpcMetrics,
     ) -> Authenticator {
-        let rate = NonZeroU32::new(AUTH_FAILURES_PER_SOURCE_PER_S).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(AUTH_FAILURE_BURST).unwrap_or(NonZeroU32::MIN);
+        let rate = NonZeroU32::new(settings.failures_per_s).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(settings.failure_burst).unwrap_or(NonZeroU32::MIN);
         let quota = governor::Quota::per_second(rate).allow_burst(burst);
         Authenticator {
-            mode,
+            mode: settings.mode,
             trust,
             clock,
-            audience: Arc::from(audience),
-            bind_client_certificates,
+            audience: Arc::from(settings.audience.as_str()),
+            bind_client_certificates: settings.bind_client_certificates,
             cache: Mutex::new(HashMap::new()),
             failures: governor::RateLimiter::keyed(quota),
             metrics,
@@ -257,17 +267,20 @@ impl Authenticator {
         {
             return Err(AuthError::SubjectMismatch { sub: principal.actor.sub.clone() });
         }
-        if let Guard::Token { permission, scope } = guard {
-            if !principal.may(permission) {
-                return Err(AuthError::PermissionMissing { permission, rpc: path.to_owned() });
+        let is_cluster_wide = match guard {
+            Guard::Token { permission, scope } => {
+                if !principal.may(permission) {
+                    return Err(AuthError::PermissionMissing { permission, rpc: path.to_owned() });
+                }
+                scope == Scope::Cluster
             }
-            if scope == Scope::Cluster
-                && let Some(tenant) = &principal.actor.tenant
-            {
-                let rejection =
-                    Rejection::TenantOutOfScope { scope: tenant.to_string(), requested: "(the cluster)".into() };
-                return Err(AuthError::OutOfScope(rejection));
-            }
+            // The trust store is the cluster's: a tenant's token has no business there.
+            Guard::RootSigned => true,
+        };
+        if is_cluster_wide && let Some(tenant) = &principal.actor.tenant {
+            let rejection =
+                Rejection::TenantOutOfScope { scope: tenant.to_string(), requested: "(the cluster)".into() };
+            return Err(AuthError::OutOfScope(rejection));
         }
         Ok(Authenticated(Some(principal)))
     }
