@@ -23,4 +23,5 @@ mod registry_graph;
 mod robustness;
 mod single_node;
 mod telemetry;
+mod tenant_isolation;
 mod trust_rotation;
