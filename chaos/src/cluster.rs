@@ -126,14 +126,19 @@ pub fn issue_token(key: &KeyPair, sub: &str, tenant: Option<&str>, permissions: 
     Ok(keel_client::token::issue(key, &claims)?)
 }
 
-/// Writes a node certificate (SAN 127.0.0.1) signed by `ca` and returns the `[tls]` section.
-pub fn tls_section(ca: &keel_client::certs::CaBundle, dir: &Path, name: &str) -> Result<String> {
+/// Writes a node certificate (SAN `ip`) signed by `ca` and returns the `[tls]` section.
+pub fn tls_section(
+    ca: &keel_client::certs::CaBundle,
+    dir: &Path,
+    name: &str,
+    ip: std::net::Ipv4Addr,
+) -> Result<String> {
     use keel_client::certs;
     let ca_paths = dir.join("ca.crt");
     if !ca_paths.exists() {
         std::fs::write(&ca_paths, &ca.cert_pem)?;
     }
-    let issued = certs::issue(ca, name, &["127.0.0.1".to_owned()], certs::Usage::Both, 20)?;
+    let issued = certs::issue(ca, name, &[ip.to_string()], certs::Usage::Both, 20)?;
     let paths = certs::write_issued(&issued, dir, name)?;
     Ok(format!(
         "[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
@@ -175,7 +180,21 @@ pub const RESERVED_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// Ports tried before falling back to an OS-assigned one.
 const RESERVE_ATTEMPTS_MAX: u32 = 64;
 
+/// Where member `index` listens: in TLS clusters its own loopback address
+/// (127.0.0.2 for the second, …), so its certificate names it alone and
+/// peer identity is per member; plaintext clusters share 127.0.0.1.
+pub fn member_ip(is_tls: bool, index: usize) -> std::net::Ipv4Addr {
+    match is_tls {
+        true => std::net::Ipv4Addr::new(127, 0, 0, u8::try_from(index + 1).unwrap_or(u8::MAX)),
+        false => std::net::Ipv4Addr::LOCALHOST,
+    }
+}
+
 fn reserve_port() -> Result<std::net::TcpListener> {
+    reserve_port_on(std::net::Ipv4Addr::LOCALHOST)
+}
+
+fn reserve_port_on(ip: std::net::Ipv4Addr) -> Result<std::net::TcpListener> {
     use std::hash::{BuildHasher, Hasher};
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let span = u64::from(RESERVED_PORTS.end - RESERVED_PORTS.start);
@@ -185,11 +204,19 @@ fn reserve_port() -> Result<std::net::TcpListener> {
         hasher.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         hasher.write_u32(std::process::id());
         let port = RESERVED_PORTS.start + u16::try_from(hasher.finish() % span).unwrap_or(0);
-        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+        if let Ok(listener) = std::net::TcpListener::bind((ip, port)) {
             return Ok(listener);
         }
     }
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
+    Ok(std::net::TcpListener::bind((ip, 0))?)
+}
+
+/// [`reserve_addresses`] on `ip`.
+pub fn reserve_addresses_on(ip: std::net::Ipv4Addr) -> Result<[String; 3]> {
+    let listeners = [reserve_port_on(ip)?, reserve_port_on(ip)?, reserve_port_on(ip)?];
+    let addrs: Vec<String> =
+        listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
+    Ok([addrs[0].clone(), addrs[1].clone(), addrs[2].clone()])
 }
 
 impl Cluster {
@@ -214,8 +241,9 @@ impl Cluster {
         // Reserve client, peer and ops ports for every member, then release them together.
         let mut reserved = Vec::new();
         let mut ports = Vec::new();
-        for _ in members {
-            let listeners = [reserve_port()?, reserve_port()?, reserve_port()?];
+        for index in 0..members.len() {
+            let ip = member_ip(options.is_tls, index);
+            let listeners = [reserve_port_on(ip)?, reserve_port_on(ip)?, reserve_port_on(ip)?];
             let addrs: Vec<String> =
                 listeners.iter().map(|l| l.local_addr().map(|a| a.to_string())).collect::<Result<_, _>>()?;
             ports.push(addrs);
@@ -234,7 +262,7 @@ impl Cluster {
         }
 
         let mut nodes = Vec::new();
-        for (member, addrs) in members.iter().zip(&ports) {
+        for (index, (member, addrs)) in members.iter().zip(&ports).enumerate() {
             let config_path = dir.path().join(format!("node-{}.toml", member.id));
             let config = format!(
                 "[node]\nid = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\n\
@@ -252,7 +280,7 @@ impl Cluster {
                 raft = raft_section(tuning),
                 telemetry = telemetry_section(options.telemetry),
                 tls = match &ca {
-                    Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id))?,
+                    Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id), member_ip(true, index))?,
                     None => String::new(),
                 },
             );
@@ -286,6 +314,13 @@ impl Cluster {
         })
     }
 
+    /// The certificate and key (PEM) member `index` presents, in TLS clusters.
+    pub fn member_identity(&self, index: usize) -> Result<(String, String)> {
+        let name = format!("node-{}", self.ids.get(index).context("no such member")?);
+        let read = |extension: &str| std::fs::read_to_string(self.dir.path().join(format!("{name}.{extension}")));
+        Ok((read("crt")?, read("key")?))
+    }
+
     /// A token signed by the cluster's API-token key, valid for an hour.
     pub fn token(&self, sub: &str, tenant: Option<&str>, permissions: &[&str]) -> Result<String> {
         issue_token(&self.api_key, sub, tenant, permissions)
@@ -299,14 +334,27 @@ impl Cluster {
         member: MemberSpec,
         ca: Option<&keel_client::certs::CaBundle>,
     ) -> Result<(usize, String, String)> {
-        let addrs = reserve_addresses()?;
         let ca = ca.or(self.ca.as_ref()).cloned();
+        let ip = member_ip(ca.is_some(), self.nodes.len());
+        let addrs = reserve_addresses_on(ip)?;
+        // Over mTLS a joiner admits only the peers it is told of until it learns the membership.
+        let existing_members = match &ca {
+            Some(_) => {
+                let statuses = self.statuses().await?;
+                let peers: Vec<String> = statuses
+                    .first()
+                    .map(|status| status.members.iter().map(|m| format!("\"{}\"", m.peer_addr)).collect())
+                    .unwrap_or_default();
+                format!("existing_members = [{}]\n", peers.join(", "))
+            }
+            None => String::new(),
+        };
         let node_dir = self.dir.path().join(format!("joiner-{}", member.id));
         std::fs::create_dir_all(&node_dir)?;
         let config = format!(
             "[node]\nid = {}\nregion = \"{}\"\nzone = \"{}\"\n[listen]\nclient = \"{}\"\npeer = \"{}\"\nops = \"{}\"\n\
              [trust]\nroot_public_keys = [\"{}\"]\napi_token_public_keys = [\"{}\"]\n\
-             [cluster]\ninitial_state = \"existing\"\n{}{}",
+             [cluster]\ninitial_state = \"existing\"\n{}{}{}",
             member.id,
             member.region,
             member.zone,
@@ -315,9 +363,10 @@ impl Cluster {
             addrs[2],
             self.root_pub.display(),
             self.api_pub.display(),
+            existing_members,
             raft_section(self.tuning),
             match &ca {
-                Some(ca) => tls_section(ca, &node_dir, &format!("node-{}", member.id))?,
+                Some(ca) => tls_section(ca, &node_dir, &format!("node-{}", member.id), ip)?,
                 None => String::new(),
             },
         );

@@ -262,3 +262,114 @@ async fn leadership_moves_to_a_chosen_voter_and_never_to_a_learner() -> Result<(
     cluster.converged().await?;
     Ok(())
 }
+
+/// Every peer RPC a member could send, with a body no member would (the
+/// membership check must answer before the body is read).
+async fn peer_rpcs(
+    client: &mut raft_pb::raft_peer_client::RaftPeerClient<Channel>,
+) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+    let body = vec![0u8; 8];
+    vec![
+        ("Vote", client.vote(raft_pb::VoteRequest { format_version: 4, body: body.clone() }).await.map(|_| ())),
+        (
+            "AppendEntries",
+            client
+                .append_entries(raft_pb::AppendEntriesRequest { format_version: 4, body: body.clone() })
+                .await
+                .map(|_| ()),
+        ),
+        ("Forward", client.forward(raft_pb::ForwardRequest { format_version: 4, body }).await.map(|_| ())),
+    ]
+}
+
+#[tokio::test]
+async fn a_removed_members_certificate_is_refused_at_once_on_every_peer_rpc() -> Result<()> {
+    let cluster = Cluster::three(ClusterOptions { is_tls: true, ..ClusterOptions::default() }).await?;
+    let leader = cluster.leader().await?;
+    let removed = (leader + 1) % 3;
+    let remaining = (leader + 2) % 3;
+    let (cert, key) = cluster.member_identity(removed)?;
+    // A member: admitted (the garbage body is then refused on its own terms).
+    let mut client = peer_client(&cluster, &cluster.nodes[leader].peer_addr, Identity::from_pem(&cert, &key)).await?;
+    for (rpc, answer) in peer_rpcs(&mut client).await {
+        if let Err(status) = answer {
+            ensure!(reason_of(&status) != "PEER_NOT_MEMBER", "a member's {rpc} was refused: {status:?}");
+        }
+    }
+    let mut admin_client = admin(&cluster, leader).await?;
+    admin_client.remove_member(pb::RemoveMemberRequest { node_id: cluster.ids[removed] }).await?;
+    // Removed: refused by the leader and by the member that stays, at once
+    // (each holds the new membership once the removal committed).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    for target in [leader, remaining] {
+        let peer_addr = cluster.nodes[target].peer_addr.clone();
+        loop {
+            let mut client = peer_client(&cluster, &peer_addr, Identity::from_pem(&cert, &key)).await?;
+            let answers = peer_rpcs(&mut client).await;
+            let refused = answers.iter().all(|(_, answer)| {
+                matches!(answer, Err(status) if status.code() == tonic::Code::PermissionDenied
+                    && reason_of(status) == "PEER_NOT_MEMBER")
+            });
+            if refused {
+                break;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "member {target} still admits the removed member: {answers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_learner_off_loopback_is_refused_on_a_plaintext_cluster() -> Result<()> {
+    let cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let digest = cluster.converged().await?.1;
+    let mut client = admin(&cluster, leader).await?;
+    let learner = pb::Member {
+        node_id: 9,
+        client_addr: "10.0.0.9:7400".into(),
+        peer_addr: "10.0.0.9:7401".into(),
+        region: "eu-west".into(),
+        zone: "eu-west-z".into(),
+        is_voter: false,
+    };
+    let refused = client.add_learner(pb::AddLearnerRequest { member: Some(learner) }).await;
+    match refused {
+        Err(status) if status.code() == tonic::Code::InvalidArgument && reason_of(&status) == "FIELD_INVALID" => {}
+        other => bail!("a plaintext learner off loopback got {other:?}"),
+    }
+    ensure!(cluster.converged().await?.1 == digest);
+    Ok(())
+}
+
+#[tokio::test]
+async fn membership_changes_need_cluster_admin() -> Result<()> {
+    let cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let reader = cluster.token("observer", None, &["cluster.read"])?;
+    let channel = cluster.nodes[leader].raw_channel().await?;
+    let bearer = keel_chaos::process::Bearer::new(Some(&reader))?;
+    let mut client = pb::cluster_service_client::ClusterServiceClient::new(
+        tonic::service::interceptor::InterceptedService::new(channel, bearer),
+    );
+    client.get_status(pb::GetStatusRequest {}).await?;
+    let target = cluster.ids[(leader + 1) % 3];
+    let answers = [
+        client.remove_member(pb::RemoveMemberRequest { node_id: target }).await.map(|_| ()),
+        client.transfer_leadership(pb::TransferLeadershipRequest { node_id: target }).await.map(|_| ()),
+        client.promote_member(pb::PromoteMemberRequest { node_id: target }).await.map(|_| ()),
+    ];
+    for answer in answers {
+        match answer {
+            Err(status)
+                if status.code() == tonic::Code::PermissionDenied && reason_of(&status) == "PERMISSION_MISSING" => {}
+            other => bail!("a cluster.read token changed membership: {other:?}"),
+        }
+    }
+    ensure!(cluster.statuses().await?.iter().all(|status| status.members.len() == 3));
+    Ok(())
+}

@@ -56,9 +56,14 @@ async fn channel(cluster: &Cluster, member: usize, token: &str) -> Result<AuthCh
 }
 
 /// One tenant's watch: every event it delivers, as text, until told to stop.
-async fn watch(channel: AuthChannel, own: &'static str, stop: tokio::sync::watch::Receiver<bool>) -> Result<Vec<pb::Event>> {
+async fn watch(
+    channel: AuthChannel,
+    own: &'static str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<pb::Event>> {
     let mut events = pb::event_service_client::EventServiceClient::new(channel);
-    let request = pb::WatchRequest { from_revision: 1, tenant: own.into(), progress_interval_ms: 200, ..Default::default() };
+    let request =
+        pb::WatchRequest { from_revision: 1, tenant: own.into(), progress_interval_ms: 200, ..Default::default() };
     let mut stream = events.watch(request).await?.into_inner();
     let mut seen = Vec::new();
     let mut stop = stop;
@@ -85,7 +90,8 @@ async fn no_response_or_watch_message_to_one_tenant_carries_anothers_data() -> R
     }
     // Each tenant creates itself (its token may create its own tenant only).
     for own in TENANTS {
-        let mut tenants = pb::tenant_service_client::TenantServiceClient::new(channel(&cluster, 0, &tokens[own]).await?);
+        let mut tenants =
+            pb::tenant_service_client::TenantServiceClient::new(channel(&cluster, 0, &tokens[own]).await?);
         tenants
             .create_tenant(pb::CreateTenantRequest { tenant: Some(tenant(own, &marker(own))), ..Default::default() })
             .await
@@ -110,15 +116,34 @@ async fn no_response_or_watch_message_to_one_tenant_carries_anothers_data() -> R
         let mut events = pb::event_service_client::EventServiceClient::new(channel.clone());
         let mut policies = pb::policy_service_client::PolicyServiceClient::new(channel);
         let (what, answer): (&str, Result<String, tonic::Status>) = match rng.gen_range(0..9) {
-            0 => ("get own", tenants.get_tenant(pb::GetTenantRequest { name: own.into(), consistency: 0 }).await.map(|r| format!("{:?}", r.into_inner()))),
-            1 => ("get other", tenants.get_tenant(pb::GetTenantRequest { name: other.into(), consistency: 0 }).await.map(|r| format!("{:?}", r.into_inner()))),
-            2 => ("list", tenants.list_tenants(pb::ListTenantsRequest::default()).await.map(|r| format!("{:?}", r.into_inner()))),
+            0 => (
+                "get own",
+                tenants
+                    .get_tenant(pb::GetTenantRequest { name: own.into(), consistency: 0 })
+                    .await
+                    .map(|r| format!("{:?}", r.into_inner())),
+            ),
+            1 => (
+                "get other",
+                tenants
+                    .get_tenant(pb::GetTenantRequest { name: other.into(), consistency: 0 })
+                    .await
+                    .map(|r| format!("{:?}", r.into_inner())),
+            ),
+            2 => (
+                "list",
+                tenants.list_tenants(pb::ListTenantsRequest::default()).await.map(|r| format!("{:?}", r.into_inner())),
+            ),
             3 => {
-                let update = pb::UpdateTenantRequest { tenant: Some(tenant(own, &format!("{} {step}", marker(own)))), ..Default::default() };
+                let update = pb::UpdateTenantRequest {
+                    tenant: Some(tenant(own, &format!("{} {step}", marker(own)))),
+                    ..Default::default()
+                };
                 ("update own", tenants.update_tenant(update).await.map(|r| format!("{:?}", r.into_inner())))
             }
             4 => {
-                let update = pb::UpdateTenantRequest { tenant: Some(tenant(other, "taken over")), ..Default::default() };
+                let update =
+                    pb::UpdateTenantRequest { tenant: Some(tenant(other, "taken over")), ..Default::default() };
                 ("update other", tenants.update_tenant(update).await.map(|r| format!("{:?}", r.into_inner())))
             }
             5 => {
@@ -137,16 +162,31 @@ async fn no_response_or_watch_message_to_one_tenant_carries_anothers_data() -> R
                 ("publish own", answer)
             }
             6 => {
-                let request = pb::PublishEventRequest { topic: "work".into(), tenant: other.into(), payload: b"forged".to_vec(), ..Default::default() };
+                let request = pb::PublishEventRequest {
+                    topic: "work".into(),
+                    tenant: other.into(),
+                    payload: b"forged".to_vec(),
+                    ..Default::default()
+                };
                 ("publish as other", events.publish(request).await.map(|r| format!("{:?}", r.into_inner())))
             }
             7 => {
-                let context = pb::EvaluationContext { tenant: other.into(), engine: "billing".into(), action: "charge".into(), ..Default::default() };
+                let context = pb::EvaluationContext {
+                    tenant: other.into(),
+                    engine: "billing".into(),
+                    action: "charge".into(),
+                    ..Default::default()
+                };
                 let request = pb::EvaluateRequest { context: Some(context), ..Default::default() };
                 ("evaluate other", policies.evaluate(request).await.map(|r| format!("{:?}", r.into_inner())))
             }
             _ => {
-                let context = pb::EvaluationContext { tenant: own.into(), engine: "billing".into(), action: "charge".into(), ..Default::default() };
+                let context = pb::EvaluationContext {
+                    tenant: own.into(),
+                    engine: "billing".into(),
+                    action: "charge".into(),
+                    ..Default::default()
+                };
                 let request = pb::EvaluateRequest { context: Some(context), ..Default::default() };
                 ("evaluate own", policies.evaluate(request).await.map(|r| format!("{:?}", r.into_inner())))
             }
@@ -167,7 +207,10 @@ async fn no_response_or_watch_message_to_one_tenant_carries_anothers_data() -> R
                 );
                 let foreign: Vec<String> =
                     foreign_in(status.message(), own).into_iter().filter(|found| *found != other).collect();
-                ensure!(foreign.is_empty() && !status.message().contains(&marker(other)), "{own}: the refusal leaks {status:?}");
+                ensure!(
+                    foreign.is_empty() && !status.message().contains(&marker(other)),
+                    "{own}: the refusal leaks {status:?}"
+                );
             }
             Err(status) => {
                 // Evaluations of an unpublished engine may fail on their own
@@ -188,7 +231,12 @@ async fn no_response_or_watch_message_to_one_tenant_carries_anothers_data() -> R
         // The watcher cannot be asked how far it got; wait until a fresh
         // watch from revision 1 has every publication, then stop them all.
         loop {
-            let request = pb::WatchRequest { from_revision: 1, tenant: own.into(), progress_interval_ms: 100, ..Default::default() };
+            let request = pb::WatchRequest {
+                from_revision: 1,
+                tenant: own.into(),
+                progress_interval_ms: 100,
+                ..Default::default()
+            };
             let mut stream = client.watch(request).await?.into_inner();
             let mut count = 0;
             let until = Instant::now() + Duration::from_millis(500);
@@ -237,7 +285,8 @@ async fn a_revoked_token_is_refused_by_every_member_within_a_second() -> Result<
         let token = token.clone();
         let cluster = &cluster;
         async move {
-            let mut client = pb::cluster_service_client::ClusterServiceClient::new(channel(cluster, member, &token).await?);
+            let mut client =
+                pb::cluster_service_client::ClusterServiceClient::new(channel(cluster, member, &token).await?);
             anyhow::Ok(client.get_status(pb::GetStatusRequest {}).await)
         }
     };
@@ -247,7 +296,11 @@ async fn a_revoked_token_is_refused_by_every_member_within_a_second() -> Result<
     let mut trust = pb::trust_service_client::TrustServiceClient::new(cluster.nodes[leader].channel().await?);
     let started = Instant::now();
     trust
-        .revoke_token(pb::RevokeTokenRequest { jti: claims.jti.clone(), exp_ms: claims.exp * 1000, ..Default::default() })
+        .revoke_token(pb::RevokeTokenRequest {
+            jti: claims.jti.clone(),
+            exp_ms: claims.exp * 1000,
+            ..Default::default()
+        })
         .await?;
     let mut refused_after = vec![None; 3];
     let deadline = started + Duration::from_secs(5);

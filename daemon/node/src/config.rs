@@ -205,6 +205,12 @@ pub struct ClusterConfig {
     /// of `initial_members`). `existing`: it joins a running cluster, never
     /// initialises, and waits to be added with `keelctl cluster join`.
     pub initial_state: InitialState,
+    /// With `initial_state = "existing"` and `[tls]`: the peer addresses
+    /// (`host:port`) of the running cluster's members, whose certificates
+    /// this node admits on its peer port until it has learned the cluster's
+    /// membership (from then on only current members are admitted).
+    #[serde(default)]
+    pub existing_members: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -213,6 +219,7 @@ impl Default for ClusterConfig {
             id: CLUSTER_ID_DEFAULT.to_owned(),
             initial_members: Vec::new(),
             initial_state: InitialState::default(),
+            existing_members: Vec::new(),
         }
     }
 }
@@ -469,7 +476,17 @@ impl Config {
             if !members.is_empty() {
                 return Err(invalid(KEY, "a node joining an existing cluster lists no initial members"));
             }
+            if self.tls.is_some() && self.cluster.existing_members.is_empty() {
+                return Err(invalid(
+                    "cluster.existing_members",
+                    "a node joining over mTLS admits only the peers listed here until it learns the membership: \
+                     list the running members' peer addresses",
+                ));
+            }
             return Ok(());
+        }
+        if !self.cluster.existing_members.is_empty() {
+            return Err(invalid("cluster.existing_members", "only a node joining an existing cluster lists them"));
         }
         if members.is_empty() {
             return Ok(());
@@ -529,7 +546,7 @@ impl Config {
 }
 
 /// Whether `addr` (host:port) names a loopback host.
-fn is_loopback_address(addr: &str) -> bool {
+pub fn is_loopback_address(addr: &str) -> bool {
     match addr.parse::<SocketAddr>() {
         Ok(socket) => socket.ip().is_loopback(),
         Err(_) => addr.rsplit_once(':').is_some_and(|(host, _)| host == "localhost"),

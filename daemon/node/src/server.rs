@@ -197,7 +197,8 @@ impl NodeBuilder {
         let ctx = ApiContext::new(replica.clone())
             .with_watchers_max(config.watch.watchers_max)
             .with_judge(judge)
-            .with_slo(&config.slo);
+            .with_slo(&config.slo)
+            .with_plaintext_peers(config.is_plaintext());
         let dev_credentials = dev_credentials(&config, &replica)?;
         let mut api_token_keys = api_token_keys(&config)?;
         api_token_keys.extend(dev_credentials.as_ref().map(|credentials| credentials.api_spec.clone()));
@@ -584,11 +585,12 @@ async fn serve_peers(
     .context("peer gRPC server")
 }
 
-/// A peer request must carry a certificate naming the host of a member's peer
-/// address (current membership, plus the configured initial members). A node
-/// that has no membership yet (joining an existing cluster) admits any
-/// certificate from the cluster CA, which the TLS handshake already checked,
-/// until it learns its membership.
+/// A peer request must carry a certificate naming the host of a *current*
+/// member's peer address: once this node knows a membership, that
+/// membership alone (a removed member is refused from the moment its
+/// removal is in the membership this node holds). Before it knows one, the
+/// configured peers: `cluster.initial_members` on a new cluster,
+/// `cluster.existing_members` on a joining node. No hosts: nobody.
 fn member_certificate_check(
     raft: &KeelRaft,
     config: &Config,
@@ -604,13 +606,13 @@ fn member_certificate_check(
             }
         }
     }
-    for member in &config.cluster.initial_members {
-        if let Ok(host) = tls::peer_host(&member.peer_addr) {
-            hosts.insert(host);
-        }
-    }
     if hosts.is_empty() {
-        return Ok(());
+        let configured = config.cluster.initial_members.iter().map(|member| member.peer_addr.as_str());
+        for addr in configured.chain(config.cluster.existing_members.iter().map(String::as_str)) {
+            if let Ok(host) = tls::peer_host(addr) {
+                hosts.insert(host);
+            }
+        }
     }
     tls::member_cert_check(request, &hosts)
 }

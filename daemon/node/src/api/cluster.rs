@@ -43,6 +43,18 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         self.ctx
             .serve(request, MEMBERSHIP_DEADLINE_DEFAULT_MS, |body, call| async move {
                 let (node_id, node) = learner_from(body)?;
+                if call.ctx().plaintext_peers {
+                    for (field, addr) in
+                        [("member.client_addr", &node.client_addr), ("member.peer_addr", &node.peer_addr)]
+                    {
+                        if !crate::config::is_loopback_address(addr) {
+                            return Err(invalid(
+                                field,
+                                "is not on loopback, and this cluster's peers talk plaintext: configure [tls]",
+                            ));
+                        }
+                    }
+                }
                 let written = call.ctx().replica.add_learner(node_id, node, call.deadline()).await?;
                 Ok(membership_reply(&call, written))
             })

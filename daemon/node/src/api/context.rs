@@ -107,6 +107,9 @@ pub struct ApiContext {
     pub shed_stats: Arc<crate::edge::load_shed::ShedStats>,
     /// Per-RPC latency and response counts (the edge records, `/metrics` reads).
     pub rpc_metrics: crate::edge::RpcMetrics,
+    /// Peers talk plaintext (no `[tls]`): members, learners included, must
+    /// then be on loopback, as configured members must.
+    pub plaintext_peers: bool,
 }
 
 impl ApiContext {
@@ -118,7 +121,14 @@ impl ApiContext {
             judge: NodeJudge::default(),
             shed_stats: Arc::default(),
             rpc_metrics: crate::edge::RpcMetrics::default(),
+            plaintext_peers: false,
         }
+    }
+
+    /// This context for a node whose peers talk plaintext (or not).
+    pub fn with_plaintext_peers(mut self, plaintext_peers: bool) -> ApiContext {
+        self.plaintext_peers = plaintext_peers;
+        self
     }
 
     /// This context judging with `judge`.
