@@ -407,3 +407,59 @@ async fn repeated_failures_from_one_address_are_throttled_but_a_valid_token_is_s
     call(&node, status, body(), node.token.as_deref()).await?;
     Ok(())
 }
+
+/// A local address that is not loopback (`None` on a machine without one).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it only picks the outgoing address.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.255.255.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// A TLS node (no trust roots: it never gets ready, which the ops port does
+/// not need) with its ops port on every interface, exposing as `expose` says.
+async fn ops_node(expose: Option<&str>) -> Result<KeelProcess> {
+    let dir = tempfile::tempdir()?;
+    let ca = keel_client::certs::generate_ca("ops test CA", 30)?;
+    let tls = keel_chaos::cluster::tls_section(&ca, dir.path(), "node-1", std::net::Ipv4Addr::LOCALHOST)?;
+    let expose = expose.map(|expose| format!("[ops]\nexpose = \"{expose}\"\n")).unwrap_or_default();
+    let root = KeyPair::generate().write_files(&dir.path().join("root"))?.public;
+    let config = format!(
+        "[listen]\nclient = \"127.0.0.1:0\"\npeer = \"127.0.0.1:0\"\nops = \"0.0.0.0:0\"\n\
+         ops_plaintext_off_loopback = true\n[trust]\nroot_public_keys = [\"{}\"]\n{tls}{expose}",
+        root.display()
+    );
+    let path = dir.path().join("keel.toml");
+    std::fs::write(&path, config)?;
+    let mut node = KeelProcess::new(vec!["--config".into(), path.display().to_string()])?.with_tls(ca.cert_pem);
+    node.launch().await?;
+    // The config and certificates are read at start; the directory may go.
+    drop(dir);
+    Ok(node)
+}
+
+#[tokio::test]
+async fn diagnostics_answer_loopback_callers_only_unless_exposed() -> Result<()> {
+    let Some(ip) = non_loopback_ip() else {
+        println!("skipping: this machine has no non-loopback address");
+        return Ok(());
+    };
+    use keel_chaos::process::http_get;
+    let node = ops_node(None).await?;
+    let port = node.ops_addr.rsplit_once(':').map(|(_, port)| port.to_owned()).context("ops port")?;
+    let remote = format!("{ip}:{port}");
+    let local = format!("127.0.0.1:{port}");
+    for path in ["/diagz", "/metrics"] {
+        let (code, body) = http_get(&remote, path).await?;
+        ensure!(code == 403 && body.contains("ops.expose"), "{path} from {ip}: {code} {body}");
+        ensure!(http_get(&local, path).await?.0 == 200, "{path} from loopback");
+    }
+    ensure!(http_get(&remote, "/healthz").await?.0 == 200, "/healthz answers everyone");
+    ensure!(matches!(http_get(&remote, "/readyz").await?.0, 200 | 503), "/readyz answers everyone");
+
+    let exposed = ops_node(Some("all")).await?;
+    let port = exposed.ops_addr.rsplit_once(':').map(|(_, port)| port.to_owned()).context("ops port")?;
+    ensure!(http_get(&format!("{ip}:{port}"), "/diagz").await?.0 == 200, "expose = all serves /diagz to anyone");
+    Ok(())
+}

@@ -62,6 +62,9 @@ pub struct Config {
     /// OpenTelemetry export of traces and metrics over OTLP (off by default).
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// Who may read the ops port's diagnostics.
+    #[serde(default)]
+    pub ops: OpsConfig,
 }
 
 /// Bounds of the client API.
@@ -141,6 +144,17 @@ pub struct ListenConfig {
     /// (e.g. for Kubernetes probes), whatever `[tls]` says.
     #[serde(default)]
     pub ops_plaintext_off_loopback: bool,
+}
+
+/// The ops port's answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Who may read `/diagz` and `/metrics` (member addresses, digests,
+    /// counters): `loopback` (the default) or `all`. `/healthz` and
+    /// `/readyz` answer everyone.
+    #[serde(default)]
+    pub expose: crate::ops::Exposure,
 }
 
 /// Advertised addresses.
@@ -320,6 +334,7 @@ impl Default for Config {
             slo: crate::edge::slo::SloConfig::default(),
             api: ApiConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }

@@ -1,5 +1,9 @@
 //! Ops HTTP: `/healthz` (alive), `/readyz` (serving), `/diagz` (JSON status),
 //! `/metrics` (Prometheus text).
+//!
+//! `/diagz` and `/metrics` name member addresses and digests, so they answer
+//! callers on loopback only unless `ops.expose = "all"` (403 otherwise);
+//! the probes answer everyone.
 
 use crate::replica::Replica;
 use crate::replica::status::{NodeStatus, Role};
@@ -11,6 +15,21 @@ use axum::{Json, Router};
 use prometheus_client::collector::Collector;
 use std::sync::Arc;
 
+/// Who may read `/diagz` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Exposure {
+    /// Callers on loopback only.
+    #[default]
+    Loopback,
+    /// Anyone who reaches the port.
+    All,
+}
+
+/// The connection's remote address, set per connection by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub Option<std::net::SocketAddr>);
+
 #[derive(Clone)]
 struct OpsState {
     replica: Replica,
@@ -20,12 +39,28 @@ struct OpsState {
 
 /// The ops router over `replica`; `/metrics` adds what each of
 /// `collectors` (the layers above: edge, load shedding, watches) reports.
-pub fn router(replica: Replica, boot_time_ms: u64, collectors: Vec<Arc<dyn Collector>>) -> Router {
+/// `/diagz` and `/metrics` answer as `expose` says (each request carries
+/// its connection's [`RemoteAddr`] as an extension).
+pub fn router(replica: Replica, boot_time_ms: u64, collectors: Vec<Arc<dyn Collector>>, expose: Exposure) -> Router {
+    let guarded = Router::new()
+        .route("/diagz", get(diagz))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let remote = request.extensions().get::<RemoteAddr>().and_then(|remote| remote.0);
+            let is_allowed = expose == Exposure::All || remote.is_some_and(|addr| addr.ip().is_loopback());
+            async move {
+                if is_allowed {
+                    next.run(request).await
+                } else {
+                    let body = "diagnostics answer loopback callers only; set ops.expose = \"all\" to serve them to anyone\n";
+                    (StatusCode::FORBIDDEN, body).into_response()
+                }
+            }
+        }));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/diagz", get(diagz))
-        .route("/metrics", get(metrics))
+        .merge(guarded)
         .with_state(OpsState { replica, boot_time_ms, collectors: collectors.into() })
 }
 

@@ -223,7 +223,8 @@ impl NodeBuilder {
                 ctx.shed_stats.clone(),
                 ctx.watch_stats.clone(),
             ];
-            let ops = serve_ops(ops_listener, replica.clone(), boot_time_ms, collectors, stop_rx.clone());
+            let router = crate::ops::router(replica.clone(), boot_time_ms, collectors, config.ops.expose);
+            let ops = serve_ops(ops_listener, router, stop_rx.clone());
             tasks.push(tokio::spawn(ops));
         }
         let peers = serve_peers(listeners.peer, replica.clone(), tls.clone(), config.clone(), stop_rx.clone());
@@ -655,20 +656,17 @@ const ACCEPT_RETRY_DELAY_MS: u64 = 50;
 /// hold file descriptors or tasks the rest of the node needs.
 async fn serve_ops(
     listener: TcpListener,
-    replica: Replica,
-    boot_time_ms: u64,
-    collectors: Vec<Arc<dyn prometheus_client::collector::Collector>>,
+    router: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let router = crate::ops::router(replica, boot_time_ms, collectors);
     let permits = Arc::new(tokio::sync::Semaphore::new(OPS_CONNECTIONS_MAX));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, remote) = match accepted {
+            Ok((stream, remote)) => (stream, remote),
             Err(error) => {
                 tracing::warn!(%error, "ops HTTP accept failed");
                 tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_DELAY_MS)).await;
@@ -679,7 +677,8 @@ async fn serve_ops(
             drop(stream);
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let remote = crate::ops::RemoteAddr(Some(remote));
+        let service = hyper_util::service::TowerToHyperService::new(router.clone().layer(axum::Extension(remote)));
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
