@@ -463,3 +463,55 @@ async fn diagnostics_answer_loopback_callers_only_unless_exposed() -> Result<()>
     ensure!(http_get(&format!("{ip}:{port}"), "/diagz").await?.0 == 200, "expose = all serves /diagz to anyone");
     Ok(())
 }
+
+#[tokio::test]
+async fn with_client_certificates_required_a_tokens_sub_must_be_the_certificates_identity() -> Result<()> {
+    use keel_client::certs;
+    let dir = tempfile::tempdir()?;
+    let ca = certs::generate_ca("binding test CA", 30)?;
+    let tls = keel_chaos::cluster::tls_section(&ca, dir.path(), "node-1", std::net::Ipv4Addr::LOCALHOST)?;
+    let root = KeyPair::generate().write_files(&dir.path().join("root"))?.public;
+    let api = KeyPair::generate();
+    let api_pub = api.write_files(&dir.path().join("api"))?.public;
+    let config = format!(
+        "[listen]\nclient = \"127.0.0.1:0\"\npeer = \"127.0.0.1:0\"\nops = \"127.0.0.1:0\"\n\
+         [trust]\nroot_public_keys = [\"{}\"]\napi_token_public_keys = [\"{}\"]\n{tls}require_client_certs = true\n",
+        root.display(),
+        api_pub.display()
+    );
+    let path = dir.path().join("keel.toml");
+    std::fs::write(&path, config)?;
+    let mut node = KeelProcess::new(vec!["--config".into(), path.display().to_string()])?.with_tls(ca.cert_pem.clone());
+    node.launch().await?;
+    // Alice's client certificate, and tokens for alice and for bob.
+    let alice = certs::issue(&ca, "alice", &["alice".to_owned()], certs::Usage::Client, 20)?;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca.cert_pem))
+        .identity(tonic::transport::Identity::from_pem(&alice.cert_pem, &alice.key_pem))
+        .domain_name("127.0.0.1");
+    let channel = tonic::transport::Channel::from_shared(node.endpoint.clone())?.tls_config(tls)?.connect().await?;
+    let status_with = |token: String| {
+        let channel = channel.clone();
+        async move {
+            let bearer = keel_chaos::process::Bearer::new(Some(&token))?;
+            let mut client = pb::cluster_service_client::ClusterServiceClient::new(
+                tonic::service::interceptor::InterceptedService::new(channel, bearer),
+            );
+            anyhow::Ok(client.get_status(pb::GetStatusRequest {}).await)
+        }
+    };
+    let as_alice = issue(&api, &claims("alice", None, &["cluster.read"]))?;
+    let as_bob = issue(&api, &claims("bob", None, &["cluster.read"]))?;
+    // Alice's token is accepted once the trust store is bootstrapped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while status_with(as_alice.clone()).await?.is_err() {
+        ensure!(std::time::Instant::now() < deadline, "alice's token was never accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match status_with(as_bob).await? {
+        Err(status) if status.code() == Code::Unauthenticated && reason_of(&status) == "TOKEN_SUBJECT_MISMATCH" => {}
+        other => bail!("bob's token on alice's certificate got {other:?}"),
+    }
+    drop(dir);
+    Ok(())
+}
