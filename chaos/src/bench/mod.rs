@@ -10,6 +10,7 @@
 //! to the first acknowledged write sent after it). Every loop is bounded;
 //! processes and temp dirs are cleaned up by drop guards, also on error.
 
+pub mod auth;
 pub mod state;
 pub mod stats;
 pub mod workload;
@@ -76,6 +77,10 @@ pub struct Args {
     /// keeld's own defaults (100 / 500–1000) are for members across regions.
     #[arg(long, default_value_t = 300)]
     pub keel_election_max_ms: u64,
+    /// Run only the authentication benchmark: token checks in process, and
+    /// read throughput with authentication required vs off (at --clients).
+    #[arg(long)]
+    pub auth: bool,
 }
 
 impl Args {
@@ -146,6 +151,8 @@ pub struct Report {
     pub etcd: Option<SystemResult>,
     /// The state benchmark, with --state-tenants.
     pub state: Option<state::StateResult>,
+    /// The authentication benchmark, with --auth.
+    pub auth: Option<auth::AuthResult>,
 }
 
 /// Runs every benchmark and returns the report.
@@ -158,8 +165,21 @@ pub async fn run(args: &Args) -> Result<Report> {
             keeld.display()
         );
     }
-    let etcd = if args.skip_etcd || args.state_only { None } else { Some(find_etcd(args.etcd.as_deref(), true)?) };
     let duration = Duration::from_secs(args.duration_s);
+    if args.auth {
+        let auth = auth::bench_auth(keeld.clone(), &args.clients, duration).await.context("the auth benchmark")?;
+        return Ok(Report {
+            cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+            cpu_model: cpu_model(),
+            bench_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+            duration_s: args.duration_s,
+            keel: None,
+            etcd: None,
+            state: None,
+            auth: Some(auth),
+        });
+    }
+    let etcd = if args.skip_etcd || args.state_only { None } else { Some(find_etcd(args.etcd.as_deref(), true)?) };
 
     let state = match args.state_tenants {
         0 => None,
@@ -189,6 +209,7 @@ pub async fn run(args: &Args) -> Result<Report> {
         keel,
         etcd,
         state,
+        auth: None,
     })
 }
 
@@ -301,6 +322,9 @@ pub fn render_markdown(report: &Report) -> String {
     }
     if let Some(keel) = &report.keel {
         render_comparison(&mut out, report, keel);
+    }
+    if let Some(auth) = &report.auth {
+        auth::render(&mut out, auth);
     }
     let _ = writeln!(out, "- machine: {} CPUs, {}", report.cpus, report.cpu_model);
     let _ = writeln!(out, "- keel-bench profile: {}; {} s per load run", report.bench_profile, report.duration_s);

@@ -42,26 +42,26 @@ struct OpsState {
 /// `/diagz` and `/metrics` answer as `expose` says (each request carries
 /// its connection's [`RemoteAddr`] as an extension).
 pub fn router(replica: Replica, boot_time_ms: u64, collectors: Vec<Arc<dyn Collector>>, expose: Exposure) -> Router {
-    let guarded = Router::new()
-        .route("/diagz", get(diagz))
-        .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
+    let guarded = Router::new().route("/diagz", get(diagz)).route("/metrics", get(metrics)).layer(
+        axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
             let remote = request.extensions().get::<RemoteAddr>().and_then(|remote| remote.0);
             let is_allowed = expose == Exposure::All || remote.is_some_and(|addr| addr.ip().is_loopback());
             async move {
                 if is_allowed {
                     next.run(request).await
                 } else {
-                    let body = "diagnostics answer loopback callers only; set ops.expose = \"all\" to serve them to anyone\n";
+                    let body =
+                        "diagnostics answer loopback callers only; set ops.expose = \"all\" to serve them to anyone\n";
                     (StatusCode::FORBIDDEN, body).into_response()
                 }
             }
-        }));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(guarded)
-        .with_state(OpsState { replica, boot_time_ms, collectors: collectors.into() })
+        }),
+    );
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(guarded).with_state(OpsState {
+        replica,
+        boot_time_ms,
+        collectors: collectors.into(),
+    })
 }
 
 async fn healthz() -> &'static str {
