@@ -515,3 +515,37 @@ async fn with_client_certificates_required_a_tokens_sub_must_be_the_certificates
     drop(dir);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_watch_ends_when_its_token_is_revoked() -> Result<()> {
+    let node = KeelProcess::start().await?;
+    let api = KeyPair::read_secret_file(&node.data_dir().join("dev-api.key"))?;
+    let watcher = claims("walter", None, &["events.read"]);
+    let token = issue(&api, &watcher)?;
+    let channel = node.raw_channel().await?;
+    let mut events = pb::event_service_client::EventServiceClient::new(
+        tonic::service::interceptor::InterceptedService::new(channel, keel_chaos::process::Bearer::new(Some(&token))?),
+    );
+    let mut stream = events
+        .watch(pb::WatchRequest { progress_interval_ms: 100, ..Default::default() })
+        .await?
+        .into_inner();
+    ensure!(stream.message().await?.is_some(), "the watch starts");
+    let client = keel_client::KeelClient::new(
+        keel_client::ClientConfig::new([node.endpoint.clone()]).with_token(node.bearer_token()),
+    )?;
+    client.revoke_token(&watcher.jti, watcher.exp * 1000).await?;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(anyhow::anyhow!("the stream ended without a status")),
+                Err(status) => return Ok(status),
+            }
+        }
+    })
+    .await
+    .context("the watch outlived its token's revocation by 5 s")??;
+    ensure!(ended.code() == Code::Unauthenticated && reason_of(&ended) == "TOKEN_REVOKED", "{ended:?}");
+    Ok(())
+}

@@ -22,6 +22,8 @@ pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
 /// Verified tokens the edge remembers (by SHA-256, until their expiry).
 pub const AUTH_CACHE_ENTRIES_MAX: usize = 10_000;
+/// Bytes of token the edge's cache may hold (each entry charged its token's length).
+pub const AUTH_CACHE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Authentication failures one source address may cause per second,
 /// sustained (default of `api.auth_failures_per_source_per_s`).
 pub const AUTH_FAILURES_PER_SOURCE_PER_S: u32 = 5;
@@ -206,6 +208,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     IN_FLIGHT_REQUESTS_MAX,
     STREAMS_PER_CONNECTION_MAX,
     AUTH_CACHE_ENTRIES_MAX,
+    AUTH_CACHE_BYTES_MAX,
     AUTH_FAILURES_PER_SOURCE_PER_S,
     AUTH_FAILURE_BURST,
     AUTH_FAILURE_SOURCES_MAX,

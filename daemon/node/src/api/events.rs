@@ -114,7 +114,8 @@ impl pb::event_service_server::EventService for EventApi {
                 let permit = call.ctx().watch_stats.admit()?;
                 let start = Self::start_revision(&call, from).await?;
                 let progress_interval = progress_interval(body.progress_interval_ms);
-                Ok(start_pump(call.ctx().clone(), permit, start, filter, progress_interval))
+                let actor = call.principal().map(|principal| principal.actor.clone());
+                Ok(start_pump(call.ctx().clone(), permit, start, filter, progress_interval, actor))
             })
             .await
     }
@@ -162,12 +163,13 @@ fn start_pump(
     start: u64,
     filter: WatchFilter,
     progress_interval: Duration,
+    actor: Option<keel_kernel::token::Actor>,
 ) -> WatchStream {
     let queue = WatchQueue::new(ctx.watch_stats.budget.clone());
     let stats = Arc::clone(&ctx.watch_stats);
     let answering = ctx.clone();
     stats.active.fetch_add(1, Ordering::Relaxed);
-    let pump = Pump { ctx, queue: Arc::clone(&queue), cursor: start, filter, progress_interval };
+    let pump = Pump { ctx, queue: Arc::clone(&queue), cursor: start, filter, progress_interval, actor };
     tokio::spawn(async move {
         let _permit = permit;
         let queue = Arc::clone(&pump.queue);
@@ -200,9 +202,23 @@ struct Pump {
     cursor: u64,
     filter: WatchFilter,
     progress_interval: Duration,
+    /// The watcher's caller: re-checked whenever the pump wakes, so a stream
+    /// ends (UNAUTHENTICATED) once its token is revoked or expires.
+    actor: Option<keel_kernel::token::Actor>,
 }
 
 impl Pump {
+    /// Fails when the watcher's token no longer holds on this member.
+    fn check_actor(&self) -> Result<(), ApiError> {
+        let Some(actor) = &self.actor else {
+            return Ok(());
+        };
+        let now_ms = self.ctx.replica.clock.wall_now_ms();
+        let state = self.ctx.replica.shared.read();
+        keel_kernel::token::check_actor(actor, state.kernel.trust(), now_ms)
+            .map_err(|error| ApiError::Rejected(keel_kernel::Rejection::Token(error)))
+    }
+
     async fn run(mut self) -> Result<(), ApiError> {
         let mut applied_changes = self.ctx.replica.shared.applied_changes();
         let first = pb::WatchResponse {
@@ -215,6 +231,7 @@ impl Pump {
         }
         let mut last_sent = Instant::now();
         loop {
+            self.check_actor()?;
             if has_events_since(&self.ctx.replica.shared, self.cursor) {
                 // Room first, then the batch: a batch waiting for room is
                 // already counted against the watcher and the node.

@@ -20,7 +20,7 @@
 //! included: the cache only saves the signature check and the parsing.
 
 use super::permissions::{self, Guard, Scope};
-use crate::limits::{AUTH_CACHE_ENTRIES_MAX, AUTH_FAILURE_SOURCES_MAX};
+use crate::limits::{AUTH_CACHE_BYTES_MAX, AUTH_CACHE_ENTRIES_MAX, AUTH_FAILURE_SOURCES_MAX};
 use crate::status::{self, Fault, Metadata};
 use keel_kernel::Rejection;
 use keel_kernel::token::{self, Principal, TokenError};
@@ -169,7 +169,7 @@ pub struct Authenticator {
     clock: Arc<crate::leader_clock::LeaderClock>,
     audience: Arc<str>,
     bind_client_certificates: bool,
-    cache: Mutex<HashMap<[u8; 32], Arc<Principal>>>,
+    cache: Mutex<TokenCache>,
     failures: Limiter,
     metrics: super::RpcMetrics,
 }
@@ -194,7 +194,7 @@ impl Authenticator {
             clock,
             audience: Arc::from(settings.audience.as_str()),
             bind_client_certificates: settings.bind_client_certificates,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(TokenCache::default()),
             failures: governor::RateLimiter::keyed(quota),
             metrics,
         }
@@ -216,24 +216,17 @@ impl Authenticator {
         now_ms: u64,
     ) -> Result<Arc<Principal>, TokenError> {
         let hash: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
-        let cached = self.lock_cache().get(&hash).cloned();
+        let cached = self.lock_cache().entries.get(&hash).map(|(principal, _)| Arc::clone(principal));
         if let Some(principal) = cached {
             token::check_actor(&principal.actor, trust, now_ms)?;
             return Ok(principal);
         }
         let principal = Arc::new(token::verify(bearer, trust, &self.audience, now_ms)?);
-        let mut cache = self.lock_cache();
-        if cache.len() >= AUTH_CACHE_ENTRIES_MAX {
-            cache.retain(|_, cached| cached.actor.exp_ms > now_ms);
-            if cache.len() >= AUTH_CACHE_ENTRIES_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(hash, Arc::clone(&principal));
+        self.lock_cache().insert(hash, Arc::clone(&principal), bearer.len(), now_ms);
         Ok(principal)
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<Principal>>> {
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, TokenCache> {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -304,6 +297,37 @@ impl Authenticator {
         let reason = super::observe::ReasonLabels { reason: answer.reason().to_owned() };
         self.metrics.errors.get_or_create(&reason).inc();
         answer
+    }
+}
+
+/// Verified tokens by SHA-256, bounded in entries and in bytes (each entry
+/// is charged its token's length: what it was derived from, and a bound on
+/// its claims). Only tokens that verified are kept.
+#[derive(Debug, Default)]
+struct TokenCache {
+    entries: HashMap<[u8; 32], (Arc<Principal>, usize)>,
+    bytes: usize,
+}
+
+impl TokenCache {
+    /// Adds an entry; when full, drops the expired ones, and if it is
+    /// still full, everything (the next calls verify afresh).
+    fn insert(&mut self, hash: [u8; 32], principal: Arc<Principal>, bytes: usize, now_ms: u64) {
+        let is_full = |cache: &TokenCache| {
+            cache.entries.len() >= AUTH_CACHE_ENTRIES_MAX || cache.bytes.saturating_add(bytes) > AUTH_CACHE_BYTES_MAX
+        };
+        if is_full(self) {
+            self.entries.retain(|_, (cached, _)| cached.actor.exp_ms > now_ms);
+            self.bytes = self.entries.values().map(|(_, bytes)| bytes).sum();
+            if is_full(self) {
+                self.entries.clear();
+                self.bytes = 0;
+            }
+        }
+        if let Some((_, replaced)) = self.entries.insert(hash, (principal, bytes)) {
+            self.bytes = self.bytes.saturating_sub(replaced);
+        }
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 }
 
@@ -410,5 +434,52 @@ where
             }
             Err(AuthCheck::Refused(error)) => Box::pin(std::future::ready(Ok(status::to_status(&error).into_http()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_kernel::token::Actor;
+
+    fn principal(index: usize, exp_ms: u64) -> Arc<Principal> {
+        let actor = Actor { sub: format!("s{index}"), tenant: None, jti: format!("j{index}"), exp_ms, key_id: "k".into() };
+        Arc::new(Principal { actor, permissions: Default::default() })
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_entry_and_byte_bounds() {
+        let mut cache = TokenCache::default();
+        for index in 0..AUTH_CACHE_ENTRIES_MAX + 10 {
+            let hash: [u8; 32] = Sha256::digest(index.to_le_bytes()).into();
+            cache.insert(hash, principal(index, 2_000), 100, 1_000);
+            assert!(cache.entries.len() <= AUTH_CACHE_ENTRIES_MAX);
+        }
+        let big = AUTH_CACHE_BYTES_MAX / 4;
+        for index in 0..10usize {
+            let hash: [u8; 32] = Sha256::digest((index + 1_000_000).to_le_bytes()).into();
+            cache.insert(hash, principal(index, 2_000), big, 1_000);
+            assert!(cache.bytes <= AUTH_CACHE_BYTES_MAX);
+            assert_eq!(cache.bytes, cache.entries.values().map(|(_, bytes)| bytes).sum::<usize>());
+        }
+        // Expired entries go first when it is full.
+        let mut cache = TokenCache::default();
+        for index in 0..AUTH_CACHE_ENTRIES_MAX {
+            let hash: [u8; 32] = Sha256::digest(index.to_le_bytes()).into();
+            cache.insert(hash, principal(index, if index % 2 == 0 { 500 } else { 2_000 }), 1, 1_000);
+        }
+        let hash: [u8; 32] = Sha256::digest(b"late").into();
+        cache.insert(hash, principal(0, 2_000), 1, 1_000);
+        assert_eq!(cache.entries.len(), AUTH_CACHE_ENTRIES_MAX / 2 + 1);
+    }
+
+    #[test]
+    fn bearer_headers_are_parsed_strictly() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(bearer(&headers), Ok(None));
+        headers.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer abc.def.ghi"));
+        assert_eq!(bearer(&headers), Ok(Some("abc.def.ghi")));
+        headers.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Basic dXNlcg=="));
+        assert!(matches!(bearer(&headers), Err(AuthError::Token(TokenError::Malformed { .. }))));
     }
 }
