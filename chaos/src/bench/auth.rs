@@ -177,13 +177,21 @@ pub async fn bench_auth(keeld: PathBuf, clients: &[usize], duration: Duration) -
     let mut reads_on = Vec::new();
     let mut reads_off = Vec::new();
     for (run, clients) in clients.iter().copied().enumerate() {
-        // The same load on each node, one after the other.
-        for (node, results, label) in [(&on, &mut reads_on, "on"), (&off, &mut reads_off, "off")] {
+        // The same load on each node, one after the other; which goes first
+        // alternates by run (repeat a client count to see both orders).
+        let mut order = [(&on, "on"), (&off, "off")];
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        for (node, label) in order {
             let reader = Reader(pb::tenant_service_client::TenantServiceClient::new(node.channel().await?));
             run_load(reader.clone(), &format!("warm-{label}-{run}"), clients, Duration::from_secs(1)).await?;
             let result = run_load(reader, &format!("{label}-{run}"), clients, duration).await?;
             eprintln!("keel: auth {label}, {clients} clients: {:.0} reads/s", result.ops_per_s);
-            results.push(result);
+            match label {
+                "on" => reads_on.push(result),
+                _ => reads_off.push(result),
+            }
         }
     }
     Ok(AuthResult { first_p50_us, first_p99_us, cached_p50_us, cached_p99_us, reads_on, reads_off })
