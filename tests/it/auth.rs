@@ -526,10 +526,8 @@ async fn a_watch_ends_when_its_token_is_revoked() -> Result<()> {
     let mut events = pb::event_service_client::EventServiceClient::new(
         tonic::service::interceptor::InterceptedService::new(channel, keel_chaos::process::Bearer::new(Some(&token))?),
     );
-    let mut stream = events
-        .watch(pb::WatchRequest { progress_interval_ms: 100, ..Default::default() })
-        .await?
-        .into_inner();
+    let mut stream =
+        events.watch(pb::WatchRequest { progress_interval_ms: 100, ..Default::default() }).await?.into_inner();
     ensure!(stream.message().await?.is_some(), "the watch starts");
     let client = keel_client::KeelClient::new(
         keel_client::ClientConfig::new([node.endpoint.clone()]).with_token(node.bearer_token()),

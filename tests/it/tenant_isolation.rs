@@ -305,12 +305,12 @@ async fn a_revoked_token_is_refused_by_every_member_within_a_second() -> Result<
     let mut refused_after = vec![None; 3];
     let deadline = started + Duration::from_secs(5);
     while refused_after.iter().any(Option::is_none) && Instant::now() < deadline {
-        for member in 0..3 {
-            if refused_after[member].is_none()
+        for (member, refused) in refused_after.iter_mut().enumerate() {
+            if refused.is_none()
                 && let Err(refusal) = status(member).await?
             {
                 ensure!(reason_of(&refusal) == "TOKEN_REVOKED", "member {member}: {refusal:?}");
-                refused_after[member] = Some(started.elapsed());
+                *refused = Some(started.elapsed());
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

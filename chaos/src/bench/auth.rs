@@ -156,9 +156,9 @@ impl Writer for Reader {
     }
 }
 
-async fn dev_node(keeld: &PathBuf, authentication: &str) -> Result<KeelProcess> {
+async fn dev_node(keeld: &std::path::Path, authentication: &str) -> Result<KeelProcess> {
     let args = ["--dev", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
-    let mut node = KeelProcess::new(args.iter().map(|a| a.to_string()).collect())?.with_binary(keeld.clone());
+    let mut node = KeelProcess::new(args.iter().map(|a| a.to_string()).collect())?.with_binary(keeld.to_path_buf());
     node.set_env("KEEL_API__AUTHENTICATION", authentication);
     node.launch().await?;
     node.wait_ready().await?;

@@ -113,8 +113,8 @@ fn claims_table(view: &ClaimsView) -> Table {
         .field("permissions", &view.permissions)
         .field("jti", &view.jti)
         .field("audience", &view.audience)
-        .field("not_before_s", &view.not_before.to_string())
-        .field("expires_s", &view.expires.to_string());
+        .field("not_before_s", view.not_before.to_string())
+        .field("expires_s", view.expires.to_string());
     table
 }
 
@@ -198,8 +198,8 @@ pub async fn run(command: TokenCommand, global: &GlobalArgs, output: &mut Output
                 let mut table = Table::fields();
                 table
                     .field("jti", &view.jti)
-                    .field("created", &view.created.to_string())
-                    .field("revoked_tokens", &view.revoked_tokens.to_string());
+                    .field("created", view.created.to_string())
+                    .field("revoked_tokens", view.revoked_tokens.to_string());
                 table
             })
         }

@@ -443,7 +443,8 @@ mod tests {
     use keel_kernel::token::Actor;
 
     fn principal(index: usize, exp_ms: u64) -> Arc<Principal> {
-        let actor = Actor { sub: format!("s{index}"), tenant: None, jti: format!("j{index}"), exp_ms, key_id: "k".into() };
+        let actor =
+            Actor { sub: format!("s{index}"), tenant: None, jti: format!("j{index}"), exp_ms, key_id: "k".into() };
         Arc::new(Principal { actor, permissions: Default::default() })
     }
 

@@ -26,6 +26,9 @@ use load_shed::{InFlightLayer, ShedStats};
 use std::sync::Arc;
 use tower::layer::util::{Identity, Stack};
 
+/// The edge's layers, outermost first.
+pub type EdgeStack = Stack<AuthnLayer, Stack<InFlightLayer, Stack<EdgeLayer, Identity>>>;
+
 /// The edge's layers, outermost first, for `tonic::transport::Server::layer`.
 pub fn stack(
     metrics: RpcMetrics,
@@ -34,7 +37,7 @@ pub fn stack(
     in_flight_requests_max: usize,
     shed: Arc<ShedStats>,
     authenticator: Arc<Authenticator>,
-) -> tower::ServiceBuilder<Stack<AuthnLayer, Stack<InFlightLayer, Stack<EdgeLayer, Identity>>>> {
+) -> tower::ServiceBuilder<EdgeStack> {
     tower::ServiceBuilder::new()
         .layer(EdgeLayer::new(metrics, node_id, region))
         .layer(InFlightLayer::new(in_flight_requests_max, shed))
