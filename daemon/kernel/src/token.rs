@@ -15,7 +15,7 @@
 
 use crate::ids::Name;
 use crate::limits::{TOKEN_BYTES_MAX, TOKEN_LIFETIME_MS_MAX, TOKEN_PERMISSIONS_MAX};
-use crate::trust_store::{KeyPurpose, TrustStore, TrustedKey};
+use crate::trust_store::{KeyPurpose, Role, TrustStore, TrustedKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -145,6 +145,12 @@ pub enum TokenError {
         /// The token's id.
         jti: String,
     },
+    /// The api-token role needs more signatures than a token carries (one).
+    #[error("the api-token role needs {threshold} signatures; a token carries one")]
+    ThresholdNotMet {
+        /// The role's threshold.
+        threshold: usize,
+    },
 }
 
 impl TokenError {
@@ -152,6 +158,7 @@ impl TokenError {
     pub const REASONS: &'static [&'static str] = &[
         "TOKEN_TOO_LARGE",
         "TOKEN_REVOKED",
+        "TOKEN_SIGNATURE_THRESHOLD_NOT_MET",
         "TOKEN_MALFORMED",
         "TOKEN_KEY_UNKNOWN",
         "TOKEN_KEY_PURPOSE_MISMATCH",
@@ -179,6 +186,7 @@ impl TokenError {
             TokenError::TooManyPermissions { .. } => "TOKEN_TOO_MANY_PERMISSIONS",
             TokenError::TooLongLived => "TOKEN_LIFETIME_TOO_LONG",
             TokenError::Revoked { .. } => "TOKEN_REVOKED",
+            TokenError::ThresholdNotMet { .. } => "TOKEN_SIGNATURE_THRESHOLD_NOT_MET",
         }
     }
 }
@@ -262,8 +270,14 @@ pub fn check_actor(actor: &Actor, trust: &TrustStore, now_ms: u64) -> Result<(),
 /// The key `key_id`, if it may sign tokens at `now_ms`.
 fn signing_key<'t>(trust: &'t TrustStore, key_id: &str, now_ms: u64) -> Result<&'t TrustedKey, TokenError> {
     let key = trust.get(key_id).ok_or_else(|| TokenError::UnknownKey { key_id: key_id.to_owned() })?;
-    if !key.spec.purposes.contains(&KeyPurpose::ApiToken) {
+    // A key signs tokens only while it fills the api-token role (a rotation
+    // can drop it), and only if one signature meets the role's threshold.
+    if !key.spec.purposes.contains(&KeyPurpose::ApiToken) || !trust.root().contains(Role::ApiToken, key_id) {
         return Err(TokenError::KeyNotForTokens { key_id: key_id.to_owned() });
+    }
+    let threshold = trust.root().threshold(Role::ApiToken);
+    if threshold > 1 {
+        return Err(TokenError::ThresholdNotMet { threshold });
     }
     let is_valid_now = now_ms >= key.spec.not_before_ms && key.spec.not_after_ms.is_none_or(|after| now_ms < after);
     if key.revoked_at_revision.is_some() || !is_valid_now {
@@ -291,6 +305,7 @@ mod tests {
             TokenError::TooManyPermissions { count: 1 },
             TokenError::TooLongLived,
             TokenError::Revoked { jti: String::new() },
+            TokenError::ThresholdNotMet { threshold: 2 },
         ];
         let reasons: BTreeSet<&str> = all.iter().map(TokenError::reason).collect();
         assert_eq!(reasons.len(), all.len());

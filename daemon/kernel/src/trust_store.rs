@@ -120,11 +120,13 @@ impl RootMetadata {
         self.roles.get(&role).cloned().unwrap_or(RoleKeys { key_ids: BTreeSet::new(), threshold: 1 })
     }
 
-    fn threshold(&self, role: Role) -> usize {
+    /// How many keys of `role` must sign.
+    pub fn threshold(&self, role: Role) -> usize {
         self.roles.get(&role).map_or(1, |keys| keys.threshold as usize)
     }
 
-    fn contains(&self, role: Role, key_id: &str) -> bool {
+    /// Whether `key_id` fills `role`.
+    pub fn contains(&self, role: Role, key_id: &str) -> bool {
         self.roles.get(&role).is_some_and(|keys| keys.key_ids.contains(key_id))
     }
 }

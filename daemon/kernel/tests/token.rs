@@ -213,3 +213,29 @@ fn api_token_keys_installed_at_bootstrap_sign_the_first_tokens() {
         assert_eq!(label_of(fresh.apply(1, &now(command))), "FIELD_INVALID");
     }
 }
+
+#[test]
+fn a_key_signs_tokens_only_while_it_fills_the_api_token_role_at_threshold_one() {
+    let token = issue(API, &key_id(API), &claims());
+    let rotated = |api_ids: Vec<String>, threshold: u32| {
+        let mut state = state();
+        let mut document = root_document(2, &[ROOT], 1, &[PUBLISHER]);
+        document["roles"]["api-token"] = serde_json::json!({"key_ids": api_ids, "threshold": threshold});
+        state.apply(4, &now(rotate_root(&document, &[ROOT]))).expect("rotation applies");
+        state
+    };
+    // Dropped from the role by a rotation: its tokens are refused.
+    let dropped = rotated(vec![], 1);
+    assert!(matches!(verify(&token, dropped.trust(), AUD, T0_MS + 1), Err(TokenError::KeyNotForTokens { .. })));
+    // Still in the role, but the role wants two signatures.
+    let second = 21;
+    let mut state = state();
+    state.apply(4, &now(add_key(key_spec(second, &[KeyPurpose::ApiToken]), &[ROOT]))).expect("second api key");
+    let mut document = root_document(2, &[ROOT], 1, &[PUBLISHER]);
+    document["roles"]["api-token"] = serde_json::json!({"key_ids": [key_id(API), key_id(second)], "threshold": 2});
+    state.apply(5, &now(rotate_root(&document, &[ROOT]))).expect("rotation applies");
+    assert_eq!(verify(&token, state.trust(), AUD, T0_MS + 1), Err(TokenError::ThresholdNotMet { threshold: 2 }));
+    // Kept in the role at threshold one: still valid.
+    let kept = rotated(vec![key_id(API)], 1);
+    assert!(verify(&token, kept.trust(), AUD, T0_MS + 1).is_ok());
+}

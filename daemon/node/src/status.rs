@@ -185,6 +185,7 @@ impl Fault for keel_kernel::token::TokenError {
                 vec![("limit", "TOKEN_LIFETIME_MS_MAX".to_owned()), ("limit_value", TOKEN_LIFETIME_MS_MAX.to_string())]
             }
             TokenError::Revoked { jti } => vec![("jti", jti.clone())],
+            TokenError::ThresholdNotMet { threshold } => vec![("threshold", threshold.to_string())],
             TokenError::BadSignature | TokenError::Expired | TokenError::NotYetValid => vec![],
         };
         pairs.into_iter().map(|(key, value)| (key.to_owned(), value)).collect()
