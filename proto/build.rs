@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "keel/v1/cluster.proto",
     "keel/v1/events.proto",
     "keel/v1/policy.proto",
+    "keel/v1/admission.proto",
     "keel/raft/v1/raft.proto",
 ];
 

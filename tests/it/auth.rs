@@ -125,7 +125,8 @@ fn rpcs() -> Vec<(&'static str, Scope, Vec<u8>)> {
         (
             "/keel.v1.RegistryService/YankEngineVersion",
             Scope::Cluster,
-            pb::YankEngineVersionRequest { engine: "billing@1.0.0".into(), ..Default::default() }.encode_to_vec(),
+            pb::YankEngineVersionRequest { engine: "billing".into(), version: "1.0.0".into(), ..Default::default() }
+                .encode_to_vec(),
         ),
         (
             "/keel.v1.RegistryService/ListDependants",
@@ -196,6 +197,17 @@ fn rpcs() -> Vec<(&'static str, Scope, Vec<u8>)> {
             "/keel.v1.ClusterService/TransferLeadership",
             Scope::Cluster,
             pb::TransferLeadershipRequest { node_id: 9 }.encode_to_vec(),
+        ),
+        (
+            "/keel.v1.AdmissionService/Admit",
+            Scope::Tenant,
+            pb::AdmitRequest {
+                tenant: TENANT.into(),
+                engine: "billing".into(),
+                action: "charge".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
         ),
     ]
 }

@@ -2,6 +2,7 @@
 //! else next to this binary) talking gRPC on OS-assigned loopback ports.
 //! One test binary; modules by scenario.
 
+mod admission;
 mod auth;
 mod bad_input;
 mod cli;

@@ -93,6 +93,30 @@ pub fn check(action: &str, role: SchemaRole, schema: &Value) -> Result<(), Rejec
         .map_err(|error| invalid(error.to_string()))
 }
 
+/// Checks `input` against the action's input `schema` (which passed
+/// [`check`] at publish): the least violation by instance path, or `Ok`.
+pub fn validate_input(action: &str, schema: &Value, input: &Value) -> Result<(), Rejection> {
+    let invalid = |problem: String| Rejection::InputInvalid { action: action.to_owned(), problem: truncate(problem) };
+    let draft = match schema.get("$schema") {
+        Some(Value::String(uri)) => draft_named(uri).unwrap_or(Draft::Draft202012),
+        _ => Draft::Draft202012,
+    };
+    let validator = jsonschema::options()
+        .with_draft(draft)
+        .offline()
+        .build(schema)
+        .map_err(|error| invalid(format!("the action's input schema does not compile: {error}")))?;
+    let least = validator
+        .iter_errors(input)
+        .map(|error| (error.instance_path().to_string(), error.to_string()))
+        .min()
+        .map(|(path, message)| if path.is_empty() { message } else { format!("at {path}: {message}") });
+    match least {
+        Some(problem) => Err(invalid(problem)),
+        None => Ok(()),
+    }
+}
+
 /// The draft a `$schema` value names, if it is supported.
 fn draft_named(uri: &str) -> Option<Draft> {
     let uri = uri.strip_suffix('#').unwrap_or(uri);

@@ -62,6 +62,16 @@ pub enum Judgement {
         /// Every object schema of one manifest, in manifest order.
         schemas: Vec<ActionSchema>,
     },
+    /// Is `input` valid against the action's input schema (admission; never
+    /// judged in `apply`).
+    ActionInput {
+        /// The action's name.
+        action: String,
+        /// Its input schema.
+        schema: serde_json::Value,
+        /// The call's input.
+        input: serde_json::Value,
+    },
 }
 
 /// One action schema to check.
@@ -124,7 +134,7 @@ impl Judgement {
     pub fn evaluator(&self) -> &'static str {
         match self {
             Judgement::PolicyPut { .. } | Judgement::PolicyDecide { .. } => "policy",
-            Judgement::ActionSchemas { .. } => "action_schema",
+            Judgement::ActionSchemas { .. } | Judgement::ActionInput { .. } => "action_schema",
         }
     }
 
@@ -197,6 +207,12 @@ fn run_unguarded(judgement: &Judgement) -> Verdict {
                 }
             }
             Verdict::Accepted
+        }
+        Judgement::ActionInput { action, schema, input } => {
+            match action_schema::validate_input(action, schema, input) {
+                Ok(()) => Verdict::Accepted,
+                Err(rejection) => Verdict::Rejected(rejection),
+            }
         }
     }
 }

@@ -279,6 +279,11 @@ impl Registry {
         Some(graph)
     }
 
+    /// The highest version of `engine` that is not yanked.
+    pub fn latest_unyanked(&self, engine: &Name) -> Option<&EngineVersion> {
+        self.engines.get(engine)?.values().rev().find(|version| !version.is_yanked).map(Arc::as_ref)
+    }
+
     /// One version, or the highest when `version` is `None`.
     pub fn get(&self, engine: &Name, version: Option<&semver::Version>) -> Option<&EngineVersion> {
         let versions = self.engines.get(engine)?;

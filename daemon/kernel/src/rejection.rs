@@ -100,6 +100,9 @@ pub enum Rejection {
     /// something that is not a tenant's (cluster-wide state).
     #[error("the caller is scoped to tenant {scope}, not {requested:?}")]
     TenantOutOfScope { scope: String, requested: String },
+    /// An admission's input does not match its action's input schema.
+    #[error("the input of action {action} is invalid: {problem}")]
+    InputInvalid { action: String, problem: String },
 }
 
 impl Rejection {
@@ -142,6 +145,7 @@ impl Rejection {
             Rejection::EvaluationAborted { .. } => "EVALUATION_ABORTED",
             Rejection::Token(error) => error.reason(),
             Rejection::TenantOutOfScope { .. } => "TENANT_OUT_OF_SCOPE",
+            Rejection::InputInvalid { .. } => "INPUT_INVALID",
         }
     }
 
@@ -183,6 +187,7 @@ impl Rejection {
         "POLICY_VERSION_MISMATCH",
         "EVALUATION_ABORTED",
         "TENANT_OUT_OF_SCOPE",
+        "INPUT_INVALID",
     ];
 
     /// What kind of refusal this is, which fixes its gRPC status code.
@@ -198,7 +203,8 @@ impl Rejection {
             | Rejection::PolicyBuiltinForbidden { .. }
             | Rejection::PolicyDecisionMalformed { .. }
             | Rejection::PolicyEvaluationFailed { .. }
-            | Rejection::EvaluationAborted { .. } => RejectionClass::InvalidArgument,
+            | Rejection::EvaluationAborted { .. }
+            | Rejection::InputInvalid { .. } => RejectionClass::InvalidArgument,
             Rejection::LimitExceeded { .. } => RejectionClass::InvalidArgument,
             Rejection::KeyUnknown { .. }
             | Rejection::KeyPurposeMismatch { .. }

@@ -65,6 +65,9 @@ pub struct Config {
     /// Who may read the ops port's diagnostics.
     #[serde(default)]
     pub ops: OpsConfig,
+    /// Admission's default rate limits.
+    #[serde(default)]
+    pub admission: crate::admission::AdmissionConfig,
 }
 
 /// Bounds of the client API.
@@ -335,6 +338,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             telemetry: crate::telemetry::TelemetryConfig::default(),
             ops: OpsConfig::default(),
+            admission: crate::admission::AdmissionConfig::default(),
         }
     }
 }
@@ -477,6 +481,7 @@ impl Config {
             ));
         }
         self.slo.validate().map_err(|(key, problem)| invalid(key, problem))?;
+        self.admission.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.telemetry.validate().map_err(|error| ConfigError::Invalid { key: error.key, problem: error.problem })?;
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! wire↔kernel conversion and error mapping, ops HTTP and telemetry. The
 //! binary `keeld` (src/main.rs) only parses flags and calls [`server::run`].
 
+pub mod admission;
 pub mod api;
 pub mod clock;
 pub mod config;

@@ -33,6 +33,13 @@ pub const AUTH_FAILURE_BURST: u32 = 20;
 /// Source addresses whose failures are tracked apart; beyond, they share one budget.
 pub const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
 
+// Admission (used in `admission/` and `api/admission.rs`).
+
+/// Bytes of an admission's `input_json`.
+pub const ADMISSION_INPUT_BYTES_MAX: usize = 64 * 1024;
+/// Rate-limit scopes the in-process limiter tracks at once.
+pub const ADMISSION_LOCAL_SCOPES_MAX: usize = 200_000;
+
 // Client port: request ids (used in `edge/observe.rs`).
 
 /// Longest request id taken from a caller; longer ones are replaced.
@@ -212,6 +219,8 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     AUTH_FAILURES_PER_SOURCE_PER_S,
     AUTH_FAILURE_BURST,
     AUTH_FAILURE_SOURCES_MAX,
+    ADMISSION_INPUT_BYTES_MAX,
+    ADMISSION_LOCAL_SCOPES_MAX,
     REQUEST_ID_BYTES_MAX,
     WATCH_WATCHER_BUFFER_BYTES_MAX,
     WATCH_NODE_BUFFER_BYTES_MAX,

@@ -12,6 +12,7 @@
 //!  until SIGINT/SIGTERM, then Node::shutdown: stop serving, shut Raft down
 //! ```
 
+use crate::api::admission::AdmissionApi;
 use crate::api::cluster::ClusterApi;
 use crate::api::context::ApiContext;
 use crate::api::events::EventApi;
@@ -246,7 +247,7 @@ impl NodeBuilder {
         let grpc = serve_grpc(
             listeners.client,
             ctx.clone(),
-            GrpcSetup { in_flight_requests_max, authenticator, tls, boot_time_ms },
+            GrpcSetup { in_flight_requests_max, authenticator, tls, boot_time_ms, admission: config.admission.clone() },
             stop_rx,
         );
         tasks.push(tokio::spawn(grpc));
@@ -490,6 +491,7 @@ impl crate::edge::authn::TrustSource for PublishedTrust {
 
 /// What the client port is served with, besides the services' context.
 struct GrpcSetup {
+    admission: crate::admission::AdmissionConfig,
     in_flight_requests_max: usize,
     authenticator: Arc<crate::edge::authn::Authenticator>,
     tls: Option<TlsMaterial>,
@@ -502,7 +504,7 @@ async fn serve_grpc(
     setup: GrpcSetup,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let GrpcSetup { in_flight_requests_max, authenticator, tls, boot_time_ms } = setup;
+    let GrpcSetup { in_flight_requests_max, authenticator, tls, boot_time_ms, admission } = setup;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<pb::registry_service_server::RegistryServiceServer<RegistryApi>>().await;
     health_reporter.set_serving::<pb::trust_service_server::TrustServiceServer<TrustApi>>().await;
@@ -510,6 +512,7 @@ async fn serve_grpc(
     health_reporter.set_serving::<pb::policy_service_server::PolicyServiceServer<PolicyApi>>().await;
     health_reporter.set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterApi>>().await;
     health_reporter.set_serving::<pb::event_service_server::EventServiceServer<EventApi>>().await;
+    health_reporter.set_serving::<pb::admission_service_server::AdmissionServiceServer<AdmissionApi>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keel_proto::FILE_DESCRIPTOR_SET)
@@ -545,6 +548,10 @@ async fn serve_grpc(
         .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
         .add_service(limit(pb::event_service_server::EventServiceServer::new(EventApi { ctx: ctx.clone() })))
         .add_service(limit(pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(ctx.clone()))))
+        .add_service(limit(pb::admission_service_server::AdmissionServiceServer::new(AdmissionApi::new(
+            ctx.clone(),
+            admission,
+        ))))
         .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -639,7 +646,8 @@ message_limits!(
     pb::tenant_service_server::TenantServiceServer<TenantApi>,
     pb::cluster_service_server::ClusterServiceServer<ClusterApi>,
     pb::event_service_server::EventServiceServer<EventApi>,
-    pb::policy_service_server::PolicyServiceServer<PolicyApi>
+    pb::policy_service_server::PolicyServiceServer<PolicyApi>,
+    pb::admission_service_server::AdmissionServiceServer<AdmissionApi>
 );
 
 fn limit<S: MessageLimits>(server: S) -> S {

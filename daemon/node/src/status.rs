@@ -274,6 +274,10 @@ fn rejection_metadata(rejection: &Rejection) -> Metadata {
             put("schema", schema.to_string());
         }
         Rejection::PolicyCompileFailed { detail } => put("detail", detail.clone()),
+        Rejection::InputInvalid { action, problem } => {
+            put("action", action.clone());
+            put("problem", problem.clone());
+        }
         Rejection::TenantOutOfScope { scope, requested } => {
             put("scope", scope.clone());
             put("requested", requested.clone());

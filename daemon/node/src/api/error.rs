@@ -188,6 +188,7 @@ mod tests {
             .chain(crate::tls::PeerCertificateError::REASONS)
             .chain(keel_kernel::token::TokenError::REASONS)
             .chain(crate::edge::authn::AuthError::REASONS)
+            .chain(crate::admission::Denial::REASONS)
             .copied()
             .collect();
         for reason in &produced {

@@ -9,6 +9,7 @@
 //!                                └─ read ─────► SharedState
 //! ```
 
+pub mod admission;
 pub mod cluster;
 pub mod context;
 pub mod convert;

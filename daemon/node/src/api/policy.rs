@@ -17,6 +17,7 @@ use super::context::{self, ApiContext};
 use super::convert;
 use super::error::ApiError;
 use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use crate::raft::shared_state::AppliedState;
 use keel_kernel::judge::Judgement;
 use keel_kernel::policy::{self, ACTIVE_POLICY_NAME, EvaluationError};
 use keel_kernel::{Command, Outcome, Verdict};
@@ -44,6 +45,33 @@ fn evaluation_of(verdict: Verdict) -> Result<Option<policy::Decision>, Evaluatio
         Verdict::Rejected(rejection) => Err(EvaluationError::Failed { detail: rejection.to_string() }),
         other => Err(EvaluationError::Failed { detail: format!("unexpected verdict {other:?}") }),
     }
+}
+
+/// The decision of the latest version of the policy `name` on `context`, at
+/// `state`'s revision (default deny when there is no such policy); shared by
+/// `Evaluate` and admission.
+pub async fn decide(
+    call: &context::Call<'_>,
+    state: &AppliedState,
+    name: &keel_kernel::Name,
+    context: &policy::EvaluationContext,
+) -> Result<policy::PolicyDecision, ApiError> {
+    let kernel = &state.kernel;
+    let stored = kernel.policies().latest(name).cloned();
+    let input = policy::input_document(context, kernel.tenants(), kernel.registry());
+    let revision = state.revision();
+    Ok(match stored {
+        None => policy::decision_of(None, &input, revision),
+        Some(stored) => {
+            let judgement = Judgement::PolicyDecide {
+                source: stored.source.clone(),
+                inputs: vec![input.clone()],
+                with_probes: false,
+            };
+            let evaluated = evaluation_of(call.judge(judgement).await?);
+            policy::decision_of(Some((&stored.policy_version(), evaluated)), &input, revision)
+        }
+    })
 }
 
 #[tonic::async_trait]
@@ -125,22 +153,7 @@ impl pb::policy_service_server::PolicyService for PolicyApi {
                 let context = convert::evaluation_context(body.context)?;
                 call.check_tenant(context.tenant.as_str())?;
                 let state = call.read(body.consistency).await?;
-                let kernel = &state.kernel;
-                let stored = kernel.policies().latest(&name).cloned();
-                let input = policy::input_document(&context, kernel.tenants(), kernel.registry());
-                let revision = state.revision();
-                let decision = match stored {
-                    None => policy::decision_of(None, &input, revision),
-                    Some(stored) => {
-                        let judgement = Judgement::PolicyDecide {
-                            source: stored.source.clone(),
-                            inputs: vec![input.clone()],
-                            with_probes: false,
-                        };
-                        let evaluated = evaluation_of(call.judge(judgement).await?);
-                        policy::decision_of(Some((&stored.policy_version(), evaluated)), &input, revision)
-                    }
-                };
+                let decision = decide(&call, &state, &name, &context).await?;
                 Ok(convert::policy_decision_to_pb(&decision))
             })
             .await

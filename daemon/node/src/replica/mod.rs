@@ -285,6 +285,11 @@ impl Replica {
     pub fn current_leader(&self) -> Option<u64> {
         self.raft.metrics().borrow().current_leader
     }
+
+    /// Voters in the membership this member holds (at least 1).
+    pub fn voter_count(&self) -> usize {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().count().max(1)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,261 @@
+//! Admission (`keel.v1.AdmissionService`): may this tenant run this
+//! engine's action now. See ARCHITECTURE.md → Admission.
+//!
+//! ```text
+//!  resolve(state, request)  tenant ─► engine version ─► signers ─► action      (this module, pure)
+//!  api/admission.rs         input schema (judge) ─► policy (judge) ─► limits (limiter)
+//! ```
+//!
+//! A denial is an answer with a stable reason ([`Denial::reason`]), not an
+//! error; this slice decides on the serving member's applied state and
+//! limits in process ([`limiter::LocalLimiter`], each member at its share of
+//! the limit). Redis, breakers, batches and Envoy's API follow.
+
+pub mod limiter;
+
+use keel_kernel::manifest::Manifest;
+use keel_kernel::registry::EngineVersion;
+use keel_kernel::tenant::TenantStatus;
+use keel_kernel::{KernelState, Name};
+use serde::{Deserialize, Serialize};
+
+/// Why an admission was denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No such tenant.
+    TenantNotFound,
+    /// The tenant is not active.
+    TenantSuspended,
+    /// The tenant does not have the engine enabled.
+    EngineNotEnabled,
+    /// No such engine version (or every version is yanked).
+    EngineVersionNotFound,
+    /// The named version is yanked.
+    EngineVersionYanked,
+    /// A key that signed the version was revoked since.
+    SignerRevoked {
+        /// The key.
+        key_id: String,
+    },
+    /// The manifest declares no such action.
+    ActionUnknown,
+    /// The input does not match the action's input schema.
+    InputInvalid {
+        /// The least violation.
+        problem: String,
+    },
+    /// The policy said no.
+    PolicyDenied {
+        /// The policy's reason.
+        reason: String,
+    },
+    /// A scope has no room.
+    RateLimited {
+        /// The scope.
+        scope: String,
+        /// When it has room again, ms.
+        retry_after_ms: u64,
+    },
+}
+
+impl Denial {
+    /// Every reason a denial carries (names of `keel.v1.ErrorReason`).
+    pub const REASONS: &'static [&'static str] = &[
+        "TENANT_NOT_FOUND",
+        "TENANT_SUSPENDED",
+        "ENGINE_NOT_ENABLED",
+        "ENGINE_VERSION_NOT_FOUND",
+        "ENGINE_VERSION_YANKED",
+        "ENGINE_SIGNER_REVOKED",
+        "ACTION_UNKNOWN",
+        "INPUT_INVALID",
+        "POLICY_DENIED",
+        "RATE_LIMITED",
+    ];
+
+    /// The stable reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::TenantNotFound => "TENANT_NOT_FOUND",
+            Denial::TenantSuspended => "TENANT_SUSPENDED",
+            Denial::EngineNotEnabled => "ENGINE_NOT_ENABLED",
+            Denial::EngineVersionNotFound => "ENGINE_VERSION_NOT_FOUND",
+            Denial::EngineVersionYanked => "ENGINE_VERSION_YANKED",
+            Denial::SignerRevoked { .. } => "ENGINE_SIGNER_REVOKED",
+            Denial::ActionUnknown => "ACTION_UNKNOWN",
+            Denial::InputInvalid { .. } => "INPUT_INVALID",
+            Denial::PolicyDenied { .. } => "POLICY_DENIED",
+            Denial::RateLimited { .. } => "RATE_LIMITED",
+        }
+    }
+
+    /// The detail for humans.
+    pub fn detail(&self) -> String {
+        match self {
+            Denial::SignerRevoked { key_id } => format!("key {key_id}, which signed this version, is revoked"),
+            Denial::InputInvalid { problem } => problem.clone(),
+            Denial::PolicyDenied { reason } => reason.clone(),
+            Denial::RateLimited { scope, retry_after_ms } => {
+                format!("{scope} has no room; retry in {retry_after_ms} ms")
+            }
+            other => other.reason().to_lowercase().replace('_', " "),
+        }
+    }
+}
+
+/// What an admission asks, validated.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Tenant.
+    pub tenant: Name,
+    /// Engine.
+    pub engine: Name,
+    /// Version; `None`: the highest unyanked.
+    pub version: Option<semver::Version>,
+    /// Action.
+    pub action: Name,
+    /// The call's input, when sent.
+    pub input: Option<serde_json::Value>,
+    /// Units charged per scope (≥ 1).
+    pub cost: u64,
+}
+
+/// What the state says about an admission that passed the state checks.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The tenant's tier name (for default limits).
+    pub tier: keel_kernel::tenant::TenantTier,
+    /// The version the decision is about.
+    pub version: semver::Version,
+    /// The action's input schema, if it has one.
+    pub input_schema: Option<serde_json::Value>,
+}
+
+/// The state checks, in order: tenant, engine version, signers, action.
+pub fn resolve(kernel: &KernelState, admission: &Admission) -> Result<Resolved, Denial> {
+    let tenant = kernel.tenants().get(&admission.tenant).ok_or(Denial::TenantNotFound)?;
+    if tenant.spec.status != TenantStatus::Active {
+        return Err(Denial::TenantSuspended);
+    }
+    if !tenant.spec.enabled_engines.contains(&admission.engine) {
+        return Err(Denial::EngineNotEnabled);
+    }
+    let registry = kernel.registry();
+    let version: &EngineVersion = match &admission.version {
+        Some(version) => registry.get(&admission.engine, Some(version)).ok_or(Denial::EngineVersionNotFound)?,
+        None => registry.latest_unyanked(&admission.engine).ok_or(Denial::EngineVersionNotFound)?,
+    };
+    if version.is_yanked {
+        return Err(Denial::EngineVersionYanked);
+    }
+    let trust = kernel.trust();
+    if let Some(revoked) = version
+        .signatures
+        .iter()
+        .find(|signature| trust.get(&signature.key_id).is_none_or(|key| key.revoked_at_revision.is_some()))
+    {
+        return Err(Denial::SignerRevoked { key_id: revoked.key_id.clone() });
+    }
+    // The stored bytes passed `manifest::parse` at publish.
+    let manifest: Manifest = serde_json::from_slice(&version.manifest).map_err(|_| Denial::ActionUnknown)?;
+    let action =
+        manifest.actions.into_iter().find(|action| action.name == admission.action).ok_or(Denial::ActionUnknown)?;
+    Ok(Resolved { tier: tenant.spec.tier, version: version.version.clone(), input_schema: action.input_schema })
+}
+
+/// One scope's default limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate, calls per minute (≥ 1).
+    pub calls_per_minute: u64,
+    /// Calls admitted at once from idle (≥ 1).
+    pub burst: u64,
+}
+
+/// `[admission]`: default limits. A policy's `limits` replace a tenant's
+/// tier default for its tenant × engine scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Per tenant, by tier.
+    pub basic: RateLimit,
+    /// Per tenant, by tier.
+    pub standard: RateLimit,
+    /// Per tenant, by tier.
+    pub enterprise: RateLimit,
+    /// Per engine, across tenants; absent: none.
+    #[serde(default)]
+    pub engine: Option<RateLimit>,
+    /// Across everything; absent: none.
+    #[serde(default)]
+    pub global: Option<RateLimit>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            basic: RateLimit { calls_per_minute: 600, burst: 60 },
+            standard: RateLimit { calls_per_minute: 6_000, burst: 600 },
+            enterprise: RateLimit { calls_per_minute: 60_000, burst: 6_000 },
+            engine: None,
+            global: None,
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// Checks every limit is at least 1; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let limits = [
+            ("admission.basic", Some(self.basic)),
+            ("admission.standard", Some(self.standard)),
+            ("admission.enterprise", Some(self.enterprise)),
+            ("admission.engine", self.engine),
+            ("admission.global", self.global),
+        ];
+        for (key, limit) in limits {
+            if let Some(limit) = limit
+                && (limit.calls_per_minute == 0 || limit.burst == 0)
+            {
+                return Err((key, "calls_per_minute and burst must be at least 1".to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The scopes an admission is charged against, each at `1 / share` of
+    /// its limit (this member's share of the cluster's), rounded up.
+    pub fn scopes(
+        &self,
+        admission: &Admission,
+        tier: keel_kernel::tenant::TenantTier,
+        policy_limits: Option<keel_kernel::policy::DecisionLimits>,
+        share: u64,
+    ) -> Vec<limiter::ScopeLimit> {
+        use keel_kernel::tenant::TenantTier;
+        let split = |limit: RateLimit, key: String| limiter::ScopeLimit {
+            key,
+            calls_per_minute: limit.calls_per_minute.div_ceil(share.max(1)).max(1),
+            burst: limit.burst.div_ceil(share.max(1)).max(1),
+        };
+        let tier_limit = match tier {
+            TenantTier::Basic => self.basic,
+            TenantTier::Standard => self.standard,
+            TenantTier::Enterprise => self.enterprise,
+        };
+        let (tenant, engine) = (admission.tenant.as_str(), admission.engine.as_str());
+        let mut scopes = vec![split(tier_limit, format!("tenant:{tenant}"))];
+        if let Some(limits) = policy_limits {
+            let limit = RateLimit { calls_per_minute: limits.calls_per_minute.max(1), burst: limits.burst.max(1) };
+            scopes.push(split(limit, format!("tenant_engine:{tenant}/{engine}")));
+        }
+        if let Some(limit) = self.engine {
+            scopes.push(split(limit, format!("engine:{engine}")));
+        }
+        if let Some(limit) = self.global {
+            scopes.push(split(limit, "global".to_owned()));
+        }
+        scopes
+    }
+}
