@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admission;
 #[cfg(test)]
 mod call_tests;
 #[cfg(feature = "certs")]

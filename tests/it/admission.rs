@@ -72,6 +72,14 @@ async fn admissions_are_denied_in_pipeline_order_with_a_reason_and_allowed_with_
 
     let valid = r#"{"amount": 5}"#;
     denied(&node, request("nobody", "charge", valid), "TENANT_NOT_FOUND").await?;
+    // keelctl: the decision on stdout, exit status 4 for a denial.
+    let output = crate::keelctl::keelctl(
+        &node,
+        &node.scratch(),
+        &["--output", "json", "admit", "--tenant", "nobody", "--engine", "billing", "--action", "charge"],
+    )?;
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    ensure!(output.status.code() == Some(4) && shown["reason"] == "TENANT_NOT_FOUND", "{output:?}");
     denied(&node, request("asleep", "charge", valid), "TENANT_SUSPENDED").await?;
     denied(&node, request("other", "charge", valid), "ENGINE_NOT_ENABLED").await?;
     let unknown_version = pb::AdmitRequest { version: "9.9.9".into(), ..request("acme", "charge", valid) };

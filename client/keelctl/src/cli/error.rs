@@ -9,7 +9,8 @@
 //! `policy test` cases failed),
 //! [`EXIT_USAGE`] for invalid usage or local input (clap uses the same code
 //! for its own usage errors), [`EXIT_UNAVAILABLE`] when the cluster could
-//! not be reached or did not answer in time.
+//! not be reached or did not answer in time, [`EXIT_DENIED`] when `admit`
+//! was answered with a denial.
 
 use keel_client::error::{ClientError, ErrorClass, REASON_INVALID_INPUT};
 use keel_client::local_error::LocalError;
@@ -22,6 +23,8 @@ pub const EXIT_SERVER_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the cluster was unavailable or a transport failed.
 pub const EXIT_UNAVAILABLE: u8 = 3;
+/// Exit code when `admit` was answered with a denial.
+pub const EXIT_DENIED: u8 = 4;
 /// Reason reported when writing the output failed.
 pub const REASON_OUTPUT_FAILED: &str = "OUTPUT_FAILED";
 /// Reason reported when `policy test` ran and some case did not pass.
@@ -56,6 +59,12 @@ pub enum CliError {
         /// Cases run.
         total: u32,
     },
+    /// `admit` was answered: not allowed.
+    #[error("the admission was denied")]
+    Denied {
+        /// The denial's reason.
+        reason: String,
+    },
 }
 
 impl CliError {
@@ -69,6 +78,7 @@ impl CliError {
             },
             CliError::Local(_) | CliError::Usage { .. } => EXIT_USAGE,
             CliError::Output { .. } | CliError::PolicyTestFailed { .. } => EXIT_SERVER_ERROR,
+            CliError::Denied { .. } => EXIT_DENIED,
         }
     }
 
@@ -79,6 +89,7 @@ impl CliError {
             CliError::Local(_) | CliError::Usage { .. } => REASON_INVALID_INPUT,
             CliError::Output { .. } => REASON_OUTPUT_FAILED,
             CliError::PolicyTestFailed { .. } => REASON_POLICY_TEST_FAILED,
+            CliError::Denied { reason } => reason,
         }
     }
 

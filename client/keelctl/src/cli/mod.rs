@@ -13,6 +13,7 @@
 //! commands are unit-tested with the crate; `src/bin/keelctl.rs` only parses
 //! arguments, runs [`run`] and maps the result to an exit code.
 
+pub mod admit;
 pub mod certs;
 pub mod cluster;
 pub mod engine;
@@ -163,6 +164,8 @@ pub enum Command {
     /// Issue, show and revoke capability tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Ask whether a tenant may run an engine's action now (exit 4 when denied).
+    Admit(admit::AdmitArgs),
 }
 
 /// `--consistency` values.
@@ -198,6 +201,7 @@ pub async fn run(cli: Cli, stdout: &mut dyn std::io::Write, stderr: &mut dyn std
         Command::Cluster(command) => cluster::run(command, global, &mut output).await,
         Command::Events(command) => events::run(command, global, &mut output).await,
         Command::Token(command) => token::run(command, global, &mut output).await,
+        Command::Admit(args) => admit::run(args, global, &mut output).await,
     }
 }
 
