@@ -326,6 +326,14 @@ async fn fat_tenants_list_with_default_paging_and_a_learner_flood_stops_at_the_b
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+            // Leadership moved (a loaded machine can miss a heartbeat while
+            // the leader dials junk learners): the same learner, at the new leader.
+            Err(status) if matches!(reason_of(&status).as_str(), "NO_LEADER" | "NOT_LEADER") => {
+                let leader = cluster.leader().await?;
+                cluster_client =
+                    pb::cluster_service_client::ClusterServiceClient::new(cluster.nodes[leader].channel().await?);
+                continue;
+            }
             Err(status) => answers.push(format!("{node_id}: {:?} {}", status.code(), reason_of(&status))),
             Ok(_) => answers.push(format!("{node_id}: added")),
         }
