@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cluster;
 pub mod etcd;
 pub mod process;
+pub mod redis;
 
 /// Generated gRPC client for the vendored subset of etcd's API.
 #[allow(clippy::all, missing_docs, clippy::unwrap_used)]

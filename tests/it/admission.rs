@@ -163,3 +163,112 @@ async fn a_tenants_token_admits_for_its_tenant_only() -> Result<()> {
     ensure!(other.as_ref().is_err_and(|status| reason_of(status) == "TENANT_OUT_OF_SCOPE"), "{other:?}");
     Ok(())
 }
+
+/// A dev node with `envs`, the billing engine, tenant acme and the policy.
+async fn ready_node(envs: &[(&str, &str)]) -> Result<KeelProcess> {
+    let node = KeelProcess::start_with_env(envs).await?;
+    let fixture = Fixture::new(&node).await?;
+    let publisher = fixture.add_publisher_key(&node).await?;
+    fixture.publish(&node, &billing("1.0.0"), &publisher).await?;
+    fixture.create_tenant(&node, "acme").await?;
+    let mut policies = pb::policy_service_client::PolicyServiceClient::new(node.channel().await?);
+    policies
+        .put_policy(pb::PutPolicyRequest { policy: "main".into(), source: POLICY.into(), ..Default::default() })
+        .await?;
+    Ok(node)
+}
+
+async fn admit(node: &KeelProcess) -> Result<(pb::AdmitResponse, std::time::Duration)> {
+    let mut client = admission(node).await?;
+    let started = std::time::Instant::now();
+    let answer = client.admit(request("acme", "refund", "")).await?.into_inner();
+    Ok((answer, started.elapsed()))
+}
+
+#[tokio::test]
+async fn with_redis_the_limit_is_shared_and_a_refused_check_charges_no_scope() -> Result<()> {
+    let redis = keel_chaos::redis::RedisServer::start()?;
+    let url = redis.url();
+    // Two separate nodes sharing one Redis: the tenant's limit is one. The
+    // tenant scope (enterprise tier) is set to 60/min with a burst of 10, so
+    // each charge moves its TAT by a whole second and charges can be counted.
+    let envs = [
+        ("KEEL_REDIS__URL", url.as_str()),
+        ("KEEL_ADMISSION__ENTERPRISE__CALLS_PER_MINUTE", "60"),
+        ("KEEL_ADMISSION__ENTERPRISE__BURST", "10"),
+    ];
+    let first = ready_node(&envs).await?;
+    let second = ready_node(&envs).await?;
+    let mut allowed = 0;
+    for node in [&first, &second, &first, &second, &first] {
+        let (answer, _) = admit(node).await?;
+        ensure!(!answer.degraded, "{answer:?}");
+        if answer.allowed {
+            allowed += 1;
+        } else {
+            ensure!(answer.reason == "RATE_LIMITED" && answer.retry_after_ms > 0, "{answer:?}");
+        }
+    }
+    ensure!(allowed == 3, "the policy's burst of 3 across both nodes, got {allowed}");
+    // The tenant × engine scope refused twice; the tenant scope was charged 3 times, not 5.
+    let tat_ahead_s = |scope: &str| -> Result<f64> {
+        let reply = redis.command(&format!("GET keel:rl:{{acme}}:{scope}"))?;
+        let tat: u64 = reply.lines().nth(1).unwrap_or_default().trim().parse()?;
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+        Ok((tat as f64 - now_us as f64) / 1e6)
+    };
+    let tenant_ahead = tat_ahead_s("tenant:acme")?;
+    ensure!((2.0..=3.5).contains(&tenant_ahead), "the tenant scope is {tenant_ahead:.2} s ahead: 3 charges, not 5");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_answered_within_the_timeout_in_each_mode_and_recovery_is_automatic() -> Result<()> {
+    for mode in ["fail_closed", "fail_open", "local"] {
+        let mut redis = keel_chaos::redis::RedisServer::start()?;
+        let url = redis.url();
+        let node = ready_node(&[("KEEL_REDIS__URL", &url), ("KEEL_REDIS__ON_UNAVAILABLE", mode)]).await?;
+        let (answer, _) = admit(&node).await?;
+        ensure!(answer.allowed && !answer.degraded, "{mode}: before the outage: {answer:?}");
+        let mut local_allowed = 0u32;
+        // Paused: calls hang, so only the deadline answers. Then killed.
+        for outage in ["paused", "killed"] {
+            match outage {
+                "paused" => redis.pause()?,
+                _ => {
+                    redis.resume()?;
+                    redis.kill_9()?;
+                }
+            }
+            for _ in 0..3 {
+                let (answer, elapsed) = admit(&node).await?;
+                ensure!(answer.degraded, "{mode}/{outage}: not marked degraded: {answer:?}");
+                // 25 ms for Redis, the rest is the call itself (debug build, loaded machine).
+                ensure!(elapsed < std::time::Duration::from_millis(500), "{mode}/{outage}: took {elapsed:?}");
+                match mode {
+                    "fail_closed" => ensure!(!answer.allowed && answer.reason == "LIMITER_UNAVAILABLE", "{answer:?}"),
+                    "fail_open" => ensure!(answer.allowed, "{mode}/{outage}: {answer:?}"),
+                    // Limited here instead: the policy's burst of 3 holds in process too.
+                    _ => {
+                        ensure!(answer.allowed || answer.reason == "RATE_LIMITED", "{mode}/{outage}: {answer:?}");
+                        local_allowed += u32::from(answer.allowed);
+                    }
+                }
+            }
+        }
+        ensure!(mode != "local" || (1..=3).contains(&local_allowed), "local mode admitted {local_allowed}");
+        // Back: the next admissions use Redis again, without a restart.
+        redis.restart()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (answer, _) = admit(&node).await?;
+            // Redis restarted empty: its scopes have room again.
+            if !answer.degraded && (answer.allowed || answer.reason == "RATE_LIMITED") {
+                break;
+            }
+            ensure!(std::time::Instant::now() < deadline, "{mode}: no recovery: {answer:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

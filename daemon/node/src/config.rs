@@ -68,6 +68,9 @@ pub struct Config {
     /// Admission's default rate limits.
     #[serde(default)]
     pub admission: crate::admission::AdmissionConfig,
+    /// The shared rate limiter.
+    #[serde(default)]
+    pub redis: crate::admission::RedisConfig,
 }
 
 /// Bounds of the client API.
@@ -339,6 +342,7 @@ impl Default for Config {
             telemetry: crate::telemetry::TelemetryConfig::default(),
             ops: OpsConfig::default(),
             admission: crate::admission::AdmissionConfig::default(),
+            redis: crate::admission::RedisConfig::default(),
         }
     }
 }
@@ -482,6 +486,7 @@ impl Config {
         }
         self.slo.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.admission.validate().map_err(|(key, problem)| invalid(key, problem))?;
+        self.redis.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.telemetry.validate().map_err(|error| ConfigError::Invalid { key: error.key, problem: error.problem })?;
         Ok(())
     }

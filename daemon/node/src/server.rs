@@ -247,7 +247,13 @@ impl NodeBuilder {
         let grpc = serve_grpc(
             listeners.client,
             ctx.clone(),
-            GrpcSetup { in_flight_requests_max, authenticator, tls, boot_time_ms, admission: config.admission.clone() },
+            GrpcSetup {
+                in_flight_requests_max,
+                authenticator,
+                tls,
+                boot_time_ms,
+                admission: AdmissionApi::new(ctx.clone(), config.admission.clone(), &config.redis)?,
+            },
             stop_rx,
         );
         tasks.push(tokio::spawn(grpc));
@@ -491,7 +497,7 @@ impl crate::edge::authn::TrustSource for PublishedTrust {
 
 /// What the client port is served with, besides the services' context.
 struct GrpcSetup {
-    admission: crate::admission::AdmissionConfig,
+    admission: AdmissionApi,
     in_flight_requests_max: usize,
     authenticator: Arc<crate::edge::authn::Authenticator>,
     tls: Option<TlsMaterial>,
@@ -548,10 +554,7 @@ async fn serve_grpc(
         .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
         .add_service(limit(pb::event_service_server::EventServiceServer::new(EventApi { ctx: ctx.clone() })))
         .add_service(limit(pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(ctx.clone()))))
-        .add_service(limit(pb::admission_service_server::AdmissionServiceServer::new(AdmissionApi::new(
-            ctx.clone(),
-            admission,
-        ))))
+        .add_service(limit(pb::admission_service_server::AdmissionServiceServer::new(admission)))
         .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

@@ -12,6 +12,7 @@
 //! the limit). Redis, breakers, batches and Envoy's API follow.
 
 pub mod limiter;
+pub mod redis_limiter;
 
 use keel_kernel::manifest::Manifest;
 use keel_kernel::registry::EngineVersion;
@@ -56,6 +57,11 @@ pub enum Denial {
         /// When it has room again, ms.
         retry_after_ms: u64,
     },
+    /// The shared limiter cannot answer and the outage mode is `fail_closed`.
+    LimiterUnavailable {
+        /// Why.
+        detail: String,
+    },
 }
 
 impl Denial {
@@ -71,6 +77,7 @@ impl Denial {
         "INPUT_INVALID",
         "POLICY_DENIED",
         "RATE_LIMITED",
+        "LIMITER_UNAVAILABLE",
     ];
 
     /// The stable reason.
@@ -86,6 +93,7 @@ impl Denial {
             Denial::InputInvalid { .. } => "INPUT_INVALID",
             Denial::PolicyDenied { .. } => "POLICY_DENIED",
             Denial::RateLimited { .. } => "RATE_LIMITED",
+            Denial::LimiterUnavailable { .. } => "LIMITER_UNAVAILABLE",
         }
     }
 
@@ -98,6 +106,7 @@ impl Denial {
             Denial::RateLimited { scope, retry_after_ms } => {
                 format!("{scope} has no room; retry in {retry_after_ms} ms")
             }
+            Denial::LimiterUnavailable { detail } => detail.clone(),
             other => other.reason().to_lowercase().replace('_', " "),
         }
     }
@@ -161,6 +170,75 @@ pub fn resolve(kernel: &KernelState, admission: &Admission) -> Result<Resolved, 
     let action =
         manifest.actions.into_iter().find(|action| action.name == admission.action).ok_or(Denial::ActionUnknown)?;
     Ok(Resolved { tier: tenant.spec.tier, version: version.version.clone(), input_schema: action.input_schema })
+}
+
+/// What admissions do while the shared limiter (Redis) cannot answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Deny, reason `LIMITER_UNAVAILABLE`.
+    #[default]
+    FailClosed,
+    /// Allow without limiting, marked degraded.
+    FailOpen,
+    /// Limit in process at limit ÷ voters (the cluster's total stays within
+    /// the limit), marked degraded.
+    Local,
+}
+
+/// Default of `redis.timeout_ms`.
+pub const REDIS_TIMEOUT_MS_DEFAULT: u64 = 25;
+
+/// `[redis]`: the shared rate limiter. Without `url`, every member limits
+/// in process at its share.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS. Never
+    /// logged (it may hold a password).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Longest an admission waits for Redis, ms (1..=1000).
+    #[serde(default = "redis_timeout_ms_default")]
+    pub timeout_ms: u64,
+    /// What admissions do while Redis cannot answer.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+}
+
+fn redis_timeout_ms_default() -> u64 {
+    REDIS_TIMEOUT_MS_DEFAULT
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: None, timeout_ms: REDIS_TIMEOUT_MS_DEFAULT, on_unavailable: OnUnavailable::default() }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("timeout_ms", &self.timeout_ms)
+            .field("on_unavailable", &self.on_unavailable)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Checks the ranges; the error names the key.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=1_000).contains(&self.timeout_ms) {
+            return Err(("redis.timeout_ms", format!("{} is outside 1..=1000", self.timeout_ms)));
+        }
+        if let Some(url) = &self.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(("redis.url", "must start with redis:// or rediss://".to_owned()));
+        }
+        Ok(())
+    }
 }
 
 /// One scope's default limit.

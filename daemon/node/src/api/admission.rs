@@ -6,33 +6,127 @@
 //!        ─► admission::resolve (tenant, version, signers, action)
 //!        ─► judge ActionInput (when the action has an input schema and input was sent)
 //!        ─► api::policy::decide ("main", the call's context)
-//!        ─► LocalLimiter over the scopes (this member's share: limit ÷ voters)
+//!        ─► RedisLimiter (the cluster's limit, one script) when [redis] url is set, else or in
+//!           its outage (mode local) LocalLimiter at this member's share (limit ÷ voters)
 //!        ─► AdmitResponse (a denial is an answer with a reason)
 //! ```
 
 use super::context::ApiContext;
 use super::error::ApiError;
-use crate::admission::limiter::{Limited, LocalLimiter};
-use crate::admission::{Admission, AdmissionConfig, Denial, resolve};
+use crate::admission::limiter::{Limited, LocalLimiter, Remaining};
+use crate::admission::redis_limiter::{RedisAnswer, RedisLimiter};
+use crate::admission::{Admission, AdmissionConfig, Denial, OnUnavailable, RedisConfig, resolve};
 use crate::limits::{ADMISSION_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS};
 use keel_kernel::judge::Judgement;
 use keel_kernel::policy::{ACTIVE_POLICY_NAME, EvaluationContext};
 use keel_kernel::{Name, Rejection, Verdict};
 use keel_proto::v1 as pb;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::{Request, Response, Status};
 
 /// The service.
 pub struct AdmissionApi {
     pub(crate) ctx: ApiContext,
-    config: Arc<AdmissionConfig>,
-    limiter: Arc<LocalLimiter>,
+    limits: Arc<Limits>,
+}
+
+/// How admissions are limited.
+struct Limits {
+    config: AdmissionConfig,
+    local: LocalLimiter,
+    /// The shared limiter, when `[redis] url` is set.
+    redis: Option<RedisLimiter>,
+    on_unavailable: OnUnavailable,
+    /// Whether the last Redis call failed (transitions are logged once).
+    is_redis_down: AtomicBool,
+}
+
+/// A limit check's outcome.
+struct Checked {
+    answer: Result<Vec<Remaining>, Denial>,
+    /// Why the decision used a fallback, if it did.
+    degraded: Option<String>,
 }
 
 impl AdmissionApi {
-    /// The service with `config`'s limits, limiting in this process.
-    pub fn new(ctx: ApiContext, config: AdmissionConfig) -> AdmissionApi {
-        AdmissionApi { ctx, config: Arc::new(config), limiter: Arc::default() }
+    /// The service with `config`'s limits: shared through Redis when
+    /// `redis.url` is set, else in this process.
+    pub fn new(ctx: ApiContext, config: AdmissionConfig, redis: &RedisConfig) -> anyhow::Result<AdmissionApi> {
+        let timeout = std::time::Duration::from_millis(redis.timeout_ms);
+        let shared = redis.url.as_deref().map(|url| RedisLimiter::new(url, timeout)).transpose();
+        // The URL may hold a password: the error says what, never the URL.
+        let shared =
+            shared.map_err(|error| anyhow::anyhow!("redis.url is not a usable Redis URL ({:?})", error.kind()))?;
+        let limits = Limits {
+            config,
+            local: LocalLimiter::default(),
+            redis: shared,
+            on_unavailable: redis.on_unavailable,
+            is_redis_down: AtomicBool::new(false),
+        };
+        Ok(AdmissionApi { ctx, limits: Arc::new(limits) })
+    }
+}
+
+fn limited(denial: Limited) -> Denial {
+    match denial {
+        Limited::Exceeded { scope, retry_after } => Denial::RateLimited {
+            scope: scope.key,
+            retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX).max(1),
+        },
+        Limited::Full => Denial::RateLimited { scope: "(limiter full)".to_owned(), retry_after_ms: 1_000 },
+    }
+}
+
+impl Limits {
+    /// Charges `cost` to the admission's scopes: in Redis (the whole
+    /// cluster's limit) or, without Redis, here at this member's share.
+    async fn check(
+        &self,
+        admission: &Admission,
+        tier: keel_kernel::tenant::TenantTier,
+        policy: Option<keel_kernel::policy::DecisionLimits>,
+        voters: u64,
+    ) -> Checked {
+        let local = |degraded: Option<String>| Checked {
+            answer: self
+                .local
+                .check(&self.config.scopes(admission, tier, policy, voters), admission.cost)
+                .map_err(limited),
+            degraded,
+        };
+        let Some(redis) = &self.redis else {
+            return local(None);
+        };
+        let scopes = self.config.scopes(admission, tier, policy, 1);
+        match redis.check(admission.tenant.as_str(), &scopes, admission.cost).await {
+            Ok(answer) => {
+                if self.is_redis_down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the shared rate limiter (redis) answers again");
+                }
+                let answer = match answer {
+                    RedisAnswer::Admitted(remaining) => Ok(remaining),
+                    RedisAnswer::Limited { scope, retry_after } => {
+                        Err(limited(Limited::Exceeded { scope, retry_after }))
+                    }
+                };
+                Checked { answer, degraded: None }
+            }
+            Err(unavailable) => {
+                if !self.is_redis_down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %unavailable, mode = ?self.on_unavailable, "the shared rate limiter (redis) is unavailable");
+                }
+                let why = format!("{unavailable}; redis.on_unavailable = {:?}", self.on_unavailable);
+                match self.on_unavailable {
+                    OnUnavailable::FailClosed => {
+                        Checked { answer: Err(Denial::LimiterUnavailable { detail: why.clone() }), degraded: Some(why) }
+                    }
+                    OnUnavailable::FailOpen => Checked { answer: Ok(Vec::new()), degraded: Some(why) },
+                    OnUnavailable::Local => local(Some(why)),
+                }
+            }
+        }
     }
 }
 
@@ -79,8 +173,7 @@ fn admission_of(request: &pb::AdmitRequest) -> Result<(Admission, EvaluationCont
 #[tonic::async_trait]
 impl pb::admission_service_server::AdmissionService for AdmissionApi {
     async fn admit(&self, request: Request<pb::AdmitRequest>) -> Result<Response<pb::AdmitResponse>, Status> {
-        let config = Arc::clone(&self.config);
-        let limiter = Arc::clone(&self.limiter);
+        let limits = Arc::clone(&self.limits);
         self.ctx
             .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
                 let (admission, mut context) = admission_of(&body)?;
@@ -140,8 +233,12 @@ impl pb::admission_service_server::AdmissionService for AdmissionApi {
                 // Without a shared limiter each member limits at its share, so
                 // the cluster's total stays within the limit.
                 let voters = u64::try_from(call.ctx().replica.voter_count()).unwrap_or(1).max(1);
-                let scopes = config.scopes(&admission, resolved.tier, decision.limits, voters);
-                match limiter.check(&scopes, admission.cost) {
+                let checked = limits.check(&admission, resolved.tier, decision.limits, voters).await;
+                if let Some(why) = checked.degraded {
+                    response.degraded = true;
+                    response.degraded_reason = why;
+                }
+                match checked.answer {
                     Ok(remaining) => {
                         response.allowed = true;
                         response.remaining = remaining
@@ -155,14 +252,7 @@ impl pb::admission_service_server::AdmissionService for AdmissionApi {
                             .collect();
                         Ok(response)
                     }
-                    Err(Limited::Exceeded { scope, retry_after }) => {
-                        let retry_after_ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX).max(1);
-                        deny(response, Denial::RateLimited { scope: scope.key, retry_after_ms })
-                    }
-                    Err(Limited::Full) => deny(
-                        response,
-                        Denial::RateLimited { scope: "(limiter full)".to_owned(), retry_after_ms: 1_000 },
-                    ),
+                    Err(denial) => deny(response, denial),
                 }
             })
             .await
