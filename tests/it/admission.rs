@@ -257,8 +257,25 @@ async fn a_redis_outage_is_answered_within_the_timeout_in_each_mode_and_recovery
             }
         }
         ensure!(mode != "local" || (1..=3).contains(&local_allowed), "local mode admitted {local_allowed}");
-        // Back: the next admissions use Redis again, without a restart.
+        // Ready only if a degraded mode is declared; /diagz and /metrics say degraded.
+        let (code, body) = keel_chaos::process::http_get(&node.ops_addr, "/readyz").await?;
+        match mode {
+            "fail_closed" => ensure!(code == 503 && body.contains("rate limiter"), "{mode}: /readyz {code} {body}"),
+            _ => ensure!(code == 200, "{mode}: /readyz {code} {body}"),
+        }
+        let (_, diagz) = keel_chaos::process::http_get(&node.ops_addr, "/diagz").await?;
+        let diagz: serde_json::Value = serde_json::from_str(&diagz)?;
+        ensure!(diagz["limiter"]["degraded"] == true, "{mode}: {}", diagz["limiter"]);
+        let (_, metrics) = keel_chaos::process::http_get(&node.ops_addr, "/metrics").await?;
+        ensure!(metrics.contains("keel_limiter_degraded 1"), "{mode}: the gauge");
+        // Back: ready again without an admission (the member probes), then
+        // admissions use Redis again, without a restart.
         redis.restart()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while keel_chaos::process::http_get(&node.ops_addr, "/readyz").await?.0 != 200 {
+            ensure!(std::time::Instant::now() < deadline, "{mode}: /readyz did not recover");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let (answer, _) = admit(&node).await?;

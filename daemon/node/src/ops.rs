@@ -35,13 +35,20 @@ struct OpsState {
     replica: Replica,
     boot_time_ms: u64,
     collectors: Arc<[Arc<dyn Collector>]>,
+    limiter: Arc<crate::admission::LimiterHealth>,
 }
 
 /// The ops router over `replica`; `/metrics` adds what each of
 /// `collectors` (the layers above: edge, load shedding, watches) reports.
 /// `/diagz` and `/metrics` answer as `expose` says (each request carries
 /// its connection's [`RemoteAddr`] as an extension).
-pub fn router(replica: Replica, boot_time_ms: u64, collectors: Vec<Arc<dyn Collector>>, expose: Exposure) -> Router {
+pub fn router(
+    replica: Replica,
+    boot_time_ms: u64,
+    collectors: Vec<Arc<dyn Collector>>,
+    expose: Exposure,
+    limiter: Arc<crate::admission::LimiterHealth>,
+) -> Router {
     let guarded = Router::new().route("/diagz", get(diagz)).route("/metrics", get(metrics)).layer(
         axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
             let remote = request.extensions().get::<RemoteAddr>().and_then(|remote| remote.0);
@@ -61,6 +68,7 @@ pub fn router(replica: Replica, boot_time_ms: u64, collectors: Vec<Arc<dyn Colle
         replica,
         boot_time_ms,
         collectors: collectors.into(),
+        limiter,
     })
 }
 
@@ -93,7 +101,7 @@ pub fn not_ready_reason(status: &NodeStatus) -> Option<&'static str> {
 
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     let status = NodeStatus::collect(&state.replica, state.boot_time_ms);
-    match not_ready_reason(&status) {
+    match not_ready_reason(&status).or_else(|| state.limiter.not_ready_reason()) {
         None => (StatusCode::OK, "ready\n".to_owned()),
         Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
     }
@@ -105,11 +113,14 @@ struct Diagnostics {
     #[serde(flatten)]
     status: NodeStatus,
     limits: std::collections::BTreeMap<&'static str, u64>,
+    /// The admission rate limiter: backend, degraded, outage mode.
+    limiter: serde_json::Value,
 }
 
 async fn diagz(State(state): State<OpsState>) -> Json<Diagnostics> {
     let limits = crate::limits::NODE_LIMITS.iter().copied().collect();
-    Json(Diagnostics { status: NodeStatus::collect(&state.replica, state.boot_time_ms), limits })
+    let limiter = state.limiter.report();
+    Json(Diagnostics { status: NodeStatus::collect(&state.replica, state.boot_time_ms), limits, limiter })
 }
 
 /// `/metrics`: OpenMetrics text from prometheus-client. Every series carries

@@ -217,14 +217,20 @@ impl NodeBuilder {
             tokio::spawn(refresh_dev_token(credentials, Arc::clone(&replica.clock), stop_rx.clone()));
         }
         let mut tasks = Vec::new();
+        let limiter_health = Arc::new(crate::admission::LimiterHealth::new(&config.redis));
+        let admission =
+            AdmissionApi::new(ctx.clone(), config.admission.clone(), &config.redis, Arc::clone(&limiter_health))?;
+        admission.probe_redis(stop_rx.clone());
         if let Some(ops_listener) = listeners.ops {
             let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> = vec![
                 Arc::new(ctx.rpc_metrics.clone()),
                 Arc::new(ctx.rpc_metrics.slo.clone()),
                 ctx.shed_stats.clone(),
                 ctx.watch_stats.clone(),
+                limiter_health.clone(),
             ];
-            let router = crate::ops::router(replica.clone(), boot_time_ms, collectors, config.ops.expose);
+            let router =
+                crate::ops::router(replica.clone(), boot_time_ms, collectors, config.ops.expose, limiter_health);
             let ops = serve_ops(ops_listener, router, stop_rx.clone());
             tasks.push(tokio::spawn(ops));
         }
@@ -247,13 +253,7 @@ impl NodeBuilder {
         let grpc = serve_grpc(
             listeners.client,
             ctx.clone(),
-            GrpcSetup {
-                in_flight_requests_max,
-                authenticator,
-                tls,
-                boot_time_ms,
-                admission: AdmissionApi::new(ctx.clone(), config.admission.clone(), &config.redis)?,
-            },
+            GrpcSetup { in_flight_requests_max, authenticator, tls, boot_time_ms, admission },
             stop_rx,
         );
         tasks.push(tokio::spawn(grpc));

@@ -186,6 +186,67 @@ pub enum OnUnavailable {
     Local,
 }
 
+/// The shared limiter's state, for `/readyz`, `/diagz` and `/metrics`.
+#[derive(Debug)]
+pub struct LimiterHealth {
+    /// Whether limits are shared through Redis.
+    pub is_shared: bool,
+    /// What admissions do while Redis cannot answer.
+    pub on_unavailable: OnUnavailable,
+    is_down: std::sync::atomic::AtomicBool,
+}
+
+impl LimiterHealth {
+    /// The state of the limiter `config` describes (up until a call fails).
+    pub fn new(config: &RedisConfig) -> LimiterHealth {
+        LimiterHealth {
+            is_shared: config.url.is_some(),
+            on_unavailable: config.on_unavailable,
+            is_down: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Records whether Redis answered; true when that changed the state.
+    pub fn record(&self, is_up: bool) -> bool {
+        self.is_down.swap(!is_up, std::sync::atomic::Ordering::Relaxed) == is_up
+    }
+
+    /// Whether admissions are decided without the shared limiter now.
+    pub fn is_degraded(&self) -> bool {
+        self.is_shared && self.is_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why this member cannot admit anything now: Redis down and no
+    /// degraded mode declared (`fail_closed`).
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        (self.is_degraded() && self.on_unavailable == OnUnavailable::FailClosed)
+            .then_some("the shared rate limiter (redis) is unavailable and redis.on_unavailable is fail_closed")
+    }
+
+    /// What `/diagz` shows.
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "backend": if self.is_shared { "redis" } else { "local" },
+            "degraded": self.is_degraded(),
+            "on_unavailable": self.on_unavailable,
+        })
+    }
+}
+
+impl prometheus_client::collector::Collector for LimiterHealth {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let gauge = prometheus_client::metrics::gauge::ConstGauge::new(i64::from(self.is_degraded()));
+        let metric = encoder.encode_descriptor(
+            "keel_limiter_degraded",
+            "1 while admissions are limited without the shared limiter (redis unavailable)",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
 /// Default of `redis.timeout_ms`.
 pub const REDIS_TIMEOUT_MS_DEFAULT: u64 = 25;
 

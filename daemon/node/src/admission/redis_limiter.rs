@@ -108,6 +108,14 @@ impl RedisLimiter {
         Ok(RedisLimiter { connection, script: std::sync::Arc::new(redis::Script::new(GCRA_SCRIPT)), timeout })
     }
 
+    /// Whether Redis answers PING within the deadline.
+    pub async fn ping(&self) -> bool {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(_)))
+    }
+
     /// The Redis key of `scope` for `tenant`.
     pub fn key(tenant: &str, scope: &ScopeLimit) -> String {
         format!("keel:rl:{{{tenant}}}:{}", scope.key)

@@ -15,14 +15,13 @@ use super::context::ApiContext;
 use super::error::ApiError;
 use crate::admission::limiter::{Limited, LocalLimiter, Remaining};
 use crate::admission::redis_limiter::{RedisAnswer, RedisLimiter};
-use crate::admission::{Admission, AdmissionConfig, Denial, OnUnavailable, RedisConfig, resolve};
+use crate::admission::{Admission, AdmissionConfig, Denial, LimiterHealth, OnUnavailable, RedisConfig, resolve};
 use crate::limits::{ADMISSION_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS};
 use keel_kernel::judge::Judgement;
 use keel_kernel::policy::{ACTIVE_POLICY_NAME, EvaluationContext};
 use keel_kernel::{Name, Rejection, Verdict};
 use keel_proto::v1 as pb;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tonic::{Request, Response, Status};
 
 /// The service.
@@ -37,9 +36,8 @@ struct Limits {
     local: LocalLimiter,
     /// The shared limiter, when `[redis] url` is set.
     redis: Option<RedisLimiter>,
-    on_unavailable: OnUnavailable,
-    /// Whether the last Redis call failed (transitions are logged once).
-    is_redis_down: AtomicBool,
+    /// Whether Redis answers (transitions are logged once).
+    health: Arc<LimiterHealth>,
 }
 
 /// A limit check's outcome.
@@ -52,20 +50,40 @@ struct Checked {
 impl AdmissionApi {
     /// The service with `config`'s limits: shared through Redis when
     /// `redis.url` is set, else in this process.
-    pub fn new(ctx: ApiContext, config: AdmissionConfig, redis: &RedisConfig) -> anyhow::Result<AdmissionApi> {
+    pub fn new(
+        ctx: ApiContext,
+        config: AdmissionConfig,
+        redis: &RedisConfig,
+        health: Arc<LimiterHealth>,
+    ) -> anyhow::Result<AdmissionApi> {
         let timeout = std::time::Duration::from_millis(redis.timeout_ms);
         let shared = redis.url.as_deref().map(|url| RedisLimiter::new(url, timeout)).transpose();
         // The URL may hold a password: the error says what, never the URL.
         let shared =
             shared.map_err(|error| anyhow::anyhow!("redis.url is not a usable Redis URL ({:?})", error.kind()))?;
-        let limits = Limits {
-            config,
-            local: LocalLimiter::default(),
-            redis: shared,
-            on_unavailable: redis.on_unavailable,
-            is_redis_down: AtomicBool::new(false),
-        };
+        let limits = Limits { config, local: LocalLimiter::default(), redis: shared, health };
         Ok(AdmissionApi { ctx, limits: Arc::new(limits) })
+    }
+
+    /// Probes a Redis that failed every `REDIS_PROBE_INTERVAL_MS` until it
+    /// answers again (so `/readyz` recovers without an admission), until `stop`.
+    pub fn probe_redis(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(redis) = self.limits.redis.clone() else {
+            return;
+        };
+        let health = Arc::clone(&self.limits.health);
+        tokio::spawn(async move {
+            let interval = std::time::Duration::from_millis(crate::limits::REDIS_PROBE_INTERVAL_MS);
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                if health.is_degraded() && redis.ping().await && health.record(true) {
+                    tracing::info!("the shared rate limiter (redis) answers again");
+                }
+            }
+        });
     }
 }
 
@@ -102,7 +120,7 @@ impl Limits {
         let scopes = self.config.scopes(admission, tier, policy, 1);
         match redis.check(admission.tenant.as_str(), &scopes, admission.cost).await {
             Ok(answer) => {
-                if self.is_redis_down.swap(false, Ordering::Relaxed) {
+                if self.health.record(true) {
                     tracing::info!("the shared rate limiter (redis) answers again");
                 }
                 let answer = match answer {
@@ -114,11 +132,11 @@ impl Limits {
                 Checked { answer, degraded: None }
             }
             Err(unavailable) => {
-                if !self.is_redis_down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %unavailable, mode = ?self.on_unavailable, "the shared rate limiter (redis) is unavailable");
+                if self.health.record(false) {
+                    tracing::warn!(error = %unavailable, mode = ?self.health.on_unavailable, "the shared rate limiter (redis) is unavailable");
                 }
-                let why = format!("{unavailable}; redis.on_unavailable = {:?}", self.on_unavailable);
-                match self.on_unavailable {
+                let why = format!("{unavailable}; redis.on_unavailable = {:?}", self.health.on_unavailable);
+                match self.health.on_unavailable {
                     OnUnavailable::FailClosed => {
                         Checked { answer: Err(Denial::LimiterUnavailable { detail: why.clone() }), degraded: Some(why) }
                     }
