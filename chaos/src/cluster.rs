@@ -66,6 +66,8 @@ pub struct ClusterOptions {
     pub is_tls: bool,
     /// Export every member's traces and metrics over OTLP.
     pub telemetry: Option<TelemetryOptions>,
+    /// Share admission rate limits through the Redis server on this loopback port.
+    pub redis_port: Option<u16>,
 }
 
 /// Where members send traces and metrics (their `[telemetry]` section).
@@ -278,7 +280,14 @@ impl Cluster {
                 root_pub = root_pub.display(),
                 api_pub = api_pub.display(),
                 raft = raft_section(tuning),
-                telemetry = telemetry_section(options.telemetry),
+                telemetry = format!(
+                    "{}{}",
+                    telemetry_section(options.telemetry),
+                    options
+                        .redis_port
+                        .map(|port| format!("[redis]\nurl = \"redis://127.0.0.1:{port}\"\n"))
+                        .unwrap_or_default()
+                ),
                 tls = match &ca {
                     Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id), member_ip(true, index))?,
                     None => String::new(),

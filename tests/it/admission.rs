@@ -289,3 +289,65 @@ async fn a_redis_outage_is_answered_within_the_timeout_in_each_mode_and_recovery
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tenants_limit_holds_across_a_three_node_cluster_sharing_redis() -> Result<()> {
+    use keel_chaos::cluster::{Cluster, ClusterOptions};
+    const RUN: std::time::Duration = std::time::Duration::from_secs(30);
+    const PER_MINUTE: u64 = 600;
+    const BURST: u64 = 20;
+    const CLIENTS_PER_MEMBER: usize = 2;
+    let redis = keel_chaos::redis::RedisServer::start()?;
+    let port: u16 = redis.addr.rsplit_once(':').map(|(_, port)| port.parse()).transpose()?.unwrap_or(0);
+    let cluster = Cluster::three(ClusterOptions { redis_port: Some(port), ..ClusterOptions::default() }).await?;
+    let leader = cluster.leader().await?;
+    let node = &cluster.nodes[leader];
+    let fixture = Fixture::with_root(cluster.root.clone());
+    let publisher = fixture.add_publisher_key(node).await?;
+    fixture.publish(node, &billing("1.0.0"), &publisher).await?;
+    fixture.create_tenant(node, "acme").await?;
+    let policy = format!(
+        "package keel.policy\n\ndecision := {{\"allow\": true, \"reason\": \"ok\", \"limits\": \
+         {{\"calls_per_minute\": {PER_MINUTE}, \"burst\": {BURST}, \"max_duration_ms\": 1000}}}}\n"
+    );
+    let mut policies = pb::policy_service_client::PolicyServiceClient::new(node.channel().await?);
+    policies.put_policy(pb::PutPolicyRequest { policy: "main".into(), source: policy, ..Default::default() }).await?;
+    cluster.converged().await?;
+
+    // Closed-loop clients on every member, all for the same tenant and engine.
+    let started = std::time::Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for member in &cluster.nodes {
+        for _ in 0..CLIENTS_PER_MEMBER {
+            let mut client = admission(member).await?;
+            clients.spawn(async move {
+                let (mut allowed, mut limited) = (0u64, 0u64);
+                while started.elapsed() < RUN {
+                    let answer = client.admit(request("acme", "refund", "")).await?.into_inner();
+                    anyhow::ensure!(!answer.degraded, "{answer:?}");
+                    match answer.allowed {
+                        true => allowed += 1,
+                        false if answer.reason == "RATE_LIMITED" => limited += 1,
+                        false => anyhow::bail!("{answer:?}"),
+                    }
+                }
+                Ok((allowed, limited))
+            });
+        }
+    }
+    let (mut allowed, mut limited) = (0u64, 0u64);
+    while let Some(result) = clients.join_next().await {
+        let (a, l) = result??;
+        allowed += a;
+        limited += l;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // GCRA: at most burst + rate × time over any window; the run lasted `elapsed`.
+    let bound = BURST as f64 + PER_MINUTE as f64 / 60.0 * elapsed;
+    let floor = 0.95 * PER_MINUTE as f64 / 60.0 * RUN.as_secs_f64();
+    println!("admitted {allowed} (bound {bound:.0}, floor {floor:.0}), limited {limited}, in {elapsed:.1} s");
+    ensure!(limited > 0, "the load never reached the limit");
+    ensure!((allowed as f64) <= bound, "admitted {allowed} > {bound:.0}");
+    ensure!((allowed as f64) >= floor, "admitted {allowed} < 95% of the limit ({floor:.0})");
+    Ok(())
+}
