@@ -89,6 +89,10 @@ fn telemetry_section(telemetry: Option<TelemetryOptions>) -> String {
     }
 }
 
+fn redis_section(port: Option<u16>) -> String {
+    port.map(|port| format!("[redis]\nurl = \"redis://127.0.0.1:{port}\"\n")).unwrap_or_default()
+}
+
 /// The members of [`Cluster::three`].
 const THREE: [MemberSpec; 3] = [
     MemberSpec { id: 1, region: "eu-west", zone: "eu-west-a" },
@@ -280,14 +284,7 @@ impl Cluster {
                 root_pub = root_pub.display(),
                 api_pub = api_pub.display(),
                 raft = raft_section(tuning),
-                telemetry = format!(
-                    "{}{}",
-                    telemetry_section(options.telemetry),
-                    options
-                        .redis_port
-                        .map(|port| format!("[redis]\nurl = \"redis://127.0.0.1:{port}\"\n"))
-                        .unwrap_or_default()
-                ),
+                telemetry = telemetry_section(options.telemetry) + &redis_section(options.redis_port),
                 tls = match &ca {
                     Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id), member_ip(true, index))?,
                     None => String::new(),
