@@ -89,8 +89,11 @@ fn telemetry_section(telemetry: Option<TelemetryOptions>) -> String {
     }
 }
 
+/// Test members are debug builds on a shared machine: Redis answers are
+/// given 500 ms rather than the production 25 ms, so a loaded run measures
+/// limits, not scheduling delays (outage tests set their own timeout).
 fn redis_section(port: Option<u16>) -> String {
-    port.map(|port| format!("[redis]\nurl = \"redis://127.0.0.1:{port}\"\n")).unwrap_or_default()
+    port.map(|port| format!("[redis]\nurl = \"redis://127.0.0.1:{port}\"\ntimeout_ms = 500\n")).unwrap_or_default()
 }
 
 /// The members of [`Cluster::three`].

@@ -194,6 +194,8 @@ async fn with_redis_the_limit_is_shared_and_a_refused_check_charges_no_scope() -
     // each charge moves its TAT by a whole second and charges can be counted.
     let envs = [
         ("KEEL_REDIS__URL", url.as_str()),
+        // A loaded test machine, not a deadline test (see the outage test).
+        ("KEEL_REDIS__TIMEOUT_MS", "500"),
         ("KEEL_ADMISSION__ENTERPRISE__CALLS_PER_MINUTE", "60"),
         ("KEEL_ADMISSION__ENTERPRISE__BURST", "10"),
     ];
@@ -228,8 +230,15 @@ async fn a_redis_outage_is_answered_within_the_timeout_in_each_mode_and_recovery
         let mut redis = keel_chaos::redis::RedisServer::start()?;
         let url = redis.url();
         let node = ready_node(&[("KEEL_REDIS__URL", &url), ("KEEL_REDIS__ON_UNAVAILABLE", mode)]).await?;
-        let (answer, _) = admit(&node).await?;
-        ensure!(answer.allowed && !answer.degraded, "{mode}: before the outage: {answer:?}");
+        // Before the outage: Redis answers (a loaded machine may miss one 25 ms deadline).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (answer, _) = admit(&node).await?;
+            if answer.allowed && !answer.degraded {
+                break;
+            }
+            ensure!(std::time::Instant::now() < deadline, "{mode}: before the outage: {answer:?}");
+        }
         let mut local_allowed = 0u32;
         // Paused: calls hang, so only the deadline answers. Then killed.
         for outage in ["paused", "killed"] {
