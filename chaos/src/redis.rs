@@ -15,23 +15,38 @@ pub struct RedisServer {
     child: Option<Child>,
     /// `127.0.0.1:port`.
     pub addr: String,
+    /// `requirepass`, if set.
+    password: Option<String>,
     dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free loopback port and waits for PING.
     pub fn start() -> Result<RedisServer> {
+        RedisServer::start_with(None)
+    }
+
+    /// [`RedisServer::start`] with `requirepass password`.
+    pub fn start_with_password(password: &str) -> Result<RedisServer> {
+        RedisServer::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> Result<RedisServer> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = tempfile::Builder::new().prefix("keel-redis-").tempdir()?;
-        let mut server = RedisServer { child: None, addr: format!("127.0.0.1:{port}"), dir };
+        let mut server = RedisServer { child: None, addr: format!("127.0.0.1:{port}"), password, dir };
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> Result<()> {
         let port = self.addr.rsplit_once(':').map(|(_, port)| port.to_owned()).context("port")?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -49,24 +64,47 @@ impl RedisServer {
         Ok(())
     }
 
-    /// `redis://127.0.0.1:port`.
+    /// `redis://[:password@]127.0.0.1:port`.
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@{}", self.addr),
+            None => format!("redis://{}", self.addr),
+        }
     }
 
     /// Whether it answers PING within 200 ms.
     pub fn answers(&self) -> bool {
-        self.command("PING").is_ok_and(|reply| reply.starts_with("+PONG"))
+        self.command("PING").is_ok_and(|reply| reply.contains("+PONG"))
     }
 
     /// One inline command's raw reply.
     pub fn command(&self, command: &str) -> Result<String> {
         let mut stream = std::net::TcpStream::connect(&self.addr)?;
         stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-        stream.write_all(format!("{command}\r\n").as_bytes())?;
-        let mut reply = [0u8; 4096];
-        let read = stream.read(&mut reply)?;
-        Ok(String::from_utf8_lossy(&reply[..read]).into_owned())
+        let mut sent = String::new();
+        if let Some(password) = &self.password {
+            sent.push_str(&format!("AUTH {password}\r\n"));
+        }
+        sent.push_str(&format!("{command}\r\n"));
+        stream.write_all(sent.as_bytes())?;
+        let mut reply = Vec::new();
+        let mut buffer = [0u8; 4096];
+        // The AUTH reply may come in its own read; wait for the command's.
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < deadline {
+            let read = stream.read(&mut buffer)?;
+            reply.extend_from_slice(&buffer[..read]);
+            let replies = String::from_utf8_lossy(&reply).matches("\r\n").count();
+            if read == 0 || replies >= 1 + usize::from(self.password.is_some()) {
+                break;
+            }
+        }
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        // The command's reply alone (after AUTH's "+OK").
+        Ok(match &self.password {
+            Some(_) => reply.strip_prefix("+OK\r\n").unwrap_or(&reply).to_owned(),
+            None => reply,
+        })
     }
 
     fn signal(&self, signal: &str) -> Result<()> {

@@ -360,3 +360,21 @@ async fn a_tenants_limit_holds_across_a_three_node_cluster_sharing_redis() -> Re
     ensure!((allowed as f64) >= floor, "admitted {allowed} < 95% of the limit ({floor:.0})");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_password_protected_redis_is_used_and_the_password_never_reaches_the_log() -> Result<()> {
+    const SECRET: &str = "s3cret-pass-9f1c";
+    let redis = keel_chaos::redis::RedisServer::start_with_password(SECRET)?;
+    let good = ready_node(&[("KEEL_REDIS__URL", &redis.url())]).await?;
+    let (answer, _) = admit(&good).await?;
+    ensure!(answer.allowed && !answer.degraded, "with the password: {answer:?}");
+    let wrong = redis.url().replace(SECRET, "not-the-password");
+    let refused = ready_node(&[("KEEL_REDIS__URL", &wrong)]).await?;
+    let (answer, _) = admit(&refused).await?;
+    ensure!(answer.reason == "LIMITER_UNAVAILABLE" && answer.degraded, "with a wrong password: {answer:?}");
+    for node in [&good, &refused] {
+        let log = node.log();
+        ensure!(!log.contains(SECRET) && !log.contains("not-the-password"), "a password reached the log");
+    }
+    Ok(())
+}
