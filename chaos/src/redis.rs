@@ -95,7 +95,7 @@ impl RedisServer {
             let read = stream.read(&mut buffer)?;
             reply.extend_from_slice(&buffer[..read]);
             let replies = String::from_utf8_lossy(&reply).matches("\r\n").count();
-            if read == 0 || replies >= 1 + usize::from(self.password.is_some()) {
+            if read == 0 || replies > usize::from(self.password.is_some()) {
                 break;
             }
         }
