@@ -161,6 +161,11 @@ async fn a_tenants_token_admits_for_its_tenant_only() -> Result<()> {
     ensure!(own.reason == "TENANT_NOT_FOUND", "its own tenant is judged: {own:?}");
     let other = client.admit(request("other", "charge", "")).await;
     ensure!(other.as_ref().is_err_and(|status| reason_of(status) == "TENANT_OUT_OF_SCOPE"), "{other:?}");
+    // In a batch, the other tenant's item fails alone.
+    let batch = pb::AdmitBatchRequest { requests: vec![request("acme", "charge", ""), request("other", "charge", "")] };
+    let items = client.admit_batch(batch).await?.into_inner().items;
+    ensure!(items[0].response.as_ref().is_some_and(|answer| answer.reason == "TENANT_NOT_FOUND"), "{items:?}");
+    ensure!(items[1].response.is_none() && items[1].error_reason == "TENANT_OUT_OF_SCOPE", "{items:?}");
     Ok(())
 }
 
@@ -376,5 +381,29 @@ async fn a_password_protected_redis_is_used_and_the_password_never_reaches_the_l
         let log = node.log();
         ensure!(!log.contains(SECRET) && !log.contains("not-the-password"), "a password reached the log");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_judges_each_admission_alone() -> Result<()> {
+    let node = ready_node(&[]).await?;
+    let batch = pb::AdmitBatchRequest {
+        requests: vec![
+            request("acme", "refund", ""),
+            request("nobody", "refund", ""),
+            request("acme", "charge", "{not json"),
+            request("acme", "charge", r#"{"amount": 0}"#),
+        ],
+    };
+    let items = admission(&node).await?.admit_batch(batch).await?.into_inner().items;
+    ensure!(items.len() == 4, "{items:?}");
+    ensure!(items[0].response.as_ref().is_some_and(|answer| answer.allowed), "{:?}", items[0]);
+    ensure!(items[1].response.as_ref().is_some_and(|answer| answer.reason == "TENANT_NOT_FOUND"), "{:?}", items[1]);
+    ensure!(items[2].response.is_none() && items[2].error_reason == "FIELD_INVALID", "{:?}", items[2]);
+    ensure!(items[3].response.as_ref().is_some_and(|answer| answer.reason == "INPUT_INVALID"), "{:?}", items[3]);
+    // Over the bound: the call is refused whole.
+    let too_many = pb::AdmitBatchRequest { requests: vec![request("acme", "refund", ""); 257] };
+    let refused = admission(&node).await?.admit_batch(too_many).await;
+    ensure!(refused.as_ref().is_err_and(|status| reason_of(status) == "FIELD_INVALID"), "{refused:?}");
     Ok(())
 }

@@ -199,6 +199,20 @@ fn rpcs() -> Vec<(&'static str, Scope, Vec<u8>)> {
             pb::TransferLeadershipRequest { node_id: 9 }.encode_to_vec(),
         ),
         (
+            // Items naming another tenant fail alone; the call itself is allowed.
+            "/keel.v1.AdmissionService/AdmitBatch",
+            Scope::TenantList,
+            pb::AdmitBatchRequest {
+                requests: vec![pb::AdmitRequest {
+                    tenant: TENANT.into(),
+                    engine: "billing".into(),
+                    action: "charge".into(),
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec(),
+        ),
+        (
             "/keel.v1.AdmissionService/Admit",
             Scope::Tenant,
             pb::AdmitRequest {

@@ -39,6 +39,8 @@ pub const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
 pub const ADMISSION_INPUT_BYTES_MAX: usize = 64 * 1024;
 /// Rate-limit scopes the in-process limiter tracks at once.
 pub const ADMISSION_LOCAL_SCOPES_MAX: usize = 200_000;
+/// Admissions in one `AdmitBatch`.
+pub const ADMISSION_BATCH_MAX: usize = 256;
 /// How often a member whose Redis failed asks it again.
 pub const REDIS_PROBE_INTERVAL_MS: u64 = 500;
 
@@ -224,6 +226,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     ADMISSION_INPUT_BYTES_MAX,
     ADMISSION_LOCAL_SCOPES_MAX,
     REDIS_PROBE_INTERVAL_MS,
+    ADMISSION_BATCH_MAX,
     REQUEST_ID_BYTES_MAX,
     WATCH_WATCHER_BUFFER_BYTES_MAX,
     WATCH_NODE_BUFFER_BYTES_MAX,

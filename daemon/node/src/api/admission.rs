@@ -11,12 +11,13 @@
 //!        ─► AdmitResponse (a denial is an answer with a reason)
 //! ```
 
-use super::context::ApiContext;
+use super::context::{ApiContext, Call};
 use super::error::ApiError;
 use crate::admission::limiter::{Limited, LocalLimiter, Remaining};
 use crate::admission::redis_limiter::{RedisAnswer, RedisLimiter};
 use crate::admission::{Admission, AdmissionConfig, Denial, LimiterHealth, OnUnavailable, RedisConfig, resolve};
-use crate::limits::{ADMISSION_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS};
+use crate::limits::{ADMISSION_BATCH_MAX, ADMISSION_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS};
+use crate::raft::shared_state::AppliedState;
 use keel_kernel::judge::Judgement;
 use keel_kernel::policy::{ACTIVE_POLICY_NAME, EvaluationContext};
 use keel_kernel::{Name, Rejection, Verdict};
@@ -188,90 +189,139 @@ fn admission_of(request: &pb::AdmitRequest) -> Result<(Admission, EvaluationCont
     Ok((admission, context))
 }
 
+/// One admission, judged on one published state (`state`).
+async fn admit_one(
+    call: &Call<'_>,
+    limits: &Limits,
+    state: &AppliedState,
+    body: &pb::AdmitRequest,
+) -> Result<pb::AdmitResponse, ApiError> {
+    let (admission, mut context) = admission_of(body)?;
+    call.check_tenant(admission.tenant.as_str())?;
+    let mut response = pb::AdmitResponse {
+        trust_root_version: state.kernel.trust().root().version,
+        revision: state.revision(),
+        ..pb::AdmitResponse::default()
+    };
+    let deny = |mut response: pb::AdmitResponse, denial: Denial| {
+        response.allowed = false;
+        response.reason = denial.reason().to_owned();
+        response.detail = denial.detail();
+        if let Denial::RateLimited { retry_after_ms, .. } = denial {
+            response.retry_after_ms = retry_after_ms;
+        }
+        Ok(response)
+    };
+    let resolved = match resolve(&state.kernel, &admission) {
+        Ok(resolved) => resolved,
+        Err(denial) => return deny(response, denial),
+    };
+    response.engine_version = resolved.version.to_string();
+    if let (Some(schema), Some(input)) = (&resolved.input_schema, &admission.input) {
+        let judgement = Judgement::ActionInput {
+            action: admission.action.to_string(),
+            schema: schema.clone(),
+            input: input.clone(),
+        };
+        match call.judge(judgement).await? {
+            Verdict::Accepted => {}
+            Verdict::Rejected(Rejection::InputInvalid { problem, .. }) => {
+                return deny(response, Denial::InputInvalid { problem });
+            }
+            Verdict::Rejected(rejection) => {
+                return deny(response, Denial::InputInvalid { problem: rejection.to_string() });
+            }
+            Verdict::Decisions(_) | Verdict::Unavailable { .. } => {
+                return Err(ApiError::internal(anyhow::anyhow!("input validation gave no verdict")));
+            }
+        }
+    }
+    context.version = Some(resolved.version.clone());
+    let name = Name::parse("policy", ACTIVE_POLICY_NAME)?;
+    let decision = super::policy::decide(&call, &state, &name, &context).await?;
+    response.decision_id = decision.decision_id.clone();
+    response.policy_version = decision.policy_version.clone();
+    response.limits = decision.limits.map(|limits| pb::DecisionLimits {
+        calls_per_minute: limits.calls_per_minute,
+        burst: limits.burst,
+        max_duration_ms: limits.max_duration_ms,
+    });
+    if !decision.allow {
+        return deny(response, Denial::PolicyDenied { reason: decision.reason });
+    }
+    // Without a shared limiter each member limits at its share, so
+    // the cluster's total stays within the limit.
+    let voters = u64::try_from(call.ctx().replica.voter_count()).unwrap_or(1).max(1);
+    let checked = limits.check(&admission, resolved.tier, decision.limits, voters).await;
+    if let Some(why) = checked.degraded {
+        response.degraded = true;
+        response.degraded_reason = why;
+    }
+    match checked.answer {
+        Ok(remaining) => {
+            response.allowed = true;
+            response.remaining = remaining
+                .into_iter()
+                .map(|room| pb::ScopeRemaining {
+                    scope: room.scope.key,
+                    calls_per_minute: room.scope.calls_per_minute,
+                    burst: room.scope.burst,
+                    remaining: room.remaining,
+                })
+                .collect();
+            Ok(response)
+        }
+        Err(denial) => deny(response, denial),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::admission_service_server::AdmissionService for AdmissionApi {
     async fn admit(&self, request: Request<pb::AdmitRequest>) -> Result<Response<pb::AdmitResponse>, Status> {
         let limits = Arc::clone(&self.limits);
         self.ctx
             .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
-                let (admission, mut context) = admission_of(&body)?;
-                call.check_tenant(admission.tenant.as_str())?;
                 let state = call.read(pb::ReadConsistency::Serializable as i32).await?;
-                let mut response = pb::AdmitResponse {
-                    trust_root_version: state.kernel.trust().root().version,
-                    revision: state.revision(),
-                    ..pb::AdmitResponse::default()
-                };
-                let deny = |mut response: pb::AdmitResponse, denial: Denial| {
-                    response.allowed = false;
-                    response.reason = denial.reason().to_owned();
-                    response.detail = denial.detail();
-                    if let Denial::RateLimited { retry_after_ms, .. } = denial {
-                        response.retry_after_ms = retry_after_ms;
-                    }
-                    Ok(response)
-                };
-                let resolved = match resolve(&state.kernel, &admission) {
-                    Ok(resolved) => resolved,
-                    Err(denial) => return deny(response, denial),
-                };
-                response.engine_version = resolved.version.to_string();
-                if let (Some(schema), Some(input)) = (&resolved.input_schema, &admission.input) {
-                    let judgement = Judgement::ActionInput {
-                        action: admission.action.to_string(),
-                        schema: schema.clone(),
-                        input: input.clone(),
+                admit_one(&call, &limits, &state, &body).await
+            })
+            .await
+    }
+
+    async fn admit_batch(
+        &self,
+        request: Request<pb::AdmitBatchRequest>,
+    ) -> Result<Response<pb::AdmitBatchResponse>, Status> {
+        let limits = Arc::clone(&self.limits);
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                if body.requests.len() > ADMISSION_BATCH_MAX {
+                    return Err(ApiError::Rejected(Rejection::FieldInvalid {
+                        field: "requests".into(),
+                        problem: "more than ADMISSION_BATCH_MAX admissions".into(),
+                    }));
+                }
+                // One state for the whole batch; each admission judged alone.
+                let state = call.read(pb::ReadConsistency::Serializable as i32).await?;
+                let mut items = Vec::with_capacity(body.requests.len());
+                for request in &body.requests {
+                    let item = match admit_one(&call, &limits, &state, request).await {
+                        Ok(response) => pb::AdmitBatchItem { response: Some(response), ..Default::default() },
+                        Err(error) => {
+                            let status = error.into_status();
+                            let reason = tonic_types::StatusExt::get_details_error_info(&status)
+                                .map(|info| info.reason)
+                                .unwrap_or_default();
+                            pb::AdmitBatchItem {
+                                response: None,
+                                error_code: status.code() as i32,
+                                error_reason: reason,
+                                error_message: status.message().to_owned(),
+                            }
+                        }
                     };
-                    match call.judge(judgement).await? {
-                        Verdict::Accepted => {}
-                        Verdict::Rejected(Rejection::InputInvalid { problem, .. }) => {
-                            return deny(response, Denial::InputInvalid { problem });
-                        }
-                        Verdict::Rejected(rejection) => {
-                            return deny(response, Denial::InputInvalid { problem: rejection.to_string() });
-                        }
-                        Verdict::Decisions(_) | Verdict::Unavailable { .. } => {
-                            return Err(ApiError::internal(anyhow::anyhow!("input validation gave no verdict")));
-                        }
-                    }
+                    items.push(item);
                 }
-                context.version = Some(resolved.version.clone());
-                let name = Name::parse("policy", ACTIVE_POLICY_NAME)?;
-                let decision = super::policy::decide(&call, &state, &name, &context).await?;
-                response.decision_id = decision.decision_id.clone();
-                response.policy_version = decision.policy_version.clone();
-                response.limits = decision.limits.map(|limits| pb::DecisionLimits {
-                    calls_per_minute: limits.calls_per_minute,
-                    burst: limits.burst,
-                    max_duration_ms: limits.max_duration_ms,
-                });
-                if !decision.allow {
-                    return deny(response, Denial::PolicyDenied { reason: decision.reason });
-                }
-                // Without a shared limiter each member limits at its share, so
-                // the cluster's total stays within the limit.
-                let voters = u64::try_from(call.ctx().replica.voter_count()).unwrap_or(1).max(1);
-                let checked = limits.check(&admission, resolved.tier, decision.limits, voters).await;
-                if let Some(why) = checked.degraded {
-                    response.degraded = true;
-                    response.degraded_reason = why;
-                }
-                match checked.answer {
-                    Ok(remaining) => {
-                        response.allowed = true;
-                        response.remaining = remaining
-                            .into_iter()
-                            .map(|room| pb::ScopeRemaining {
-                                scope: room.scope.key,
-                                calls_per_minute: room.scope.calls_per_minute,
-                                burst: room.scope.burst,
-                                remaining: room.remaining,
-                            })
-                            .collect();
-                        Ok(response)
-                    }
-                    Err(denial) => deny(response, denial),
-                }
+                Ok(pb::AdmitBatchResponse { items })
             })
             .await
     }

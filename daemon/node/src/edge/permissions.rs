@@ -136,6 +136,7 @@ pub const RPCS: &[(&str, Guard)] = &[
     ("/keel.v1.ClusterService/RemoveMember", token(CLUSTER_ADMIN, Scope::Cluster)),
     ("/keel.v1.ClusterService/TransferLeadership", token(CLUSTER_ADMIN, Scope::Cluster)),
     ("/keel.v1.AdmissionService/Admit", token(ADMISSION_ADMIT, Scope::Tenant)),
+    ("/keel.v1.AdmissionService/AdmitBatch", token(ADMISSION_ADMIT, Scope::Tenant)),
 ];
 
 /// Services every caller may use without a token: health checks and reflection.
