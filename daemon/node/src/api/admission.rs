@@ -238,7 +238,7 @@ async fn admit_one(
     }
     context.version = Some(resolved.version.clone());
     let name = Name::parse("policy", ACTIVE_POLICY_NAME)?;
-    let decision = super::policy::decide(&call, &state, &name, &context).await?;
+    let decision = super::policy::decide(call, state, &name, &context).await?;
     response.decision_id = decision.decision_id.clone();
     response.policy_version = decision.policy_version.clone();
     response.limits = decision.limits.map(|limits| pb::DecisionLimits {
