@@ -105,6 +105,23 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether root signatures in the command are its whole authority (trust
+    /// changes): such a write needs no capability token. Exhaustive, so a
+    /// new command has to say.
+    pub fn is_root_signed(&self) -> bool {
+        match self {
+            Command::AddKey { .. } | Command::RotateRoot { .. } | Command::RevokeKey { .. } => true,
+            Command::BootstrapTrust { .. }
+            | Command::PublishEngineVersion { .. }
+            | Command::CreateTenant { .. }
+            | Command::UpdateTenant { .. }
+            | Command::YankEngineVersion { .. }
+            | Command::PublishEvent { .. }
+            | Command::PutPolicy { .. }
+            | Command::RevokeToken { .. } => false,
+        }
+    }
+
     /// The tenant this command reads or changes, when it is one tenant's
     /// business; `None` for cluster-wide state (keys, engines, policies,
     /// revocations, an event about no tenant), which a tenant-scoped caller

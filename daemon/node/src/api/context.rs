@@ -294,13 +294,7 @@ impl Call<'_> {
             keel_kernel::idempotency::validate_key(key)?;
         }
         let actor = self.principal.as_ref().map(|principal| principal.actor.clone());
-        let is_root_signed = matches!(
-            command,
-            keel_kernel::Command::AddKey { .. }
-                | keel_kernel::Command::RotateRoot { .. }
-                | keel_kernel::Command::RevokeKey { .. }
-        );
-        if actor.is_none() && is_root_signed {
+        if actor.is_none() && command.is_root_signed() {
             self.preflight(&command, idempotency_key.as_ref())?;
         }
         let write = Write { command, idempotency_key, actor };
