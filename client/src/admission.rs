@@ -25,4 +25,27 @@ impl KeelClient {
         })
         .await
     }
+
+    /// `AdmissionService.AdmitBatch`: many admissions, each judged alone.
+    pub async fn admit_batch(
+        &self,
+        request: pb::AdmitBatchRequest,
+    ) -> Result<Served<pb::AdmitBatchResponse>, ClientError> {
+        self.call("AdmitBatch", Route::Nearby, request, |channel, request| async move {
+            admission_service(channel).admit_batch(request).await
+        })
+        .await
+    }
+
+    /// `AdmissionService.ReportOutcome`: how an admitted call ended, for the
+    /// circuit breakers.
+    pub async fn report_outcome(
+        &self,
+        request: pb::ReportOutcomeRequest,
+    ) -> Result<Served<pb::ReportOutcomeResponse>, ClientError> {
+        self.call("ReportOutcome", Route::Nearby, request, |channel, request| async move {
+            admission_service(channel).report_outcome(request).await
+        })
+        .await
+    }
 }

@@ -36,7 +36,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// 1: regorus 0.14.1 (RVM, no std), jsonschema 0.61.2, judged in a child
 /// process with `EVALUATION_MEMORY_BYTES_MAX` and `EVALUATION_STACK_BYTES` of stack.
-pub const SEMANTICS_VERSION: u32 = 1;
+/// 2: decisions may carry `allow_degraded` (a bool), which 1 rejected.
+pub const SEMANTICS_VERSION: u32 = 2;
 
 /// One evaluation request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,9 @@ pub struct Config {
     /// The shared rate limiter.
     #[serde(default)]
     pub redis: crate::admission::RedisConfig,
+    /// `[breaker]`: circuit breakers on admissions.
+    #[serde(default)]
+    pub breaker: crate::admission::breaker::BreakerConfig,
 }
 
 /// Bounds of the client API.
@@ -343,6 +346,7 @@ impl Default for Config {
             ops: OpsConfig::default(),
             admission: crate::admission::AdmissionConfig::default(),
             redis: crate::admission::RedisConfig::default(),
+            breaker: crate::admission::breaker::BreakerConfig::default(),
         }
     }
 }
@@ -487,6 +491,7 @@ impl Config {
         self.slo.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.admission.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.redis.validate().map_err(|(key, problem)| invalid(key, problem))?;
+        self.breaker.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.telemetry.validate().map_err(|error| ConfigError::Invalid { key: error.key, problem: error.problem })?;
         Ok(())
     }

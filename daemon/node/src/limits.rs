@@ -43,6 +43,20 @@ pub const ADMISSION_LOCAL_SCOPES_MAX: usize = 200_000;
 pub const ADMISSION_BATCH_MAX: usize = 256;
 /// How often a member whose Redis failed asks it again.
 pub const REDIS_PROBE_INTERVAL_MS: u64 = 500;
+/// How long a retry with the same idempotency key is answered with the
+/// first admitted decision (and not charged again).
+pub const ADMISSION_IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Idempotency records kept in process (without Redis, or in its outage).
+pub const ADMISSION_RECORDS_LOCAL_MAX: usize = 100_000;
+/// Circuit breakers one member tracks (its own, and its view of shared ones).
+pub const BREAKERS_LOCAL_MAX: usize = 10_000;
+/// Breaker transitions buffered for a slow watcher (older ones are dropped).
+pub const BREAKER_TRANSITIONS_BUFFERED: usize = 1_024;
+/// Buckets a breaker's error-rate window is counted in.
+pub const BREAKER_WINDOW_BUCKETS: usize = 10;
+/// How long a shared breaker's state outlives its last report, in windows
+/// or cool-downs (whichever is longer).
+pub const BREAKER_STATE_TTL_FACTOR: u64 = 10;
 
 // Client port: request ids (used in `edge/observe.rs`).
 
@@ -227,6 +241,12 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     ADMISSION_LOCAL_SCOPES_MAX,
     REDIS_PROBE_INTERVAL_MS,
     ADMISSION_BATCH_MAX,
+    ADMISSION_IDEMPOTENCY_WINDOW_MS,
+    ADMISSION_RECORDS_LOCAL_MAX,
+    BREAKERS_LOCAL_MAX,
+    BREAKER_WINDOW_BUCKETS,
+    BREAKER_STATE_TTL_FACTOR,
+    BREAKER_TRANSITIONS_BUFFERED,
     REQUEST_ID_BYTES_MAX,
     WATCH_WATCHER_BUFFER_BYTES_MAX,
     WATCH_NODE_BUFFER_BYTES_MAX,

@@ -218,8 +218,7 @@ impl NodeBuilder {
         }
         let mut tasks = Vec::new();
         let limiter_health = Arc::new(crate::admission::LimiterHealth::new(&config.redis));
-        let admission =
-            AdmissionApi::new(ctx.clone(), config.admission.clone(), &config.redis, Arc::clone(&limiter_health))?;
+        let admission = AdmissionApi::new(ctx.clone(), &config, Arc::clone(&limiter_health))?;
         admission.probe_redis(stop_rx.clone());
         if let Some(ops_listener) = listeners.ops {
             let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> = vec![

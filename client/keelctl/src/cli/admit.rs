@@ -38,6 +38,76 @@ pub struct AdmitArgs {
     /// For the policy.
     #[arg(long, default_value = "")]
     pub role: String,
+    /// A retry with the same key is answered with the first admitted
+    /// decision and not charged again.
+    #[arg(long, default_value = "")]
+    pub idempotency_key: String,
+}
+
+/// `keelctl outcome` arguments.
+#[derive(Debug, clap::Args)]
+pub struct OutcomeArgs {
+    /// Tenant id.
+    #[arg(long)]
+    pub tenant: String,
+    /// Engine name.
+    #[arg(long)]
+    pub engine: String,
+    /// Action name.
+    #[arg(long)]
+    pub action: String,
+    /// How the call ended.
+    #[arg(long, value_enum)]
+    pub outcome: OutcomeArg,
+    /// How long it took, ms.
+    #[arg(long, default_value_t = 0)]
+    pub duration_ms: u64,
+}
+
+/// `--outcome` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutcomeArg {
+    /// It worked.
+    Ok,
+    /// It failed.
+    Error,
+    /// It timed out.
+    Timeout,
+}
+
+/// What `outcome` shows.
+#[derive(Debug, Serialize)]
+struct OutcomeView {
+    breaker: String,
+    state: String,
+}
+
+/// Runs `outcome`: reports how an admitted call ended to its circuit breaker.
+pub async fn run_outcome(args: OutcomeArgs, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
+    let outcome = match args.outcome {
+        OutcomeArg::Ok => pb::CallOutcome::Ok,
+        OutcomeArg::Error => pb::CallOutcome::Error,
+        OutcomeArg::Timeout => pb::CallOutcome::Timeout,
+    };
+    let request = pb::ReportOutcomeRequest {
+        tenant: args.tenant,
+        engine: args.engine,
+        action: args.action,
+        outcome: outcome as i32,
+        duration_ms: args.duration_ms,
+    };
+    let client = connect(global).await?;
+    let served = client.report_outcome(request).await?;
+    output.served_by(&served.meta);
+    let state = pb::BreakerState::try_from(served.value.state)
+        .map(|state| state.as_str_name().trim_start_matches("BREAKER_STATE_").to_lowercase())
+        .unwrap_or_default();
+    let view = OutcomeView { breaker: served.value.breaker, state };
+    output.show(&view, |view| {
+        let mut table = Table::fields();
+        table.field("breaker", &view.breaker).field("state", &view.state);
+        table
+    })
 }
 
 /// What `admit` shows.
@@ -51,6 +121,9 @@ struct AdmitView {
     decision_id: String,
     retry_after_ms: u64,
     revision: u64,
+    degraded: bool,
+    degraded_reason: String,
+    idempotent_replay: bool,
     remaining: Vec<(String, u64)>,
 }
 
@@ -66,6 +139,7 @@ pub async fn run(args: AdmitArgs, global: &GlobalArgs, output: &mut Output<'_>) 
         risk_band: args.risk_band,
         region: args.region,
         role: args.role,
+        idempotency_key: args.idempotency_key,
     };
     let client = connect(global).await?;
     let served = client.admit(request).await?;
@@ -80,6 +154,9 @@ pub async fn run(args: AdmitArgs, global: &GlobalArgs, output: &mut Output<'_>) 
         decision_id: answer.decision_id,
         retry_after_ms: answer.retry_after_ms,
         revision: answer.revision,
+        degraded: answer.degraded,
+        degraded_reason: answer.degraded_reason,
+        idempotent_replay: answer.idempotent_replay,
         remaining: answer.remaining.into_iter().map(|room| (room.scope, room.remaining)).collect(),
     };
     output.show(&view, |view| {
@@ -92,7 +169,10 @@ pub async fn run(args: AdmitArgs, global: &GlobalArgs, output: &mut Output<'_>) 
             .field("policy_version", &view.policy_version)
             .field("decision_id", &view.decision_id)
             .field("retry_after_ms", view.retry_after_ms.to_string())
-            .field("revision", view.revision.to_string());
+            .field("revision", view.revision.to_string())
+            .field("degraded", view.degraded.to_string())
+            .field("degraded_reason", &view.degraded_reason)
+            .field("idempotent_replay", view.idempotent_replay.to_string());
         for (scope, remaining) in &view.remaining {
             table.field(&format!("remaining {scope}"), remaining.to_string());
         }

@@ -166,6 +166,8 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Ask whether a tenant may run an engine's action now (exit 4 when denied).
     Admit(admit::AdmitArgs),
+    /// Report how an admitted call ended, for the circuit breakers.
+    Outcome(admit::OutcomeArgs),
 }
 
 /// `--consistency` values.
@@ -202,6 +204,7 @@ pub async fn run(cli: Cli, stdout: &mut dyn std::io::Write, stderr: &mut dyn std
         Command::Events(command) => events::run(command, global, &mut output).await,
         Command::Token(command) => token::run(command, global, &mut output).await,
         Command::Admit(args) => admit::run(args, global, &mut output).await,
+        Command::Outcome(args) => admit::run_outcome(args, global, &mut output).await,
     }
 }
 

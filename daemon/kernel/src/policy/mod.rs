@@ -83,6 +83,8 @@ pub struct PolicyDecision {
     pub reason: String,
     /// Limits on an allowed call, when the policy sets them.
     pub limits: Option<DecisionLimits>,
+    /// Whether the call may run while a dependency's breaker is open.
+    pub allow_degraded: bool,
     /// `name@version` of the policy that decided; empty when none exists.
     pub policy_version: String,
     /// See [`decision_id`].
@@ -273,14 +275,14 @@ pub fn decision_of(
 ) -> PolicyDecision {
     let policy_version = evaluated.as_ref().map(|(version, _)| (*version).to_owned()).unwrap_or_default();
     let decision_id = decision_id(revision, &policy_version, input);
-    let deny = |reason: String| (false, reason, None);
-    let (allow, reason, limits) = match evaluated {
+    let deny = |reason: String| (false, reason, None, false);
+    let (allow, reason, limits, allow_degraded) = match evaluated {
         None => deny("no policy is active (default deny)".to_owned()),
-        Some((_, Ok(Some(decision)))) => (decision.allow, decision.reason, decision.limits),
+        Some((_, Ok(Some(decision)))) => (decision.allow, decision.reason, decision.limits, decision.allow_degraded),
         Some((_, Ok(None))) => deny("the policy made no decision (default deny)".to_owned()),
         Some((_, Err(error))) => deny(program::truncate(format!("policy evaluation failed (default deny): {error}"))),
     };
-    PolicyDecision { allow, reason, limits, policy_version, decision_id, revision }
+    PolicyDecision { allow, reason, limits, allow_degraded, policy_version, decision_id, revision }
 }
 
 /// Runs one `Test` case with a candidate program on its input document.

@@ -70,6 +70,10 @@ pub struct Decision {
     pub reason: String,
     /// Limits the policy sets on allowed calls.
     pub limits: Option<DecisionLimits>,
+    /// Whether the call may run degraded: admitted even while an engine it
+    /// depends on has an open circuit breaker.
+    #[serde(default)]
+    pub allow_degraded: bool,
 }
 
 /// Limits a decision sets.
@@ -149,13 +153,21 @@ impl PolicyProgram {
 }
 
 /// Checks a result against the decision schema: an object with exactly
-/// `allow` (bool), `reason` (string) and optionally `limits` (an object with
+/// `allow` (bool), `reason` (string), optionally `allow_degraded` (bool)
+/// and optionally `limits` (an object with
 /// exactly `calls_per_minute`, `burst` and `max_duration_ms`, integers ≥ 0).
 pub fn parse_decision(value: &serde_json::Value) -> Result<Decision, String> {
     let object = value.as_object().ok_or_else(|| format!("the decision must be an object, not {}", kind(value)))?;
-    if let Some(key) = object.keys().find(|key| !["allow", "reason", "limits"].contains(&key.as_str())) {
-        return Err(format!("unexpected key {key:?} (allowed: allow, reason, limits)"));
+    if let Some(key) =
+        object.keys().find(|key| !["allow", "reason", "limits", "allow_degraded"].contains(&key.as_str()))
+    {
+        return Err(format!("unexpected key {key:?} (allowed: allow, reason, limits, allow_degraded)"));
     }
+    let allow_degraded = match object.get("allow_degraded") {
+        None => false,
+        Some(serde_json::Value::Bool(allow_degraded)) => *allow_degraded,
+        Some(other) => return Err(format!("allow_degraded must be a bool, not {}", kind(other))),
+    };
     let allow = match object.get("allow") {
         Some(serde_json::Value::Bool(allow)) => *allow,
         Some(other) => return Err(format!("allow must be a boolean, not {}", kind(other))),
@@ -196,7 +208,7 @@ pub fn parse_decision(value: &serde_json::Value) -> Result<Decision, String> {
         }
         Some(other) => return Err(format!("limits must be an object, not {}", kind(other))),
     };
-    Ok(Decision { allow, reason, limits })
+    Ok(Decision { allow, reason, limits, allow_degraded })
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {

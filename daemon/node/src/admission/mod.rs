@@ -11,7 +11,9 @@
 //! limits in process ([`limiter::LocalLimiter`], each member at its share of
 //! the limit). Redis, breakers, batches and Envoy's API follow.
 
+pub mod breaker;
 pub mod limiter;
+pub mod records;
 pub mod redis_limiter;
 
 use keel_kernel::manifest::Manifest;
@@ -62,6 +64,18 @@ pub enum Denial {
         /// Why.
         detail: String,
     },
+    /// The breaker refuses.
+    CircuitOpen {
+        /// The breaker.
+        breaker: String,
+        /// When its cool-down ends, ms.
+        retry_after_ms: u64,
+    },
+    /// A dependency's breaker is open and the policy did not allow degraded mode.
+    DependencyUnavailable {
+        /// The engine depended on.
+        dependency: String,
+    },
 }
 
 impl Denial {
@@ -78,6 +92,8 @@ impl Denial {
         "POLICY_DENIED",
         "RATE_LIMITED",
         "LIMITER_UNAVAILABLE",
+        "CIRCUIT_OPEN",
+        "DEPENDENCY_UNAVAILABLE",
     ];
 
     /// The stable reason.
@@ -94,6 +110,8 @@ impl Denial {
             Denial::PolicyDenied { .. } => "POLICY_DENIED",
             Denial::RateLimited { .. } => "RATE_LIMITED",
             Denial::LimiterUnavailable { .. } => "LIMITER_UNAVAILABLE",
+            Denial::CircuitOpen { .. } => "CIRCUIT_OPEN",
+            Denial::DependencyUnavailable { .. } => "DEPENDENCY_UNAVAILABLE",
         }
     }
 
@@ -107,6 +125,12 @@ impl Denial {
                 format!("{scope} has no room; retry in {retry_after_ms} ms")
             }
             Denial::LimiterUnavailable { detail } => detail.clone(),
+            Denial::CircuitOpen { breaker, retry_after_ms } => {
+                format!("the circuit breaker of {breaker} is open; retry in {retry_after_ms} ms")
+            }
+            Denial::DependencyUnavailable { dependency } => {
+                format!("{dependency}, a dependency, has an open circuit breaker")
+            }
             other => other.reason().to_lowercase().replace('_', " "),
         }
     }
@@ -138,6 +162,8 @@ pub struct Resolved {
     pub version: semver::Version,
     /// The action's input schema, if it has one.
     pub input_schema: Option<serde_json::Value>,
+    /// The engines this version depends on.
+    pub dependencies: Vec<Name>,
 }
 
 /// The state checks, in order: tenant, engine version, signers, action.
@@ -169,7 +195,12 @@ pub fn resolve(kernel: &KernelState, admission: &Admission) -> Result<Resolved, 
     let manifest: Manifest = serde_json::from_slice(&version.manifest).map_err(|_| Denial::ActionUnknown)?;
     let action =
         manifest.actions.into_iter().find(|action| action.name == admission.action).ok_or(Denial::ActionUnknown)?;
-    Ok(Resolved { tier: tenant.spec.tier, version: version.version.clone(), input_schema: action.input_schema })
+    Ok(Resolved {
+        tier: tenant.spec.tier,
+        version: version.version.clone(),
+        input_schema: action.input_schema,
+        dependencies: manifest.dependencies.into_iter().map(|dependency| dependency.name).collect(),
+    })
 }
 
 /// What admissions do while the shared limiter (Redis) cannot answer.
@@ -200,7 +231,7 @@ impl LimiterHealth {
     /// The state of the limiter `config` describes (up until a call fails).
     pub fn new(config: &RedisConfig) -> LimiterHealth {
         LimiterHealth {
-            is_shared: config.url.is_some(),
+            is_shared: config.is_configured(),
             on_unavailable: config.on_unavailable,
             is_down: std::sync::atomic::AtomicBool::new(false),
         }
@@ -250,15 +281,30 @@ impl prometheus_client::collector::Collector for LimiterHealth {
 /// Default of `redis.timeout_ms`.
 pub const REDIS_TIMEOUT_MS_DEFAULT: u64 = 25;
 
-/// `[redis]`: the shared rate limiter. Without `url`, every member limits
-/// in process at its share.
+/// `[redis]`: the shared rate limiter. Without `url` or `cluster_urls`,
+/// every member limits in process at its share.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port[/db]`, or `rediss://` for TLS. Never
-    /// logged (it may hold a password).
+    /// One server: `redis://[:password@]host:port[/db]`, or `rediss://` for
+    /// TLS. Never logged (it may hold a password).
     #[serde(default)]
     pub url: Option<String>,
+    /// A Redis Cluster: some of its nodes' URLs (the client learns the
+    /// rest). Never logged.
+    #[serde(default)]
+    pub cluster_urls: Vec<String>,
+    /// With `rediss://`: CA certificates (PEM) to trust instead of the
+    /// system's.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// With `rediss://`: a client certificate and key (PEM), when Redis
+    /// asks for one (`tls-auth-clients`).
+    #[serde(default)]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's key.
+    #[serde(default)]
+    pub tls_key_file: Option<std::path::PathBuf>,
     /// Longest an admission waits for Redis, ms (1..=1000).
     #[serde(default = "redis_timeout_ms_default")]
     pub timeout_ms: u64,
@@ -273,7 +319,15 @@ fn redis_timeout_ms_default() -> u64 {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { url: None, timeout_ms: REDIS_TIMEOUT_MS_DEFAULT, on_unavailable: OnUnavailable::default() }
+        RedisConfig {
+            url: None,
+            cluster_urls: Vec::new(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            timeout_ms: REDIS_TIMEOUT_MS_DEFAULT,
+            on_unavailable: OnUnavailable::default(),
+        }
     }
 }
 
@@ -281,6 +335,10 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("cluster_urls", &format_args!("<{} redacted>", self.cluster_urls.len()))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .field("timeout_ms", &self.timeout_ms)
             .field("on_unavailable", &self.on_unavailable)
             .finish()
@@ -288,17 +346,63 @@ impl std::fmt::Debug for RedisConfig {
 }
 
 impl RedisConfig {
+    /// Whether limits are shared through Redis.
+    pub fn is_configured(&self) -> bool {
+        self.url.is_some() || !self.cluster_urls.is_empty()
+    }
+
     /// Checks the ranges; the error names the key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if !(1..=1_000).contains(&self.timeout_ms) {
             return Err(("redis.timeout_ms", format!("{} is outside 1..=1000", self.timeout_ms)));
         }
+        let is_redis_url = |url: &String| url.starts_with("redis://") || url.starts_with("rediss://");
         if let Some(url) = &self.url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+            && !is_redis_url(url)
         {
             return Err(("redis.url", "must start with redis:// or rediss://".to_owned()));
         }
+        if !self.cluster_urls.iter().all(is_redis_url) {
+            return Err(("redis.cluster_urls", "every URL must start with redis:// or rediss://".to_owned()));
+        }
+        if self.url.is_some() && !self.cluster_urls.is_empty() {
+            return Err(("redis.cluster_urls", "set either redis.url (one server) or redis.cluster_urls".to_owned()));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(("redis.tls_key_file", "tls_cert_file and tls_key_file go together".to_owned()));
+        }
         Ok(())
+    }
+
+    /// The TLS material the files name (read once, at start).
+    pub fn tls(&self) -> anyhow::Result<redis_limiter::RedisTls> {
+        let read = |key: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|error| anyhow::anyhow!("redis.{key} {}: {error}", path.display()))
+        };
+        let ca_pem = self.tls_ca_file.as_deref().map(|path| read("tls_ca_file", path)).transpose()?;
+        let client = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some((read("tls_cert_file", cert)?, read("tls_key_file", key)?)),
+            _ => None,
+        };
+        Ok(redis_limiter::RedisTls { ca_pem, client })
+    }
+
+    /// The shared limiter this describes, if any. Errors never quote a URL
+    /// (it may hold a password).
+    pub fn limiter(&self) -> anyhow::Result<Option<redis_limiter::RedisLimiter>> {
+        let timeout = std::time::Duration::from_millis(self.timeout_ms);
+        let unusable = |key: &str, error: redis::RedisError| {
+            anyhow::anyhow!("redis.{key} is not a usable Redis URL ({:?})", error.kind())
+        };
+        if let Some(url) = &self.url {
+            let limiter = redis_limiter::RedisLimiter::single(url, &self.tls()?, timeout);
+            return limiter.map(Some).map_err(|error| unusable("url", error));
+        }
+        if !self.cluster_urls.is_empty() {
+            let limiter = redis_limiter::RedisLimiter::cluster(&self.cluster_urls, &self.tls()?, timeout);
+            return limiter.map(Some).map_err(|error| unusable("cluster_urls", error));
+        }
+        Ok(None)
     }
 }
 

@@ -1,57 +1,114 @@
-//! [`RedisLimiter`]: the shared rate limits, one Lua script per check.
+//! [`RedisLimiter`]: the shared rate limits and idempotency records, one Lua
+//! script per check, on a single Redis server or a Redis Cluster.
 //!
 //! ```text
-//!  KEYS: keel:rl:{<tenant>}:<scope>       (hash tag: a tenant's scopes share a slot)
-//!  ARGV: cost, then per key: interval µs, tolerance µs
-//!  script: now := TIME (µs); every key: tat := max(GET key, now), new := tat + cost·interval,
-//!          refuse if new − now > tolerance (keep the longest wait); if any refused: write nothing,
-//!          return {0, index, wait µs}; else SET key new PX ⌈(new − now)/1000⌉+1 for every key,
-//!          return {1, remaining per key}
+//!  keys   keel:rl:{t:<tenant>}:tenant:<tenant>              a tenant's slot: its scopes and
+//!         keel:rl:{t:<tenant>}:tenant_engine:<tenant>/<e>   its idempotency records
+//!         keel:idem:{t:<tenant>}:<idempotency key>
+//!         keel:rl:{keel}:engine:<e>, keel:rl:{keel}:global  the shared slot
+//!  CHECK  KEYS: [record], scopes   ARGV: cost, has record, record ttl ms, record value,
+//!         then per scope: interval µs, tolerance µs
+//!         now := TIME (µs); a record that exists → {2, its value} (nothing charged);
+//!         every scope: tat := max(GET key, now), new := tat + cost·interval, refuse if
+//!         new − now > tolerance (keep the longest wait); any refusal → {0, index, wait µs},
+//!         nothing written; else SET every key new PX ⌈(new − now)/1000⌉+1, SET the record
+//!         PX ttl, → {1, remaining per scope}
+//!  REFUND KEYS: [record], scopes   ARGV: cost, has record, per scope: interval µs
+//!         takes back what CHECK charged (tat −= cost·interval) and deletes the record
 //! ```
 //!
-//! The same GCRA as [`super::limiter::LocalLimiter`], with Redis's clock,
-//! so members with skewed clocks still share one limit; a script runs
-//! atomically, so all scopes are charged or none. Every call has a deadline
-//! (`redis.timeout_ms`); past it, or when Redis cannot be reached, the
-//! caller applies the outage mode.
+//! The same GCRA as [`super::limiter::LocalLimiter`], with Redis's clock, so
+//! members with skewed clocks still share one limit. A script runs
+//! atomically over keys of one slot, so on a single server (one script over
+//! every key) all scopes are charged or none. In Redis Cluster a tenant's
+//! keys share a slot and the engine and global scopes share another: a check
+//! that needs both runs CHECK on the tenant's slot, then on the shared slot,
+//! and a refusal (or failure) there REFUNDs the first. Between the two, the
+//! tenant's scopes hold the units for one round trip: a concurrent check can
+//! be refused for them, never admitted beyond the limit. Every check has one
+//! deadline (`redis.timeout_ms`) for all of its round trips; past it, or when
+//! Redis cannot be reached, the caller applies the outage mode.
+//!
+//! Concurrent checks share one multiplexed connection per server, which
+//! writes whatever is in flight as one pipeline: many checks per round trip.
 
 use super::limiter::{Remaining, ScopeLimit};
+use redis::{FromRedisValue, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// The GCRA check, atomic over its keys.
-const GCRA_SCRIPT: &str = r#"
+/// The GCRA check, atomic over its keys, with the idempotency record.
+const CHECK_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
+local first = 1
+if ARGV[2] == '1' then
+  local seen = redis.call('GET', KEYS[1])
+  if seen then
+    return {2, seen}
+  end
+  first = 2
+end
 local fresh = {}
 local worst, worst_wait = 0, 0
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local tolerance = tonumber(ARGV[2 * i + 1])
+for i = first, #KEYS do
+  local s = i - first + 1
+  local interval = tonumber(ARGV[3 + 2 * s])
+  local tolerance = tonumber(ARGV[4 + 2 * s])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
   local new = tat + cost * interval
   local ahead = new - now
   if ahead > tolerance then
     if ahead - tolerance > worst_wait then
-      worst, worst_wait = i, ahead - tolerance
+      worst, worst_wait = s, ahead - tolerance
     end
   else
-    fresh[i] = new
+    fresh[s] = new
   end
 end
 if worst > 0 then
   return {0, worst, worst_wait}
 end
 local out = {1}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i])
-  local tolerance = tonumber(ARGV[2 * i + 1])
-  local ahead = fresh[i] - now
-  redis.call('SET', KEYS[i], string.format('%d', fresh[i]), 'PX', math.floor(ahead / 1000) + 1)
+for i = first, #KEYS do
+  local s = i - first + 1
+  local interval = tonumber(ARGV[3 + 2 * s])
+  local tolerance = tonumber(ARGV[4 + 2 * s])
+  local ahead = fresh[s] - now
+  redis.call('SET', KEYS[i], string.format('%d', fresh[s]), 'PX', math.floor(ahead / 1000) + 1)
   out[#out + 1] = math.floor((tolerance - ahead) / interval)
 end
+if first == 2 then
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', tonumber(ARGV[3]))
+end
 return out
+"#;
+
+/// Takes back what a CHECK charged.
+const REFUND_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cost = tonumber(ARGV[1])
+local first = 1
+if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[1])
+  first = 2
+end
+for i = first, #KEYS do
+  local interval = tonumber(ARGV[2 + i - first + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat then
+    local back = tat - cost * interval
+    if back > now then
+      redis.call('SET', KEYS[i], string.format('%d', back), 'PX', math.floor((back - now) / 1000) + 1)
+    else
+      redis.call('DEL', KEYS[i])
+    end
+  end
+end
+return 1
 "#;
 
 /// Why the shared limiter could not answer.
@@ -63,6 +120,12 @@ pub enum RedisUnavailable {
     /// The connection or the command failed.
     #[error("redis failed: {0}")]
     Failed(String),
+}
+
+impl From<redis::RedisError> for RedisUnavailable {
+    fn from(error: redis::RedisError) -> Self {
+        RedisUnavailable::Failed(error.to_string())
+    }
 }
 
 /// A check's answer from Redis.
@@ -77,83 +140,382 @@ pub enum RedisAnswer {
         /// The wait.
         retry_after: Duration,
     },
+    /// The idempotency record already existed: the first decision, as
+    /// stored. Nothing was charged.
+    Replayed(Vec<u8>),
+}
+
+/// What a check stores under an idempotency key when it admits.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// The caller's idempotency key (the tenant's namespace).
+    pub key: &'a str,
+    /// The decision to answer retries with.
+    pub value: &'a [u8],
+    /// How long retries are answered from it.
+    pub ttl: Duration,
+}
+
+/// TLS material for `rediss://` (PEM files), from `[redis]`.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    /// CA certificates to trust instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key, when Redis asks for one.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RedisTls {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .clone()
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig { client_cert, client_key }),
+            root_cert: self.ca_pem.clone(),
+        }
+    }
+}
+
+/// The deployment the limiter talks to.
+#[derive(Clone)]
+enum Backend {
+    /// One server; a connection manager reconnects on its own.
+    Single(redis::aio::ConnectionManager),
+    /// A Redis Cluster, connected on first use (a cluster that is down at
+    /// start is an outage, not a startup failure).
+    Cluster {
+        client: Arc<redis::cluster::ClusterClient>,
+        connection: Arc<tokio::sync::OnceCell<redis::cluster_async::ClusterConnection>>,
+    },
 }
 
 /// The shared limiter.
 #[derive(Clone)]
 pub struct RedisLimiter {
-    connection: redis::aio::ConnectionManager,
-    script: std::sync::Arc<redis::Script>,
+    backend: Backend,
+    check: Arc<redis::Script>,
+    refund: Arc<redis::Script>,
+    breaker_admit: Arc<redis::Script>,
+    breaker_report: Arc<redis::Script>,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLimiter").field("timeout", &self.timeout).finish_non_exhaustive()
+        let kind = match self.backend {
+            Backend::Single(_) => "single",
+            Backend::Cluster { .. } => "cluster",
+        };
+        f.debug_struct("RedisLimiter").field("backend", &kind).field("timeout", &self.timeout).finish_non_exhaustive()
     }
 }
 
+/// Whether a scope lives in the shared slot (engine, global) rather than
+/// its tenant's.
+fn is_shared(scope: &ScopeLimit) -> bool {
+    !scope.key.starts_with("tenant")
+}
+
 impl RedisLimiter {
-    /// A limiter on `url` (`redis://[:password@]host:port[/db]` or
-    /// `rediss://` for TLS) answering within `timeout`. Connects lazily: a
+    /// A limiter on one server, `url` (`redis://[:password@]host:port[/db]`,
+    /// `rediss://` for TLS), answering within `timeout`. Connects lazily: a
     /// Redis that is down at start is an outage, not a startup failure.
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisLimiter, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    pub fn single(url: &str, tls: &RedisTls, timeout: Duration) -> Result<RedisLimiter, redis::RedisError> {
+        let client = match url.starts_with("rediss://") {
+            true => redis::Client::build_with_tls(url, tls.certificates())?,
+            false => redis::Client::open(url)?,
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisLimiter { connection, script: std::sync::Arc::new(redis::Script::new(GCRA_SCRIPT)), timeout })
+        Ok(RedisLimiter::with_backend(Backend::Single(connection), timeout))
+    }
+
+    /// A limiter on the Redis Cluster reachable through `urls` (any of its
+    /// nodes; the client learns the rest).
+    pub fn cluster(urls: &[String], tls: &RedisTls, timeout: Duration) -> Result<RedisLimiter, redis::RedisError> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
+            .connection_timeout(timeout.max(Duration::from_millis(100)))
+            .response_timeout(timeout)
+            .retries(1)
+            .max_retry_wait(200);
+        if urls.iter().any(|url| url.starts_with("rediss://")) {
+            builder = builder.certs(tls.certificates());
+        }
+        let client = builder.build()?;
+        let backend = Backend::Cluster { client: Arc::new(client), connection: Arc::new(tokio::sync::OnceCell::new()) };
+        Ok(RedisLimiter::with_backend(backend, timeout))
+    }
+
+    fn with_backend(backend: Backend, timeout: Duration) -> RedisLimiter {
+        RedisLimiter {
+            backend,
+            check: Arc::new(redis::Script::new(CHECK_SCRIPT)),
+            refund: Arc::new(redis::Script::new(REFUND_SCRIPT)),
+            breaker_admit: Arc::new(redis::Script::new(super::breaker::ADMIT_SCRIPT)),
+            breaker_report: Arc::new(redis::Script::new(super::breaker::REPORT_SCRIPT)),
+            timeout,
+        }
+    }
+
+    /// Runs `invocation` (no deadline of its own: callers bound the whole check).
+    async fn invoke<T: FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, RedisUnavailable> {
+        Ok(match &self.backend {
+            Backend::Single(connection) => invocation.invoke_async(&mut connection.clone()).await?,
+            Backend::Cluster { client, connection } => {
+                let connection = connection.get_or_try_init(|| client.get_async_connection()).await?;
+                invocation.invoke_async(&mut connection.clone()).await?
+            }
+        })
+    }
+
+    /// Runs `command`.
+    async fn query<T: FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, RedisUnavailable> {
+        Ok(match &self.backend {
+            Backend::Single(connection) => command.query_async(&mut connection.clone()).await?,
+            Backend::Cluster { client, connection } => {
+                let connection = connection.get_or_try_init(|| client.get_async_connection()).await?;
+                command.query_async(&mut connection.clone()).await?
+            }
+        })
+    }
+
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, RedisUnavailable>>) -> Result<T, RedisUnavailable> {
+        tokio::time::timeout(self.timeout, work).await.map_err(|_| RedisUnavailable::Timeout(self.timeout))?
     }
 
     /// Whether Redis answers PING within the deadline.
     pub async fn ping(&self) -> bool {
-        let mut connection = self.connection.clone();
-        let command = redis::cmd("PING");
-        let ping = command.query_async::<String>(&mut connection);
-        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(_)))
+        self.bounded(self.query::<String>(&redis::cmd("PING"))).await.is_ok()
     }
 
     /// The Redis key of `scope` for `tenant`.
     pub fn key(tenant: &str, scope: &ScopeLimit) -> String {
-        format!("keel:rl:{{{tenant}}}:{}", scope.key)
+        match is_shared(scope) {
+            true => format!("keel:rl:{{keel}}:{}", scope.key),
+            false => format!("keel:rl:{{t:{tenant}}}:{}", scope.key),
+        }
     }
 
-    /// Checks `cost` against every scope of `tenant`'s admission.
-    pub async fn check(&self, tenant: &str, scopes: &[ScopeLimit], cost: u64) -> Result<RedisAnswer, RedisUnavailable> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation.arg(cost.max(1));
+    /// The Redis key of `tenant`'s idempotency record `key`.
+    pub fn record_key(tenant: &str, key: &str) -> String {
+        format!("keel:idem:{{t:{tenant}}}:{key}")
+    }
+
+    /// The decision stored under `tenant`'s idempotency key, if any.
+    pub async fn recorded(&self, tenant: &str, key: &str) -> Result<Option<Vec<u8>>, RedisUnavailable> {
+        let command = redis::cmd("GET").arg(RedisLimiter::record_key(tenant, key)).to_owned();
+        self.bounded(self.query::<Option<Vec<u8>>>(&command)).await
+    }
+
+    /// Checks `cost` against every scope of `tenant`'s admission and, when
+    /// admitted, stores `record`; one deadline for the whole check.
+    pub async fn check(
+        &self,
+        tenant: &str,
+        scopes: &[ScopeLimit],
+        cost: u64,
+        record: Option<Record<'_>>,
+    ) -> Result<RedisAnswer, RedisUnavailable> {
+        let cost = cost.max(1);
+        let split = matches!(self.backend, Backend::Cluster { .. })
+            && scopes.iter().any(is_shared)
+            && (record.is_some() || scopes.iter().any(|scope| !is_shared(scope)));
+        if !split {
+            return self.bounded(self.check_slot(tenant, scopes, cost, record)).await;
+        }
+        let (shared, own): (Vec<ScopeLimit>, Vec<ScopeLimit>) = scopes.iter().cloned().partition(is_shared);
+        let first = self.bounded(self.check_slot(tenant, &own, cost, record)).await?;
+        let RedisAnswer::Admitted(mut remaining) = first else {
+            return Ok(first);
+        };
+        let refund = |limiter: RedisLimiter, own: Vec<ScopeLimit>, record: Option<String>, tenant: String| async move {
+            let _ = limiter.bounded(limiter.refund_slot(&tenant, &own, cost, record.as_deref())).await;
+        };
+        let record_key = record.map(|record| record.key.to_owned());
+        match tokio::time::timeout(self.timeout, self.check_slot(tenant, &shared, cost, None)).await {
+            Ok(Ok(RedisAnswer::Admitted(more))) => {
+                remaining.extend(more);
+                Ok(RedisAnswer::Admitted(remaining))
+            }
+            Ok(Ok(refused)) => {
+                refund(self.clone(), own, record_key, tenant.to_owned()).await;
+                Ok(refused)
+            }
+            failed => {
+                // The outage mode answers now; the refund is best effort.
+                tokio::spawn(refund(self.clone(), own, record_key, tenant.to_owned()));
+                Err(match failed {
+                    Ok(Err(error)) => error,
+                    _ => RedisUnavailable::Timeout(self.timeout),
+                })
+            }
+        }
+    }
+
+    /// CHECK on the keys of one slot.
+    async fn check_slot(
+        &self,
+        tenant: &str,
+        scopes: &[ScopeLimit],
+        cost: u64,
+        record: Option<Record<'_>>,
+    ) -> Result<RedisAnswer, RedisUnavailable> {
+        let mut invocation = self.check.prepare_invoke();
+        invocation.arg(cost);
+        match record {
+            Some(record) => {
+                invocation.key(RedisLimiter::record_key(tenant, record.key));
+                let ttl_ms = u64::try_from(record.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                invocation.arg(1).arg(ttl_ms).arg(record.value);
+            }
+            None => {
+                invocation.arg(0).arg(0).arg("");
+            }
+        }
         for scope in scopes {
-            let interval_us = (60_000_000 / scope.calls_per_minute.max(1)).max(1);
+            let interval_us = interval_us(scope);
             invocation.key(RedisLimiter::key(tenant, scope));
             invocation.arg(interval_us).arg(interval_us.saturating_mul(scope.burst.max(1)));
         }
-        let mut connection = self.connection.clone();
-        let answer: Vec<i64> = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
-            .await
-            .map_err(|_| RedisUnavailable::Timeout(self.timeout))?
-            .map_err(|error| RedisUnavailable::Failed(error.to_string()))?;
+        let answer: Vec<Value> = self.invoke(&invocation).await?;
         let unexpected = || RedisUnavailable::Failed(format!("the limit script answered {answer:?}"));
-        match answer.first() {
+        let int = |index: usize| match answer.get(index) {
+            Some(Value::Int(value)) => Some(*value),
+            _ => None,
+        };
+        match int(0) {
             Some(1) if answer.len() == scopes.len() + 1 => Ok(RedisAnswer::Admitted(
                 scopes
                     .iter()
-                    .zip(&answer[1..])
-                    .map(|(scope, room)| Remaining {
+                    .enumerate()
+                    .map(|(index, scope)| Remaining {
                         scope: scope.clone(),
-                        remaining: u64::try_from(*room).unwrap_or(0),
+                        remaining: int(index + 1).and_then(|room| u64::try_from(room).ok()).unwrap_or(0),
                     })
                     .collect(),
             )),
             Some(0) => {
-                let index = answer.get(1).and_then(|index| usize::try_from(*index).ok()).ok_or_else(unexpected)?;
+                let index = int(1).and_then(|index| usize::try_from(index).ok()).ok_or_else(unexpected)?;
                 let scope = scopes.get(index.wrapping_sub(1)).ok_or_else(unexpected)?.clone();
-                let wait_us = answer.get(2).and_then(|wait| u64::try_from(*wait).ok()).ok_or_else(unexpected)?;
+                let wait_us = int(2).and_then(|wait| u64::try_from(wait).ok()).ok_or_else(unexpected)?;
                 Ok(RedisAnswer::Limited { scope, retry_after: Duration::from_micros(wait_us) })
             }
+            Some(2) => match answer.get(1) {
+                Some(Value::BulkString(stored)) => Ok(RedisAnswer::Replayed(stored.clone())),
+                _ => Err(unexpected()),
+            },
             _ => Err(unexpected()),
         }
+    }
+
+    /// REFUND on the keys of one slot.
+    async fn refund_slot(
+        &self,
+        tenant: &str,
+        scopes: &[ScopeLimit],
+        cost: u64,
+        record: Option<&str>,
+    ) -> Result<(), RedisUnavailable> {
+        let mut invocation = self.refund.prepare_invoke();
+        invocation.arg(cost);
+        match record {
+            Some(key) => {
+                invocation.key(RedisLimiter::record_key(tenant, key));
+                invocation.arg(1);
+            }
+            None => {
+                invocation.arg(0);
+            }
+        }
+        for scope in scopes {
+            invocation.key(RedisLimiter::key(tenant, scope));
+            invocation.arg(interval_us(scope));
+        }
+        self.invoke::<i64>(&invocation).await.map(drop)
+    }
+}
+
+fn interval_us(scope: &ScopeLimit) -> u64 {
+    (60_000_000 / scope.calls_per_minute.max(1)).max(1)
+}
+
+/// A shared breaker's answer to an admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerAnswer {
+    /// The phase before the call.
+    pub before: super::breaker::Phase,
+    /// The gate.
+    pub gate: super::breaker::Gate,
+    /// The phase after the call.
+    pub after: super::breaker::Phase,
+}
+
+impl RedisLimiter {
+    /// The Redis key of a shared breaker.
+    pub fn breaker_key(breaker: &str) -> String {
+        format!("keel:br:{{b:{breaker}}}")
+    }
+
+    fn breaker_ttl_ms(config: &super::breaker::BreakerConfig) -> u64 {
+        config.window_ms.max(config.cool_down_ms).saturating_mul(crate::limits::BREAKER_STATE_TTL_FACTOR)
+    }
+
+    /// An admission through the shared `breaker` (hands out a probe when half-open).
+    pub async fn breaker_admit(
+        &self,
+        config: &super::breaker::BreakerConfig,
+        breaker: &str,
+    ) -> Result<BreakerAnswer, RedisUnavailable> {
+        use super::breaker::{Gate, Phase};
+        let mut invocation = self.breaker_admit.prepare_invoke();
+        invocation.key(RedisLimiter::breaker_key(breaker));
+        invocation.arg(config.cool_down_ms).arg(config.half_open_probes).arg(RedisLimiter::breaker_ttl_ms(config));
+        let answer: Vec<i64> = self.bounded(self.invoke(&invocation)).await?;
+        let [before, gate, retry_after_ms, after] = answer[..] else {
+            return Err(RedisUnavailable::Failed(format!("the breaker script answered {answer:?}")));
+        };
+        let gate = match gate {
+            1 => Gate::Pass,
+            2 => Gate::Probe,
+            _ => Gate::Refuse { retry_after_ms: u64::try_from(retry_after_ms).unwrap_or(1).max(1) },
+        };
+        Ok(BreakerAnswer { before: Phase::from_code(before), gate, after: Phase::from_code(after) })
+    }
+
+    /// The shared `breaker`'s phase, read only.
+    pub async fn breaker_phase(&self, breaker: &str) -> Result<super::breaker::Phase, RedisUnavailable> {
+        let command = redis::cmd("HGET").arg(RedisLimiter::breaker_key(breaker)).arg("phase").to_owned();
+        let phase: Option<i64> = self.bounded(self.query(&command)).await?;
+        Ok(super::breaker::Phase::from_code(phase.unwrap_or(0)))
+    }
+
+    /// A reported outcome for the shared `breaker`: (phase before, after).
+    pub async fn breaker_report(
+        &self,
+        config: &super::breaker::BreakerConfig,
+        breaker: &str,
+        failed: bool,
+    ) -> Result<(super::breaker::Phase, super::breaker::Phase), RedisUnavailable> {
+        use super::breaker::Phase;
+        let mut invocation = self.breaker_report.prepare_invoke();
+        invocation.key(RedisLimiter::breaker_key(breaker));
+        invocation
+            .arg(u8::from(failed))
+            .arg(config.window_ms)
+            .arg(crate::limits::BREAKER_WINDOW_BUCKETS)
+            .arg(config.min_calls)
+            .arg(config.error_rate_percent)
+            .arg(config.half_open_probes)
+            .arg(RedisLimiter::breaker_ttl_ms(config));
+        let answer: Vec<i64> = self.bounded(self.invoke(&invocation)).await?;
+        let [before, after] = answer[..] else {
+            return Err(RedisUnavailable::Failed(format!("the breaker script answered {answer:?}")));
+        };
+        Ok((Phase::from_code(before), Phase::from_code(after)))
     }
 }

@@ -13,15 +13,20 @@
 
 use super::context::{ApiContext, Call};
 use super::error::ApiError;
+use crate::admission::breaker::{Breakers, Gate};
 use crate::admission::limiter::{Limited, LocalLimiter, Remaining};
-use crate::admission::redis_limiter::{RedisAnswer, RedisLimiter};
-use crate::admission::{Admission, AdmissionConfig, Denial, LimiterHealth, OnUnavailable, RedisConfig, resolve};
-use crate::limits::{ADMISSION_BATCH_MAX, ADMISSION_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS};
+use crate::admission::records::{LocalRecords, Recorded};
+use crate::admission::redis_limiter::{Record, RedisAnswer, RedisLimiter};
+use crate::admission::{Admission, AdmissionConfig, Denial, LimiterHealth, OnUnavailable, resolve};
+use crate::limits::{
+    ADMISSION_BATCH_MAX, ADMISSION_IDEMPOTENCY_WINDOW_MS, ADMISSION_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS,
+};
 use crate::raft::shared_state::AppliedState;
 use keel_kernel::judge::Judgement;
 use keel_kernel::policy::{ACTIVE_POLICY_NAME, EvaluationContext};
 use keel_kernel::{Name, Rejection, Verdict};
 use keel_proto::v1 as pb;
+use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -35,15 +40,27 @@ pub struct AdmissionApi {
 struct Limits {
     config: AdmissionConfig,
     local: LocalLimiter,
+    /// Idempotency records without Redis (or in its outage).
+    records: LocalRecords,
+    /// Circuit breakers.
+    breakers: Breakers,
     /// The shared limiter, when `[redis] url` is set.
     redis: Option<RedisLimiter>,
     /// Whether Redis answers (transitions are logged once).
     health: Arc<LimiterHealth>,
 }
 
+/// What a limit check found.
+enum Outcome {
+    /// Charged; the room left per scope.
+    Admitted(Vec<Remaining>),
+    /// The idempotency key was seen: the first decision (encoded), nothing charged.
+    Replayed(Vec<u8>),
+}
+
 /// A limit check's outcome.
 struct Checked {
-    answer: Result<Vec<Remaining>, Denial>,
+    answer: Result<Outcome, Denial>,
     /// Why the decision used a fallback, if it did.
     degraded: Option<String>,
 }
@@ -53,16 +70,18 @@ impl AdmissionApi {
     /// `redis.url` is set, else in this process.
     pub fn new(
         ctx: ApiContext,
-        config: AdmissionConfig,
-        redis: &RedisConfig,
+        config: &crate::config::Config,
         health: Arc<LimiterHealth>,
     ) -> anyhow::Result<AdmissionApi> {
-        let timeout = std::time::Duration::from_millis(redis.timeout_ms);
-        let shared = redis.url.as_deref().map(|url| RedisLimiter::new(url, timeout)).transpose();
-        // The URL may hold a password: the error says what, never the URL.
-        let shared =
-            shared.map_err(|error| anyhow::anyhow!("redis.url is not a usable Redis URL ({:?})", error.kind()))?;
-        let limits = Limits { config, local: LocalLimiter::default(), redis: shared, health };
+        let redis = config.redis.limiter()?;
+        let limits = Limits {
+            config: config.admission.clone(),
+            local: LocalLimiter::default(),
+            records: LocalRecords::default(),
+            breakers: Breakers::new(config.breaker.clone(), redis.clone()),
+            redis,
+            health,
+        };
         Ok(AdmissionApi { ctx, limits: Arc::new(limits) })
     }
 
@@ -99,33 +118,54 @@ fn limited(denial: Limited) -> Denial {
 }
 
 impl Limits {
-    /// Charges `cost` to the admission's scopes: in Redis (the whole
-    /// cluster's limit) or, without Redis, here at this member's share.
+    /// The decision recorded under the tenant's idempotency key, if any:
+    /// in Redis when it answers, else in this process.
+    async fn recorded(&self, tenant: &str, key: &str) -> Option<Vec<u8>> {
+        if let Some(redis) = &self.redis
+            && let Ok(recorded) = redis.recorded(tenant, key).await
+        {
+            return recorded;
+        }
+        self.records.get(tenant, key)
+    }
+
+    /// Charges `cost` to the admission's scopes, in Redis (the whole
+    /// cluster's limit) or, without Redis, here at this member's share;
+    /// when admitted, records `record` (the key and the encoded decision).
     async fn check(
         &self,
         admission: &Admission,
         tier: keel_kernel::tenant::TenantTier,
         policy: Option<keel_kernel::policy::DecisionLimits>,
         voters: u64,
+        record: Option<(&str, &[u8])>,
     ) -> Checked {
-        let local = |degraded: Option<String>| Checked {
-            answer: self
-                .local
-                .check(&self.config.scopes(admission, tier, policy, voters), admission.cost)
-                .map_err(limited),
-            degraded,
+        let ttl = std::time::Duration::from_millis(ADMISSION_IDEMPOTENCY_WINDOW_MS);
+        let local = |degraded: Option<String>| {
+            let scopes = self.config.scopes(admission, tier, policy, voters);
+            let check = || self.local.check(&scopes, admission.cost).map_err(limited);
+            let answer = match record {
+                None => check().map(Outcome::Admitted),
+                Some((key, value)) => match self.records.admit(admission.tenant.as_str(), key, value, ttl, check) {
+                    Recorded::Replayed(first) => Ok(Outcome::Replayed(first)),
+                    Recorded::Checked(checked) => checked.map(Outcome::Admitted),
+                },
+            };
+            Checked { answer, degraded }
         };
         let Some(redis) = &self.redis else {
             return local(None);
         };
         let scopes = self.config.scopes(admission, tier, policy, 1);
-        match redis.check(admission.tenant.as_str(), &scopes, admission.cost).await {
+        let record = record.map(|(key, value)| Record { key, value, ttl });
+        match redis.check(admission.tenant.as_str(), &scopes, admission.cost, record).await {
             Ok(answer) => {
                 if self.health.record(true) {
                     tracing::info!("the shared rate limiter (redis) answers again");
                 }
                 let answer = match answer {
-                    RedisAnswer::Admitted(remaining) => Ok(remaining),
+                    RedisAnswer::Admitted(remaining) => Ok(Outcome::Admitted(remaining)),
+                    RedisAnswer::Replayed(first) => Ok(Outcome::Replayed(first)),
                     RedisAnswer::Limited { scope, retry_after } => {
                         Err(limited(Limited::Exceeded { scope, retry_after }))
                     }
@@ -141,12 +181,23 @@ impl Limits {
                     OnUnavailable::FailClosed => {
                         Checked { answer: Err(Denial::LimiterUnavailable { detail: why.clone() }), degraded: Some(why) }
                     }
-                    OnUnavailable::FailOpen => Checked { answer: Ok(Vec::new()), degraded: Some(why) },
+                    OnUnavailable::FailOpen => {
+                        Checked { answer: Ok(Outcome::Admitted(Vec::new())), degraded: Some(why) }
+                    }
                     OnUnavailable::Local => local(Some(why)),
                 }
             }
         }
     }
+}
+
+/// The first decision for an idempotency key, answered again.
+fn replayed(first: &[u8]) -> Result<pb::AdmitResponse, ApiError> {
+    let mut response = pb::AdmitResponse::decode(first)
+        .map_err(|error| ApiError::internal(anyhow::anyhow!("an idempotency record does not decode: {error}")))?;
+    response.idempotent_replay = true;
+    response.remaining.clear();
+    Ok(response)
 }
 
 fn invalid(field: &'static str, problem: &'static str) -> Rejection {
@@ -176,6 +227,9 @@ fn admission_of(request: &pb::AdmitRequest) -> Result<(Admission, EvaluationCont
         input,
         cost: request.cost.max(1),
     };
+    if request.idempotency_key.len() > keel_kernel::limits::IDEMPOTENCY_KEY_BYTES_MAX {
+        return Err(invalid("idempotency_key", "is over IDEMPOTENCY_KEY_BYTES_MAX"));
+    }
     let context = EvaluationContext {
         tenant: admission.tenant.clone(),
         engine: admission.engine.clone(),
@@ -198,9 +252,21 @@ async fn admit_one(
 ) -> Result<pb::AdmitResponse, ApiError> {
     let (admission, mut context) = admission_of(body)?;
     call.check_tenant(admission.tenant.as_str())?;
+    let key = (!body.idempotency_key.is_empty()).then_some(body.idempotency_key.as_str());
+    if let Some(key) = key
+        && let Some(first) = limits.recorded(admission.tenant.as_str(), key).await
+    {
+        return replayed(&first);
+    }
+    let identity = &call.ctx().replica.identity;
     let mut response = pb::AdmitResponse {
         trust_root_version: state.kernel.trust().root().version,
         revision: state.revision(),
+        served_by: Some(pb::ServedBy {
+            node_id: identity.node_id,
+            region: identity.region.clone(),
+            zone: identity.zone.clone(),
+        }),
         ..pb::AdmitResponse::default()
     };
     let deny = |mut response: pb::AdmitResponse, denial: Denial| {
@@ -249,16 +315,49 @@ async fn admit_one(
     if !decision.allow {
         return deny(response, Denial::PolicyDenied { reason: decision.reason });
     }
+    // A breaker seen open stops the admission before any scope is charged.
+    let breaker = limits.breakers.config().breaker_of(admission.engine.as_str(), admission.action.as_str());
+    if let Some(Gate::Refuse { retry_after_ms }) = limits.breakers.refuses_now(&breaker) {
+        return deny(response, Denial::CircuitOpen { breaker, retry_after_ms });
+    }
+    let mut degraded_dependencies = Vec::new();
+    for dependency in &resolved.dependencies {
+        if !limits.breakers.is_closed(dependency.as_str()).await {
+            if !decision.allow_degraded {
+                return deny(response, Denial::DependencyUnavailable { dependency: dependency.to_string() });
+            }
+            degraded_dependencies.push(dependency.to_string());
+        }
+    }
     // Without a shared limiter each member limits at its share, so
     // the cluster's total stays within the limit.
     let voters = u64::try_from(call.ctx().replica.voter_count()).unwrap_or(1).max(1);
-    let checked = limits.check(&admission, resolved.tier, decision.limits, voters).await;
-    if let Some(why) = checked.degraded {
-        response.degraded = true;
-        response.degraded_reason = why;
+    // What a retry with the same key is answered with, if this admits.
+    let first = key.map(|_| {
+        let mut first = response.clone();
+        first.allowed = true;
+        first.encode_to_vec()
+    });
+    let record = key.zip(first.as_deref());
+    let checked = limits.check(&admission, resolved.tier, decision.limits, voters, record).await;
+    let mut degraded: Vec<String> = checked.degraded.into_iter().collect();
+    if !degraded_dependencies.is_empty() {
+        degraded.push(format!("open circuit breakers of dependencies: {}", degraded_dependencies.join(", ")));
     }
     match checked.answer {
-        Ok(remaining) => {
+        Ok(Outcome::Replayed(first)) => replayed(&first),
+        Ok(Outcome::Admitted(remaining)) => {
+            let gated = limits.breakers.admit(&breaker).await;
+            if gated.is_local_fallback {
+                degraded.push("circuit breaker decided by this member alone (redis unavailable)".to_owned());
+            }
+            if !degraded.is_empty() {
+                response.degraded = true;
+                response.degraded_reason = degraded.join("; ");
+            }
+            if let Gate::Refuse { retry_after_ms } = gated.gate {
+                return deny(response, Denial::CircuitOpen { breaker, retry_after_ms });
+            }
             response.allowed = true;
             response.remaining = remaining
                 .into_iter()
@@ -271,7 +370,13 @@ async fn admit_one(
                 .collect();
             Ok(response)
         }
-        Err(denial) => deny(response, denial),
+        Err(denial) => {
+            if !degraded.is_empty() {
+                response.degraded = true;
+                response.degraded_reason = degraded.join("; ");
+            }
+            deny(response, denial)
+        }
     }
 }
 
@@ -283,6 +388,35 @@ impl pb::admission_service_server::AdmissionService for AdmissionApi {
             .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
                 let state = call.read(pb::ReadConsistency::Serializable as i32).await?;
                 admit_one(&call, &limits, &state, &body).await
+            })
+            .await
+    }
+
+    async fn report_outcome(
+        &self,
+        request: Request<pb::ReportOutcomeRequest>,
+    ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
+        use crate::admission::breaker::{Outcome as CallOutcome, Phase};
+        let limits = Arc::clone(&self.limits);
+        self.ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let tenant = Name::parse("tenant", &body.tenant)?;
+                let engine = Name::parse("engine", &body.engine)?;
+                let action = Name::parse("action", &body.action)?;
+                call.check_tenant(tenant.as_str())?;
+                let outcome = match pb::CallOutcome::try_from(body.outcome) {
+                    Ok(pb::CallOutcome::Ok) => CallOutcome::Ok,
+                    Ok(pb::CallOutcome::Error) => CallOutcome::Error,
+                    Ok(pb::CallOutcome::Timeout) => CallOutcome::Timeout,
+                    _ => return Err(ApiError::Rejected(invalid("outcome", "must be OK, ERROR or TIMEOUT"))),
+                };
+                let breaker = limits.breakers.config().breaker_of(engine.as_str(), action.as_str());
+                let state = match limits.breakers.report(&breaker, outcome).await {
+                    Phase::Closed => pb::BreakerState::Closed,
+                    Phase::Open => pb::BreakerState::Open,
+                    Phase::HalfOpen => pb::BreakerState::HalfOpen,
+                };
+                Ok(pb::ReportOutcomeResponse { breaker, state: state as i32 })
             })
             .await
     }
@@ -302,9 +436,9 @@ impl pb::admission_service_server::AdmissionService for AdmissionApi {
                 }
                 // One state for the whole batch; each admission judged alone.
                 let state = call.read(pb::ReadConsistency::Serializable as i32).await?;
-                let mut items = Vec::with_capacity(body.requests.len());
-                for request in &body.requests {
-                    let item = match admit_one(&call, &limits, &state, request).await {
+                // Judged concurrently: their limit checks share Redis round trips.
+                let items = futures::future::join_all(body.requests.iter().map(|request| async {
+                    match admit_one(&call, &limits, &state, request).await {
                         Ok(response) => pb::AdmitBatchItem { response: Some(response), ..Default::default() },
                         Err(error) => {
                             let status = error.into_status();
@@ -318,9 +452,9 @@ impl pb::admission_service_server::AdmissionService for AdmissionApi {
                                 error_message: status.message().to_owned(),
                             }
                         }
-                    };
-                    items.push(item);
-                }
+                    }
+                }))
+                .await;
                 Ok(pb::AdmitBatchResponse { items })
             })
             .await

@@ -462,6 +462,7 @@ pub fn policy_decision_to_pb(decision: &PolicyDecision) -> pb::PolicyDecision {
             burst: limits.burst,
             max_duration_ms: limits.max_duration_ms,
         }),
+        allow_degraded: decision.allow_degraded,
         policy_version: decision.policy_version.clone(),
         decision_id: decision.decision_id.clone(),
         revision: decision.revision,

@@ -48,6 +48,8 @@ pub mod permission {
     pub const CLUSTER_ADMIN: &str = "cluster.admin";
     /// Ask for admission decisions (the admission service).
     pub const ADMISSION_ADMIT: &str = "admission.admit";
+    /// Report call outcomes to the circuit breakers.
+    pub const ADMISSION_REPORT: &str = "admission.report";
     /// Read the audit log (the audit service).
     pub const AUDIT_READ: &str = "audit.read";
 
@@ -68,6 +70,7 @@ pub mod permission {
         CLUSTER_READ,
         CLUSTER_ADMIN,
         ADMISSION_ADMIT,
+        ADMISSION_REPORT,
         AUDIT_READ,
     ];
 }
@@ -137,6 +140,7 @@ pub const RPCS: &[(&str, Guard)] = &[
     ("/keel.v1.ClusterService/TransferLeadership", token(CLUSTER_ADMIN, Scope::Cluster)),
     ("/keel.v1.AdmissionService/Admit", token(ADMISSION_ADMIT, Scope::Tenant)),
     ("/keel.v1.AdmissionService/AdmitBatch", token(ADMISSION_ADMIT, Scope::Tenant)),
+    ("/keel.v1.AdmissionService/ReportOutcome", token(ADMISSION_REPORT, Scope::Tenant)),
 ];
 
 /// Services every caller may use without a token: health checks and reflection.
