@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "keel/v1/policy.proto",
     "keel/v1/admission.proto",
     "keel/raft/v1/raft.proto",
+    "envoy/service/ratelimit/v3/rls.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

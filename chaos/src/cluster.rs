@@ -58,7 +58,7 @@ impl Default for RaftTuning {
 }
 
 /// Cluster-wide options.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClusterOptions {
     /// Raft tuning.
     pub tuning: RaftTuning,
@@ -66,8 +66,17 @@ pub struct ClusterOptions {
     pub is_tls: bool,
     /// Export every member's traces and metrics over OTLP.
     pub telemetry: Option<TelemetryOptions>,
-    /// Share admission rate limits through the Redis server on this loopback port.
-    pub redis_port: Option<u16>,
+    /// Share admission rate limits through this Redis deployment.
+    pub redis: Option<RedisTarget>,
+}
+
+/// Where members share admission state.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// One server (`redis.url`).
+    Server(String),
+    /// A Redis Cluster (`redis.cluster_urls`).
+    Cluster(Vec<String>),
 }
 
 /// Where members send traces and metrics (their `[telemetry]` section).
@@ -92,8 +101,12 @@ fn telemetry_section(telemetry: Option<TelemetryOptions>) -> String {
 /// Test members are debug builds on a shared machine: Redis answers are
 /// given 500 ms rather than the production 25 ms, so a loaded run measures
 /// limits, not scheduling delays (outage tests set their own timeout).
-fn redis_section(port: Option<u16>) -> String {
-    port.map(|port| format!("[redis]\nurl = \"redis://127.0.0.1:{port}\"\ntimeout_ms = 500\n")).unwrap_or_default()
+fn redis_section(redis: Option<&RedisTarget>) -> String {
+    match redis {
+        Some(RedisTarget::Server(url)) => format!("[redis]\nurl = {url:?}\ntimeout_ms = 500\n"),
+        Some(RedisTarget::Cluster(urls)) => format!("[redis]\ncluster_urls = {urls:?}\ntimeout_ms = 500\n"),
+        None => String::new(),
+    }
 }
 
 /// The members of [`Cluster::three`].
@@ -287,7 +300,7 @@ impl Cluster {
                 root_pub = root_pub.display(),
                 api_pub = api_pub.display(),
                 raft = raft_section(tuning),
-                telemetry = telemetry_section(options.telemetry) + &redis_section(options.redis_port),
+                telemetry = telemetry_section(options.telemetry) + &redis_section(options.redis.as_ref()),
                 tls = match &ca {
                     Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id), member_ip(true, index))?,
                     None => String::new(),

@@ -20,5 +20,17 @@ pub mod raft {
     }
 }
 
+/// Envoy's rate limit service API (a wire-compatible subset), served on the
+/// client port so an Envoy can use Keel as its global rate limiter.
+pub mod envoy {
+    /// Package `envoy.service.ratelimit.v3`.
+    pub mod ratelimit {
+        /// `envoy.service.ratelimit.v3`.
+        pub mod v3 {
+            tonic::include_proto!("envoy.service.ratelimit.v3");
+        }
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Keel proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("keel_descriptor");

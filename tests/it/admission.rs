@@ -219,7 +219,7 @@ async fn with_redis_the_limit_is_shared_and_a_refused_check_charges_no_scope() -
     ensure!(allowed == 3, "the policy's burst of 3 across both nodes, got {allowed}");
     // The tenant × engine scope refused twice; the tenant scope was charged 3 times, not 5.
     let tat_ahead_s = |scope: &str| -> Result<f64> {
-        let reply = redis.command(&format!("GET keel:rl:{{acme}}:{scope}"))?;
+        let reply = redis.command(&format!("GET keel:rl:{{t:acme}}:{scope}"))?;
         let tat: u64 = reply.lines().nth(1).unwrap_or_default().trim().parse()?;
         let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
         Ok((tat as f64 - now_us as f64) / 1e6)
@@ -304,16 +304,16 @@ async fn a_redis_outage_is_answered_within_the_timeout_in_each_mode_and_recovery
     Ok(())
 }
 
-#[tokio::test]
-async fn a_tenants_limit_holds_across_a_three_node_cluster_sharing_redis() -> Result<()> {
+/// N closed-loop clients on every member of a three-node cluster sharing
+/// `redis`, all for one tenant × engine limit, for 30 s: the admitted count
+/// stays within GCRA's bound and reaches 95 % of the limit.
+async fn a_tenants_limit_holds_across_three_members(redis: keel_chaos::cluster::RedisTarget) -> Result<()> {
     use keel_chaos::cluster::{Cluster, ClusterOptions};
     const RUN: std::time::Duration = std::time::Duration::from_secs(30);
     const PER_MINUTE: u64 = 600;
     const BURST: u64 = 20;
     const CLIENTS_PER_MEMBER: usize = 2;
-    let redis = keel_chaos::redis::RedisServer::start()?;
-    let port: u16 = redis.addr.rsplit_once(':').map(|(_, port)| port.parse()).transpose()?.unwrap_or(0);
-    let cluster = Cluster::three(ClusterOptions { redis_port: Some(port), ..ClusterOptions::default() }).await?;
+    let cluster = Cluster::three(ClusterOptions { redis: Some(redis), ..ClusterOptions::default() }).await?;
     let leader = cluster.leader().await?;
     let node = &cluster.nodes[leader];
     let fixture = Fixture::with_root(cluster.root.clone());
@@ -367,6 +367,22 @@ async fn a_tenants_limit_holds_across_a_three_node_cluster_sharing_redis() -> Re
 }
 
 #[tokio::test]
+async fn a_tenants_limit_holds_across_a_three_node_cluster_sharing_redis() -> Result<()> {
+    let redis = keel_chaos::redis::RedisServer::start()?;
+    a_tenants_limit_holds_across_three_members(keel_chaos::cluster::RedisTarget::Server(redis.url())).await
+}
+
+#[tokio::test]
+async fn a_tenants_limit_holds_across_a_three_node_cluster_sharing_a_redis_cluster() -> Result<()> {
+    let redis = keel_chaos::redis::RedisCluster::start(3)?;
+    a_tenants_limit_holds_across_three_members(keel_chaos::cluster::RedisTarget::Cluster(redis.urls())).await?;
+    // The tenant's keys live on one master.
+    let holding = redis.key_counts()?.into_iter().filter(|keys| *keys > 0).count();
+    ensure!(holding == 1, "a tenant's scopes share one slot: {:?}", redis.key_counts()?);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_password_protected_redis_is_used_and_the_password_never_reaches_the_log() -> Result<()> {
     const SECRET: &str = "s3cret-pass-9f1c";
     let redis = keel_chaos::redis::RedisServer::start_with_password(SECRET)?;
@@ -404,6 +420,266 @@ async fn a_batch_judges_each_admission_alone() -> Result<()> {
     // Over the bound: the call is refused whole.
     let too_many = pb::AdmitBatchRequest { requests: vec![request("acme", "refund", ""); 257] };
     let refused = admission(&node).await?.admit_batch(too_many).await;
+    ensure!(refused.as_ref().is_err_and(|status| reason_of(status) == "FIELD_INVALID"), "{refused:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idempotent_admission_is_charged_once_also_when_retried_on_another_node() -> Result<()> {
+    let redis = keel_chaos::redis::RedisServer::start()?;
+    let url = redis.url();
+    let envs = [("KEEL_REDIS__URL", url.as_str()), ("KEEL_REDIS__TIMEOUT_MS", "500")];
+    let first = ready_node(&envs).await?;
+    let second = ready_node(&envs).await?;
+    let keyed = |key: &str| pb::AdmitRequest { idempotency_key: key.into(), ..request("acme", "refund", "") };
+    let answer = admission(&first).await?.admit(keyed("order-1")).await?.into_inner();
+    ensure!(answer.allowed && !answer.idempotent_replay, "{answer:?}");
+    let room = |answer: &pb::AdmitResponse| {
+        answer.remaining.iter().find(|room| room.scope == "tenant_engine:acme/billing").map(|room| room.remaining)
+    };
+    ensure!(room(&answer) == Some(2), "the policy's burst of 3, one spent: {answer:?}");
+    // Retried on both members: the first decision, nothing charged.
+    for node in [&second, &first, &second] {
+        let again = admission(node).await?.admit(keyed("order-1")).await?.into_inner();
+        ensure!(again.allowed && again.idempotent_replay, "{again:?}");
+        ensure!(again.decision_id == answer.decision_id, "the first decision: {again:?}");
+        ensure!(again.served_by == answer.served_by, "as the first member decided it: {again:?}");
+    }
+    // The scope still has 2 left: a fresh key spends one of them.
+    let fresh = admission(&second).await?.admit(keyed("order-2")).await?.into_inner();
+    ensure!(fresh.allowed && room(&fresh) == Some(1), "{fresh:?}");
+    // Concurrent retries of a new key on both members: charged once.
+    let (a, b) = tokio::join!(
+        async { admission(&first).await?.admit(keyed("order-3")).await.map_err(anyhow::Error::from) },
+        async { admission(&second).await?.admit(keyed("order-3")).await.map_err(anyhow::Error::from) },
+    );
+    let (a, b) = (a?.into_inner(), b?.into_inner());
+    ensure!(a.allowed && b.allowed && (a.idempotent_replay != b.idempotent_replay), "{a:?} {b:?}");
+    let spent = admission(&first).await?.admit(request("acme", "refund", "")).await?.into_inner();
+    ensure!(!spent.allowed && spent.reason == "RATE_LIMITED", "3 charges in all, the burst is spent: {spent:?}");
+    // A denial is not recorded: the same key is judged afresh.
+    let denied_first = admission(&first).await?.admit(keyed("order-4")).await?.into_inner();
+    ensure!(denied_first.reason == "RATE_LIMITED" && !denied_first.idempotent_replay, "{denied_first:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_redis_a_retry_on_the_same_member_is_charged_once() -> Result<()> {
+    let node = ready_node(&[]).await?;
+    let keyed = pb::AdmitRequest { idempotency_key: "order-1".into(), ..request("acme", "refund", "") };
+    let answer = admission(&node).await?.admit(keyed.clone()).await?.into_inner();
+    let again = admission(&node).await?.admit(keyed.clone()).await?.into_inner();
+    ensure!(answer.allowed && !answer.idempotent_replay && again.idempotent_replay, "{answer:?} {again:?}");
+    let too_long = pb::AdmitRequest { idempotency_key: "k".repeat(129), ..keyed };
+    let refused = admission(&node).await?.admit(too_long).await;
+    ensure!(refused.as_ref().is_err_and(|status| reason_of(status) == "FIELD_INVALID"), "{refused:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tls_redis_is_used_with_the_configured_ca() -> Result<()> {
+    let redis = keel_chaos::redis::RedisServer::start_tls()?;
+    let ca = redis.tls_files().map(|tls| tls.ca.display().to_string()).unwrap_or_default();
+    let node = ready_node(&[("KEEL_REDIS__URL", &redis.url()), ("KEEL_REDIS__TLS_CA_FILE", &ca)]).await?;
+    let (answer, _) = admit(&node).await?;
+    ensure!(answer.allowed && !answer.degraded, "over TLS: {answer:?}");
+    // Without the CA the server is not trusted: an outage, not an admission.
+    let untrusting = ready_node(&[("KEEL_REDIS__URL", &redis.url())]).await?;
+    let (answer, _) = admit(&untrusting).await?;
+    ensure!(answer.reason == "LIMITER_UNAVAILABLE" && answer.degraded, "without the CA: {answer:?}");
+    Ok(())
+}
+
+async fn report(node: &KeelProcess, outcome: pb::CallOutcome) -> Result<pb::ReportOutcomeResponse> {
+    let request = pb::ReportOutcomeRequest {
+        tenant: "acme".into(),
+        engine: "billing".into(),
+        action: "refund".into(),
+        outcome: outcome as i32,
+        duration_ms: 5,
+    };
+    Ok(admission(node).await?.report_outcome(request).await?.into_inner())
+}
+
+/// Allows everything, with room enough that limits never refuse; degraded
+/// mode for the "lenient" role.
+const OPEN_POLICY: &str = r#"package keel.policy
+
+decision := {"allow": true, "reason": "ok", "allow_degraded": true} if {
+	input.role == "lenient"
+} else := {"allow": true, "reason": "ok"}
+"#;
+
+#[tokio::test]
+async fn a_breaker_opens_on_every_member_lets_only_its_probes_through_and_closes_on_success() -> Result<()> {
+    let redis = keel_chaos::redis::RedisServer::start()?;
+    let url = redis.url();
+    let envs = [
+        ("KEEL_REDIS__URL", url.as_str()),
+        ("KEEL_REDIS__TIMEOUT_MS", "500"),
+        ("KEEL_BREAKER__MIN_CALLS", "4"),
+        ("KEEL_BREAKER__ERROR_RATE_PERCENT", "50"),
+        ("KEEL_BREAKER__COOL_DOWN_MS", "1500"),
+        ("KEEL_BREAKER__HALF_OPEN_PROBES", "2"),
+        ("KEEL_BREAKER__STALENESS_MS", "100"),
+    ];
+    let first = KeelProcess::start_with_env(&envs).await?;
+    let second = KeelProcess::start_with_env(&envs).await?;
+    for node in [&first, &second] {
+        let fixture = Fixture::new(node).await?;
+        let publisher = fixture.add_publisher_key(node).await?;
+        fixture.publish(node, &billing("1.0.0"), &publisher).await?;
+        let checkout = serde_json::json!({
+            "name": "checkout", "version": "1.0.0", "tier": "standard",
+            "actions": [{"name": "pay"}],
+            "dependencies": [{"name": "billing", "requirement": "^1"}],
+        });
+        fixture.publish(node, &checkout, &publisher).await?;
+        let mut tenant = Fixture::tenant_request("acme");
+        if let Some(tenant) = tenant.tenant.as_mut() {
+            tenant.enabled_engines.push("checkout".into());
+        }
+        crate::single_node::tenants(node).await?.create_tenant(tenant).await?;
+        let mut policies = pb::policy_service_client::PolicyServiceClient::new(node.channel().await?);
+        policies
+            .put_policy(pb::PutPolicyRequest {
+                policy: "main".into(),
+                source: OPEN_POLICY.into(),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let pay = |role: &str| pb::AdmitRequest {
+        engine: "checkout".into(),
+        action: "pay".into(),
+        role: role.into(),
+        ..request("acme", "", "")
+    };
+    // Closed: both members admit.
+    for node in [&first, &second] {
+        ensure!(admit(node).await?.0.allowed);
+    }
+    // The first member sees errors: 2 of 4 calls (50 %) open the breaker.
+    for outcome in [pb::CallOutcome::Ok, pb::CallOutcome::Error, pb::CallOutcome::Ok, pb::CallOutcome::Timeout] {
+        report(&first, outcome).await?;
+    }
+    let state = report(&first, pb::CallOutcome::Ok).await?;
+    ensure!(state.breaker == "billing" && state.state == pb::BreakerState::Open as i32, "{state:?}");
+    // Open on every member (the second's view is at most 100 ms old), and its dependant is denied.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for node in [&first, &second] {
+        loop {
+            let (answer, _) = admit(node).await?;
+            if answer.reason == "CIRCUIT_OPEN" {
+                ensure!(answer.retry_after_ms > 0 && answer.retry_after_ms <= 1_500, "{answer:?}");
+                break;
+            }
+            ensure!(std::time::Instant::now() < deadline, "not open on a member: {answer:?}");
+        }
+        let dependant = admission(node).await?.admit(pay("")).await?.into_inner();
+        ensure!(dependant.reason == "DEPENDENCY_UNAVAILABLE", "{dependant:?}");
+        // Unless the policy allows degraded mode.
+        let lenient = admission(node).await?.admit(pay("lenient")).await?.into_inner();
+        ensure!(lenient.allowed && lenient.degraded && lenient.degraded_reason.contains("billing"), "{lenient:?}");
+    }
+    // After the cool-down: exactly 2 probes across both members.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut probes = 0;
+    loop {
+        let (answer, _) = admit(&first).await?;
+        if answer.allowed {
+            probes += 1;
+            break;
+        }
+        ensure!(answer.reason == "CIRCUIT_OPEN", "{answer:?}");
+        ensure!(std::time::Instant::now() < deadline, "the cool-down never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for node in [&second, &first, &second, &first, &second] {
+        let (answer, _) = admit(node).await?;
+        match answer.allowed {
+            true => probes += 1,
+            false => ensure!(answer.reason == "CIRCUIT_OPEN", "{answer:?}"),
+        }
+    }
+    ensure!(probes == 2, "half-open let {probes} admissions through, not 2");
+    // Two successes close it; both members admit again.
+    report(&second, pb::CallOutcome::Ok).await?;
+    let state = report(&first, pb::CallOutcome::Ok).await?;
+    ensure!(state.state == pb::BreakerState::Closed as i32, "{state:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for node in [&first, &second] {
+        while !admit(node).await?.0.allowed {
+            ensure!(std::time::Instant::now() < deadline, "not closed on a member");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        ensure!(admission(node).await?.admit(pay("")).await?.into_inner().allowed, "the dependant runs again");
+    }
+    // The three transitions were logged by the members that made them.
+    let logged = first.log().matches("circuit breaker changed state").count()
+        + second.log().matches("circuit breaker changed state").count();
+    ensure!(logged == 3, "closed → open → half_open → closed, logged {logged} times");
+    // An outcome must be named.
+    let bad = admission(&first)
+        .await?
+        .report_outcome(pb::ReportOutcomeRequest {
+            tenant: "acme".into(),
+            engine: "billing".into(),
+            action: "refund".into(),
+            ..Default::default()
+        })
+        .await;
+    ensure!(bad.as_ref().is_err_and(|status| reason_of(status) == "FIELD_INVALID"), "{bad:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn envoys_rate_limit_api_maps_descriptors_onto_admissions() -> Result<()> {
+    use keel_proto::envoy::ratelimit::v3 as rls;
+    let node = ready_node(&[]).await?;
+    let mut envoy = rls::rate_limit_service_client::RateLimitServiceClient::new(node.channel().await?);
+    let entry = |key: &str, value: &str| rls::rate_limit_descriptor::Entry { key: key.into(), value: value.into() };
+    let keel = |hits: Option<u64>| rls::RateLimitDescriptor {
+        entries: vec![entry("tenant", "acme"), entry("engine", "billing"), entry("action", "refund")],
+        hits_addend: hits,
+        ..Default::default()
+    };
+    let foreign = rls::RateLimitDescriptor { entries: vec![entry("remote_address", "10.0.0.1")], ..Default::default() };
+    let ask = |descriptors: Vec<rls::RateLimitDescriptor>| rls::RateLimitRequest {
+        domain: "edge".into(),
+        descriptors,
+        hits_addend: 0,
+    };
+    // The policy's burst is 3: two hits, then one, then over the limit.
+    let ok = rls::rate_limit_response::Code::Ok as i32;
+    let over = rls::rate_limit_response::Code::OverLimit as i32;
+    let first = envoy.should_rate_limit(ask(vec![keel(Some(2)), foreign.clone()])).await?.into_inner();
+    ensure!(first.overall_code == ok && first.statuses.len() == 2, "{first:?}");
+    ensure!(first.statuses[0].limit_remaining == 1 && first.statuses[1].code == ok, "{first:?}");
+    let limit = first.statuses[0].current_limit.as_ref();
+    ensure!(limit.is_some_and(|limit| limit.requests_per_unit == 60), "the per-minute limit: {first:?}");
+    ensure!(first.request_headers_to_add.iter().any(|header| header.key == "x-keel-decision-id"), "{first:?}");
+    let second = envoy.should_rate_limit(ask(vec![keel(None)])).await?.into_inner();
+    ensure!(second.overall_code == ok, "{second:?}");
+    let third = envoy.should_rate_limit(ask(vec![keel(None), foreign])).await?.into_inner();
+    ensure!(third.overall_code == over && third.statuses[0].code == over && third.statuses[1].code == ok, "{third:?}");
+    let reason = third.response_headers_to_add.iter().find(|header| header.key == "x-keel-reason");
+    ensure!(reason.is_some_and(|header| header.value == "RATE_LIMITED"), "{third:?}");
+    ensure!(third.statuses[0].duration_until_reset.is_some(), "{third:?}");
+    // Denials other than limits are over the limit too, with their reason.
+    let nobody = rls::RateLimitDescriptor {
+        entries: vec![entry("tenant", "nobody"), entry("engine", "billing"), entry("action", "refund")],
+        ..Default::default()
+    };
+    let unknown = envoy.should_rate_limit(ask(vec![nobody])).await?.into_inner();
+    let reason = unknown.response_headers_to_add.iter().find(|header| header.key == "x-keel-reason");
+    ensure!(unknown.overall_code == over && reason.is_some_and(|h| h.value == "TENANT_NOT_FOUND"), "{unknown:?}");
+    // Malformed descriptors are errors.
+    let twice = rls::RateLimitDescriptor {
+        entries: vec![entry("tenant", "acme"), entry("tenant", "other")],
+        ..Default::default()
+    };
+    let refused = envoy.should_rate_limit(ask(vec![twice])).await;
     ensure!(refused.as_ref().is_err_and(|status| reason_of(status) == "FIELD_INVALID"), "{refused:?}");
     Ok(())
 }

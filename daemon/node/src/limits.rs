@@ -48,6 +48,10 @@ pub const REDIS_PROBE_INTERVAL_MS: u64 = 500;
 pub const ADMISSION_IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// Idempotency records kept in process (without Redis, or in its outage).
 pub const ADMISSION_RECORDS_LOCAL_MAX: usize = 100_000;
+/// Descriptors in one Envoy `ShouldRateLimit` call.
+pub const ENVOY_DESCRIPTORS_MAX: usize = 64;
+/// Entries in one Envoy descriptor.
+pub const ENVOY_ENTRIES_MAX: usize = 16;
 /// Circuit breakers one member tracks (its own, and its view of shared ones).
 pub const BREAKERS_LOCAL_MAX: usize = 10_000;
 /// Breaker transitions buffered for a slow watcher (older ones are dropped).
@@ -243,6 +247,8 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     ADMISSION_BATCH_MAX,
     ADMISSION_IDEMPOTENCY_WINDOW_MS,
     ADMISSION_RECORDS_LOCAL_MAX,
+    ENVOY_DESCRIPTORS_MAX,
+    ENVOY_ENTRIES_MAX,
     BREAKERS_LOCAL_MAX,
     BREAKER_WINDOW_BUCKETS,
     BREAKER_STATE_TTL_FACTOR,

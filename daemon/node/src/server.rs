@@ -553,6 +553,9 @@ async fn serve_grpc(
         .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
         .add_service(limit(pb::event_service_server::EventServiceServer::new(EventApi { ctx: ctx.clone() })))
         .add_service(limit(pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(ctx.clone()))))
+        .add_service(limit(keel_proto::envoy::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(
+            crate::api::envoy_rls::EnvoyRls(admission.clone()),
+        )))
         .add_service(limit(pb::admission_service_server::AdmissionServiceServer::new(admission)))
         .add_service(limit(pb::cluster_service_server::ClusterServiceServer::new(ClusterApi { ctx, boot_time_ms })))
         .serve_with_incoming_shutdown(incoming, async move {
@@ -649,7 +652,10 @@ message_limits!(
     pb::cluster_service_server::ClusterServiceServer<ClusterApi>,
     pb::event_service_server::EventServiceServer<EventApi>,
     pb::policy_service_server::PolicyServiceServer<PolicyApi>,
-    pb::admission_service_server::AdmissionServiceServer<AdmissionApi>
+    pb::admission_service_server::AdmissionServiceServer<AdmissionApi>,
+    keel_proto::envoy::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer<
+        crate::api::envoy_rls::EnvoyRls,
+    >
 );
 
 fn limit<S: MessageLimits>(server: S) -> S {

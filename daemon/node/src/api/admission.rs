@@ -31,13 +31,14 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The service.
+#[derive(Clone)]
 pub struct AdmissionApi {
     pub(crate) ctx: ApiContext,
     limits: Arc<Limits>,
 }
 
 /// How admissions are limited.
-struct Limits {
+pub(super) struct Limits {
     config: AdmissionConfig,
     local: LocalLimiter,
     /// Idempotency records without Redis (or in its outage).
@@ -83,6 +84,11 @@ impl AdmissionApi {
             health,
         };
         Ok(AdmissionApi { ctx, limits: Arc::new(limits) })
+    }
+
+    /// The limits, for the other APIs that admit (Envoy's).
+    pub(super) fn limits(&self) -> Arc<Limits> {
+        Arc::clone(&self.limits)
     }
 
     /// Probes a Redis that failed every `REDIS_PROBE_INTERVAL_MS` until it
@@ -244,7 +250,7 @@ fn admission_of(request: &pb::AdmitRequest) -> Result<(Admission, EvaluationCont
 }
 
 /// One admission, judged on one published state (`state`).
-async fn admit_one(
+pub(super) async fn admit_one(
     call: &Call<'_>,
     limits: &Limits,
     state: &AppliedState,

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod cluster;
 pub mod context;
 pub mod convert;
+pub mod envoy_rls;
 pub mod error;
 pub mod events;
 pub mod policy;

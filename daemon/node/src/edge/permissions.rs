@@ -141,6 +141,7 @@ pub const RPCS: &[(&str, Guard)] = &[
     ("/keel.v1.AdmissionService/Admit", token(ADMISSION_ADMIT, Scope::Tenant)),
     ("/keel.v1.AdmissionService/AdmitBatch", token(ADMISSION_ADMIT, Scope::Tenant)),
     ("/keel.v1.AdmissionService/ReportOutcome", token(ADMISSION_REPORT, Scope::Tenant)),
+    ("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", token(ADMISSION_ADMIT, Scope::Tenant)),
 ];
 
 /// Services every caller may use without a token: health checks and reflection.
