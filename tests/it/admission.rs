@@ -619,6 +619,35 @@ async fn a_breaker_opens_on_every_member_lets_only_its_probes_through_and_closes
     let logged = first.log().matches("circuit breaker changed state").count()
         + second.log().matches("circuit breaker changed state").count();
     ensure!(logged == 3, "closed → open → half_open → closed, logged {logged} times");
+    // And published as events (topic keel-breaker) in each member's stream.
+    let mut seen = Vec::new();
+    for node in [&first, &second] {
+        let mut events = pb::event_service_client::EventServiceClient::new(node.channel().await?);
+        let watch = pb::WatchRequest {
+            from_revision: 1,
+            engine: "billing".into(),
+            progress_interval_ms: 200,
+            ..Default::default()
+        };
+        let mut stream = events.watch(watch).await?.into_inner();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Until the stream is caught up and idle (a progress message).
+        while let Ok(message) = tokio::time::timeout_at(deadline, stream.message()).await {
+            let Some(message) = message? else { break };
+            if message.events.is_empty() && message.progress_revision > 0 {
+                break;
+            }
+            for event in message.events {
+                if event.attributes.get("topic").is_some_and(|topic| topic == "keel-breaker") {
+                    let payload: serde_json::Value = serde_json::from_slice(&event.payload)?;
+                    let state = |key: &str| payload[key].as_str().unwrap_or_default().to_owned();
+                    seen.push(format!("{}→{}", state("from"), state("to")));
+                }
+            }
+        }
+    }
+    seen.sort();
+    ensure!(seen == ["closed→open", "half_open→closed", "open→half_open"], "breaker events: {seen:?}");
     // An outcome must be named.
     let bad = admission(&first)
         .await?

@@ -56,6 +56,8 @@ pub const ENVOY_ENTRIES_MAX: usize = 16;
 pub const BREAKERS_LOCAL_MAX: usize = 10_000;
 /// Breaker transitions buffered for a slow watcher (older ones are dropped).
 pub const BREAKER_TRANSITIONS_BUFFERED: usize = 1_024;
+/// How long a member tries to publish one breaker transition event.
+pub const BREAKER_EVENT_DEADLINE_MS: u64 = 5_000;
 /// Buckets a breaker's error-rate window is counted in.
 pub const BREAKER_WINDOW_BUCKETS: usize = 10;
 /// How long a shared breaker's state outlives its last report, in windows
@@ -253,6 +255,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     BREAKER_WINDOW_BUCKETS,
     BREAKER_STATE_TTL_FACTOR,
     BREAKER_TRANSITIONS_BUFFERED,
+    BREAKER_EVENT_DEADLINE_MS,
     REQUEST_ID_BYTES_MAX,
     WATCH_WATCHER_BUFFER_BYTES_MAX,
     WATCH_NODE_BUFFER_BYTES_MAX,

@@ -220,6 +220,7 @@ impl NodeBuilder {
         let limiter_health = Arc::new(crate::admission::LimiterHealth::new(&config.redis));
         let admission = AdmissionApi::new(ctx.clone(), &config, Arc::clone(&limiter_health))?;
         admission.probe_redis(stop_rx.clone());
+        admission.publish_breaker_events(stop_rx.clone());
         if let Some(ops_listener) = listeners.ops {
             let collectors: Vec<Arc<dyn prometheus_client::collector::Collector>> = vec![
                 Arc::new(ctx.rpc_metrics.clone()),

@@ -25,6 +25,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Event topics only members publish (clients are refused them).
+pub const MEMBER_TOPIC_PREFIX: &str = "keel-";
+
+/// The topic of breaker transition events.
+pub const BREAKER_TOPIC: &str = "keel-breaker";
+
 /// `[breaker]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -525,6 +531,11 @@ impl Breakers {
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether transitions are decided in Redis (one member announces each).
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
     }
 
     fn announce(&self, transition: Transition) {

@@ -91,6 +91,58 @@ impl AdmissionApi {
         Arc::clone(&self.limits)
     }
 
+    /// Publishes every breaker transition this member makes as an event
+    /// (topic `keel-breaker`, the engine, a JSON payload), through Raft, off
+    /// the admission path, until `stop`.
+    pub fn publish_breaker_events(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut transitions = self.limits.breakers.subscribe();
+        let replica = self.ctx.replica.clone();
+        let is_shared = self.limits.breakers.is_shared();
+        tokio::spawn(async move {
+            let Ok(topic) = Name::parse("topic", crate::admission::breaker::BREAKER_TOPIC) else {
+                return;
+            };
+            loop {
+                let transition = tokio::select! {
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                    transition = transitions.recv() => match transition {
+                        Ok(transition) => transition,
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "breaker transitions were not published: too many at once");
+                            continue;
+                        }
+                        Err(RecvError::Closed) => return,
+                    },
+                };
+                let (engine, action) = match transition.breaker.split_once('/') {
+                    Some((engine, action)) => (engine, Some(action)),
+                    None => (transition.breaker.as_str(), None),
+                };
+                let payload = serde_json::json!({
+                    "breaker": transition.breaker,
+                    "engine": engine,
+                    "action": action,
+                    "from": transition.from.as_str(),
+                    "to": transition.to.as_str(),
+                    "node_id": replica.identity.node_id,
+                    "shared": is_shared,
+                });
+                let command = keel_kernel::Command::PublishEvent {
+                    topic: topic.clone(),
+                    tenant: None,
+                    engine: Name::parse("engine", engine).ok(),
+                    payload: payload.to_string().into_bytes(),
+                };
+                let write = crate::replica::Write { command, idempotency_key: None, actor: None };
+                let deadline = std::time::Duration::from_millis(crate::limits::BREAKER_EVENT_DEADLINE_MS);
+                if let Err(error) = replica.propose(write, deadline).await {
+                    tracing::warn!(%error, breaker = %transition.breaker, "a breaker transition was not published as an event");
+                }
+            }
+        });
+    }
+
     /// Probes a Redis that failed every `REDIS_PROBE_INTERVAL_MS` until it
     /// answers again (so `/readyz` recovers without an admission), until `stop`.
     pub fn probe_redis(&self, mut stop: tokio::sync::watch::Receiver<bool>) {

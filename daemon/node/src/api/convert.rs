@@ -323,6 +323,12 @@ pub fn publish_event(request: pb::PublishEventRequest) -> Result<(keel_kernel::C
         return Err(required("topic"));
     }
     let topic = Name::parse("topic", &request.topic)?;
+    if topic.as_str().starts_with(crate::admission::breaker::MEMBER_TOPIC_PREFIX) {
+        return Err(Rejection::FieldInvalid {
+            field: "topic".into(),
+            problem: "topics starting keel- are the members'".into(),
+        });
+    }
     let tenant = optional_name("tenant", &request.tenant)?;
     let engine = optional_name("engine", &request.engine)?;
     Limit::EventPayloadBytes.check(request.payload.len())?;
