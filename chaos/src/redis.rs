@@ -61,10 +61,10 @@ impl RedisServer {
         let dir = tempfile::Builder::new().prefix("keel-redis-").tempdir()?;
         let tls = match is_tls {
             true => {
-                let ca = keel_client::certs::generate_ca("keel test redis CA", 2)?;
+                let ca = keel_client::certs::generate_ca("keel test redis CA", 3)?;
                 let ca_paths = keel_client::certs::write_ca(&ca, &dir.path().join("ca"))?;
                 let sans = ["127.0.0.1".to_owned(), "localhost".to_owned()];
-                let issued = keel_client::certs::issue(&ca, "redis", &sans, keel_client::certs::Usage::Server, 2)?;
+                let issued = keel_client::certs::issue(&ca, "redis", &sans, keel_client::certs::Usage::Server, 1)?;
                 let paths = keel_client::certs::write_issued(&issued, &dir.path().join("server"), "redis")?;
                 Some(TlsFiles { ca: ca_paths.cert, cert: paths.cert, key: paths.key })
             }

@@ -480,11 +480,17 @@ async fn without_redis_a_retry_on_the_same_member_is_charged_once() -> Result<()
 async fn a_tls_redis_is_used_with_the_configured_ca() -> Result<()> {
     let redis = keel_chaos::redis::RedisServer::start_tls()?;
     let ca = redis.tls_files().map(|tls| tls.ca.display().to_string()).unwrap_or_default();
-    let node = ready_node(&[("KEEL_REDIS__URL", &redis.url()), ("KEEL_REDIS__TLS_CA_FILE", &ca)]).await?;
+    // A debug build's first TLS handshake can take longer than 25 ms.
+    let node = ready_node(&[
+        ("KEEL_REDIS__URL", &redis.url()),
+        ("KEEL_REDIS__TLS_CA_FILE", &ca),
+        ("KEEL_REDIS__TIMEOUT_MS", "500"),
+    ])
+    .await?;
     let (answer, _) = admit(&node).await?;
     ensure!(answer.allowed && !answer.degraded, "over TLS: {answer:?}");
     // Without the CA the server is not trusted: an outage, not an admission.
-    let untrusting = ready_node(&[("KEEL_REDIS__URL", &redis.url())]).await?;
+    let untrusting = ready_node(&[("KEEL_REDIS__URL", &redis.url()), ("KEEL_REDIS__TIMEOUT_MS", "500")]).await?;
     let (answer, _) = admit(&untrusting).await?;
     ensure!(answer.reason == "LIMITER_UNAVAILABLE" && answer.degraded, "without the CA: {answer:?}");
     Ok(())

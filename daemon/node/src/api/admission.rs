@@ -331,7 +331,7 @@ pub(super) async fn admit_one(
         response.allowed = false;
         response.reason = denial.reason().to_owned();
         response.detail = denial.detail();
-        if let Denial::RateLimited { retry_after_ms, .. } = denial {
+        if let Denial::RateLimited { retry_after_ms, .. } | Denial::CircuitOpen { retry_after_ms, .. } = denial {
             response.retry_after_ms = retry_after_ms;
         }
         Ok(response)
