@@ -169,10 +169,11 @@ mod tests {
     fn the_table_covers_every_client_rpc_exactly() {
         let set = prost_types::FileDescriptorSet::decode(keel_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
         let mut methods = BTreeSet::new();
-        for file in set.file.iter().filter(|file| file.package() == "keel.v1") {
+        let served = ["keel.v1", "envoy.service.ratelimit.v3"];
+        for file in set.file.iter().filter(|file| served.contains(&file.package())) {
             for service in &file.service {
                 for method in &service.method {
-                    methods.insert(format!("/keel.v1.{}/{}", service.name(), method.name()));
+                    methods.insert(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
                 }
             }
         }

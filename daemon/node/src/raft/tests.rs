@@ -329,7 +329,7 @@ const GOLDEN_NORMAL: &str = concat!(
     "0100000000000000", "0100000000000000", "0900000000000000",
     "01000000",                                                 // EntryPayload::Normal
     "0068e5cf8b010000",                                         // leader_time_ms 1_700_000_000_000
-    "01000000",                                                 // semantics_version 1
+    "02000000",                                                 // semantics_version 2
     "03000000",                                                 // Command::CreateTenant
     "0400000000000000", "61636d65",                             // tenant_id "acme"
     "0b00000000000000", "54656e616e742061636d65",               // display_name "Tenant acme"
