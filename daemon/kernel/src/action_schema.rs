@@ -96,24 +96,49 @@ pub fn check(action: &str, role: SchemaRole, schema: &Value) -> Result<(), Rejec
 /// Checks `input` against the action's input `schema` (which passed
 /// [`check`] at publish): the least violation by instance path, or `Ok`.
 pub fn validate_input(action: &str, schema: &Value, input: &Value) -> Result<(), Rejection> {
-    let invalid = |problem: String| Rejection::InputInvalid { action: action.to_owned(), problem: truncate(problem) };
-    let draft = match schema.get("$schema") {
-        Some(Value::String(uri)) => draft_named(uri).unwrap_or(Draft::Draft202012),
-        _ => Draft::Draft202012,
-    };
-    let validator = jsonschema::options()
-        .with_draft(draft)
-        .offline()
-        .build(schema)
-        .map_err(|error| invalid(format!("the action's input schema does not compile: {error}")))?;
-    let least = validator
-        .iter_errors(input)
-        .map(|error| (error.instance_path().to_string(), error.to_string()))
-        .min()
-        .map(|(path, message)| if path.is_empty() { message } else { format!("at {path}: {message}") });
-    match least {
-        Some(problem) => Err(invalid(problem)),
-        None => Ok(()),
+    InputValidator::compile(action, schema)?.validate(input)
+}
+
+/// An action's input schema, compiled once (a judging worker keeps these).
+pub struct InputValidator {
+    action: String,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for InputValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputValidator").field("action", &self.action).finish_non_exhaustive()
+    }
+}
+
+impl InputValidator {
+    /// Compiles the action's input `schema` (which passed [`check`] at publish).
+    pub fn compile(action: &str, schema: &Value) -> Result<InputValidator, Rejection> {
+        let draft = match schema.get("$schema") {
+            Some(Value::String(uri)) => draft_named(uri).unwrap_or(Draft::Draft202012),
+            _ => Draft::Draft202012,
+        };
+        let validator = jsonschema::options().with_draft(draft).offline().build(schema).map_err(|error| {
+            Rejection::InputInvalid {
+                action: action.to_owned(),
+                problem: truncate(format!("the action's input schema does not compile: {error}")),
+            }
+        })?;
+        Ok(InputValidator { action: action.to_owned(), validator })
+    }
+
+    /// The least violation of `input` by instance path, or `Ok`.
+    pub fn validate(&self, input: &Value) -> Result<(), Rejection> {
+        let least = self
+            .validator
+            .iter_errors(input)
+            .map(|error| (error.instance_path().to_string(), error.to_string()))
+            .min()
+            .map(|(path, message)| if path.is_empty() { message } else { format!("at {path}: {message}") });
+        match least {
+            Some(problem) => Err(Rejection::InputInvalid { action: self.action.clone(), problem: truncate(problem) }),
+            None => Ok(()),
+        }
     }
 }
 

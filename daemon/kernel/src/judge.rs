@@ -187,6 +187,76 @@ pub fn run(judgement: &Judgement) -> Verdict {
     }
 }
 
+/// Compiled evaluators a long-lived judging worker keeps between
+/// judgements (never `apply`'s judge, which compiles afresh): policies by
+/// source, input schemas by action and schema. Evaluation is deterministic,
+/// so a cached compilation answers exactly as a fresh one. At most
+/// [`COMPILED_ENTRIES_MAX`] of each; when full, the kind is emptied.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    policies: std::collections::BTreeMap<String, PolicyProgram>,
+    schemas: std::collections::BTreeMap<(String, String), std::sync::Arc<action_schema::InputValidator>>,
+}
+
+/// Compiled policies (and, apart, input schemas) a [`Compiled`] keeps.
+pub const COMPILED_ENTRIES_MAX: usize = 64;
+
+/// [`run`] with compiled evaluators reused from (and added to) `compiled`.
+/// A panic empties `compiled` (a half-built entry is never kept).
+pub fn run_cached(judgement: &Judgement, compiled: &mut Compiled) -> Verdict {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_with(judgement, &mut *compiled)));
+    match result {
+        Ok(verdict) => verdict,
+        Err(payload) => {
+            *compiled = Compiled::default();
+            judgement.aborted(AbortCause::Panic, &panic_message(payload.as_ref()))
+        }
+    }
+}
+
+fn run_with(judgement: &Judgement, compiled: &mut Compiled) -> Verdict {
+    match judgement {
+        Judgement::PolicyDecide { source, inputs, with_probes: false } => {
+            let program = match compiled.policies.get(source) {
+                Some(program) => program.clone(),
+                None => match PolicyProgram::compile(source) {
+                    Ok(program) => {
+                        if compiled.policies.len() >= COMPILED_ENTRIES_MAX {
+                            compiled.policies.clear();
+                        }
+                        compiled.policies.insert(source.clone(), program.clone());
+                        program
+                    }
+                    Err(rejection) => return Verdict::Rejected(rejection),
+                },
+            };
+            Verdict::Decisions(inputs.iter().map(|input| program.evaluate(input)).collect())
+        }
+        Judgement::ActionInput { action, schema, input } => {
+            let key = (action.clone(), schema.to_string());
+            let validator = match compiled.schemas.get(&key) {
+                Some(validator) => std::sync::Arc::clone(validator),
+                None => match action_schema::InputValidator::compile(action, schema) {
+                    Ok(validator) => {
+                        let validator = std::sync::Arc::new(validator);
+                        if compiled.schemas.len() >= COMPILED_ENTRIES_MAX {
+                            compiled.schemas.clear();
+                        }
+                        compiled.schemas.insert(key, std::sync::Arc::clone(&validator));
+                        validator
+                    }
+                    Err(rejection) => return Verdict::Rejected(rejection),
+                },
+            };
+            match validator.validate(input) {
+                Ok(()) => Verdict::Accepted,
+                Err(rejection) => Verdict::Rejected(rejection),
+            }
+        }
+        other => run_unguarded(other),
+    }
+}
+
 fn run_unguarded(judgement: &Judgement) -> Verdict {
     match judgement {
         Judgement::PolicyPut { source } => match policy::check_program(source) {

@@ -48,6 +48,10 @@ pub const REDIS_PROBE_INTERVAL_MS: u64 = 500;
 pub const ADMISSION_IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// Idempotency records kept in process (without Redis, or in its outage).
 pub const ADMISSION_RECORDS_LOCAL_MAX: usize = 100_000;
+/// Policy evaluations a member keeps for reuse (by policy version and input).
+pub const DECISION_CACHE_ENTRIES_MAX: usize = 10_000;
+/// Largest input document whose evaluation is kept.
+pub const DECISION_CACHE_INPUT_BYTES_MAX: usize = 16 * 1024;
 /// Descriptors in one Envoy `ShouldRateLimit` call.
 pub const ENVOY_DESCRIPTORS_MAX: usize = 64;
 /// Entries in one Envoy descriptor.
@@ -166,8 +170,9 @@ pub const PEER_CHANNELS_MAX: usize = 64;
 // Judging (used in `judge/mod.rs`).
 
 /// Judgements one node runs at once for requests (`Evaluate`, `Test`,
-/// fail-fast checks before proposing). `apply` judges serially beside them.
-pub const JUDGES_CONCURRENT_MAX: usize = 2;
+/// admission, fail-fast checks before proposing), which is also the most
+/// judging workers it keeps. `apply` judges serially beside them.
+pub const JUDGES_CONCURRENT_MAX: usize = 4;
 /// How long `apply` waits for one judgement before retrying it. Generous:
 /// the deterministic budgets bound the work, this only catches a hung child.
 pub const JUDGE_APPLY_TIMEOUT_MS: u64 = 60_000;
@@ -249,6 +254,8 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     ADMISSION_BATCH_MAX,
     ADMISSION_IDEMPOTENCY_WINDOW_MS,
     ADMISSION_RECORDS_LOCAL_MAX,
+    DECISION_CACHE_ENTRIES_MAX,
+    DECISION_CACHE_INPUT_BYTES_MAX,
     ENVOY_DESCRIPTORS_MAX,
     ENVOY_ENTRIES_MAX,
     BREAKERS_LOCAL_MAX,

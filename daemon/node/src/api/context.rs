@@ -103,6 +103,8 @@ pub struct ApiContext {
     pub watch_stats: Arc<WatchStats>,
     /// Where third-party evaluations run (policies, action schemas).
     pub judge: NodeJudge,
+    /// Policy evaluations already made (deterministic, so reusable).
+    pub decisions: Arc<super::policy::DecisionCache>,
     /// Requests refused by the in-flight bound.
     pub shed_stats: Arc<crate::edge::load_shed::ShedStats>,
     /// Per-RPC latency and response counts (the edge records, `/metrics` reads).
@@ -119,6 +121,7 @@ impl ApiContext {
             replica,
             watch_stats: Arc::default(),
             judge: NodeJudge::default(),
+            decisions: Arc::default(),
             shed_stats: Arc::default(),
             rpc_metrics: crate::edge::RpcMetrics::default(),
             plaintext_peers: false,

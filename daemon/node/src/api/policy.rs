@@ -16,12 +16,15 @@
 use super::context::{self, ApiContext};
 use super::convert;
 use super::error::ApiError;
-use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use crate::limits::{
+    DECISION_CACHE_ENTRIES_MAX, DECISION_CACHE_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS,
+};
 use crate::raft::shared_state::AppliedState;
 use keel_kernel::judge::Judgement;
 use keel_kernel::policy::{self, ACTIVE_POLICY_NAME, EvaluationError};
 use keel_kernel::{Command, Outcome, Verdict};
 use keel_proto::v1 as pb;
+use std::collections::HashMap;
 use tonic::{Request, Response, Status};
 
 /// The service.
@@ -47,9 +50,52 @@ fn evaluation_of(verdict: Verdict) -> Result<Option<policy::Decision>, Evaluatio
     }
 }
 
+/// Evaluations already made, by `name@version` and canonical input
+/// document. Evaluation is deterministic (the same program on the same input
+/// gives the same result on every member), so a cached result is the result;
+/// the decision id is still derived from the revision each time. At most
+/// `DECISION_CACHE_ENTRIES_MAX` entries, each at most
+/// `DECISION_CACHE_INPUT_BYTES_MAX` of input; when full, entries of older
+/// policy versions go first, then everything.
+#[derive(Debug, Default)]
+pub struct DecisionCache {
+    entries: std::sync::Mutex<HashMap<(String, String), Result<Option<policy::Decision>, EvaluationError>>>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+impl DecisionCache {
+    fn get(&self, key: &(String, String)) -> Option<Result<Option<policy::Decision>, EvaluationError>> {
+        let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found = entries.get(key).cloned();
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        found
+    }
+
+    fn insert(&self, key: (String, String), evaluated: Result<Option<policy::Decision>, EvaluationError>) {
+        if key.1.len() > DECISION_CACHE_INPUT_BYTES_MAX {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= DECISION_CACHE_ENTRIES_MAX {
+            entries.retain(|(version, _), _| *version == key.0);
+            if entries.len() >= DECISION_CACHE_ENTRIES_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key, evaluated);
+    }
+
+    /// (hits, misses) since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits.load(std::sync::atomic::Ordering::Relaxed), self.misses.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// The decision of the latest version of the policy `name` on `context`, at
 /// `state`'s revision (default deny when there is no such policy); shared by
-/// `Evaluate` and admission.
+/// `Evaluate` and admission. Evaluations are cached ([`DecisionCache`]).
 pub async fn decide(
     call: &context::Call<'_>,
     state: &AppliedState,
@@ -57,21 +103,29 @@ pub async fn decide(
     context: &policy::EvaluationContext,
 ) -> Result<policy::PolicyDecision, ApiError> {
     let kernel = &state.kernel;
-    let stored = kernel.policies().latest(name).cloned();
+    let stored = kernel.policies().latest(name);
     let input = policy::input_document(context, kernel.tenants(), kernel.registry());
     let revision = state.revision();
-    Ok(match stored {
-        None => policy::decision_of(None, &input, revision),
-        Some(stored) => {
+    let Some(stored) = stored else {
+        return Ok(policy::decision_of(None, &input, revision));
+    };
+    let policy_version = stored.policy_version();
+    let key = (policy_version.clone(), input.to_string());
+    let cache = &call.ctx().decisions;
+    let evaluated = match cache.get(&key) {
+        Some(evaluated) => evaluated,
+        None => {
             let judgement = Judgement::PolicyDecide {
                 source: stored.source.clone(),
                 inputs: vec![input.clone()],
                 with_probes: false,
             };
             let evaluated = evaluation_of(call.judge(judgement).await?);
-            policy::decision_of(Some((&stored.policy_version(), evaluated)), &input, revision)
+            cache.insert(key, evaluated.clone());
+            evaluated
         }
-    })
+    };
+    Ok(policy::decision_of(Some((&policy_version, evaluated)), &input, revision))
 }
 
 #[tonic::async_trait]

@@ -5,9 +5,10 @@
 //! ```text
 //!  state machine: entries ─judgements_of─► NodeJudge::judge_for_apply (serial, no pool) ─► memo
 //!                 then, under the state lock: kernel.apply_judged(entry, memo)
-//!  Evaluate/Test: NodeJudge::judge_for_request (pool of JUDGES_CONCURRENT_MAX, deadline) ─► verdict
+//!  Evaluate/Test/Admit: NodeJudge::judge_for_request (pool of JUDGES_CONCURRENT_MAX, deadline)
+//!                 ─► a long-lived worker (`keeld __judge --serve`, compiled evaluators cached) ─► verdict
 //!
-//!  Sandbox: a fresh `keeld __judge` child per judgement
+//!  Sandbox (apply): a fresh `keeld __judge` child per judgement
 //!     stdin: JSON Judgement ─► thread with EVALUATION_STACK_BYTES stack
 //!            ─► allocator capped at EVALUATION_MEMORY_BYTES_MAX ─► judge::run (catch_unwind)
 //!     stdout: JSON Verdict; SIGABRT ─► EVALUATION_ABORTED (memory_budget | stack | abort)
@@ -124,11 +125,14 @@ impl NodeJudge {
     /// `timeout`, runs at most `min(timeout, JUDGE_REQUEST_TIMEOUT_MS)`.
     pub async fn judge_for_request(&self, judgement: Judgement, timeout: Duration) -> Result<Verdict, JudgeError> {
         let timeout = timeout.min(Duration::from_millis(JUDGE_REQUEST_TIMEOUT_MS));
-        let _permit = match self {
-            NodeJudge::InProcess => None,
-            NodeJudge::Sandbox(sandbox) => Some(sandbox.permit(timeout).await?),
+        let verdict = match self {
+            NodeJudge::InProcess => self.run(judgement, timeout).await,
+            NodeJudge::Sandbox(sandbox) => {
+                let _permit = sandbox.permit(timeout).await?;
+                sandbox.run_in_worker(&judgement, timeout).await
+            }
         };
-        match self.run(judgement, timeout).await {
+        match verdict {
             Verdict::Unavailable { detail } => Err(JudgeError::Unavailable { detail }),
             verdict => Ok(verdict),
         }
