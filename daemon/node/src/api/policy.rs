@@ -50,6 +50,9 @@ fn evaluation_of(verdict: Verdict) -> Result<Option<policy::Decision>, Evaluatio
     }
 }
 
+/// What one evaluation gave.
+type Evaluated = Result<Option<policy::Decision>, EvaluationError>;
+
 /// Evaluations already made, by `name@version` and canonical input
 /// document. Evaluation is deterministic (the same program on the same input
 /// gives the same result on every member), so a cached result is the result;
@@ -59,13 +62,13 @@ fn evaluation_of(verdict: Verdict) -> Result<Option<policy::Decision>, Evaluatio
 /// policy versions go first, then everything.
 #[derive(Debug, Default)]
 pub struct DecisionCache {
-    entries: std::sync::Mutex<HashMap<(String, String), Result<Option<policy::Decision>, EvaluationError>>>,
+    entries: std::sync::Mutex<HashMap<(String, String), Evaluated>>,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
 }
 
 impl DecisionCache {
-    fn get(&self, key: &(String, String)) -> Option<Result<Option<policy::Decision>, EvaluationError>> {
+    fn get(&self, key: &(String, String)) -> Option<Evaluated> {
         let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let found = entries.get(key).cloned();
         let counter = if found.is_some() { &self.hits } else { &self.misses };
@@ -73,7 +76,7 @@ impl DecisionCache {
         found
     }
 
-    fn insert(&self, key: (String, String), evaluated: Result<Option<policy::Decision>, EvaluationError>) {
+    fn insert(&self, key: (String, String), evaluated: Evaluated) {
         if key.1.len() > DECISION_CACHE_INPUT_BYTES_MAX {
             return;
         }
