@@ -10,6 +10,7 @@
 //! to the first acknowledged write sent after it). Every loop is bounded;
 //! processes and temp dirs are cleaned up by drop guards, also on error.
 
+pub mod admission;
 pub mod auth;
 pub mod state;
 pub mod stats;
@@ -81,6 +82,11 @@ pub struct Args {
     /// read throughput with authentication required vs off (at --clients).
     #[arg(long)]
     pub auth: bool,
+    /// Run only the admission benchmark: unary and batched admissions on one
+    /// node against the raw Redis GCRA script (at --clients), and how fast
+    /// `fail_closed` stops admitting after `kill -9` of Redis.
+    #[arg(long)]
+    pub admission: bool,
 }
 
 impl Args {
@@ -153,6 +159,8 @@ pub struct Report {
     pub state: Option<state::StateResult>,
     /// The authentication benchmark, with --auth.
     pub auth: Option<auth::AuthResult>,
+    /// The admission benchmark, with --admission.
+    pub admission: Option<admission::AdmissionResult>,
 }
 
 /// Runs every benchmark and returns the report.
@@ -177,6 +185,23 @@ pub async fn run(args: &Args) -> Result<Report> {
             etcd: None,
             state: None,
             auth: Some(auth),
+            admission: None,
+        });
+    }
+    if args.admission {
+        let result = admission::bench_admission(keeld.clone(), &args.clients, duration)
+            .await
+            .context("the admission benchmark")?;
+        return Ok(Report {
+            cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+            cpu_model: cpu_model(),
+            bench_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+            duration_s: args.duration_s,
+            keel: None,
+            etcd: None,
+            state: None,
+            auth: None,
+            admission: Some(result),
         });
     }
     let etcd = if args.skip_etcd || args.state_only { None } else { Some(find_etcd(args.etcd.as_deref(), true)?) };
@@ -210,6 +235,7 @@ pub async fn run(args: &Args) -> Result<Report> {
         etcd,
         state,
         auth: None,
+        admission: None,
     })
 }
 
@@ -322,6 +348,9 @@ pub fn render_markdown(report: &Report) -> String {
     }
     if let Some(keel) = &report.keel {
         render_comparison(&mut out, report, keel);
+    }
+    if let Some(admission) = &report.admission {
+        admission::render(&mut out, admission);
     }
     if let Some(auth) = &report.auth {
         auth::render(&mut out, auth);
