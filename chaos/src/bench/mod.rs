@@ -163,6 +163,23 @@ pub struct Report {
     pub admission: Option<admission::AdmissionResult>,
 }
 
+impl Report {
+    /// This machine and run, no results yet.
+    fn empty(args: &Args) -> Report {
+        Report {
+            cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+            cpu_model: cpu_model(),
+            bench_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+            duration_s: args.duration_s,
+            keel: None,
+            etcd: None,
+            state: None,
+            auth: None,
+            admission: None,
+        }
+    }
+}
+
 /// Runs every benchmark and returns the report.
 pub async fn run(args: &Args) -> Result<Report> {
     args.validate()?;
@@ -176,33 +193,13 @@ pub async fn run(args: &Args) -> Result<Report> {
     let duration = Duration::from_secs(args.duration_s);
     if args.auth {
         let auth = auth::bench_auth(keeld.clone(), &args.clients, duration).await.context("the auth benchmark")?;
-        return Ok(Report {
-            cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(0),
-            cpu_model: cpu_model(),
-            bench_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
-            duration_s: args.duration_s,
-            keel: None,
-            etcd: None,
-            state: None,
-            auth: Some(auth),
-            admission: None,
-        });
+        return Ok(Report { auth: Some(auth), ..Report::empty(args) });
     }
     if args.admission {
         let result = admission::bench_admission(keeld.clone(), &args.clients, duration)
             .await
             .context("the admission benchmark")?;
-        return Ok(Report {
-            cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(0),
-            cpu_model: cpu_model(),
-            bench_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
-            duration_s: args.duration_s,
-            keel: None,
-            etcd: None,
-            state: None,
-            auth: None,
-            admission: Some(result),
-        });
+        return Ok(Report { admission: Some(result), ..Report::empty(args) });
     }
     let etcd = if args.skip_etcd || args.state_only { None } else { Some(find_etcd(args.etcd.as_deref(), true)?) };
 
@@ -226,17 +223,7 @@ pub async fn run(args: &Args) -> Result<Report> {
         }
         None => None,
     };
-    Ok(Report {
-        cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(0),
-        cpu_model: cpu_model(),
-        bench_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
-        duration_s: args.duration_s,
-        keel,
-        etcd,
-        state,
-        auth: None,
-        admission: None,
-    })
+    Ok(Report { keel, etcd, state, ..Report::empty(args) })
 }
 
 async fn bench_keel(keeld: PathBuf, args: &Args, duration: Duration) -> Result<SystemResult> {

@@ -113,17 +113,24 @@ impl Sandbox {
         }
     }
 
-    fn spawn_worker(&self) -> Result<Worker, String> {
-        let mut child = tokio::process::Command::new(&self.program)
+    /// A judging child (a worker when `args` is `--serve`) with piped stdio,
+    /// in a clean environment: nothing from the parent's (RUST_MIN_STACK,
+    /// RUST_BACKTRACE, ...) can change what the child allocates.
+    fn spawn(&self, args: &[&str]) -> Result<tokio::process::Child, String> {
+        tokio::process::Command::new(&self.program)
             .arg(JUDGE_SUBCOMMAND)
-            .arg(SERVE_FLAG)
+            .args(args)
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|error| format!("starting {}: {error}", self.program.display()))?;
+            .map_err(|error| format!("starting {}: {error}", self.program.display()))
+    }
+
+    fn spawn_worker(&self) -> Result<Worker, String> {
+        let mut child = self.spawn(&[SERVE_FLAG])?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err("the judging worker has no pipes".to_owned());
         };
@@ -132,17 +139,7 @@ impl Sandbox {
 
     async fn run_child(&self, judgement: &Judgement) -> Result<Verdict, String> {
         let request = encode(judgement)?;
-        // A clean environment: nothing from the parent's (RUST_MIN_STACK,
-        // RUST_BACKTRACE, ...) can change what the child allocates.
-        let mut child = tokio::process::Command::new(&self.program)
-            .arg(JUDGE_SUBCOMMAND)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| format!("starting {}: {error}", self.program.display()))?;
+        let mut child = self.spawn(&[])?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
