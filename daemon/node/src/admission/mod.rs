@@ -3,13 +3,15 @@
 //!
 //! ```text
 //!  resolve(state, request)  tenant ─► engine version ─► signers ─► action      (this module, pure)
-//!  api/admission.rs         input schema (judge) ─► policy (judge) ─► limits (limiter)
+//!  api/admission.rs         input schema (judge) ─► policy (judge) ─► breakers ─► limits
+//!  limiter.rs               GCRA in process (no Redis; the `local` outage mode)
+//!  redis_limiter.rs         GCRA + idempotency records in Redis (one server or a cluster)
+//!  breaker.rs               circuit breakers (Redis-shared, local fallback)
+//!  records.rs               idempotency records in process
 //! ```
 //!
 //! A denial is an answer with a stable reason ([`Denial::reason`]), not an
-//! error; this slice decides on the serving member's applied state and
-//! limits in process ([`limiter::LocalLimiter`], each member at its share of
-//! the limit). Redis, breakers, batches and Envoy's API follow.
+//! error.
 
 pub mod breaker;
 pub mod limiter;

@@ -1,14 +1,19 @@
 //! `keel.v1.AdmissionService`: the admission pipeline on this member's
-//! applied state (see `admission`).
+//! applied state (see `admission` and ARCHITECTURE.md → Admission).
 //!
 //! ```text
-//!  Admit ─► validate ─► tenant scope ─► serializable read (no barrier, no Raft write)
+//!  Admit ─► validate ─► tenant scope ─► idempotency record? (the first decision)
+//!        ─► serializable read (no barrier, no Raft write)
 //!        ─► admission::resolve (tenant, version, signers, action)
 //!        ─► judge ActionInput (when the action has an input schema and input was sent)
-//!        ─► api::policy::decide ("main", the call's context)
-//!        ─► RedisLimiter (the cluster's limit, one script) when [redis] url is set, else or in
-//!           its outage (mode local) LocalLimiter at this member's share (limit ÷ voters)
+//!        ─► api::policy::decide ("main", the call's context; cached evaluations)
+//!        ─► breaker seen open? dependencies' breakers closed (or allow_degraded)?
+//!        ─► RedisLimiter (the cluster's limit, one script, + the idempotency record) when
+//!           [redis] is set, else or in its outage (mode local) LocalLimiter at this
+//!           member's share (limit ÷ voters)
+//!        ─► breaker gate (a probe when half-open)
 //!        ─► AdmitResponse (a denial is an answer with a reason)
+//!  ReportOutcome ─► Breakers::report
 //! ```
 
 use super::context::{ApiContext, Call};
