@@ -43,6 +43,9 @@ pub const ADMISSION_LOCAL_SCOPES_MAX: usize = 200_000;
 pub const ADMISSION_BATCH_MAX: usize = 256;
 /// How often a member whose Redis failed asks it again.
 pub const REDIS_PROBE_INTERVAL_MS: u64 = 500;
+/// While Redis is down, how often one admission asks it again (the others
+/// apply the outage mode without waiting).
+pub const REDIS_RETRY_WHILE_DOWN_MS: u64 = 100;
 /// How long a retry with the same idempotency key is answered with the
 /// first admitted decision (and not charged again).
 pub const ADMISSION_IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
@@ -252,6 +255,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     ADMISSION_LOCAL_SCOPES_MAX,
     REDIS_PROBE_INTERVAL_MS,
     ADMISSION_BATCH_MAX,
+    REDIS_RETRY_WHILE_DOWN_MS,
     ADMISSION_IDEMPOTENCY_WINDOW_MS,
     ADMISSION_RECORDS_LOCAL_MAX,
     DECISION_CACHE_ENTRIES_MAX,

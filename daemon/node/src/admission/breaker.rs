@@ -489,6 +489,8 @@ mod tests {
 pub struct Breakers {
     config: BreakerConfig,
     redis: Option<super::redis_limiter::RedisLimiter>,
+    /// Whether Redis answers: while it does not, breakers are this member's.
+    health: std::sync::Arc<super::LimiterHealth>,
     local: LocalBreakers,
     /// The last phase Redis reported per breaker, and when.
     mirror: Mutex<HashMap<String, (Phase, std::time::Instant, u64)>>,
@@ -507,11 +509,16 @@ pub struct Gated {
 
 impl Breakers {
     /// Breakers as `config` says, shared through `redis` if given.
-    pub fn new(config: BreakerConfig, redis: Option<super::redis_limiter::RedisLimiter>) -> Breakers {
+    pub fn new(
+        config: BreakerConfig,
+        redis: Option<super::redis_limiter::RedisLimiter>,
+        health: std::sync::Arc<super::LimiterHealth>,
+    ) -> Breakers {
         let (transitions, _) = tokio::sync::broadcast::channel(crate::limits::BREAKER_TRANSITIONS_BUFFERED);
         Breakers {
             config,
             redis,
+            health,
             local: LocalBreakers::default(),
             mirror: Mutex::default(),
             origin: std::time::Instant::now(),
@@ -527,6 +534,19 @@ impl Breakers {
     /// Transitions from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Transition> {
         self.transitions.subscribe()
+    }
+
+    /// Redis, unless there is none or it failed lately (then no admission
+    /// waits on it for a breaker: the limiter's check alone retries it).
+    fn shared(&self) -> Option<&super::redis_limiter::RedisLimiter> {
+        self.redis.as_ref().filter(|_| !self.health.is_degraded())
+    }
+
+    /// Notes that Redis failed (the limiter's health: logged once there).
+    fn failed(&self, error: &super::redis_limiter::RedisUnavailable) {
+        if self.health.record(false) {
+            tracing::warn!(%error, "the shared rate limiter (redis) is unavailable (seen by a circuit breaker)");
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -589,7 +609,7 @@ impl Breakers {
         if !self.config.enabled {
             return pass;
         }
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.shared() {
             match self.mirrored(breaker) {
                 Some((Phase::Closed, _)) => return pass,
                 Some((Phase::Open, retry_after_ms)) if retry_after_ms > 0 => {
@@ -597,16 +617,21 @@ impl Breakers {
                 }
                 _ => {}
             }
-            if let Ok(answer) = redis.breaker_admit(&self.config, breaker).await {
-                let retry_after_ms = match answer.gate {
-                    Gate::Refuse { retry_after_ms } if answer.after == Phase::Open => retry_after_ms,
-                    _ => 0,
-                };
-                self.remember(breaker, answer.after, retry_after_ms);
-                if answer.before != answer.after {
-                    self.announce(Transition { breaker: breaker.to_owned(), from: answer.before, to: answer.after });
+            match redis.breaker_admit(&self.config, breaker).await {
+                Ok(answer) => {
+                    let retry_after_ms = match answer.gate {
+                        Gate::Refuse { retry_after_ms } if answer.after == Phase::Open => retry_after_ms,
+                        _ => 0,
+                    };
+                    self.remember(breaker, answer.after, retry_after_ms);
+                    if answer.before != answer.after {
+                        let transition =
+                            Transition { breaker: breaker.to_owned(), from: answer.before, to: answer.after };
+                        self.announce(transition);
+                    }
+                    return Gated { gate: answer.gate, is_local_fallback: false };
                 }
-                return Gated { gate: answer.gate, is_local_fallback: false };
+                Err(error) => self.failed(&error),
             }
         }
         let (gate, transition) = self.local.admit(&self.config, breaker, self.now_ms());
@@ -621,13 +646,16 @@ impl Breakers {
         if !self.config.enabled {
             return true;
         }
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.shared() {
             if let Some((phase, _)) = self.mirrored(breaker) {
                 return phase == Phase::Closed;
             }
-            if let Ok(phase) = redis.breaker_phase(breaker).await {
-                self.remember(breaker, phase, if phase == Phase::Open { self.config.staleness_ms } else { 0 });
-                return phase == Phase::Closed;
+            match redis.breaker_phase(breaker).await {
+                Ok(phase) => {
+                    self.remember(breaker, phase, if phase == Phase::Open { self.config.staleness_ms } else { 0 });
+                    return phase == Phase::Closed;
+                }
+                Err(error) => self.failed(&error),
             }
         }
         self.local.phase(breaker) == Phase::Closed

@@ -227,6 +227,9 @@ pub struct LimiterHealth {
     /// What admissions do while Redis cannot answer.
     pub on_unavailable: OnUnavailable,
     is_down: std::sync::atomic::AtomicBool,
+    /// When an admission last tried Redis while it was down, ms since `origin`.
+    last_try_ms: std::sync::atomic::AtomicU64,
+    origin: std::time::Instant,
 }
 
 impl LimiterHealth {
@@ -236,12 +239,29 @@ impl LimiterHealth {
             is_shared: config.is_configured(),
             on_unavailable: config.on_unavailable,
             is_down: std::sync::atomic::AtomicBool::new(false),
+            last_try_ms: std::sync::atomic::AtomicU64::new(0),
+            origin: std::time::Instant::now(),
         }
     }
 
     /// Records whether Redis answered; true when that changed the state.
     pub fn record(&self, is_up: bool) -> bool {
         self.is_down.swap(!is_up, std::sync::atomic::Ordering::Relaxed) == is_up
+    }
+
+    /// Whether this admission should ask Redis: always while it answers;
+    /// while it is down, one admission per `REDIS_RETRY_WHILE_DOWN_MS` (the
+    /// others apply the outage mode at once, so an outage costs at most one
+    /// deadline to a few admissions, never one to each).
+    pub fn should_try(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.is_degraded() {
+            return true;
+        }
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_try_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= crate::limits::REDIS_RETRY_WHILE_DOWN_MS
+            && self.last_try_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     /// Whether admissions are decided without the shared limiter now.

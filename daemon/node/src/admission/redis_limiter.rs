@@ -120,6 +120,10 @@ pub enum RedisUnavailable {
     /// The connection or the command failed.
     #[error("redis failed: {0}")]
     Failed(String),
+    /// Redis failed lately and is not asked again yet (see
+    /// `LimiterHealth::should_try`).
+    #[error("redis is unavailable (failed lately; retried every REDIS_RETRY_WHILE_DOWN_MS)")]
+    Down,
 }
 
 impl From<redis::RedisError> for RedisUnavailable {

@@ -21,7 +21,7 @@ use super::error::ApiError;
 use crate::admission::breaker::{Breakers, Gate};
 use crate::admission::limiter::{Limited, LocalLimiter, Remaining};
 use crate::admission::records::{LocalRecords, Recorded};
-use crate::admission::redis_limiter::{Record, RedisAnswer, RedisLimiter};
+use crate::admission::redis_limiter::{Record, RedisAnswer, RedisLimiter, RedisUnavailable};
 use crate::admission::{Admission, AdmissionConfig, Denial, LimiterHealth, OnUnavailable, resolve};
 use crate::limits::{
     ADMISSION_BATCH_MAX, ADMISSION_IDEMPOTENCY_WINDOW_MS, ADMISSION_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS,
@@ -84,7 +84,7 @@ impl AdmissionApi {
             config: config.admission.clone(),
             local: LocalLimiter::default(),
             records: LocalRecords::default(),
-            breakers: Breakers::new(config.breaker.clone(), redis.clone()),
+            breakers: Breakers::new(config.breaker.clone(), redis.clone(), Arc::clone(&health)),
             redis,
             health,
         };
@@ -185,6 +185,7 @@ impl Limits {
     /// in Redis when it answers, else in this process.
     async fn recorded(&self, tenant: &str, key: &str) -> Option<Vec<u8>> {
         if let Some(redis) = &self.redis
+            && !self.health.is_degraded()
             && let Ok(recorded) = redis.recorded(tenant, key).await
         {
             return recorded;
@@ -221,7 +222,11 @@ impl Limits {
         };
         let scopes = self.config.scopes(admission, tier, policy, 1);
         let record = record.map(|(key, value)| Record { key, value, ttl });
-        match redis.check(admission.tenant.as_str(), &scopes, admission.cost, record).await {
+        let checked = match self.health.should_try() {
+            true => redis.check(admission.tenant.as_str(), &scopes, admission.cost, record).await,
+            false => Err(RedisUnavailable::Down),
+        };
+        match checked {
             Ok(answer) => {
                 if self.health.record(true) {
                     tracing::info!("the shared rate limiter (redis) answers again");
