@@ -718,3 +718,61 @@ async fn envoys_rate_limit_api_maps_descriptors_onto_admissions() -> Result<()> 
     ensure!(refused.as_ref().is_err_and(|status| reason_of(status) == "FIELD_INVALID"), "{refused:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn in_redis_cluster_a_refusal_in_the_shared_slot_refunds_the_tenants_slot() -> Result<()> {
+    let redis = keel_chaos::redis::RedisCluster::start(3)?;
+    let urls = format!("{:?}", redis.urls());
+    // The engine scope (shared slot) allows 2 at once; the tenant scope
+    // (the tenant's slot) moves its TAT by a whole second per charge.
+    let node = ready_node(&[
+        ("KEEL_REDIS__CLUSTER_URLS", &urls),
+        ("KEEL_REDIS__TIMEOUT_MS", "500"),
+        ("KEEL_ADMISSION__ENTERPRISE__CALLS_PER_MINUTE", "60"),
+        ("KEEL_ADMISSION__ENTERPRISE__BURST", "10"),
+        ("KEEL_ADMISSION__ENGINE__CALLS_PER_MINUTE", "60"),
+        ("KEEL_ADMISSION__ENGINE__BURST", "2"),
+    ])
+    .await?;
+    for _ in 0..2 {
+        let (answer, _) = admit(&node).await?;
+        ensure!(answer.allowed && !answer.degraded, "{answer:?}");
+        ensure!(answer.remaining.iter().any(|room| room.scope == "engine:billing"), "{answer:?}");
+    }
+    for _ in 0..3 {
+        let (answer, _) = admit(&node).await?;
+        ensure!(answer.reason == "RATE_LIMITED" && answer.detail.contains("engine:billing"), "{answer:?}");
+    }
+    // The tenant scope holds 2 charges, not 5: each refusal was refunded.
+    let key = "keel:rl:{t:acme}:tenant:acme";
+    let tat: u64 = redis
+        .nodes
+        .iter()
+        .filter_map(|node| node.command(&format!("GET {key}")).ok())
+        .find_map(|reply| reply.lines().nth(1).and_then(|line| line.trim().parse().ok()))
+        .ok_or_else(|| anyhow::anyhow!("no master holds {key}"))?;
+    let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+    let ahead_s = (tat as f64 - now_us as f64) / 1e6;
+    ensure!((1.0..=2.5).contains(&ahead_s), "the tenant scope is {ahead_s:.2} s ahead: 2 charges, not 5");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_redis_each_member_runs_its_own_breakers() -> Result<()> {
+    let node = ready_node(&[
+        ("KEEL_BREAKER__MIN_CALLS", "2"),
+        ("KEEL_BREAKER__COOL_DOWN_MS", "60000"),
+        ("KEEL_BREAKER__ACTIONS", "[\"billing/refund\"]"),
+    ])
+    .await?;
+    for _ in 0..2 {
+        report(&node, pb::CallOutcome::Error).await?;
+    }
+    let (answer, _) = admit(&node).await?;
+    ensure!(answer.reason == "CIRCUIT_OPEN" && !answer.degraded, "{answer:?}");
+    ensure!(answer.detail.contains("billing/refund"), "a per-action breaker: {answer:?}");
+    // Another action of the engine has its own (closed) breaker... the engine's.
+    let charge = admission(&node).await?.admit(request("acme", "charge", r#"{"amount": 1}"#)).await?.into_inner();
+    ensure!(charge.allowed, "{charge:?}");
+    Ok(())
+}

@@ -11,8 +11,9 @@
 //! - `fail_closed` after `kill -9` of Redis: time from the kill to the first
 //!   `LIMITER_UNAVAILABLE`, and the latency of every call sent after it.
 //!
-//! Limitador (the peer the issue names) is not in this run yet: see
-//! chaos/README.md.
+//!
+//! Limitador, the peer the issue names, is not in this run: see
+//! chaos/README.md for why and the plan.
 
 use super::workload::{LoadResult, Writer, run_load};
 use crate::process::{AuthChannel, KeelProcess};
