@@ -50,7 +50,7 @@ pub(super) struct Limits {
     records: LocalRecords,
     /// Circuit breakers.
     breakers: Breakers,
-    /// The shared limiter, when `[redis] url` is set.
+    /// The shared limiter, when `[redis]` names a server or a cluster.
     redis: Option<RedisLimiter>,
     /// Whether Redis answers (transitions are logged once).
     health: Arc<LimiterHealth>,
@@ -73,7 +73,7 @@ struct Checked {
 
 impl AdmissionApi {
     /// The service with `config`'s limits: shared through Redis when
-    /// `redis.url` is set, else in this process.
+    /// `[redis]` names a server or a cluster, else in this process.
     pub fn new(
         ctx: ApiContext,
         config: &crate::config::Config,
