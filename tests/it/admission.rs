@@ -776,3 +776,28 @@ async fn without_redis_each_member_runs_its_own_breakers() -> Result<()> {
     ensure!(charge.allowed, "{charge:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_checks_share_redis_round_trips_and_the_limit_still_holds() -> Result<()> {
+    let redis = keel_chaos::redis::RedisServer::start()?;
+    let node = ready_node(&[("KEEL_REDIS__URL", &redis.url()), ("KEEL_REDIS__TIMEOUT_MS", "500")]).await?;
+    let _ = redis.command("CONFIG RESETSTAT")?;
+    const ITEMS: usize = 200;
+    let batch = pb::AdmitBatchRequest { requests: vec![request("acme", "refund", ""); ITEMS] };
+    let items = admission(&node).await?.admit_batch(batch).await?.into_inner().items;
+    let allowed = items.iter().filter(|item| item.response.as_ref().is_some_and(|answer| answer.allowed)).count();
+    let limited = items
+        .iter()
+        .filter(|item| item.response.as_ref().is_some_and(|answer| answer.reason == "RATE_LIMITED"))
+        .count();
+    ensure!(allowed == 3 && limited == ITEMS - 3, "the policy's burst of 3: {allowed} allowed, {limited} limited");
+    // Script runs, not one per admission: the checks went in batches.
+    let stats = redis.command("INFO commandstats")?;
+    let calls: u64 = stats
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| line.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum();
+    ensure!((1..=ITEMS as u64 / 2).contains(&calls), "{calls} script runs for {ITEMS} checks:\n{stats}");
+    Ok(())
+}

@@ -107,7 +107,7 @@ struct Raw(RedisLimiter, Vec<ScopeLimit>);
 
 impl Writer for Raw {
     async fn write(&mut self, _id: String, _timeout: Duration) -> Result<()> {
-        match self.0.check("raw", &self.1, 1, None).await? {
+        match self.0.check_alone("raw", &self.1, 1).await? {
             RedisAnswer::Admitted(_) => Ok(()),
             other => bail!("{other:?}"),
         }

@@ -43,6 +43,13 @@ pub const ADMISSION_LOCAL_SCOPES_MAX: usize = 200_000;
 pub const ADMISSION_BATCH_MAX: usize = 256;
 /// How often a member whose Redis failed asks it again.
 pub const REDIS_PROBE_INTERVAL_MS: u64 = 500;
+/// Limit checks waiting for Redis on one member; beyond, a check is
+/// answered as an outage at once.
+pub const REDIS_QUEUE_MAX: usize = 8_192;
+/// Waiting checks sent to Redis in one script run (one round trip).
+pub const REDIS_BATCH_CHECKS_MAX: usize = 256;
+/// Batches in flight to Redis at once.
+pub const REDIS_BATCHES_IN_FLIGHT: usize = 4;
 /// While Redis is down, how often one admission asks it again (the others
 /// apply the outage mode without waiting).
 pub const REDIS_RETRY_WHILE_DOWN_MS: u64 = 100;
@@ -256,6 +263,9 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     REDIS_PROBE_INTERVAL_MS,
     ADMISSION_BATCH_MAX,
     REDIS_RETRY_WHILE_DOWN_MS,
+    REDIS_QUEUE_MAX,
+    REDIS_BATCH_CHECKS_MAX,
+    REDIS_BATCHES_IN_FLIGHT,
     ADMISSION_IDEMPOTENCY_WINDOW_MS,
     ADMISSION_RECORDS_LOCAL_MAX,
     DECISION_CACHE_ENTRIES_MAX,

@@ -1,18 +1,19 @@
-//! [`RedisLimiter`]: the shared rate limits and idempotency records, one Lua
-//! script per check, on a single Redis server or a Redis Cluster.
+//! [`RedisLimiter`]: the shared rate limits and idempotency records in Lua
+//! scripts, on a single Redis server or a Redis Cluster.
 //!
 //! ```text
 //!  keys   keel:rl:{t:<tenant>}:tenant:<tenant>              a tenant's slot: its scopes and
 //!         keel:rl:{t:<tenant>}:tenant_engine:<tenant>/<e>   its idempotency records
 //!         keel:idem:{t:<tenant>}:<idempotency key>
 //!         keel:rl:{keel}:engine:<e>, keel:rl:{keel}:global  the shared slot
-//!  CHECK  KEYS: [record], scopes   ARGV: cost, has record, record ttl ms, record value,
-//!         then per scope: interval µs, tolerance µs
-//!         now := TIME (µs); a record that exists → {2, its value} (nothing charged);
+//!  CHECK  many checks in one script, each alone, in order:
+//!         ARGV: checks, then per check: scopes, cost, has record, record ttl ms, record value,
+//!         then per scope: interval µs, tolerance µs;  KEYS per check: [record], scopes
+//!         now := TIME (µs); per check: a record that exists → {2, its value} (nothing charged);
 //!         every scope: tat := max(GET key, now), new := tat + cost·interval, refuse if
 //!         new − now > tolerance (keep the longest wait); any refusal → {0, index, wait µs},
 //!         nothing written; else SET every key new PX ⌈(new − now)/1000⌉+1, SET the record
-//!         PX ttl, → {1, remaining per scope}
+//!         PX ttl, → {1, remaining per scope}; the answer: one reply per check
 //!  REFUND KEYS: [record], scopes   ARGV: cost, has record, per scope: interval µs
 //!         takes back what CHECK charged (tat −= cost·interval) and deletes the record
 //! ```
@@ -29,59 +30,71 @@
 //! deadline (`redis.timeout_ms`) for all of its round trips; past it, or when
 //! Redis cannot be reached, the caller applies the outage mode.
 //!
-//! Concurrent checks share one multiplexed connection per server, which
-//! writes whatever is in flight as one pipeline: many checks per round trip.
+//! On one server, concurrent checks are batched: each waits in a bounded
+//! queue (`REDIS_QUEUE_MAX`) for a batcher task that sends up to
+//! `REDIS_BATCH_CHECKS_MAX` waiting checks as one CHECK (one round trip, one
+//! script run), at most `REDIS_BATCHES_IN_FLIGHT` at once; checks whose caller
+//! gave up are left out. In Redis Cluster a check's keys span slots, so each
+//! runs alone (concurrent ones still share a multiplexed connection, which
+//! pipelines what is in flight).
 
 use super::limiter::{Remaining, ScopeLimit};
 use redis::{FromRedisValue, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The GCRA check, atomic over its keys, with the idempotency record.
+/// The GCRA checks, each atomic over its keys, with their idempotency records.
 const CHECK_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cost = tonumber(ARGV[1])
-local first = 1
-if ARGV[2] == '1' then
-  local seen = redis.call('GET', KEYS[1])
+local out = {}
+local a, k = 2, 1
+for c = 1, tonumber(ARGV[1]) do
+  local scopes, cost, has = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ARGV[a + 2] == '1'
+  local ttl, value = ARGV[a + 3], ARGV[a + 4]
+  a = a + 5
+  local record = false
+  if has then
+    record = KEYS[k]
+    k = k + 1
+  end
+  local seen = record and redis.call('GET', record)
   if seen then
-    return {2, seen}
-  end
-  first = 2
-end
-local fresh = {}
-local worst, worst_wait = 0, 0
-for i = first, #KEYS do
-  local s = i - first + 1
-  local interval = tonumber(ARGV[3 + 2 * s])
-  local tolerance = tonumber(ARGV[4 + 2 * s])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local new = tat + cost * interval
-  local ahead = new - now
-  if ahead > tolerance then
-    if ahead - tolerance > worst_wait then
-      worst, worst_wait = s, ahead - tolerance
-    end
+    out[c] = {2, seen}
   else
-    fresh[s] = new
+    local fresh, worst, worst_wait = {}, 0, 0
+    for s = 1, scopes do
+      local interval, tolerance = tonumber(ARGV[a + 2 * s - 2]), tonumber(ARGV[a + 2 * s - 1])
+      local tat = tonumber(redis.call('GET', KEYS[k + s - 1]) or now)
+      if tat < now then tat = now end
+      local new = tat + cost * interval
+      local ahead = new - now
+      if ahead > tolerance then
+        if ahead - tolerance > worst_wait then
+          worst, worst_wait = s, ahead - tolerance
+        end
+      else
+        fresh[s] = new
+      end
+    end
+    if worst > 0 then
+      out[c] = {0, worst, worst_wait}
+    else
+      local result = {1}
+      for s = 1, scopes do
+        local interval, tolerance = tonumber(ARGV[a + 2 * s - 2]), tonumber(ARGV[a + 2 * s - 1])
+        local ahead = fresh[s] - now
+        redis.call('SET', KEYS[k + s - 1], string.format('%d', fresh[s]), 'PX', math.floor(ahead / 1000) + 1)
+        result[#result + 1] = math.floor((tolerance - ahead) / interval)
+      end
+      if record then
+        redis.call('SET', record, value, 'PX', tonumber(ttl))
+      end
+      out[c] = result
+    end
   end
-end
-if worst > 0 then
-  return {0, worst, worst_wait}
-end
-local out = {1}
-for i = first, #KEYS do
-  local s = i - first + 1
-  local interval = tonumber(ARGV[3 + 2 * s])
-  local tolerance = tonumber(ARGV[4 + 2 * s])
-  local ahead = fresh[s] - now
-  redis.call('SET', KEYS[i], string.format('%d', fresh[s]), 'PX', math.floor(ahead / 1000) + 1)
-  out[#out + 1] = math.floor((tolerance - ahead) / interval)
-end
-if first == 2 then
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', tonumber(ARGV[3]))
+  a = a + 2 * scopes
+  k = k + scopes
 end
 return out
 "#;
@@ -194,10 +207,28 @@ enum Backend {
     },
 }
 
+/// One check of the keys of one slot, owned (it may wait in the batcher's queue).
+#[derive(Debug, Clone)]
+struct SlotCheck {
+    tenant: String,
+    scopes: Vec<ScopeLimit>,
+    cost: u64,
+    /// The idempotency record: key, value, ttl ms.
+    record: Option<(String, Vec<u8>, u64)>,
+}
+
+/// A check waiting for the batcher, and where its answer goes.
+struct Queued {
+    check: SlotCheck,
+    reply: tokio::sync::oneshot::Sender<Result<RedisAnswer, RedisUnavailable>>,
+}
+
 /// The shared limiter.
 #[derive(Clone)]
 pub struct RedisLimiter {
     backend: Backend,
+    /// On one server: the queue of the batcher task (none outside a runtime).
+    batcher: Option<tokio::sync::mpsc::Sender<Queued>>,
     check: Arc<redis::Script>,
     refund: Arc<redis::Script>,
     breaker_admit: Arc<redis::Script>,
@@ -236,7 +267,15 @@ impl RedisLimiter {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisLimiter::with_backend(Backend::Single(connection), timeout))
+        let mut limiter = RedisLimiter::with_backend(Backend::Single(connection), timeout);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (queue, waiting) = tokio::sync::mpsc::channel(crate::limits::REDIS_QUEUE_MAX);
+            // The task's limiter has no queue of its own: the task ends when
+            // every limiter holding `queue` is gone.
+            runtime.spawn(batch_checks(limiter.clone(), waiting));
+            limiter.batcher = Some(queue);
+        }
+        Ok(limiter)
     }
 
     /// A limiter on the Redis Cluster reachable through `urls` (any of its
@@ -258,6 +297,7 @@ impl RedisLimiter {
     fn with_backend(backend: Backend, timeout: Duration) -> RedisLimiter {
         RedisLimiter {
             backend,
+            batcher: None,
             check: Arc::new(redis::Script::new(CHECK_SCRIPT)),
             refund: Arc::new(redis::Script::new(REFUND_SCRIPT)),
             breaker_admit: Arc::new(redis::Script::new(super::breaker::ADMIT_SCRIPT)),
@@ -326,14 +366,23 @@ impl RedisLimiter {
         record: Option<Record<'_>>,
     ) -> Result<RedisAnswer, RedisUnavailable> {
         let cost = cost.max(1);
+        let owned = |scopes: Vec<ScopeLimit>, record: Option<Record<'_>>| SlotCheck {
+            tenant: tenant.to_owned(),
+            scopes,
+            cost,
+            record: record.map(|record| {
+                let ttl_ms = u64::try_from(record.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                (record.key.to_owned(), record.value.to_vec(), ttl_ms)
+            }),
+        };
         let split = matches!(self.backend, Backend::Cluster { .. })
             && scopes.iter().any(is_shared)
             && (record.is_some() || scopes.iter().any(|scope| !is_shared(scope)));
         if !split {
-            return self.bounded(self.check_slot(tenant, scopes, cost, record)).await;
+            return self.bounded(self.check_slot(owned(scopes.to_vec(), record))).await;
         }
         let (shared, own): (Vec<ScopeLimit>, Vec<ScopeLimit>) = scopes.iter().cloned().partition(is_shared);
-        let first = self.bounded(self.check_slot(tenant, &own, cost, record)).await?;
+        let first = self.bounded(self.check_slot(owned(own.clone(), record))).await?;
         let RedisAnswer::Admitted(mut remaining) = first else {
             return Ok(first);
         };
@@ -341,7 +390,7 @@ impl RedisLimiter {
             let _ = limiter.bounded(limiter.refund_slot(&tenant, &own, cost, record.as_deref())).await;
         };
         let record_key = record.map(|record| record.key.to_owned());
-        match tokio::time::timeout(self.timeout, self.check_slot(tenant, &shared, cost, None)).await {
+        match tokio::time::timeout(self.timeout, self.check_slot(owned(shared, None))).await {
             Ok(Ok(RedisAnswer::Admitted(more))) => {
                 remaining.extend(more);
                 Ok(RedisAnswer::Admitted(remaining))
@@ -361,60 +410,64 @@ impl RedisLimiter {
         }
     }
 
-    /// CHECK on the keys of one slot.
-    async fn check_slot(
+    /// The same GCRA check in a round trip of its own, never batched: the
+    /// one-check-per-call baseline `keel-bench --admission` compares with.
+    pub async fn check_alone(
         &self,
         tenant: &str,
         scopes: &[ScopeLimit],
         cost: u64,
-        record: Option<Record<'_>>,
     ) -> Result<RedisAnswer, RedisUnavailable> {
-        let mut invocation = self.check.prepare_invoke();
-        invocation.arg(cost);
-        match record {
-            Some(record) => {
-                invocation.key(RedisLimiter::record_key(tenant, record.key));
-                let ttl_ms = u64::try_from(record.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                invocation.arg(1).arg(ttl_ms).arg(record.value);
-            }
-            None => {
-                invocation.arg(0).arg(0).arg("");
-            }
-        }
-        for scope in scopes {
-            let interval_us = interval_us(scope);
-            invocation.key(RedisLimiter::key(tenant, scope));
-            invocation.arg(interval_us).arg(interval_us.saturating_mul(scope.burst.max(1)));
-        }
-        let answer: Vec<Value> = self.invoke(&invocation).await?;
-        let unexpected = || RedisUnavailable::Failed(format!("the limit script answered {answer:?}"));
-        let int = |index: usize| match answer.get(index) {
-            Some(Value::Int(value)) => Some(*value),
-            _ => None,
+        let check = SlotCheck { tenant: tenant.to_owned(), scopes: scopes.to_vec(), cost: cost.max(1), record: None };
+        let mut answers = self.bounded(self.run_checks(std::slice::from_ref(&check))).await?;
+        answers.pop().ok_or_else(|| RedisUnavailable::Failed("the limit script answered nothing".to_owned()))?
+    }
+
+    /// CHECK on the keys of one slot: through the batcher on one server,
+    /// else alone.
+    async fn check_slot(&self, check: SlotCheck) -> Result<RedisAnswer, RedisUnavailable> {
+        let Some(batcher) = &self.batcher else {
+            let mut answers = self.run_checks(std::slice::from_ref(&check)).await?;
+            return answers
+                .pop()
+                .ok_or_else(|| RedisUnavailable::Failed("the limit script answered nothing".into()))?;
         };
-        match int(0) {
-            Some(1) if answer.len() == scopes.len() + 1 => Ok(RedisAnswer::Admitted(
-                scopes
-                    .iter()
-                    .enumerate()
-                    .map(|(index, scope)| Remaining {
-                        scope: scope.clone(),
-                        remaining: int(index + 1).and_then(|room| u64::try_from(room).ok()).unwrap_or(0),
-                    })
-                    .collect(),
-            )),
-            Some(0) => {
-                let index = int(1).and_then(|index| usize::try_from(index).ok()).ok_or_else(unexpected)?;
-                let scope = scopes.get(index.wrapping_sub(1)).ok_or_else(unexpected)?.clone();
-                let wait_us = int(2).and_then(|wait| u64::try_from(wait).ok()).ok_or_else(unexpected)?;
-                Ok(RedisAnswer::Limited { scope, retry_after: Duration::from_micros(wait_us) })
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        batcher
+            .try_send(Queued { check, reply })
+            .map_err(|_| RedisUnavailable::Failed("REDIS_QUEUE_MAX checks are already waiting for redis".to_owned()))?;
+        answer.await.map_err(|_| RedisUnavailable::Failed("the redis batcher stopped".to_owned()))?
+    }
+
+    /// One CHECK over `checks` (one round trip); an answer per check.
+    async fn run_checks(
+        &self,
+        checks: &[SlotCheck],
+    ) -> Result<Vec<Result<RedisAnswer, RedisUnavailable>>, RedisUnavailable> {
+        let mut invocation = self.check.prepare_invoke();
+        invocation.arg(checks.len());
+        for check in checks {
+            invocation.arg(check.scopes.len()).arg(check.cost);
+            match &check.record {
+                Some((key, value, ttl_ms)) => {
+                    invocation.key(RedisLimiter::record_key(&check.tenant, key));
+                    invocation.arg(1).arg(*ttl_ms).arg(value.as_slice());
+                }
+                None => {
+                    invocation.arg(0).arg(0).arg("");
+                }
             }
-            Some(2) => match answer.get(1) {
-                Some(Value::BulkString(stored)) => Ok(RedisAnswer::Replayed(stored.clone())),
-                _ => Err(unexpected()),
-            },
-            _ => Err(unexpected()),
+            for scope in &check.scopes {
+                let interval_us = interval_us(scope);
+                invocation.key(RedisLimiter::key(&check.tenant, scope));
+                invocation.arg(interval_us).arg(interval_us.saturating_mul(scope.burst.max(1)));
+            }
         }
+        let answers: Vec<Value> = self.invoke(&invocation).await?;
+        if answers.len() != checks.len() {
+            return Err(RedisUnavailable::Failed(format!("the limit script answered {answers:?}")));
+        }
+        Ok(checks.iter().zip(answers).map(|(check, answer)| answer_of(&check.scopes, answer)).collect())
     }
 
     /// REFUND on the keys of one slot.
@@ -441,6 +494,85 @@ impl RedisLimiter {
             invocation.arg(interval_us(scope));
         }
         self.invoke::<i64>(&invocation).await.map(drop)
+    }
+}
+
+/// One check's reply from CHECK.
+fn answer_of(scopes: &[ScopeLimit], answer: Value) -> Result<RedisAnswer, RedisUnavailable> {
+    let Value::Array(answer) = answer else {
+        return Err(RedisUnavailable::Failed(format!("the limit script answered {answer:?}")));
+    };
+    let unexpected = || RedisUnavailable::Failed(format!("the limit script answered {answer:?}"));
+    let int = |index: usize| match answer.get(index) {
+        Some(Value::Int(value)) => Some(*value),
+        _ => None,
+    };
+    match int(0) {
+        Some(1) if answer.len() == scopes.len() + 1 => Ok(RedisAnswer::Admitted(
+            scopes
+                .iter()
+                .enumerate()
+                .map(|(index, scope)| Remaining {
+                    scope: scope.clone(),
+                    remaining: int(index + 1).and_then(|room| u64::try_from(room).ok()).unwrap_or(0),
+                })
+                .collect(),
+        )),
+        Some(0) => {
+            let index = int(1).and_then(|index| usize::try_from(index).ok()).ok_or_else(unexpected)?;
+            let scope = scopes.get(index.wrapping_sub(1)).ok_or_else(unexpected)?.clone();
+            let wait_us = int(2).and_then(|wait| u64::try_from(wait).ok()).ok_or_else(unexpected)?;
+            Ok(RedisAnswer::Limited { scope, retry_after: Duration::from_micros(wait_us) })
+        }
+        Some(2) => match answer.get(1) {
+            Some(Value::BulkString(stored)) => Ok(RedisAnswer::Replayed(stored.clone())),
+            _ => Err(unexpected()),
+        },
+        _ => Err(unexpected()),
+    }
+}
+
+/// The batcher: takes the waiting checks (up to `REDIS_BATCH_CHECKS_MAX`)
+/// and sends them as one CHECK, at most `REDIS_BATCHES_IN_FLIGHT` at once,
+/// until every sender is gone.
+async fn batch_checks(limiter: RedisLimiter, mut waiting: tokio::sync::mpsc::Receiver<Queued>) {
+    use crate::limits::{REDIS_BATCH_CHECKS_MAX, REDIS_BATCHES_IN_FLIGHT};
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(REDIS_BATCHES_IN_FLIGHT));
+    while let Some(first) = waiting.recv().await {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        // Taken after the permit: checks that came while every batch was in
+        // flight go together.
+        let mut batch = vec![first];
+        while batch.len() < REDIS_BATCH_CHECKS_MAX {
+            match waiting.try_recv() {
+                Ok(queued) => batch.push(queued),
+                Err(_) => break,
+            }
+        }
+        // A caller past its deadline has its answer already: not charged.
+        batch.retain(|queued| !queued.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            let checks: Vec<SlotCheck> = batch.iter().map(|queued| queued.check.clone()).collect();
+            match limiter.bounded(limiter.run_checks(&checks)).await {
+                Ok(answers) => {
+                    for (queued, answer) in batch.into_iter().zip(answers) {
+                        let _ = queued.reply.send(answer);
+                    }
+                }
+                Err(error) => {
+                    for queued in batch {
+                        let _ = queued.reply.send(Err(error.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
     }
 }
 
