@@ -311,20 +311,54 @@ fn admission_of(request: &pb::AdmitRequest) -> Result<(Admission, EvaluationCont
     Ok((admission, context))
 }
 
-/// One admission, judged on one published state (`state`).
-pub(super) async fn admit_one(
+/// `response` as a denial for `denial`.
+fn deny(mut response: pb::AdmitResponse, denial: Denial) -> pb::AdmitResponse {
+    response.allowed = false;
+    response.reason = denial.reason().to_owned();
+    response.detail = denial.detail();
+    if let Denial::RateLimited { retry_after_ms, .. } | Denial::CircuitOpen { retry_after_ms, .. } = denial {
+        response.retry_after_ms = retry_after_ms;
+    }
+    response
+}
+
+/// An admission that passed every check before the limits.
+pub(super) struct ToCharge {
+    /// The answer so far (provenance, decision).
+    response: pb::AdmitResponse,
+    admission: Admission,
+    tier: keel_kernel::tenant::TenantTier,
+    policy_limits: Option<keel_kernel::policy::DecisionLimits>,
+    /// This member's share of a limit kept in process.
+    voters: u64,
+    /// The idempotency key and the encoded decision a retry gets.
+    record: Option<(String, Vec<u8>)>,
+    breaker: String,
+    degraded_dependencies: Vec<String>,
+}
+
+/// An admission up to its limit check.
+pub(super) enum Prepared {
+    /// Decided already (a denial, or the recorded first decision).
+    Answered(pb::AdmitResponse),
+    /// To be charged.
+    ToCharge(Box<ToCharge>),
+}
+
+/// Everything before the limits, on one published state (`state`).
+async fn prepare(
     call: &Call<'_>,
     limits: &Limits,
     state: &AppliedState,
     body: &pb::AdmitRequest,
-) -> Result<pb::AdmitResponse, ApiError> {
+) -> Result<Prepared, ApiError> {
     let (admission, mut context) = admission_of(body)?;
     call.check_tenant(admission.tenant.as_str())?;
     let key = (!body.idempotency_key.is_empty()).then_some(body.idempotency_key.as_str());
     if let Some(key) = key
         && let Some(first) = limits.recorded(admission.tenant.as_str(), key).await
     {
-        return replayed(&first);
+        return replayed(&first).map(Prepared::Answered);
     }
     let identity = &call.ctx().replica.identity;
     let mut response = pb::AdmitResponse {
@@ -337,18 +371,10 @@ pub(super) async fn admit_one(
         }),
         ..pb::AdmitResponse::default()
     };
-    let deny = |mut response: pb::AdmitResponse, denial: Denial| {
-        response.allowed = false;
-        response.reason = denial.reason().to_owned();
-        response.detail = denial.detail();
-        if let Denial::RateLimited { retry_after_ms, .. } | Denial::CircuitOpen { retry_after_ms, .. } = denial {
-            response.retry_after_ms = retry_after_ms;
-        }
-        Ok(response)
-    };
+    let answered = |response, denial| Ok(Prepared::Answered(deny(response, denial)));
     let resolved = match resolve(&state.kernel, &admission) {
         Ok(resolved) => resolved,
-        Err(denial) => return deny(response, denial),
+        Err(denial) => return answered(response, denial),
     };
     response.engine_version = resolved.version.to_string();
     if let (Some(schema), Some(input)) = (&resolved.input_schema, &admission.input) {
@@ -360,10 +386,10 @@ pub(super) async fn admit_one(
         match call.judge(judgement).await? {
             Verdict::Accepted => {}
             Verdict::Rejected(Rejection::InputInvalid { problem, .. }) => {
-                return deny(response, Denial::InputInvalid { problem });
+                return answered(response, Denial::InputInvalid { problem });
             }
             Verdict::Rejected(rejection) => {
-                return deny(response, Denial::InputInvalid { problem: rejection.to_string() });
+                return answered(response, Denial::InputInvalid { problem: rejection.to_string() });
             }
             Verdict::Decisions(_) | Verdict::Unavailable { .. } => {
                 return Err(ApiError::internal(anyhow::anyhow!("input validation gave no verdict")));
@@ -381,71 +407,142 @@ pub(super) async fn admit_one(
         max_duration_ms: limits.max_duration_ms,
     });
     if !decision.allow {
-        return deny(response, Denial::PolicyDenied { reason: decision.reason });
+        return answered(response, Denial::PolicyDenied { reason: decision.reason });
     }
     // A breaker seen open stops the admission before any scope is charged.
     let breaker = limits.breakers.config().breaker_of(admission.engine.as_str(), admission.action.as_str());
     if let Some(Gate::Refuse { retry_after_ms }) = limits.breakers.refuses_now(&breaker) {
-        return deny(response, Denial::CircuitOpen { breaker, retry_after_ms });
+        return answered(response, Denial::CircuitOpen { breaker, retry_after_ms });
     }
     let mut degraded_dependencies = Vec::new();
     for dependency in &resolved.dependencies {
         if !limits.breakers.is_closed(dependency.as_str()).await {
             if !decision.allow_degraded {
-                return deny(response, Denial::DependencyUnavailable { dependency: dependency.to_string() });
+                return answered(response, Denial::DependencyUnavailable { dependency: dependency.to_string() });
             }
             degraded_dependencies.push(dependency.to_string());
         }
     }
-    // Without a shared limiter each member limits at its share, so
-    // the cluster's total stays within the limit.
-    let voters = u64::try_from(call.ctx().replica.voter_count()).unwrap_or(1).max(1);
     // What a retry with the same key is answered with, if this admits.
-    let first = key.map(|_| {
+    let record = key.map(|key| {
         let mut first = response.clone();
         first.allowed = true;
-        first.encode_to_vec()
+        (key.to_owned(), first.encode_to_vec())
     });
-    let record = key.zip(first.as_deref());
-    let checked = limits.check(&admission, resolved.tier, decision.limits, voters, record).await;
+    Ok(Prepared::ToCharge(Box::new(ToCharge {
+        response,
+        tier: resolved.tier,
+        policy_limits: decision.limits,
+        // Without a shared limiter each member limits at its share, so
+        // the cluster's total stays within the limit.
+        voters: u64::try_from(call.ctx().replica.voter_count()).unwrap_or(1).max(1),
+        admission,
+        record,
+        breaker,
+        degraded_dependencies,
+    })))
+}
+
+impl Limits {
+    /// The limit check of a prepared admission.
+    async fn charge(&self, prepared: &ToCharge) -> Checked {
+        let record = prepared.record.as_ref().map(|(key, value)| (key.as_str(), value.as_slice()));
+        self.check(&prepared.admission, prepared.tier, prepared.policy_limits, prepared.voters, record).await
+    }
+}
+
+/// Everything after the limits: the breaker's gate and the answer.
+async fn finish(limits: &Limits, prepared: ToCharge, checked: Checked) -> Result<pb::AdmitResponse, ApiError> {
+    let ToCharge { mut response, breaker, degraded_dependencies, .. } = prepared;
     let mut degraded: Vec<String> = checked.degraded.into_iter().collect();
     if !degraded_dependencies.is_empty() {
         degraded.push(format!("open circuit breakers of dependencies: {}", degraded_dependencies.join(", ")));
     }
-    match checked.answer {
-        Ok(Outcome::Replayed(first)) => replayed(&first),
-        Ok(Outcome::Admitted(remaining)) => {
-            let gated = limits.breakers.admit(&breaker).await;
-            if gated.is_local_fallback {
-                degraded.push("circuit breaker decided by this member alone (redis unavailable)".to_owned());
-            }
-            if !degraded.is_empty() {
-                response.degraded = true;
-                response.degraded_reason = degraded.join("; ");
-            }
-            if let Gate::Refuse { retry_after_ms } = gated.gate {
-                return deny(response, Denial::CircuitOpen { breaker, retry_after_ms });
-            }
-            response.allowed = true;
-            response.remaining = remaining
-                .into_iter()
-                .map(|room| pb::ScopeRemaining {
-                    scope: room.scope.key,
-                    calls_per_minute: room.scope.calls_per_minute,
-                    burst: room.scope.burst,
-                    remaining: room.remaining,
-                })
-                .collect();
-            Ok(response)
-        }
+    let remaining = match checked.answer {
+        Ok(Outcome::Replayed(first)) => return replayed(&first),
+        Ok(Outcome::Admitted(remaining)) => remaining,
         Err(denial) => {
             if !degraded.is_empty() {
                 response.degraded = true;
                 response.degraded_reason = degraded.join("; ");
             }
-            deny(response, denial)
+            return Ok(deny(response, denial));
+        }
+    };
+    let gated = limits.breakers.admit(&breaker).await;
+    if gated.is_local_fallback {
+        degraded.push("circuit breaker decided by this member alone (redis unavailable)".to_owned());
+    }
+    if !degraded.is_empty() {
+        response.degraded = true;
+        response.degraded_reason = degraded.join("; ");
+    }
+    if let Gate::Refuse { retry_after_ms } = gated.gate {
+        return Ok(deny(response, Denial::CircuitOpen { breaker, retry_after_ms }));
+    }
+    response.allowed = true;
+    response.remaining = remaining
+        .into_iter()
+        .map(|room| pb::ScopeRemaining {
+            scope: room.scope.key,
+            calls_per_minute: room.scope.calls_per_minute,
+            burst: room.scope.burst,
+            remaining: room.remaining,
+        })
+        .collect();
+    Ok(response)
+}
+
+/// One admission, judged on one published state (`state`).
+async fn admit_one(
+    call: &Call<'_>,
+    limits: &Limits,
+    state: &AppliedState,
+    body: &pb::AdmitRequest,
+) -> Result<pb::AdmitResponse, ApiError> {
+    match prepare(call, limits, state, body).await? {
+        Prepared::Answered(response) => Ok(response),
+        Prepared::ToCharge(prepared) => {
+            let checked = limits.charge(&prepared).await;
+            finish(limits, *prepared, checked).await
         }
     }
+}
+
+/// Many admissions on one published state, each judged alone: prepared in
+/// turn (yielding between them, so a large batch never holds a worker
+/// thread), their limit checks sent together (one Redis round trip for the
+/// lot on one server), then finished in order.
+pub(super) async fn admit_many(
+    call: &Call<'_>,
+    limits: &Limits,
+    state: &AppliedState,
+    bodies: &[pb::AdmitRequest],
+) -> Vec<Result<pb::AdmitResponse, ApiError>> {
+    let mut prepared = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        prepared.push(prepare(call, limits, state, body).await);
+        tokio::task::yield_now().await;
+    }
+    let checks = futures::future::join_all(prepared.iter().map(|prepared| async move {
+        match prepared {
+            Ok(Prepared::ToCharge(prepared)) => Some(limits.charge(prepared).await),
+            _ => None,
+        }
+    }))
+    .await;
+    let mut answers = Vec::with_capacity(bodies.len());
+    for (prepared, checked) in prepared.into_iter().zip(checks) {
+        answers.push(match (prepared, checked) {
+            (Ok(Prepared::ToCharge(prepared)), Some(checked)) => finish(limits, *prepared, checked).await,
+            (Ok(Prepared::Answered(response)), _) => Ok(response),
+            (Err(error), _) => Err(error),
+            (Ok(Prepared::ToCharge(_)), None) => {
+                Err(ApiError::internal(anyhow::anyhow!("an admission was not charged")))
+            }
+        });
+    }
+    answers
 }
 
 #[tonic::async_trait]
@@ -504,9 +601,10 @@ impl pb::admission_service_server::AdmissionService for AdmissionApi {
                 }
                 // One state for the whole batch; each admission judged alone.
                 let state = call.read(pb::ReadConsistency::Serializable as i32).await?;
-                // Judged concurrently: their limit checks share Redis round trips.
-                let items = futures::future::join_all(body.requests.iter().map(|request| async {
-                    match admit_one(&call, &limits, &state, request).await {
+                let items = admit_many(&call, &limits, &state, &body.requests)
+                    .await
+                    .into_iter()
+                    .map(|answer| match answer {
                         Ok(response) => pb::AdmitBatchItem { response: Some(response), ..Default::default() },
                         Err(error) => {
                             let status = error.into_status();
@@ -520,9 +618,8 @@ impl pb::admission_service_server::AdmissionService for AdmissionApi {
                                 error_message: status.message().to_owned(),
                             }
                         }
-                    }
-                }))
-                .await;
+                    })
+                    .collect();
                 Ok(pb::AdmitBatchResponse { items })
             })
             .await

@@ -14,7 +14,7 @@
 //!  an admitted one stays charged (as in Envoy's own service)
 //! ```
 
-use super::admission::{AdmissionApi, admit_one};
+use super::admission::{AdmissionApi, admit_many};
 use super::error::ApiError;
 use crate::limits::{ENVOY_DESCRIPTORS_MAX, ENVOY_ENTRIES_MAX, READ_DEADLINE_DEFAULT_MS};
 use keel_kernel::Rejection;
@@ -102,13 +102,15 @@ impl rls::rate_limit_service_server::RateLimitService for EnvoyRls {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let state = call.read(pb::ReadConsistency::Serializable as i32).await?;
-                let answers = futures::future::join_all(admissions.iter().map(|admission| async {
-                    match admission {
-                        Some(admission) => admit_one(&call, &limits, &state, admission).await.map(Some),
+                let requests: Vec<pb::AdmitRequest> = admissions.iter().flatten().cloned().collect();
+                let mut judged = admit_many(&call, &limits, &state, &requests).await.into_iter();
+                let answers: Vec<Result<Option<pb::AdmitResponse>, ApiError>> = admissions
+                    .iter()
+                    .map(|admission| match admission {
+                        Some(_) => judged.next().map(|answer| answer.map(Some)).unwrap_or(Ok(None)),
                         None => Ok(None),
-                    }
-                }))
-                .await;
+                    })
+                    .collect();
                 let mut response = rls::RateLimitResponse { overall_code: Code::Ok as i32, ..Default::default() };
                 for answer in answers {
                     let Some(answer) = answer? else {
