@@ -76,7 +76,7 @@ impl Flags {
 /// Counts every allocation, so a judging child (`keeld __judge`) can cap
 /// its own memory exactly (see `keel_node::judge`). Uncapped in the daemon.
 #[global_allocator]
-static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
 
 /// Caps further allocations at `budget` bytes above what is allocated now,
 /// or lifts the cap.
