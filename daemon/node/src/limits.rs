@@ -56,6 +56,8 @@ pub const REDIS_RETRY_WHILE_DOWN_MS: u64 = 100;
 /// How long a retry with the same idempotency key is answered with the
 /// first admitted decision (and not charged again).
 pub const ADMISSION_IDEMPOTENCY_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Parsed engine manifests admission keeps (by engine and version).
+pub const ADMISSION_MANIFESTS_CACHED: usize = 4_096;
 /// Idempotency records kept in process (without Redis, or in its outage).
 pub const ADMISSION_RECORDS_LOCAL_MAX: usize = 100_000;
 /// Policy evaluations a member keeps for reuse (by policy version and input).
@@ -268,6 +270,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     REDIS_BATCHES_IN_FLIGHT,
     ADMISSION_IDEMPOTENCY_WINDOW_MS,
     ADMISSION_RECORDS_LOCAL_MAX,
+    ADMISSION_MANIFESTS_CACHED,
     DECISION_CACHE_ENTRIES_MAX,
     DECISION_CACHE_INPUT_BYTES_MAX,
     ENVOY_DESCRIPTORS_MAX,

@@ -168,8 +168,34 @@ pub struct Resolved {
     pub dependencies: Vec<Name>,
 }
 
+/// Parsed manifests by (engine, version): a published version's manifest
+/// never changes, so admissions parse it once. At most
+/// `ADMISSION_MANIFESTS_CACHED` (emptied when full).
+#[derive(Debug, Default)]
+pub struct Manifests {
+    parsed: std::sync::Mutex<std::collections::HashMap<(Name, semver::Version), std::sync::Arc<Manifest>>>,
+}
+
+impl Manifests {
+    /// `version`'s manifest, parsed (`None` if the stored bytes do not
+    /// parse, which `manifest::parse` at publish rules out).
+    fn get(&self, engine: &Name, version: &EngineVersion) -> Option<std::sync::Arc<Manifest>> {
+        let key = (engine.clone(), version.version.clone());
+        let mut parsed = self.parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(manifest) = parsed.get(&key) {
+            return Some(std::sync::Arc::clone(manifest));
+        }
+        let manifest = std::sync::Arc::new(serde_json::from_slice::<Manifest>(&version.manifest).ok()?);
+        if parsed.len() >= crate::limits::ADMISSION_MANIFESTS_CACHED {
+            parsed.clear();
+        }
+        parsed.insert(key, std::sync::Arc::clone(&manifest));
+        Some(manifest)
+    }
+}
+
 /// The state checks, in order: tenant, engine version, signers, action.
-pub fn resolve(kernel: &KernelState, admission: &Admission) -> Result<Resolved, Denial> {
+pub fn resolve(kernel: &KernelState, manifests: &Manifests, admission: &Admission) -> Result<Resolved, Denial> {
     let tenant = kernel.tenants().get(&admission.tenant).ok_or(Denial::TenantNotFound)?;
     if tenant.spec.status != TenantStatus::Active {
         return Err(Denial::TenantSuspended);
@@ -194,14 +220,13 @@ pub fn resolve(kernel: &KernelState, admission: &Admission) -> Result<Resolved, 
         return Err(Denial::SignerRevoked { key_id: revoked.key_id.clone() });
     }
     // The stored bytes passed `manifest::parse` at publish.
-    let manifest: Manifest = serde_json::from_slice(&version.manifest).map_err(|_| Denial::ActionUnknown)?;
-    let action =
-        manifest.actions.into_iter().find(|action| action.name == admission.action).ok_or(Denial::ActionUnknown)?;
+    let manifest = manifests.get(&admission.engine, version).ok_or(Denial::ActionUnknown)?;
+    let action = manifest.actions.iter().find(|action| action.name == admission.action).ok_or(Denial::ActionUnknown)?;
     Ok(Resolved {
         tier: tenant.spec.tier,
         version: version.version.clone(),
-        input_schema: action.input_schema,
-        dependencies: manifest.dependencies.into_iter().map(|dependency| dependency.name).collect(),
+        input_schema: action.input_schema.clone(),
+        dependencies: manifest.dependencies.iter().map(|dependency| dependency.name.clone()).collect(),
     })
 }
 

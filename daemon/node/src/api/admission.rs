@@ -50,6 +50,8 @@ pub(super) struct Limits {
     records: LocalRecords,
     /// Circuit breakers.
     breakers: Breakers,
+    /// Parsed manifests.
+    manifests: crate::admission::Manifests,
     /// The shared limiter, when `[redis]` names a server or a cluster.
     redis: Option<RedisLimiter>,
     /// Whether Redis answers (transitions are logged once).
@@ -85,6 +87,7 @@ impl AdmissionApi {
             local: LocalLimiter::default(),
             records: LocalRecords::default(),
             breakers: Breakers::new(config.breaker.clone(), redis.clone(), Arc::clone(&health)),
+            manifests: crate::admission::Manifests::default(),
             redis,
             health,
         };
@@ -340,7 +343,7 @@ pub(super) struct ToCharge {
 /// An admission up to its limit check.
 pub(super) enum Prepared {
     /// Decided already (a denial, or the recorded first decision).
-    Answered(pb::AdmitResponse),
+    Answered(Box<pb::AdmitResponse>),
     /// To be charged.
     ToCharge(Box<ToCharge>),
 }
@@ -358,7 +361,7 @@ async fn prepare(
     if let Some(key) = key
         && let Some(first) = limits.recorded(admission.tenant.as_str(), key).await
     {
-        return replayed(&first).map(Prepared::Answered);
+        return replayed(&first).map(|first| Prepared::Answered(Box::new(first)));
     }
     let identity = &call.ctx().replica.identity;
     let mut response = pb::AdmitResponse {
@@ -371,8 +374,8 @@ async fn prepare(
         }),
         ..pb::AdmitResponse::default()
     };
-    let answered = |response, denial| Ok(Prepared::Answered(deny(response, denial)));
-    let resolved = match resolve(&state.kernel, &admission) {
+    let answered = |response, denial| Ok(Prepared::Answered(Box::new(deny(response, denial))));
+    let resolved = match resolve(&state.kernel, &limits.manifests, &admission) {
         Ok(resolved) => resolved,
         Err(denial) => return answered(response, denial),
     };
@@ -501,7 +504,7 @@ async fn admit_one(
     body: &pb::AdmitRequest,
 ) -> Result<pb::AdmitResponse, ApiError> {
     match prepare(call, limits, state, body).await? {
-        Prepared::Answered(response) => Ok(response),
+        Prepared::Answered(response) => Ok(*response),
         Prepared::ToCharge(prepared) => {
             let checked = limits.charge(&prepared).await;
             finish(limits, *prepared, checked).await
@@ -535,7 +538,7 @@ pub(super) async fn admit_many(
     for (prepared, checked) in prepared.into_iter().zip(checks) {
         answers.push(match (prepared, checked) {
             (Ok(Prepared::ToCharge(prepared)), Some(checked)) => finish(limits, *prepared, checked).await,
-            (Ok(Prepared::Answered(response)), _) => Ok(response),
+            (Ok(Prepared::Answered(response)), _) => Ok(*response),
             (Err(error), _) => Err(error),
             (Ok(Prepared::ToCharge(_)), None) => {
                 Err(ApiError::internal(anyhow::anyhow!("an admission was not charged")))
