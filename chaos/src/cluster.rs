@@ -68,6 +68,8 @@ pub struct ClusterOptions {
     pub telemetry: Option<TelemetryOptions>,
     /// Share admission rate limits through this Redis deployment.
     pub redis: Option<RedisTarget>,
+    /// `redis.on_unavailable` (default: keeld's, `fail_closed`).
+    pub redis_on_unavailable: Option<&'static str>,
 }
 
 /// Where members share admission state.
@@ -101,10 +103,11 @@ fn telemetry_section(telemetry: Option<TelemetryOptions>) -> String {
 /// Test members are debug builds on a shared machine: Redis answers are
 /// given 500 ms rather than the production 25 ms, so a loaded run measures
 /// limits, not scheduling delays (outage tests set their own timeout).
-fn redis_section(redis: Option<&RedisTarget>) -> String {
+fn redis_section(redis: Option<&RedisTarget>, on_unavailable: Option<&str>) -> String {
+    let mode = on_unavailable.map(|mode| format!("on_unavailable = {mode:?}\n")).unwrap_or_default();
     match redis {
-        Some(RedisTarget::Server(url)) => format!("[redis]\nurl = {url:?}\ntimeout_ms = 500\n"),
-        Some(RedisTarget::Cluster(urls)) => format!("[redis]\ncluster_urls = {urls:?}\ntimeout_ms = 500\n"),
+        Some(RedisTarget::Server(url)) => format!("[redis]\nurl = {url:?}\ntimeout_ms = 500\n{mode}"),
+        Some(RedisTarget::Cluster(urls)) => format!("[redis]\ncluster_urls = {urls:?}\ntimeout_ms = 500\n{mode}"),
         None => String::new(),
     }
 }
@@ -131,6 +134,8 @@ pub struct Cluster {
     pub admin_token: String,
     /// The cluster CA, when TLS is on.
     pub ca: Option<keel_client::certs::CaBundle>,
+    /// Its `cluster.id` (the audience of its tokens), unique per cluster.
+    pub cluster_id: String,
     root_pub: PathBuf,
     api_pub: PathBuf,
     tuning: RaftTuning,
@@ -139,11 +144,18 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// A token for the default cluster id, signed by `key`, valid for an hour.
-pub fn issue_token(key: &KeyPair, sub: &str, tenant: Option<&str>, permissions: &[&str]) -> Result<String> {
+/// A token for the cluster `audience` (its `cluster.id`), signed by `key`,
+/// valid for an hour.
+pub fn issue_token(
+    key: &KeyPair,
+    audience: &str,
+    sub: &str,
+    tenant: Option<&str>,
+    permissions: &[&str],
+) -> Result<String> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let permissions = permissions.iter().map(|permission| (*permission).to_owned()).collect();
-    let mut claims = keel_client::token::TokenClaims::new(sub, "keel", permissions, now, Duration::from_secs(3600));
+    let mut claims = keel_client::token::TokenClaims::new(sub, audience, permissions, now, Duration::from_secs(3600));
     claims.tenant = tenant.map(str::to_owned);
     Ok(keel_client::token::issue(key, &claims)?)
 }
@@ -258,7 +270,14 @@ impl Cluster {
         // An API-token key installed at bootstrap, and an admin token it signs.
         let api_key = KeyPair::generate();
         let api_pub = api_key.write_files(&dir.path().join("api"))?.public;
-        let admin_token = issue_token(&api_key, "harness-admin", None, &["*"])?;
+        // Every test cluster its own id: a member of another cluster that
+        // reaches one of its reused ports is refused (CLUSTER_MISMATCH).
+        let cluster_id = dir
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+            .unwrap_or_else(|| "keel-test".to_owned());
+        let admin_token = issue_token(&api_key, &cluster_id, "harness-admin", None, &["*"])?;
 
         // Reserve client, peer and ops ports for every member, then release them together.
         let mut reserved = Vec::new();
@@ -290,6 +309,7 @@ impl Cluster {
                 "[node]\nid = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\n\
                  [listen]\nclient = \"{client}\"\npeer = \"{peer}\"\nops = \"{ops}\"\n\
                  [trust]\nroot_public_keys = [\"{root_pub}\"]\napi_token_public_keys = [\"{api_pub}\"]\n\
+                 [cluster]\nid = \"{cluster_id}\"\n\
                  {raft}{tls}{telemetry}{members_toml}",
                 id = member.id,
                 region = member.region,
@@ -300,7 +320,8 @@ impl Cluster {
                 root_pub = root_pub.display(),
                 api_pub = api_pub.display(),
                 raft = raft_section(tuning),
-                telemetry = telemetry_section(options.telemetry) + &redis_section(options.redis.as_ref()),
+                telemetry = telemetry_section(options.telemetry)
+                    + &redis_section(options.redis.as_ref(), options.redis_on_unavailable),
                 tls = match &ca {
                     Some(ca) => tls_section(ca, dir.path(), &format!("node-{}", member.id), member_ip(true, index))?,
                     None => String::new(),
@@ -328,6 +349,7 @@ impl Cluster {
             api_key,
             admin_token,
             ca,
+            cluster_id,
             root_pub,
             api_pub,
             tuning,
@@ -345,7 +367,7 @@ impl Cluster {
 
     /// A token signed by the cluster's API-token key, valid for an hour.
     pub fn token(&self, sub: &str, tenant: Option<&str>, permissions: &[&str]) -> Result<String> {
-        issue_token(&self.api_key, sub, tenant, permissions)
+        issue_token(&self.api_key, &self.cluster_id, sub, tenant, permissions)
     }
 
     /// Starts a node that joins this cluster later (`initial_state = "existing"`),
@@ -376,7 +398,7 @@ impl Cluster {
         let config = format!(
             "[node]\nid = {}\nregion = \"{}\"\nzone = \"{}\"\n[listen]\nclient = \"{}\"\npeer = \"{}\"\nops = \"{}\"\n\
              [trust]\nroot_public_keys = [\"{}\"]\napi_token_public_keys = [\"{}\"]\n\
-             [cluster]\ninitial_state = \"existing\"\n{}{}{}",
+             [cluster]\nid = \"{}\"\ninitial_state = \"existing\"\n{}{}{}",
             member.id,
             member.region,
             member.zone,
@@ -385,6 +407,7 @@ impl Cluster {
             addrs[2],
             self.root_pub.display(),
             self.api_pub.display(),
+            self.cluster_id,
             existing_members,
             raft_section(self.tuning),
             match &ca {

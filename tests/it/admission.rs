@@ -801,3 +801,48 @@ async fn concurrent_checks_share_redis_round_trips_and_the_limit_still_holds() -
     ensure!((1..=ITEMS as u64 / 2).contains(&calls), "{calls} script runs for {ITEMS} checks:\n{stats}");
     Ok(())
 }
+
+#[tokio::test]
+async fn in_local_mode_three_members_without_redis_stay_within_the_clusters_limit() -> Result<()> {
+    use keel_chaos::cluster::{Cluster, ClusterOptions, RedisTarget};
+    const PER_MINUTE: u64 = 600;
+    const BURST: u64 = 6;
+    const RUN: std::time::Duration = std::time::Duration::from_secs(3);
+    let mut redis = keel_chaos::redis::RedisServer::start()?;
+    let options = ClusterOptions {
+        redis: Some(RedisTarget::Server(redis.url())),
+        redis_on_unavailable: Some("local"),
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::three(options).await?;
+    let leader = cluster.leader().await?;
+    let node = &cluster.nodes[leader];
+    let fixture = Fixture::with_root(cluster.root.clone());
+    let publisher = fixture.add_publisher_key(node).await?;
+    fixture.publish(node, &billing("1.0.0"), &publisher).await?;
+    fixture.create_tenant(node, "acme").await?;
+    let policy = format!(
+        "package keel.policy\n\ndecision := {{\"allow\": true, \"reason\": \"ok\", \"limits\": \
+         {{\"calls_per_minute\": {PER_MINUTE}, \"burst\": {BURST}, \"max_duration_ms\": 1000}}}}\n"
+    );
+    let mut policies = pb::policy_service_client::PolicyServiceClient::new(node.channel().await?);
+    policies.put_policy(pb::PutPolicyRequest { policy: "main".into(), source: policy, ..Default::default() }).await?;
+    cluster.converged().await?;
+    redis.kill_9()?;
+    // Every member admits on its own share (limit ÷ 3 voters, rounded down).
+    let started = std::time::Instant::now();
+    let mut allowed = 0u64;
+    while started.elapsed() < RUN {
+        for member in &cluster.nodes {
+            let answer = admission(member).await?.admit(request("acme", "refund", "")).await?.into_inner();
+            ensure!(answer.degraded, "{answer:?}");
+            match answer.allowed {
+                true => allowed += 1,
+                false => ensure!(answer.reason == "RATE_LIMITED", "{answer:?}"),
+            }
+        }
+    }
+    let bound = BURST as f64 + PER_MINUTE as f64 / 60.0 * started.elapsed().as_secs_f64();
+    ensure!(allowed >= BURST && (allowed as f64) <= bound, "admitted {allowed}, bound {bound:.0}");
+    Ok(())
+}

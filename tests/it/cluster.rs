@@ -133,7 +133,7 @@ async fn write_once(cluster: &Cluster, i: usize) -> bool {
 async fn killing_the_leader_under_load_loses_no_acknowledged_write() -> Result<()> {
     // Small snapshots, so the restarted node must catch up by snapshot install.
     let tuning = RaftTuning { snapshot_after_entries: 20, logs_kept_after_snapshot: 5, ..RaftTuning::default() };
-    let mut cluster = Cluster::three(ClusterOptions { tuning, is_tls: false, telemetry: None, redis: None }).await?;
+    let mut cluster = Cluster::three(ClusterOptions { tuning, ..ClusterOptions::default() }).await?;
     let old_leader = cluster.leader().await?;
 
     let started = Instant::now();

@@ -57,14 +57,18 @@ struct Forwarded {
 }
 
 /// Sends `command` to `node`'s peer port as a forwarded write, as a member
-/// (or anyone who reaches a plaintext loopback peer port) could: the edge's
-/// checks are skipped and the entry is judged in `apply` on every member.
-async fn forward(node: &KeelProcess, command: Command) -> Result<ApplyResponse> {
+/// (or anyone who reaches a plaintext loopback peer port and names the
+/// cluster) could: the edge's checks are skipped and the entry is judged in
+/// `apply` on every member.
+async fn forward(node: &KeelProcess, cluster_id: &str, command: Command) -> Result<ApplyResponse> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.peer_addr))?.connect().await?;
     let mut peer = raft_pb::raft_peer_client::RaftPeerClient::new(channel);
     // A forwarded `Write`: command, idempotency key, actor.
     let body = bincode::serialize(&(command, Option::<String>::None, Option::<u8>::None))?;
-    let answer = peer.forward(raft_pb::ForwardRequest { format_version: PEER_FORMAT_VERSION, body }).await?;
+    let mut request = tonic::Request::new(raft_pb::ForwardRequest { format_version: PEER_FORMAT_VERSION, body });
+    // As a member would: naming the cluster.
+    request.metadata_mut().insert("keel-cluster-id", cluster_id.parse()?);
+    let answer = peer.forward(request).await?;
     let answer: Result<Forwarded, ()> =
         bincode::deserialize(&answer.into_inner().body).context("the leader did not apply the forwarded write")?;
     match answer {
@@ -108,7 +112,7 @@ async fn poison_policies_are_refused_and_every_member_survives_a_full_restart() 
         // judges it in apply and refuses it the same way.
         let command =
             Command::PutPolicy { name: Name::parse("policy", "main")?, source: source.clone(), expected_version: None };
-        match forward(&cluster.nodes[leader], command).await? {
+        match forward(&cluster.nodes[leader], &cluster.cluster_id, command).await? {
             ApplyResponse::Rejected(Rejection::EvaluationAborted { failure: found, .. }) if found == failure => {}
             other => bail!("{label}: expected EVALUATION_ABORTED ({failure}), got {other:?}"),
         }
@@ -162,7 +166,7 @@ async fn an_entry_that_could_never_replicate_is_refused_and_writes_keep_committi
             signature: vec![7u8; 2 * 1024 * 1024],
         }],
     };
-    match forward(node, revoke).await? {
+    match forward(node, &cluster.cluster_id, revoke).await? {
         ApplyResponse::Rejected(Rejection::LimitExceeded { .. }) => {}
         other => bail!("expected LIMIT_EXCEEDED, got {other:?}"),
     }
@@ -431,5 +435,33 @@ async fn leadership_moves_within_three_seconds_under_steady_linearizable_reads_a
     ensure!(took < Duration::from_secs(3), "the transfer took {took:?}");
     ensure!(pause < Duration::from_secs(2), "writes paused for {pause:?}");
     ensure!(cluster.ids[cluster.leader().await?] == target_id, "leadership did not move");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_call_naming_another_cluster_is_refused_before_raft_sees_it() -> Result<()> {
+    let cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    let node = &cluster.nodes[leader];
+    let digest = cluster.converged().await?.1;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.peer_addr))?.connect().await?;
+    let mut peer = raft_pb::raft_peer_client::RaftPeerClient::new(channel);
+    for named in [None, Some("another-cluster")] {
+        let mut request = tonic::Request::new(raft_pb::ClockRequest {});
+        if let Some(cluster_id) = named {
+            request.metadata_mut().insert("keel-cluster-id", cluster_id.parse()?);
+        }
+        let refused = peer.clock(request).await;
+        ensure!(
+            refused.as_ref().is_err_and(
+                |status| status.code() == Code::FailedPrecondition && reason_of(status) == "CLUSTER_MISMATCH"
+            ),
+            "{named:?}: {refused:?}"
+        );
+    }
+    let mut request = tonic::Request::new(raft_pb::ClockRequest {});
+    request.metadata_mut().insert("keel-cluster-id", cluster.cluster_id.parse()?);
+    peer.clock(request).await.context("a call naming the cluster is answered")?;
+    ensure!(cluster.converged().await?.1 == digest, "nothing changed");
     Ok(())
 }

@@ -155,6 +155,7 @@ impl NodeBuilder {
         let tls = config.tls.as_ref().map(TlsMaterial::load).transpose().context("loading [tls]")?;
         let (network, leader_link) = crate::replica::peer_link::peer_transport(
             config.node.id,
+            Some(&config.cluster.id),
             tls.as_ref().map(tls::peer_channels_tls),
             connector,
         );
@@ -583,20 +584,34 @@ async fn serve_peers(
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    match tls {
-        Some(material) => {
-            server = server.tls_config(tls::peer_port_server_tls(&material)).context("peer port TLS")?;
-            let raft = replica.raft.clone();
-            let check = move |request: tonic::Request<()>| {
-                member_certificate_check(&raft, &config, &request)?;
-                Ok(request)
-            };
-            let service = tonic::service::interceptor::InterceptedService::new(peer_server(replica), check);
-            server.add_service(service).serve_with_incoming_shutdown(connections, shutdown).await
-        }
-        None => server.add_service(peer_server(replica)).serve_with_incoming_shutdown(connections, shutdown).await,
+    let is_tls = tls.is_some();
+    if let Some(material) = &tls {
+        server = server.tls_config(tls::peer_port_server_tls(material)).context("peer port TLS")?;
     }
-    .context("peer gRPC server")
+    let raft = replica.raft.clone();
+    let check = move |request: tonic::Request<()>| {
+        if is_tls {
+            member_certificate_check(&raft, &config, &request)?;
+        }
+        same_cluster_check(&config.cluster.id, &request)?;
+        Ok(request)
+    };
+    let service = tonic::service::interceptor::InterceptedService::new(peer_server(replica), check);
+    server.add_service(service).serve_with_incoming_shutdown(connections, shutdown).await.context("peer gRPC server")
+}
+
+/// A peer request must name this cluster (`keel-cluster-id`, sent by every
+/// member's peer channels): a member of another cluster that reached this
+/// address (a reused port, a stale address) is refused before its message
+/// reaches Raft, with reason `CLUSTER_MISMATCH`.
+fn same_cluster_check(cluster_id: &str, request: &tonic::Request<()>) -> Result<(), tonic::Status> {
+    use crate::raft::peer_channels::CLUSTER_ID_HEADER;
+    let theirs = request.metadata().get(CLUSTER_ID_HEADER).and_then(|value| value.to_str().ok());
+    if theirs == Some(cluster_id) {
+        return Ok(());
+    }
+    let mismatch = tls::ClusterMismatch { ours: cluster_id.to_owned(), theirs: theirs.map(str::to_owned) };
+    Err(crate::status::to_status(&mismatch))
 }
 
 /// A peer request must carry a certificate naming the host of a *current*

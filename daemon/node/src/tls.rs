@@ -40,8 +40,8 @@ mod tests;
 pub use config::{CA_FILE_KEY, CERT_FILE_KEY, KEY_FILE_KEY, TlsConfig};
 pub use material::{CA_FILE_BYTES_MAX, CERT_FILE_BYTES_MAX, KEY_FILE_BYTES_MAX, TlsMaterial};
 pub use peer_identity::{
-    PEER_CERTIFICATE_REQUIRED, PEER_NOT_MEMBER, PeerCertificateError, certificate_identities, check_peer_certificates,
-    is_member_certificate, member_cert_check, peer_host, san_hosts,
+    CLUSTER_MISMATCH, ClusterMismatch, PEER_CERTIFICATE_REQUIRED, PEER_NOT_MEMBER, PeerCertificateError,
+    certificate_identities, check_peer_certificates, is_member_certificate, member_cert_check, peer_host, san_hosts,
 };
 
 use std::path::PathBuf;

@@ -515,7 +515,9 @@ impl AdmissionConfig {
     }
 
     /// The scopes an admission is charged against, each at `1 / share` of
-    /// its limit (this member's share of the cluster's), rounded up.
+    /// its limit (this member's share of the cluster's), rounded down so the
+    /// members' shares add up to at most the limit (but at least 1 each: a
+    /// limit below the number of voters is exceeded by that rounding).
     pub fn scopes(
         &self,
         admission: &Admission,
@@ -526,8 +528,8 @@ impl AdmissionConfig {
         use keel_kernel::tenant::TenantTier;
         let split = |limit: RateLimit, key: String| limiter::ScopeLimit {
             key,
-            calls_per_minute: limit.calls_per_minute.div_ceil(share.max(1)).max(1),
-            burst: limit.burst.div_ceil(share.max(1)).max(1),
+            calls_per_minute: (limit.calls_per_minute / share.max(1)).max(1),
+            burst: (limit.burst / share.max(1)).max(1),
         };
         let tier_limit = match tier {
             TenantTier::Basic => self.basic,

@@ -186,6 +186,7 @@ mod tests {
             .chain(ReplicaError::REASONS)
             .chain(JudgeError::REASONS)
             .chain(crate::tls::PeerCertificateError::REASONS)
+            .chain(crate::tls::ClusterMismatch::REASONS)
             .chain(keel_kernel::token::TokenError::REASONS)
             .chain(crate::edge::authn::AuthError::REASONS)
             .chain(crate::admission::Denial::REASONS)

@@ -43,10 +43,16 @@ pub struct PeerChannels {
     /// `transport::MemNetwork` for an in-process cluster.
     connector: Option<Arc<dyn Connector>>,
     channels: Mutex<BTreeMap<String, Channel>>,
+    /// This cluster's id, sent with every call (`CLUSTER_ID_HEADER`) so a
+    /// member of another cluster at a reused address refuses it.
+    cluster_id: Option<tonic::metadata::AsciiMetadataValue>,
     /// When a call to each peer address last got an answer (any answer from
     /// the peer's Raft, including a refusal, proves it reachable).
     last_answer: Mutex<BTreeMap<String, tokio::time::Instant>>,
 }
+
+/// The peer-call header naming the caller's cluster (`cluster.id`).
+pub const CLUSTER_ID_HEADER: &str = "keel-cluster-id";
 
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +117,20 @@ pub enum PeerCallError {
 impl PeerChannels {
     /// No channels yet; `tls` applies to every channel made.
     pub fn new(tls: Option<ClientTlsConfig>) -> Self {
-        PeerChannels { tls, connector: None, channels: Mutex::default(), last_answer: Mutex::default() }
+        PeerChannels {
+            tls,
+            connector: None,
+            channels: Mutex::default(),
+            cluster_id: None,
+            last_answer: Mutex::default(),
+        }
+    }
+
+    /// These channels, naming `cluster_id` on every call (an id that is not
+    /// valid header text is not sent; config validation refuses those).
+    pub fn with_cluster_id(mut self, cluster_id: &str) -> Self {
+        self.cluster_id = cluster_id.parse().ok();
+        self
     }
 
     /// These channels, connecting through `connector` instead of TCP.
@@ -180,6 +199,9 @@ impl PeerChannels {
         request.set_timeout(timeout);
         // The caller's trace (a forwarded write's RPC span) continues on the peer.
         crate::telemetry::inject_context(request.metadata_mut());
+        if let Some(cluster_id) = &self.cluster_id {
+            request.metadata_mut().insert(CLUSTER_ID_HEADER, cluster_id.clone());
+        }
         let started = tokio::time::Instant::now();
         let timed_out = || PeerCallError::TimedOut { peer_addr: peer_addr.to_owned(), after_ms: duration_ms(timeout) };
         match tokio::time::timeout(timeout, send(client, request)).await {

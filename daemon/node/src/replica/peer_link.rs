@@ -150,16 +150,22 @@ impl PeerLink {
 
 /// The client side of the peer transport: the Raft network for
 /// `Raft::new` and the leader link for [`super::Replica::new`], sharing one
-/// channel per peer address. `node_id` is this node. `tls`: `None` speaks
+/// channel per peer address. `node_id` is this node; `cluster_id`, when
+/// given, travels with every call (peers of another cluster refuse it). `tls`: `None` speaks
 /// plaintext (dev mode, loopback); `Some` speaks HTTPS with that configuration.
 /// `connector`: `None` opens TCP connections; `Some` opens them through the
 /// seam (an in-process cluster's `transport::MemNetwork`).
 pub fn peer_transport(
     node_id: crate::raft::NodeId,
+    cluster_id: Option<&str>,
     tls: Option<tonic::transport::ClientTlsConfig>,
     connector: Option<Arc<dyn crate::transport::Connector>>,
 ) -> (crate::raft::GrpcNetwork, Arc<PeerLink>) {
     let channels = PeerChannels::new(tls);
+    let channels = match cluster_id {
+        Some(cluster_id) => channels.with_cluster_id(cluster_id),
+        None => channels,
+    };
     let channels = Arc::new(match connector {
         Some(connector) => channels.with_connector(connector),
         None => channels,

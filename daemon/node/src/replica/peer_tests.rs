@@ -118,7 +118,7 @@ impl Node {
         let addr = listener.local_addr()?;
         let shared = Arc::new(SharedState::default());
         let state_machine = KernelStateMachine::open(Arc::clone(&shared), snapshots.clone()).await?;
-        let (network, link) = peer_transport(id, None, None);
+        let (network, link) = peer_transport(id, None, None, None);
         let raft = KeelRaft::new(id, Arc::clone(config), network, log_store.clone(), state_machine).await?;
         let identity = Identity { node_id: id, region: "eu-west".into(), zone: "a".into() };
         let replica = Replica::new(
@@ -511,7 +511,7 @@ async fn garbage_answers_are_network_errors_and_remote_raft_errors_are_remote() 
 
 #[tokio::test]
 async fn an_unreachable_leader_is_no_leader_and_deadlines_hold() -> TestResult {
-    let (_network, link) = peer_transport(1, None, None);
+    let (_network, link) = peer_transport(1, None, None, None);
     let started = tokio::time::Instant::now();
     let closed = member(closed_addr().await?);
     let error = link.forward(2, &closed, unkeyed(create_tenant("acme")), DEADLINE).await.expect_err("nothing listens");

@@ -21,6 +21,36 @@ pub const PEER_CERTIFICATE_REQUIRED: &str = "PEER_CERTIFICATE_REQUIRED";
 /// `ErrorInfo.reason` when a peer's certificate names no member.
 pub const PEER_NOT_MEMBER: &str = "PEER_NOT_MEMBER";
 
+/// `ErrorInfo.reason` when a peer call names another cluster.
+pub const CLUSTER_MISMATCH: &str = "CLUSTER_MISMATCH";
+
+/// A peer call that named another cluster than this member's (or none).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this member belongs to cluster {ours:?}; the caller named {}", theirs.as_deref().map(|id| format!("cluster {id:?}")).unwrap_or_else(|| "no cluster".to_owned()))]
+pub struct ClusterMismatch {
+    /// This member's `cluster.id`.
+    pub ours: String,
+    /// What the caller's `keel-cluster-id` said.
+    pub theirs: Option<String>,
+}
+
+impl ClusterMismatch {
+    /// Reasons this type produces.
+    pub const REASONS: &'static [&'static str] = &[CLUSTER_MISMATCH];
+}
+
+impl crate::status::Fault for ClusterMismatch {
+    fn reason(&self) -> &'static str {
+        CLUSTER_MISMATCH
+    }
+    fn code(&self) -> tonic::Code {
+        tonic::Code::FailedPrecondition
+    }
+    fn metadata(&self) -> crate::status::Metadata {
+        crate::status::Metadata::from([("cluster_id".to_owned(), self.theirs.clone().unwrap_or_default())])
+    }
+}
+
 /// Why a peer-port request was refused after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerCertificateError {
