@@ -706,3 +706,32 @@ mod tests {
         });
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The example configs in deploy/examples are what operators copy: each
+    /// must parse (every key known, every value of its type) and its
+    /// sections that name no files must validate (the files they name, such
+    /// as certificates, exist only on a real host).
+    #[test]
+    fn the_deploy_examples_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples");
+        for name in ["cluster-member.toml", "single-node-tls.toml"] {
+            let path = examples.join(name);
+            let extracted = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::file(&path))
+                .extract::<Config>()
+                .map_err(|error| error.to_string());
+            let config = match extracted {
+                Ok(config) => config,
+                Err(error) => panic!("{name}: {error}"),
+            };
+            let checks = [config.admission.validate(), config.redis.validate(), config.breaker.validate()];
+            if let Some(Err((key, problem))) = checks.into_iter().find(Result::is_err) {
+                panic!("{name}: {key}: {problem}");
+            }
+        }
+    }
+}
