@@ -304,6 +304,25 @@ async fn a_redis_outage_is_answered_within_the_timeout_in_each_mode_and_recovery
     Ok(())
 }
 
+/// The billing engine, tenant acme and a policy allowing everything at
+/// `per_minute` / `burst` for tenant × engine, on `cluster`, converged.
+async fn cluster_with_limit(cluster: &keel_chaos::cluster::Cluster, per_minute: u64, burst: u64) -> Result<()> {
+    let leader = cluster.leader().await?;
+    let node = &cluster.nodes[leader];
+    let fixture = Fixture::with_root(cluster.root.clone());
+    let publisher = fixture.add_publisher_key(node).await?;
+    fixture.publish(node, &billing("1.0.0"), &publisher).await?;
+    fixture.create_tenant(node, "acme").await?;
+    let policy = format!(
+        "package keel.policy\n\ndecision := {{\"allow\": true, \"reason\": \"ok\", \"limits\": \
+         {{\"calls_per_minute\": {per_minute}, \"burst\": {burst}, \"max_duration_ms\": 1000}}}}\n"
+    );
+    let mut policies = pb::policy_service_client::PolicyServiceClient::new(node.channel().await?);
+    policies.put_policy(pb::PutPolicyRequest { policy: "main".into(), source: policy, ..Default::default() }).await?;
+    cluster.converged().await?;
+    Ok(())
+}
+
 /// N closed-loop clients on every member of a three-node cluster sharing
 /// `redis`, all for one tenant × engine limit, for 30 s: the admitted count
 /// stays within GCRA's bound and reaches 95 % of the limit.
@@ -314,19 +333,7 @@ async fn a_tenants_limit_holds_across_three_members(redis: keel_chaos::cluster::
     const BURST: u64 = 20;
     const CLIENTS_PER_MEMBER: usize = 2;
     let cluster = Cluster::three(ClusterOptions { redis: Some(redis), ..ClusterOptions::default() }).await?;
-    let leader = cluster.leader().await?;
-    let node = &cluster.nodes[leader];
-    let fixture = Fixture::with_root(cluster.root.clone());
-    let publisher = fixture.add_publisher_key(node).await?;
-    fixture.publish(node, &billing("1.0.0"), &publisher).await?;
-    fixture.create_tenant(node, "acme").await?;
-    let policy = format!(
-        "package keel.policy\n\ndecision := {{\"allow\": true, \"reason\": \"ok\", \"limits\": \
-         {{\"calls_per_minute\": {PER_MINUTE}, \"burst\": {BURST}, \"max_duration_ms\": 1000}}}}\n"
-    );
-    let mut policies = pb::policy_service_client::PolicyServiceClient::new(node.channel().await?);
-    policies.put_policy(pb::PutPolicyRequest { policy: "main".into(), source: policy, ..Default::default() }).await?;
-    cluster.converged().await?;
+    cluster_with_limit(&cluster, PER_MINUTE, BURST).await?;
 
     // Closed-loop clients on every member, all for the same tenant and engine.
     let started = std::time::Instant::now();
@@ -815,19 +822,7 @@ async fn in_local_mode_three_members_without_redis_stay_within_the_clusters_limi
         ..ClusterOptions::default()
     };
     let cluster = Cluster::three(options).await?;
-    let leader = cluster.leader().await?;
-    let node = &cluster.nodes[leader];
-    let fixture = Fixture::with_root(cluster.root.clone());
-    let publisher = fixture.add_publisher_key(node).await?;
-    fixture.publish(node, &billing("1.0.0"), &publisher).await?;
-    fixture.create_tenant(node, "acme").await?;
-    let policy = format!(
-        "package keel.policy\n\ndecision := {{\"allow\": true, \"reason\": \"ok\", \"limits\": \
-         {{\"calls_per_minute\": {PER_MINUTE}, \"burst\": {BURST}, \"max_duration_ms\": 1000}}}}\n"
-    );
-    let mut policies = pb::policy_service_client::PolicyServiceClient::new(node.channel().await?);
-    policies.put_policy(pb::PutPolicyRequest { policy: "main".into(), source: policy, ..Default::default() }).await?;
-    cluster.converged().await?;
+    cluster_with_limit(&cluster, PER_MINUTE, BURST).await?;
     redis.kill_9()?;
     // Every member admits on its own share (limit ÷ 3 voters, rounded down).
     let started = std::time::Instant::now();
