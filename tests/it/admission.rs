@@ -781,6 +781,22 @@ async fn without_redis_each_member_runs_its_own_breakers() -> Result<()> {
     // Another action of the engine has its own (closed) breaker... the engine's.
     let charge = admission(&node).await?.admit(request("acme", "charge", r#"{"amount": 1}"#)).await?.into_inner();
     ensure!(charge.allowed, "{charge:?}");
+    // Reports about what could never have been admitted are refused.
+    for (tenant, engine, action, reason) in [
+        ("nobody", "billing", "refund", "TENANT_NOT_FOUND"),
+        ("acme", "ghost", "refund", "ENGINE_VERSION_NOT_FOUND"),
+        ("acme", "billing", "mint", "FIELD_INVALID"),
+    ] {
+        let request = pb::ReportOutcomeRequest {
+            tenant: tenant.into(),
+            engine: engine.into(),
+            action: action.into(),
+            outcome: pb::CallOutcome::Error as i32,
+            duration_ms: 1,
+        };
+        let refused = admission(&node).await?.report_outcome(request).await;
+        ensure!(refused.as_ref().is_err_and(|status| reason_of(status) == reason), "{reason}: {refused:?}");
+    }
     Ok(())
 }
 

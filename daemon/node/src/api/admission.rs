@@ -572,6 +572,34 @@ impl pb::admission_service_server::AdmissionService for AdmissionApi {
                 let engine = Name::parse("engine", &body.engine)?;
                 let action = Name::parse("action", &body.action)?;
                 call.check_tenant(tenant.as_str())?;
+                // Outcomes of calls that could have been admitted only: a
+                // report naming no such tenant, engine or action is refused
+                // (and creates no breaker). A suspended tenant or a yanked
+                // version still reports the calls that were running.
+                let state = call.read(pb::ReadConsistency::Serializable as i32).await?;
+                let asked = Admission {
+                    tenant: tenant.clone(),
+                    engine: engine.clone(),
+                    version: None,
+                    action: action.clone(),
+                    input: None,
+                    cost: 1,
+                };
+                match resolve(&state.kernel, &limits.manifests, &asked) {
+                    Err(Denial::TenantNotFound) => {
+                        return Err(ApiError::Rejected(Rejection::TenantNotFound { tenant_id: tenant.to_string() }));
+                    }
+                    Err(Denial::EngineNotEnabled | Denial::EngineVersionNotFound) => {
+                        return Err(ApiError::Rejected(Rejection::EngineVersionNotFound {
+                            engine: engine.to_string(),
+                            version: "any enabled for the tenant".to_owned(),
+                        }));
+                    }
+                    Err(Denial::ActionUnknown) => {
+                        return Err(ApiError::Rejected(invalid("action", "is not an action of the engine")));
+                    }
+                    _ => {}
+                }
                 let outcome = match pb::CallOutcome::try_from(body.outcome) {
                     Ok(pb::CallOutcome::Ok) => CallOutcome::Ok,
                     Ok(pb::CallOutcome::Error) => CallOutcome::Error,
