@@ -27,7 +27,7 @@ const DECISION_ID_PREFIX: &[u8] = b"keel/v1/decision\n";
 pub const DECISION_ID_BYTES: usize = 16;
 
 /// A decision request. Optional fields are `null` in the input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EvaluationContext {
     /// The calling tenant.
     pub tenant: Name,

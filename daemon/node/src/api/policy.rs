@@ -20,6 +20,7 @@ use crate::limits::{
     DECISION_CACHE_ENTRIES_MAX, DECISION_CACHE_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS,
 };
 use crate::raft::shared_state::AppliedState;
+use keel_kernel::Name;
 use keel_kernel::judge::Judgement;
 use keel_kernel::policy::{self, ACTIVE_POLICY_NAME, EvaluationError};
 use keel_kernel::{Command, Outcome, Verdict};
@@ -63,6 +64,11 @@ type Evaluated = Result<Option<policy::Decision>, EvaluationError>;
 #[derive(Debug, Default)]
 pub struct DecisionCache {
     entries: std::sync::Mutex<HashMap<(String, String), Evaluated>>,
+    /// Whole decisions by (revision, policy name, request): the same
+    /// revision is the same state (and the same latest policy version), so
+    /// the same request gets the same decision, id included, without
+    /// building, serializing or hashing its input again.
+    recent: std::sync::Mutex<HashMap<(u64, Name, policy::EvaluationContext), policy::PolicyDecision>>,
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
 }
@@ -90,6 +96,23 @@ impl DecisionCache {
         entries.insert(key, evaluated);
     }
 
+    fn recent(&self, key: &(u64, Name, policy::EvaluationContext)) -> Option<policy::PolicyDecision> {
+        let recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.get(key).cloned()
+    }
+
+    fn remember(&self, key: (u64, Name, policy::EvaluationContext), decision: policy::PolicyDecision) {
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() >= DECISION_CACHE_ENTRIES_MAX {
+            // Older revisions first: they are asked for only by slow readers.
+            recent.retain(|(revision, ..), _| *revision == key.0);
+            if recent.len() >= DECISION_CACHE_ENTRIES_MAX {
+                recent.clear();
+            }
+        }
+        recent.insert(key, decision);
+    }
+
     /// (hits, misses) since start.
     pub fn counts(&self) -> (u64, u64) {
         (self.hits.load(std::sync::atomic::Ordering::Relaxed), self.misses.load(std::sync::atomic::Ordering::Relaxed))
@@ -106,15 +129,19 @@ pub async fn decide(
     context: &policy::EvaluationContext,
 ) -> Result<policy::PolicyDecision, ApiError> {
     let kernel = &state.kernel;
+    let revision = state.revision();
+    let cache = &call.ctx().decisions;
+    let recent_key = (revision, name.clone(), context.clone());
+    if let Some(decision) = cache.recent(&recent_key) {
+        return Ok(decision);
+    }
     let stored = kernel.policies().latest(name);
     let input = policy::input_document(context, kernel.tenants(), kernel.registry());
-    let revision = state.revision();
     let Some(stored) = stored else {
         return Ok(policy::decision_of(None, &input, revision));
     };
     let policy_version = stored.policy_version();
     let key = (policy_version.clone(), input.to_string());
-    let cache = &call.ctx().decisions;
     let evaluated = match cache.get(&key) {
         Some(evaluated) => evaluated,
         None => {
@@ -128,7 +155,9 @@ pub async fn decide(
             evaluated
         }
     };
-    Ok(policy::decision_of(Some((&policy_version, evaluated)), &input, revision))
+    let decision = policy::decision_of(Some((&policy_version, evaluated)), &input, revision);
+    cache.remember(recent_key, decision.clone());
+    Ok(decision)
 }
 
 #[tonic::async_trait]
