@@ -69,17 +69,12 @@ pub struct DecisionCache {
     /// the same request gets the same decision, id included, without
     /// building, serializing or hashing its input again.
     recent: std::sync::Mutex<HashMap<(u64, Name, policy::EvaluationContext), policy::PolicyDecision>>,
-    hits: std::sync::atomic::AtomicU64,
-    misses: std::sync::atomic::AtomicU64,
 }
 
 impl DecisionCache {
     fn get(&self, key: &(String, String)) -> Option<Evaluated> {
         let entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let found = entries.get(key).cloned();
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        found
+        entries.get(key).cloned()
     }
 
     fn insert(&self, key: (String, String), evaluated: Evaluated) {
@@ -111,11 +106,6 @@ impl DecisionCache {
             }
         }
         recent.insert(key, decision);
-    }
-
-    /// (hits, misses) since start.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.hits.load(std::sync::atomic::Ordering::Relaxed), self.misses.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
