@@ -208,7 +208,7 @@ enum Backend {
 }
 
 /// One check of the keys of one slot, owned (it may wait in the batcher's queue).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct SlotCheck {
     tenant: String,
     scopes: Vec<ScopeLimit>,
@@ -558,16 +558,17 @@ async fn batch_checks(limiter: RedisLimiter, mut waiting: tokio::sync::mpsc::Rec
         }
         let limiter = limiter.clone();
         tokio::spawn(async move {
-            let checks: Vec<SlotCheck> = batch.iter().map(|queued| queued.check.clone()).collect();
+            let (checks, replies): (Vec<SlotCheck>, Vec<_>) =
+                batch.into_iter().map(|queued| (queued.check, queued.reply)).unzip();
             match limiter.bounded(limiter.run_checks(&checks)).await {
                 Ok(answers) => {
-                    for (queued, answer) in batch.into_iter().zip(answers) {
-                        let _ = queued.reply.send(answer);
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
                     }
                 }
                 Err(error) => {
-                    for queued in batch {
-                        let _ = queued.reply.send(Err(error.clone()));
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
                     }
                 }
             }

@@ -107,7 +107,10 @@ impl rls::rate_limit_service_server::RateLimitService for EnvoyRls {
                 let answers: Vec<Result<Option<pb::AdmitResponse>, ApiError>> = admissions
                     .iter()
                     .map(|admission| match admission {
-                        Some(_) => judged.next().map(|answer| answer.map(Some)).unwrap_or(Ok(None)),
+                        Some(_) => match judged.next() {
+                            Some(answer) => answer.map(Some),
+                            None => Err(ApiError::internal(anyhow::anyhow!("a descriptor was not judged"))),
+                        },
                         None => Ok(None),
                     })
                     .collect();
