@@ -857,3 +857,63 @@ async fn in_local_mode_three_members_without_redis_stay_within_the_clusters_limi
     ensure!(allowed >= BURST && (allowed as f64) <= bound, "admitted {allowed}, bound {bound:.0}");
     Ok(())
 }
+
+/// keel-node's `ADMISSION_COST_MAX`.
+const ADMISSION_COST_MAX: u64 = 1_000_000;
+
+/// A cost past what the limit script computes exactly used to overflow its
+/// integer reply, which the limiter took for a Redis failure: in
+/// `fail_open` the admission was then allowed, degraded. Such a cost is
+/// invalid input; the cap itself is judged like any other cost.
+#[tokio::test]
+async fn an_absurd_cost_is_refused_as_invalid_and_never_taken_for_a_redis_outage() -> Result<()> {
+    let redis = keel_chaos::redis::RedisServer::start()?;
+    let url = redis.url();
+    let envs = [
+        ("KEEL_REDIS__URL", url.as_str()),
+        ("KEEL_REDIS__TIMEOUT_MS", "500"),
+        ("KEEL_REDIS__ON_UNAVAILABLE", "fail_open"),
+        ("KEEL_ADMISSION__ENTERPRISE__CALLS_PER_MINUTE", "1"),
+        ("KEEL_ADMISSION__ENTERPRISE__BURST", "1"),
+    ];
+    let node = ready_node(&envs).await?;
+    let mut client = admission(&node).await?;
+    for cost in [u64::MAX, 1 << 53, ADMISSION_COST_MAX + 1] {
+        let status = client
+            .admit(pb::AdmitRequest { cost, ..request("acme", "refund", "") })
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("cost {cost} was judged"))?;
+        ensure!(status.code() == tonic::Code::InvalidArgument, "cost {cost}: {status:?}");
+        ensure!(reason_of(&status) == "FIELD_INVALID", "cost {cost}: {status:?}");
+    }
+    let mut envoy =
+        keel_proto::envoy::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient::new(node.channel().await?);
+    let entry = |key: &str, value: &str| keel_proto::envoy::ratelimit::v3::rate_limit_descriptor::Entry {
+        key: key.into(),
+        value: value.into(),
+    };
+    let status = envoy
+        .should_rate_limit(keel_proto::envoy::ratelimit::v3::RateLimitRequest {
+            domain: "keel".into(),
+            descriptors: vec![keel_proto::envoy::ratelimit::v3::RateLimitDescriptor {
+                entries: vec![entry("tenant", "acme"), entry("engine", "billing"), entry("action", "refund")],
+                ..Default::default()
+            }],
+            hits_addend: u32::MAX,
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("hits_addend u32::MAX was judged"))?;
+    ensure!(status.code() == tonic::Code::InvalidArgument, "{status:?}");
+    // At the cap, one call per minute: exact arithmetic, a plain refusal.
+    let answer = client
+        .admit(pb::AdmitRequest { cost: ADMISSION_COST_MAX, ..request("acme", "refund", "") })
+        .await?
+        .into_inner();
+    ensure!(!answer.allowed && answer.reason == "RATE_LIMITED" && !answer.degraded, "{answer:?}");
+    ensure!(answer.retry_after_ms >= (ADMISSION_COST_MAX - 1) * 60_000, "{answer:?}");
+    let (answer, _) = admit(&node).await?;
+    ensure!(answer.allowed && !answer.degraded, "{answer:?}");
+    Ok(())
+}

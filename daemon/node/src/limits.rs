@@ -37,6 +37,13 @@ pub const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
 
 /// Bytes of an admission's `input_json`.
 pub const ADMISSION_INPUT_BYTES_MAX: usize = 64 * 1024;
+/// Units one admission may charge (`cost`; Envoy's `hits_addend`). The
+/// Redis script computes in doubles: cost × the longest emission interval
+/// (60 000 000 µs at 1 call/min) plus the time in µs stays below 2^53, so
+/// every charge and wait is exact and no reply overflows an integer (which
+/// the limiter would take for a Redis failure and answer with the outage
+/// mode).
+pub const ADMISSION_COST_MAX: u64 = 1_000_000;
 /// Rate-limit scopes the in-process limiter tracks at once.
 pub const ADMISSION_LOCAL_SCOPES_MAX: usize = 200_000;
 /// Admissions in one `AdmitBatch`.
@@ -261,6 +268,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     AUTH_FAILURE_BURST,
     AUTH_FAILURE_SOURCES_MAX,
     ADMISSION_INPUT_BYTES_MAX,
+    ADMISSION_COST_MAX,
     ADMISSION_LOCAL_SCOPES_MAX,
     REDIS_PROBE_INTERVAL_MS,
     ADMISSION_BATCH_MAX,

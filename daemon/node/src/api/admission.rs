@@ -24,7 +24,8 @@ use crate::admission::records::{LocalRecords, Recorded};
 use crate::admission::redis_limiter::{Record, RedisAnswer, RedisLimiter, RedisUnavailable};
 use crate::admission::{Admission, AdmissionConfig, Denial, LimiterHealth, OnUnavailable, resolve};
 use crate::limits::{
-    ADMISSION_BATCH_MAX, ADMISSION_IDEMPOTENCY_WINDOW_MS, ADMISSION_INPUT_BYTES_MAX, READ_DEADLINE_DEFAULT_MS,
+    ADMISSION_BATCH_MAX, ADMISSION_COST_MAX, ADMISSION_IDEMPOTENCY_WINDOW_MS, ADMISSION_INPUT_BYTES_MAX,
+    READ_DEADLINE_DEFAULT_MS,
 };
 use crate::raft::shared_state::AppliedState;
 use keel_kernel::judge::Judgement;
@@ -283,6 +284,9 @@ fn admission_of(request: &pb::AdmitRequest) -> Result<(Admission, EvaluationCont
     let version = (!request.version.is_empty())
         .then(|| keel_kernel::manifest::parse_version("version", &request.version))
         .transpose()?;
+    if request.cost > ADMISSION_COST_MAX {
+        return Err(invalid("cost", "is over ADMISSION_COST_MAX"));
+    }
     if request.input_json.len() > ADMISSION_INPUT_BYTES_MAX {
         return Err(invalid("input_json", "is over ADMISSION_INPUT_BYTES_MAX"));
     }
