@@ -8,12 +8,14 @@
 //! - `AdmitBatch` of `BATCH` admissions per call (admissions/s = calls × BATCH);
 //! - the raw ceiling: the same GCRA script (keel-node's `RedisLimiter`, one
 //!   scope, as Keel charges here) from Rust over redis-rs, same concurrency;
+//! - Keel's limiter as a library: `RedisLimiter::check` in this process (the
+//!   batched path admissions take), same concurrency;
+//! - with `--limitador`: Limitador's library on its Redis storage (exact
+//!   `redis` and the approximate `redis_cached`), the same limit (one counter
+//!   for the tenant), same concurrency, in its own process
+//!   (`chaos/limitador-peer`), against the same Redis server;
 //! - `fail_closed` after `kill -9` of Redis: time from the kill to the first
 //!   `LIMITER_UNAVAILABLE`, and the latency of every call sent after it.
-//!
-//!
-//! Limitador, the peer the issue names, is not in this run: see
-//! chaos/README.md for why and the plan.
 
 use super::workload::{LoadResult, Writer, run_load};
 use crate::process::{AuthChannel, KeelProcess};
@@ -23,7 +25,7 @@ use keel_client::{KeelClient, KeyPair, KeySpec, SignedManifest, pb};
 use keel_node::admission::limiter::ScopeLimit;
 use keel_node::admission::redis_limiter::{RedisAnswer, RedisLimiter, RedisTls};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Admissions per `AdmitBatch` call.
@@ -48,6 +50,11 @@ pub struct AdmissionResult {
     pub batch: Vec<LoadResult>,
     /// The GCRA script straight from redis-rs, per client count.
     pub raw: Vec<LoadResult>,
+    /// Keel's `RedisLimiter::check` in process, per client count.
+    pub library: Vec<LoadResult>,
+    /// Limitador's library, per storage, per client count (empty without
+    /// `--limitador`).
+    pub limitador: Vec<(String, Vec<LoadResult>)>,
     /// `fail_closed` after `kill -9` of Redis.
     pub stop: StopResult,
 }
@@ -114,8 +121,50 @@ impl Writer for Raw {
     }
 }
 
+/// Keel's limiter in this process: the batched check admissions take.
+#[derive(Clone)]
+struct Library(RedisLimiter, Vec<ScopeLimit>);
+
+impl Writer for Library {
+    async fn write(&mut self, _id: String, _timeout: Duration) -> Result<()> {
+        match self.0.check("library", &self.1, 1, None).await? {
+            RedisAnswer::Admitted(_) => Ok(()),
+            other => bail!("{other:?}"),
+        }
+    }
+}
+
+/// Limitador's storages the peer is run with.
+const LIMITADOR_STORAGES: [&str; 2] = ["redis", "redis_cached"];
+
+/// One closed-loop run of the Limitador peer binary.
+async fn limitador_run(
+    peer: &Path,
+    redis: &RedisServer,
+    storage: &str,
+    clients: usize,
+    duration: Duration,
+) -> Result<LoadResult> {
+    let output = tokio::process::Command::new(peer)
+        .args(["--redis-url", &redis.url(), "--storage", storage])
+        .args(["--clients", &clients.to_string(), "--duration-s", &duration.as_secs().to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running {}", peer.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} failed: {}",
+        peer.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let result: LoadResult = serde_json::from_slice(&output.stdout).context("the Limitador peer's JSON line")?;
+    anyhow::ensure!(result.errors == 0, "Limitador refused or failed {} checks", result.errors);
+    Ok(result)
+}
+
 /// A release dev node on `redis`, with the engine, tenant and policy.
-async fn bench_node(keeld: &std::path::Path, redis: &RedisServer, timeout_ms: &str) -> Result<KeelProcess> {
+async fn bench_node(keeld: &Path, redis: &RedisServer, timeout_ms: &str) -> Result<KeelProcess> {
     let args = ["--dev", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
     let mut node = KeelProcess::new(args.iter().map(|a| a.to_string()).collect())?.with_binary(keeld.to_path_buf());
     node.set_env("KEEL_REDIS__URL", &redis.url());
@@ -152,7 +201,7 @@ async fn bench_node(keeld: &std::path::Path, redis: &RedisServer, timeout_ms: &s
 
 /// `fail_closed`: closed-loop clients, `kill -9` of Redis, then how soon
 /// and how fast the node refuses.
-async fn stop_time(keeld: &std::path::Path) -> Result<StopResult> {
+async fn stop_time(keeld: &Path) -> Result<StopResult> {
     let mut redis = RedisServer::start()?;
     // The production deadline: 25 ms.
     let node = bench_node(keeld, &redis, "25").await?;
@@ -200,12 +249,20 @@ async fn stop_time(keeld: &std::path::Path) -> Result<StopResult> {
 }
 
 /// Runs every measurement.
-pub async fn bench_admission(keeld: PathBuf, clients: &[usize], duration: Duration) -> Result<AdmissionResult> {
+pub async fn bench_admission(
+    keeld: PathBuf,
+    limitador: Option<&Path>,
+    clients: &[usize],
+    duration: Duration,
+) -> Result<AdmissionResult> {
     let redis = RedisServer::start()?;
     let node = bench_node(&keeld, &redis, "25").await.context("the bench node")?;
     let raw_limiter = RedisLimiter::single(&redis.url(), &RedisTls::default(), Duration::from_secs(1))?;
     let scope = ScopeLimit { key: format!("tenant:{TENANT}"), calls_per_minute: 6_000_000_000, burst: 1_000_000_000 };
-    let (mut unary, mut batch, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let library_limiter = RedisLimiter::single(&redis.url(), &RedisTls::default(), Duration::from_secs(1))?;
+    let (mut unary, mut batch, mut raw, mut library) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut peer: Vec<(String, Vec<LoadResult>)> =
+        LIMITADOR_STORAGES.iter().map(|storage| (storage.to_string(), Vec::new())).collect();
     for (run, clients) in clients.iter().copied().enumerate() {
         let channel = node.channel().await?;
         let admission = pb::admission_service_client::AdmissionServiceClient::new(channel);
@@ -220,10 +277,23 @@ pub async fn bench_admission(keeld: PathBuf, clients: &[usize], duration: Durati
         let result = run_load(Raw(raw_limiter.clone(), vec![scope.clone()]), "raw", clients, duration).await?;
         eprintln!("redis: raw GCRA script, {clients} clients: {:.0}/s", result.ops_per_s);
         raw.push(result);
+        let result = run_load(Library(library_limiter.clone(), vec![scope.clone()]), "lib", clients, duration).await?;
+        eprintln!("keel: RedisLimiter::check in process, {clients} clients: {:.0}/s", result.ops_per_s);
+        library.push(result);
+        if let Some(limitador) = limitador {
+            for (storage, results) in &mut peer {
+                let result = limitador_run(limitador, &redis, storage, clients, duration).await?;
+                eprintln!("limitador: {storage} storage, {clients} clients: {:.0}/s", result.ops_per_s);
+                results.push(result);
+            }
+        }
     }
     drop(node);
+    if limitador.is_none() {
+        peer.clear();
+    }
     let stop = stop_time(&keeld).await.context("the fail_closed stop run")?;
-    Ok(AdmissionResult { batch_size: BATCH, unary, batch, raw, stop })
+    Ok(AdmissionResult { batch_size: BATCH, unary, batch, raw, library, limitador: peer, stop })
 }
 
 /// The `--admission` tables.
@@ -252,6 +322,42 @@ pub fn render(out: &mut String, result: &AdmissionResult) {
             raw.p99_us as f64 / 1000.0,
             ratio(unary.ops_per_s),
             ratio(batched),
+        );
+    }
+    let _ = writeln!(out, "\n### Limiters as libraries, same Redis, same limit, same closed-loop clients\n");
+    let mut header = "| clients | Keel `RedisLimiter::check` /s | p50 ms | p99 ms |".to_owned();
+    for (storage, _) in &result.limitador {
+        let _ = write!(header, " Limitador `{storage}` /s | p50 ms | p99 ms | Keel ÷ Limitador `{storage}` |");
+    }
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(out, "|---|---|---|---|{}", "---|---|---|---|".repeat(result.limitador.len()));
+    for (row, keel) in result.library.iter().enumerate() {
+        let mut line = format!(
+            "| {} | {:.0} | {:.2} | {:.2} |",
+            keel.clients,
+            keel.ops_per_s,
+            keel.p50_us as f64 / 1000.0,
+            keel.p99_us as f64 / 1000.0
+        );
+        for (_, results) in &result.limitador {
+            if let Some(peer) = results.get(row) {
+                let ratio = if peer.ops_per_s > 0.0 { keel.ops_per_s / peer.ops_per_s } else { 0.0 };
+                let _ = write!(
+                    line,
+                    " {:.0} | {:.2} | {:.2} | {:.2}× |",
+                    peer.ops_per_s,
+                    peer.p50_us as f64 / 1000.0,
+                    peer.p99_us as f64 / 1000.0,
+                    ratio
+                );
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if result.limitador.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nLimitador not run: build `chaos/limitador-peer` and pass `--limitador` (chaos/README.md)."
         );
     }
     let stop = &result.stop;

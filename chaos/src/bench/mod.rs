@@ -87,6 +87,11 @@ pub struct Args {
     /// `fail_closed` stops admitting after `kill -9` of Redis.
     #[arg(long)]
     pub admission: bool,
+    /// With --admission: the peer binary from `chaos/limitador-peer`
+    /// (Limitador's library on its Redis storage), run against the same
+    /// Redis server at each client count.
+    #[arg(long)]
+    pub limitador: Option<PathBuf>,
 }
 
 impl Args {
@@ -196,7 +201,7 @@ pub async fn run(args: &Args) -> Result<Report> {
         return Ok(Report { auth: Some(auth), ..Report::empty(args) });
     }
     if args.admission {
-        let result = admission::bench_admission(keeld.clone(), &args.clients, duration)
+        let result = admission::bench_admission(keeld.clone(), args.limitador.as_deref(), &args.clients, duration)
             .await
             .context("the admission benchmark")?;
         return Ok(Report { admission: Some(result), ..Report::empty(args) });

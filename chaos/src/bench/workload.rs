@@ -6,7 +6,7 @@ use crate::etcdserverpb::{PutRequest, kv_client::KvClient};
 use crate::process::AuthChannel;
 use anyhow::{Result, bail};
 use keel_proto::v1 as pb;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,7 +102,7 @@ impl Writer for EtcdWriter {
 }
 
 /// Outcome of one closed-loop load run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadResult {
     /// Concurrent writers.
     pub clients: usize,
