@@ -11,7 +11,7 @@
 # chaos/fuzz/artifacts/<target>/, logs in chaos/fuzz/logs/<target>.log, and
 # each target's last libFuzzer status line (execs, time) is printed at the end.
 #
-# The judging targets (policy_put, policy_evaluate, manifest) run in fork
+# The judging targets (policy_put, policy_evaluate, manifest, judge_frames) run in fork
 # mode with -ignore_ooms: an allocation past the judging budget is an OOM
 # in process, and in keeld the sandbox's memory_budget verdict, not a bug.
 set -euo pipefail
@@ -27,7 +27,8 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(policy_put policy_evaluate manifest trust_documents peer_messages snapshot_decode request_convert token)
+  targets=(policy_put policy_evaluate manifest trust_documents peer_messages snapshot_decode request_convert token
+    judge_frames redis_replies envoy_descriptors)
 fi
 jobs="${KEEL_FUZZ_JOBS:-2}"
 
@@ -40,7 +41,7 @@ mkdir -p logs
 run_target() {
   local target="$1" extra=()
   case "$target" in
-    policy_put | policy_evaluate | manifest) extra=(-fork=1 -ignore_ooms=1 -ignore_timeouts=1) ;;
+    policy_put | policy_evaluate | manifest | judge_frames) extra=(-fork=1 -ignore_ooms=1 -ignore_timeouts=1) ;;
   esac
   cargo fuzz run --sanitizer none -O "$target" "corpus/$target" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=30 \

@@ -5,9 +5,9 @@
 use keel_kernel::command::{Command, Proposal};
 use keel_kernel::tenant::{TenantSpec, TenantStatus, TenantTier};
 use keel_kernel::{KernelState, Name};
-use keel_node::replica::Write;
 use keel_node::raft::peer_message::{self, Envelope};
 use keel_node::raft::{NodeId, TypeConfig};
+use keel_node::replica::Write;
 use keel_proto::raft::v1 as raft_pb;
 use keel_proto::v1 as pb;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
@@ -118,6 +118,63 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write("request_convert", "event", &tagged(4, &event.encode_to_vec()))?;
     let watch = pb::WatchRequest { from_revision: 3, kinds: vec!["TENANT_CREATED".into()], ..Default::default() };
     write("request_convert", "watch", &tagged(5, &watch.encode_to_vec()))?;
+
+    // The judging worker's frames: a decision and an input check, framed.
+    let frame = |judgement: &keel_kernel::judge::Judgement| -> Result<Vec<u8>, serde_json::Error> {
+        let body = serde_json::to_vec(judgement)?;
+        let mut framed = (body.len() as u32).to_le_bytes().to_vec();
+        framed.extend(body);
+        Ok(framed)
+    };
+    let decide = keel_kernel::judge::Judgement::PolicyDecide {
+        source: keel_fuzz::POLICIES[3].to_owned(),
+        inputs: vec![serde_json::json!({"tenant": "acme", "risk_band": "low"})],
+        with_probes: false,
+    };
+    let check = keel_kernel::judge::Judgement::ActionInput {
+        action: "charge".into(),
+        schema: serde_json::json!({"type": "object", "required": ["amount"]}),
+        input: serde_json::json!({"amount": 3}),
+    };
+    let mut frames = frame(&decide)?;
+    frames.extend(frame(&check)?);
+    frames.extend(frame(&decide)?);
+    write("judge_frames", "decide-check-decide", &frames)?;
+
+    // Redis replies: admitted (two scopes), limited, replayed, a breaker's.
+    write("redis_replies", "admitted", &tagged(1, b"*3\r\n:1\r\n:9\r\n:2\r\n"))?;
+    write("redis_replies", "limited", &tagged(1, b"*3\r\n:0\r\n:2\r\n:250000\r\n"))?;
+    let first = pb::AdmitResponse { allowed: true, reason: "OK".into(), ..Default::default() };
+    let mut replayed = format!("*2\r\n:2\r\n${}\r\n", first.encoded_len()).into_bytes();
+    replayed.extend(first.encode_to_vec());
+    replayed.extend(b"\r\n");
+    write("redis_replies", "replayed", &tagged(0, &replayed))?;
+    write("redis_replies", "breaker", &tagged(0, b"*4\r\n:0\r\n:2\r\n:0\r\n:2\r\n"))?;
+
+    // Envoy's descriptors and an admission.
+    let entry = |key: &str, value: &str| keel_proto::envoy::ratelimit::v3::rate_limit_descriptor::Entry {
+        key: key.into(),
+        value: value.into(),
+    };
+    let envoy = keel_proto::envoy::ratelimit::v3::RateLimitRequest {
+        domain: "keel".into(),
+        descriptors: vec![keel_proto::envoy::ratelimit::v3::RateLimitDescriptor {
+            entries: vec![entry("tenant", "acme"), entry("engine", "billing"), entry("action", "charge")],
+            ..Default::default()
+        }],
+        hits_addend: 1,
+    };
+    write("envoy_descriptors", "envoy", &tagged(0, &envoy.encode_to_vec()))?;
+    let admit = pb::AdmitRequest {
+        tenant: "acme".into(),
+        engine: "billing".into(),
+        action: "charge".into(),
+        input_json: r#"{"amount": 3}"#.into(),
+        cost: 2,
+        idempotency_key: "k-1".into(),
+        ..Default::default()
+    };
+    write("envoy_descriptors", "admit", &tagged(1, &admit.encode_to_vec()))?;
     println!("seed corpus written under corpus/");
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! Peer envelopes (every request a peer can send) and snapshot chunks.
 #![no_main]
 
-use keel_node::replica::Write;
 use keel_node::raft::peer_message::{self, Envelope};
 use keel_node::raft::snapshot_reception::SnapshotReception;
 use keel_node::raft::{NodeId, TypeConfig};
+use keel_node::replica::Write;
 use keel_proto::raft::v1 as pb;
 use libfuzzer_sys::fuzz_target;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};

@@ -17,25 +17,27 @@ static DEFAULT_PANIC_HOOK: Once = Once::new();
 /// Judges `judgement` twice and checks both verdicts are equal (the verdict
 /// is a pure function of the request) and never `Unavailable`.
 pub fn judge_twice(judgement: &Judgement) -> Verdict {
-    DEFAULT_PANIC_HOOK.call_once(|| {
-        let _ = std::panic::take_hook();
-    });
-    // On a thread with the judging stack, as keeld's judging child runs it.
-    let run = |judgement: &Judgement| {
-        std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .stack_size(keel_kernel::limits::EVALUATION_STACK_BYTES)
-                .spawn_scoped(scope, || judge::run(judgement))
-                .expect("a judging thread starts")
-                .join()
-                .expect("judge::run catches panics")
-        })
-    };
-    let first = run(judgement);
-    let second = run(judgement);
+    let first = on_judging_thread(|| judge::run(judgement));
+    let second = on_judging_thread(|| judge::run(judgement));
     assert_eq!(first, second, "a judgement answered two ways");
     assert!(!matches!(first, Verdict::Unavailable { .. }), "an in-process judgement is always available");
     first
+}
+
+/// Runs `judging` on a thread with the judging stack, as keeld's judging
+/// child and worker do (`judge::run` and `run_cached` catch panics).
+pub fn on_judging_thread<T: Send>(judging: impl FnOnce() -> T + Send) -> T {
+    DEFAULT_PANIC_HOOK.call_once(|| {
+        let _ = std::panic::take_hook();
+    });
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(keel_kernel::limits::EVALUATION_STACK_BYTES)
+            .spawn_scoped(scope, judging)
+            .expect("a judging thread starts")
+            .join()
+            .expect("judging catches panics")
+    })
 }
 
 /// The example policies shipped in `deploy/policies/`, plus one whose

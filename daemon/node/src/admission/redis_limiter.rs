@@ -467,7 +467,7 @@ impl RedisLimiter {
         if answers.len() != checks.len() {
             return Err(RedisUnavailable::Failed(format!("the limit script answered {answers:?}")));
         }
-        Ok(checks.iter().zip(answers).map(|(check, answer)| answer_of(&check.scopes, answer)).collect())
+        Ok(checks.iter().zip(answers).map(|(check, answer)| check_answer(&check.scopes, answer)).collect())
     }
 
     /// REFUND on the keys of one slot.
@@ -497,8 +497,9 @@ impl RedisLimiter {
     }
 }
 
-/// One check's reply from CHECK.
-fn answer_of(scopes: &[ScopeLimit], answer: Value) -> Result<RedisAnswer, RedisUnavailable> {
+/// One check's reply from CHECK (any reply that is not one is a failure,
+/// never a panic: fuzzed by chaos/fuzz `redis_replies`).
+pub fn check_answer(scopes: &[ScopeLimit], answer: Value) -> Result<RedisAnswer, RedisUnavailable> {
     let Value::Array(answer) = answer else {
         return Err(RedisUnavailable::Failed(format!("the limit script answered {answer:?}")));
     };

@@ -31,7 +31,7 @@ fn invalid(field: &'static str, problem: &'static str) -> ApiError {
 }
 
 /// The admission a descriptor asks, if it is Keel's.
-fn admission_of(descriptor: &rls::RateLimitDescriptor, hits: u64) -> Result<Option<pb::AdmitRequest>, ApiError> {
+pub fn admission_of(descriptor: &rls::RateLimitDescriptor, hits: u64) -> Result<Option<pb::AdmitRequest>, ApiError> {
     if descriptor.entries.len() > ENVOY_ENTRIES_MAX {
         return Err(invalid("descriptors.entries", "more than ENVOY_ENTRIES_MAX entries"));
     }
