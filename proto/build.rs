@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "keel/v1/events.proto",
     "keel/v1/policy.proto",
     "keel/v1/admission.proto",
+    "keel/v1/audit.proto",
     "keel/raft/v1/raft.proto",
     "envoy/service/ratelimit/v3/rls.proto",
 ];

@@ -74,6 +74,9 @@ pub struct Config {
     /// `[breaker]`: circuit breakers on admissions.
     #[serde(default)]
     pub breaker: crate::admission::breaker::BreakerConfig,
+    /// `[audit]`: the node's audit log.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// Bounds of the client API.
@@ -347,6 +350,7 @@ impl Default for Config {
             admission: crate::admission::AdmissionConfig::default(),
             redis: crate::admission::RedisConfig::default(),
             breaker: crate::admission::breaker::BreakerConfig::default(),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }
@@ -492,6 +496,7 @@ impl Config {
         self.admission.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.redis.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.breaker.validate().map_err(|(key, problem)| invalid(key, problem))?;
+        self.audit.validate().map_err(|(key, problem)| invalid(key, problem))?;
         self.telemetry.validate().map_err(|error| ConfigError::Invalid { key: error.key, problem: error.problem })?;
         Ok(())
     }
@@ -728,7 +733,12 @@ mod example_tests {
                 Ok(config) => config,
                 Err(error) => panic!("{name}: {error}"),
             };
-            let checks = [config.admission.validate(), config.redis.validate(), config.breaker.validate()];
+            let checks = [
+                config.admission.validate(),
+                config.redis.validate(),
+                config.breaker.validate(),
+                config.audit.validate(),
+            ];
             if let Some(Err((key, problem))) = checks.into_iter().find(Result::is_err) {
                 panic!("{name}: {key}: {problem}");
             }

@@ -33,6 +33,24 @@ pub const AUTH_FAILURE_BURST: u32 = 20;
 /// Source addresses whose failures are tracked apart; beyond, they share one budget.
 pub const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
 
+// Audit (used in `audit/`).
+
+/// Record batches waiting for the audit writer; past it a must-audit call
+/// is refused at once (`AUDIT_UNAVAILABLE`).
+pub const AUDIT_QUEUE_MAX: usize = 16_384;
+/// Records written with one fdatasync at most.
+pub const AUDIT_BATCH_RECORDS_MAX: usize = 4_096;
+/// A signed checkpoint after this many records.
+pub const AUDIT_CHECKPOINT_EVERY_RECORDS: u64 = 1_024;
+/// ... or after this long idle with unsigned records.
+pub const AUDIT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+/// While failing, the writer probes the disk this often.
+pub const AUDIT_RETRY_MS: u64 = 100;
+/// Records one `AuditService.Query` page holds at most.
+pub const AUDIT_PAGE_SIZE_MAX: usize = 1_000;
+/// Bytes of log one query page reads at most (a selective filter pages on).
+pub const AUDIT_QUERY_SCAN_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 // Admission (used in `admission/` and `api/admission.rs`).
 
 /// Bytes of an admission's `input_json`.
@@ -267,6 +285,13 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     AUTH_FAILURES_PER_SOURCE_PER_S,
     AUTH_FAILURE_BURST,
     AUTH_FAILURE_SOURCES_MAX,
+    AUDIT_QUEUE_MAX,
+    AUDIT_BATCH_RECORDS_MAX,
+    AUDIT_CHECKPOINT_EVERY_RECORDS,
+    AUDIT_CHECKPOINT_INTERVAL_MS,
+    AUDIT_RETRY_MS,
+    AUDIT_PAGE_SIZE_MAX,
+    AUDIT_QUERY_SCAN_BYTES_MAX,
     ADMISSION_INPUT_BYTES_MAX,
     ADMISSION_COST_MAX,
     ADMISSION_LOCAL_SCOPES_MAX,

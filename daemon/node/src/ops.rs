@@ -36,6 +36,7 @@ struct OpsState {
     boot_time_ms: u64,
     collectors: Arc<[Arc<dyn Collector>]>,
     limiter: Arc<crate::admission::LimiterHealth>,
+    audit: crate::audit::AuditLog,
 }
 
 /// The ops router over `replica`; `/metrics` adds what each of
@@ -48,6 +49,7 @@ pub fn router(
     collectors: Vec<Arc<dyn Collector>>,
     expose: Exposure,
     limiter: Arc<crate::admission::LimiterHealth>,
+    audit: crate::audit::AuditLog,
 ) -> Router {
     let guarded = Router::new().route("/diagz", get(diagz)).route("/metrics", get(metrics)).layer(
         axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -69,6 +71,7 @@ pub fn router(
         boot_time_ms,
         collectors: collectors.into(),
         limiter,
+        audit,
     })
 }
 
@@ -101,7 +104,8 @@ pub fn not_ready_reason(status: &NodeStatus) -> Option<&'static str> {
 
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     let status = NodeStatus::collect(&state.replica, state.boot_time_ms);
-    match not_ready_reason(&status).or_else(|| state.limiter.not_ready_reason()) {
+    let audit = state.audit.is_failing().then_some("the audit log cannot write: must-audit calls are refused");
+    match not_ready_reason(&status).or_else(|| state.limiter.not_ready_reason()).or(audit) {
         None => (StatusCode::OK, "ready\n".to_owned()),
         Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
     }

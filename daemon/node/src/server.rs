@@ -196,7 +196,10 @@ impl NodeBuilder {
             Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
         let clock = LeaderClock::with_clock(config.raft.clock_skew_max_ms, clock);
         let replica = Replica::new(raft.clone(), shared, identity, leader_link, clock);
+        let audit = crate::audit::AuditLog::open(&config.audit, &config.data_dir, config.node.id, &config.node.region)
+            .with_context(|| format!("opening the audit log under {}", config.audit.dir(&config.data_dir).display()))?;
         let ctx = ApiContext::new(replica.clone())
+            .with_audit(audit.clone())
             .with_watchers_max(config.watch.watchers_max)
             .with_judge(judge)
             .with_slo(&config.slo)
@@ -229,9 +232,16 @@ impl NodeBuilder {
                 ctx.shed_stats.clone(),
                 ctx.watch_stats.clone(),
                 limiter_health.clone(),
+                Arc::new(audit.clone()),
             ];
-            let router =
-                crate::ops::router(replica.clone(), boot_time_ms, collectors, config.ops.expose, limiter_health);
+            let router = crate::ops::router(
+                replica.clone(),
+                boot_time_ms,
+                collectors,
+                config.ops.expose,
+                limiter_health,
+                audit.clone(),
+            );
             let ops = serve_ops(ops_listener, router, stop_rx.clone());
             tasks.push(tokio::spawn(ops));
         }
@@ -245,12 +255,15 @@ impl NodeBuilder {
             failure_burst: config.api.auth_failure_burst,
             failures_per_s: config.api.auth_failures_per_source_per_s,
         };
-        let authenticator = Arc::new(crate::edge::authn::Authenticator::new(
-            &settings,
-            Arc::new(PublishedTrust(Arc::clone(&replica.shared))),
-            Arc::clone(&replica.clock),
-            ctx.rpc_metrics.clone(),
-        ));
+        let authenticator = Arc::new(
+            crate::edge::authn::Authenticator::new(
+                &settings,
+                Arc::new(PublishedTrust(Arc::clone(&replica.shared))),
+                Arc::clone(&replica.clock),
+                ctx.rpc_metrics.clone(),
+            )
+            .with_audit(audit),
+        );
         let grpc = serve_grpc(
             listeners.client,
             ctx.clone(),
@@ -520,6 +533,7 @@ async fn serve_grpc(
     health_reporter.set_serving::<pb::cluster_service_server::ClusterServiceServer<ClusterApi>>().await;
     health_reporter.set_serving::<pb::event_service_server::EventServiceServer<EventApi>>().await;
     health_reporter.set_serving::<pb::admission_service_server::AdmissionServiceServer<AdmissionApi>>().await;
+    health_reporter.set_serving::<pb::audit_service_server::AuditServiceServer<crate::api::audit::AuditApi>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keel_proto::FILE_DESCRIPTOR_SET)
@@ -555,6 +569,9 @@ async fn serve_grpc(
         .add_service(limit(pb::tenant_service_server::TenantServiceServer::new(TenantApi { ctx: ctx.clone() })))
         .add_service(limit(pb::event_service_server::EventServiceServer::new(EventApi { ctx: ctx.clone() })))
         .add_service(limit(pb::policy_service_server::PolicyServiceServer::new(PolicyApi::new(ctx.clone()))))
+        .add_service(limit(pb::audit_service_server::AuditServiceServer::new(crate::api::audit::AuditApi {
+            ctx: ctx.clone(),
+        })))
         .add_service(limit(keel_proto::envoy::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer::new(
             crate::api::envoy_rls::EnvoyRls(admission.clone()),
         )))
@@ -669,6 +686,7 @@ message_limits!(
     pb::event_service_server::EventServiceServer<EventApi>,
     pb::policy_service_server::PolicyServiceServer<PolicyApi>,
     pb::admission_service_server::AdmissionServiceServer<AdmissionApi>,
+    pb::audit_service_server::AuditServiceServer<crate::api::audit::AuditApi>,
     keel_proto::envoy::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer<
         crate::api::envoy_rls::EnvoyRls,
     >

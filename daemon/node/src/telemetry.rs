@@ -20,6 +20,16 @@
 mod config;
 pub mod propagation;
 
+/// The current span's W3C trace id (hex), empty when it is not traced.
+pub fn current_trace_id() -> String {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if span_context.is_valid() { span_context.trace_id().to_string() } else { String::new() }
+}
+
 pub use config::{
     CA_FILE_KEY, EXPORT_INTERVAL_MS_DEFAULT, EXPORT_INTERVAL_MS_KEY, EXPORT_INTERVAL_MS_RANGE, OTLP_ENDPOINT_BYTES_MAX,
     OTLP_ENDPOINT_KEY, OtlpEndpoint, SERVICE_NAME_BYTES_MAX, SERVICE_NAME_DEFAULT, SERVICE_NAME_KEY,

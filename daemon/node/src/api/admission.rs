@@ -264,7 +264,7 @@ impl Limits {
 }
 
 /// The first decision for an idempotency key, answered again.
-fn replayed(first: &[u8]) -> Result<pb::AdmitResponse, ApiError> {
+pub fn replayed(first: &[u8]) -> Result<pb::AdmitResponse, ApiError> {
     let mut response = pb::AdmitResponse::decode(first)
         .map_err(|error| ApiError::internal(anyhow::anyhow!("an idempotency record does not decode: {error}")))?;
     response.idempotent_replay = true;
@@ -277,7 +277,7 @@ fn invalid(field: &'static str, problem: &'static str) -> Rejection {
 }
 
 /// The request, validated (a request that cannot be judged is an error).
-fn admission_of(request: &pb::AdmitRequest) -> Result<(Admission, EvaluationContext), Rejection> {
+pub fn admission_of(request: &pb::AdmitRequest) -> Result<(Admission, EvaluationContext), Rejection> {
     let optional =
         |field: &'static str, value: &str| (!value.is_empty()).then(|| Name::parse(field, value)).transpose();
     keel_kernel::limits::Limit::NameBytes.check(request.version.len())?;
@@ -500,19 +500,78 @@ async fn finish(limits: &Limits, prepared: ToCharge, checked: Checked) -> Result
     Ok(response)
 }
 
-/// One admission, judged on one published state (`state`).
+/// One admission, judged on one published state (`state`), audited.
 async fn admit_one(
     call: &Call<'_>,
     limits: &Limits,
     state: &AppliedState,
     body: &pb::AdmitRequest,
 ) -> Result<pb::AdmitResponse, ApiError> {
-    match prepare(call, limits, state, body).await? {
-        Prepared::Answered(response) => Ok(*response),
-        Prepared::ToCharge(prepared) => {
+    let decided = match prepare(call, limits, state, body).await {
+        Ok(Prepared::Answered(response)) => Ok(*response),
+        Ok(Prepared::ToCharge(prepared)) => {
             let checked = limits.charge(&prepared).await;
             finish(limits, *prepared, checked).await
         }
+        Err(error) => Err(error),
+    };
+    let mut answers = audited(call, std::slice::from_ref(body), vec![decided]).await;
+    answers.pop().unwrap_or_else(|| Err(ApiError::internal(anyhow::anyhow!("an admission went unanswered"))))
+}
+
+/// The audit record of one decided admission.
+fn admission_record(call: &Call<'_>, body: &pb::AdmitRequest, answer: &pb::AdmitResponse) -> keel_audit::Record {
+    let mut record = call.audit_record(keel_audit::Kind::Admission);
+    record.tenant.clone_from(&body.tenant);
+    record.engine.clone_from(&body.engine);
+    record.action.clone_from(&body.action);
+    record.decision = if answer.allowed { "allowed" } else { "denied" }.to_owned();
+    record.reason = if answer.allowed { "OK".to_owned() } else { answer.reason.clone() };
+    record.detail = if answer.idempotent_replay {
+        "idempotent replay of the first decision".to_owned()
+    } else {
+        answer.detail.clone()
+    };
+    record.decision_id.clone_from(&answer.decision_id);
+    record.policy_version.clone_from(&answer.policy_version);
+    record.revision = answer.revision;
+    if answer.degraded {
+        record.degraded.clone_from(&answer.degraded_reason);
+    }
+    call.ctx().audit.stamp(record)
+}
+
+/// Makes the records of every decided admission durable (one batch) and
+/// stamps their audit ids; when they are not durable in time every
+/// decision is answered `AUDIT_UNAVAILABLE` instead (none unaudited). A
+/// request that was not decided (an invalid one) has no record.
+async fn audited(
+    call: &Call<'_>,
+    bodies: &[pb::AdmitRequest],
+    answers: Vec<Result<pb::AdmitResponse, ApiError>>,
+) -> Vec<Result<pb::AdmitResponse, ApiError>> {
+    let records: Vec<keel_audit::Record> = bodies
+        .iter()
+        .zip(&answers)
+        .filter_map(|(body, answer)| answer.as_ref().ok().map(|answer| admission_record(call, body, answer)))
+        .collect();
+    if records.is_empty() {
+        return answers;
+    }
+    match call.ctx().audit.record(records).await {
+        Ok(ids) => {
+            let mut ids = ids.into_iter();
+            answers
+                .into_iter()
+                .map(|answer| {
+                    answer.map(|mut answer| {
+                        answer.audit_id = ids.next().unwrap_or_default();
+                        answer
+                    })
+                })
+                .collect()
+        }
+        Err(error) => answers.into_iter().map(|answer| answer.and(Err(ApiError::from(error.clone())))).collect(),
     }
 }
 
@@ -549,7 +608,7 @@ pub(super) async fn admit_many(
             }
         });
     }
-    answers
+    audited(call, bodies, answers).await
 }
 
 #[tonic::async_trait]

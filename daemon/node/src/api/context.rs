@@ -16,7 +16,7 @@ use super::watch_queue::WatchBudget;
 use crate::edge::authn::Authenticated;
 use crate::judge::NodeJudge;
 use crate::raft::shared_state::AppliedState;
-use crate::replica::{Consistency, Replica, Write};
+use crate::replica::{Consistency, Replica, ReplicaError, Write};
 use base64::Engine as _;
 use keel_kernel::limits::{LIST_PAGE_BYTES_MAX, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
 use keel_kernel::token::Principal;
@@ -112,6 +112,8 @@ pub struct ApiContext {
     /// Peers talk plaintext (no `[tls]`): members, learners included, must
     /// then be on loopback, as configured members must.
     pub plaintext_peers: bool,
+    /// This node's audit log (admissions, mutations, security events).
+    pub audit: crate::audit::AuditLog,
 }
 
 impl ApiContext {
@@ -125,7 +127,14 @@ impl ApiContext {
             shed_stats: Arc::default(),
             rpc_metrics: crate::edge::RpcMetrics::default(),
             plaintext_peers: false,
+            audit: crate::audit::AuditLog::disabled(),
         }
+    }
+
+    /// This context recording into `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::AuditLog) -> ApiContext {
+        self.audit = audit;
+        self
     }
 
     /// This context for a node whose peers talk plaintext (or not).
@@ -167,12 +176,24 @@ impl ApiContext {
         Fut: Future<Output = Result<T, ApiError>>,
     {
         let principal = request.extensions().get::<Authenticated>().and_then(|authenticated| authenticated.0.clone());
+        let request_id = request
+            .metadata()
+            .get(crate::edge::observe::REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let call = Call {
             ctx: self,
             deadline: deadline(&request, default_deadline_ms),
             revision: Arc::default(),
             is_replay: AtomicBool::new(false),
             principal,
+            request_id,
+            method: request
+                .extensions()
+                .get::<tonic::GrpcMethod<'static>>()
+                .map(|method| method.method().to_owned())
+                .unwrap_or_default(),
         };
         let revision = Arc::clone(&call.revision);
         match handler(request.into_inner(), call).await {
@@ -220,9 +241,25 @@ pub struct Call<'s> {
     revision: Arc<AtomicU64>,
     is_replay: AtomicBool,
     principal: Option<Arc<Principal>>,
+    /// The edge's request id.
+    request_id: String,
+    /// The RPC's method name.
+    method: String,
 }
 
 impl Call<'_> {
+    /// An audit record of this call: who, which request, which trace.
+    pub fn audit_record(&self, kind: keel_audit::Kind) -> keel_audit::Record {
+        keel_audit::Record {
+            kind,
+            principal: self.principal.as_ref().map(|principal| principal.actor.sub.clone()).unwrap_or_default(),
+            request_id: self.request_id.clone(),
+            trace_id: crate::telemetry::current_trace_id(),
+            action: self.method.clone(),
+            ..keel_audit::Record::default()
+        }
+    }
+
     /// The caller the edge authenticated (`None`: a root-signed request
     /// without a token, or authentication off).
     pub fn principal(&self) -> Option<&Principal> {
@@ -300,8 +337,32 @@ impl Call<'_> {
         if actor.is_none() && command.is_root_signed() {
             self.preflight(&command, idempotency_key.as_ref())?;
         }
+        // Audited before it is proposed (who, what), then its outcome: a
+        // change is never made by a call whose intent is not on disk.
+        let mut intent = self.audit_record(keel_audit::Kind::Mutation);
+        intent.tenant = command.tenant().map(|tenant| tenant.to_string()).unwrap_or_default();
+        intent.decision = "proposed".to_owned();
+        let audit = &self.ctx.audit;
+        audit.record(vec![audit.stamp(intent.clone())]).await?;
         let write = Write { command, idempotency_key, actor };
-        let (applied, revision) = self.ctx.replica.propose(write, self.deadline).await?;
+        let proposed = self.ctx.replica.propose(write, self.deadline).await;
+        let mut outcome = intent;
+        match &proposed {
+            Ok((_, revision)) => {
+                outcome.decision = "applied".to_owned();
+                outcome.reason = "OK".to_owned();
+                outcome.revision = *revision;
+            }
+            Err(error) => {
+                outcome.decision =
+                    if matches!(error, ReplicaError::Rejected(_)) { "rejected" } else { "failed" }.to_owned();
+                outcome.reason = crate::status::Fault::reason(error).to_owned();
+                outcome.detail = error.to_string();
+            }
+        }
+        let recorded = audit.record(vec![audit.stamp(outcome)]).await;
+        let (applied, revision) = proposed?;
+        recorded?;
         self.revision.store(revision, Ordering::Release);
         self.is_replay.store(applied.replay_of.is_some(), Ordering::Release);
         typed(&applied.outcome)

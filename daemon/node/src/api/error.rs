@@ -62,6 +62,9 @@ pub enum ApiError {
         /// Where to resume.
         next_revision: u64,
     },
+    /// The call's audit record could not be made durable in time.
+    #[error("{0}")]
+    AuditUnavailable(#[from] crate::audit::AuditError),
     /// A bug or a storage failure. Logged in full once; the client gets the request id.
     #[error("internal error (request {request_id})")]
     Internal {
@@ -94,6 +97,7 @@ impl ApiError {
         "REVISION_IN_FUTURE",
         "WATCHER_TOO_SLOW",
         "LIMIT_EXCEEDED",
+        "AUDIT_UNAVAILABLE",
         "INTERNAL",
     ];
 
@@ -115,6 +119,7 @@ impl Fault for ApiError {
             ApiError::RevisionInFuture { .. } => "REVISION_IN_FUTURE",
             ApiError::WatcherTooSlow { .. } => "WATCHER_TOO_SLOW",
             ApiError::TooManyWatchers { .. } => "LIMIT_EXCEEDED",
+            ApiError::AuditUnavailable(_) => "AUDIT_UNAVAILABLE",
             ApiError::Internal { .. } => "INTERNAL",
         }
     }
@@ -128,6 +133,7 @@ impl Fault for ApiError {
             ApiError::PageTokenInvalid => Code::InvalidArgument,
             ApiError::Compacted { .. } | ApiError::RevisionInFuture { .. } => Code::OutOfRange,
             ApiError::WatcherTooSlow { .. } | ApiError::TooManyWatchers { .. } => Code::ResourceExhausted,
+            ApiError::AuditUnavailable(_) => Code::Unavailable,
             ApiError::Internal { .. } => Code::Internal,
         }
     }
@@ -151,6 +157,7 @@ impl Fault for ApiError {
                 vec![("limit", Limit::WatchersPerNode.name().to_owned()), ("limit_value", watchers_max.to_string())]
             }
             ApiError::PageTokenInvalid => vec![],
+            ApiError::AuditUnavailable(error) => vec![("detail", error.to_string())],
         };
         pairs.into_iter().map(|(key, value)| (key.to_owned(), value)).collect()
     }

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod admission;
+pub mod audit;
 pub mod cluster;
 pub mod context;
 pub mod convert;

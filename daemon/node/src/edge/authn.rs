@@ -172,6 +172,8 @@ pub struct Authenticator {
     cache: Mutex<TokenCache>,
     failures: Limiter,
     metrics: super::RpcMetrics,
+    /// Failures within a source's budget are recorded here.
+    audit: crate::audit::AuditLog,
 }
 
 /// The address every source shares once [`AUTH_FAILURE_SOURCES_MAX`] are tracked.
@@ -197,7 +199,14 @@ impl Authenticator {
             cache: Mutex::new(TokenCache::default()),
             failures: governor::RateLimiter::keyed(quota),
             metrics,
+            audit: crate::audit::AuditLog::disabled(),
         }
+    }
+
+    /// This authenticator recording failures into `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::AuditLog) -> Authenticator {
+        self.audit = audit;
+        self
     }
 
     /// Who `bearer` is, if it verifies now: from the cache when this token
@@ -242,7 +251,35 @@ impl Authenticator {
             return Ok(Authenticated(None));
         }
         let source = source_address(request);
-        self.authorise(guard, path, request).map_err(|error| AuthCheck::Refused(self.failed(error, source)))
+        self.authorise(guard, path, request).map_err(|error| {
+            let answer = self.failed(error, source);
+            // Failures within the source's budget are audited one by one;
+            // past it they are counted (keel_rpc_errors_total
+            // {reason="AUTH_FAILURES_THROTTLED"}), so a flood cannot fill the log.
+            if !matches!(answer, AuthError::Throttled { .. }) {
+                self.audit_failure(&answer, path, source, request.headers());
+            }
+            AuthCheck::Refused(answer)
+        })
+    }
+
+    /// Queues the security record of a refused request.
+    fn audit_failure(&self, error: &AuthError, path: &str, source: Option<IpAddr>, headers: &http::HeaderMap) {
+        if !self.audit.is_enabled() {
+            return;
+        }
+        let request_id = headers.get(super::observe::REQUEST_ID_HEADER).and_then(|value| value.to_str().ok());
+        let record = keel_audit::Record {
+            kind: keel_audit::Kind::Security,
+            action: path.rsplit('/').next().unwrap_or(path).to_owned(),
+            decision: "refused".to_owned(),
+            reason: error.reason().to_owned(),
+            detail: format!("{error} (from {})", source.map(|ip| ip.to_string()).unwrap_or_else(|| "?".to_owned())),
+            request_id: request_id.unwrap_or_default().to_owned(),
+            trace_id: crate::telemetry::current_trace_id(),
+            ..keel_audit::Record::default()
+        };
+        self.audit.record_later(self.audit.stamp(record));
     }
 
     fn authorise<B>(&self, guard: Guard, path: &str, request: &http::Request<B>) -> Result<Authenticated, AuthError> {

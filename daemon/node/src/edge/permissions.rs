@@ -142,6 +142,8 @@ pub const RPCS: &[(&str, Guard)] = &[
     ("/keel.v1.AdmissionService/AdmitBatch", token(ADMISSION_ADMIT, Scope::Tenant)),
     ("/keel.v1.AdmissionService/ReportOutcome", token(ADMISSION_REPORT, Scope::Tenant)),
     ("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", token(ADMISSION_ADMIT, Scope::Tenant)),
+    ("/keel.v1.AuditService/QueryAudit", token(AUDIT_READ, Scope::Tenant)),
+    ("/keel.v1.AuditService/VerifyAudit", token(AUDIT_READ, Scope::Cluster)),
 ];
 
 /// Services every caller may use without a token: health checks and reflection.
