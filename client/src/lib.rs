@@ -41,6 +41,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod audit;
 #[cfg(test)]
 mod call_tests;
 #[cfg(feature = "certs")]

@@ -31,7 +31,7 @@ fn billing(version: &str) -> serde_json::Value {
     })
 }
 
-fn request(tenant: &str, action: &str, input: &str) -> pb::AdmitRequest {
+pub(crate) fn request(tenant: &str, action: &str, input: &str) -> pb::AdmitRequest {
     pb::AdmitRequest {
         tenant: tenant.into(),
         engine: "billing".into(),
@@ -41,7 +41,9 @@ fn request(tenant: &str, action: &str, input: &str) -> pb::AdmitRequest {
     }
 }
 
-async fn admission(node: &KeelProcess) -> Result<pb::admission_service_client::AdmissionServiceClient<AuthChannel>> {
+pub(crate) async fn admission(
+    node: &KeelProcess,
+) -> Result<pb::admission_service_client::AdmissionServiceClient<AuthChannel>> {
     Ok(pb::admission_service_client::AdmissionServiceClient::new(node.channel().await?))
 }
 
@@ -170,7 +172,7 @@ async fn a_tenants_token_admits_for_its_tenant_only() -> Result<()> {
 }
 
 /// A dev node with `envs`, the billing engine, tenant acme and the policy.
-async fn ready_node(envs: &[(&str, &str)]) -> Result<KeelProcess> {
+pub(crate) async fn ready_node(envs: &[(&str, &str)]) -> Result<KeelProcess> {
     let node = KeelProcess::start_with_env(envs).await?;
     let fixture = Fixture::new(&node).await?;
     let publisher = fixture.add_publisher_key(&node).await?;

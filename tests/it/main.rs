@@ -3,6 +3,7 @@
 //! One test binary; modules by scenario.
 
 mod admission;
+mod audit;
 mod auth;
 mod bad_input;
 mod cli;

@@ -10,7 +10,8 @@
 //! [`EXIT_USAGE`] for invalid usage or local input (clap uses the same code
 //! for its own usage errors), [`EXIT_UNAVAILABLE`] when the cluster could
 //! not be reached or did not answer in time, [`EXIT_DENIED`] when `admit`
-//! was answered with a denial.
+//! was answered with a denial, [`EXIT_AUDIT_INVALID`] when `audit verify`
+//! found a bad record.
 
 use keel_client::error::{ClientError, ErrorClass, REASON_INVALID_INPUT};
 use keel_client::local_error::LocalError;
@@ -25,6 +26,10 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNAVAILABLE: u8 = 3;
 /// Exit code when `admit` was answered with a denial.
 pub const EXIT_DENIED: u8 = 4;
+/// Exit code when `audit verify` found a bad record.
+pub const EXIT_AUDIT_INVALID: u8 = 5;
+/// Reason reported when `audit verify` found a bad record.
+pub const REASON_AUDIT_INVALID: &str = "AUDIT_INVALID";
 /// Reason reported when writing the output failed.
 pub const REASON_OUTPUT_FAILED: &str = "OUTPUT_FAILED";
 /// Reason reported when `policy test` ran and some case did not pass.
@@ -65,6 +70,14 @@ pub enum CliError {
         /// The denial's reason.
         reason: String,
     },
+    /// `audit verify` found a bad record.
+    #[error("the audit log does not verify: {problem}")]
+    AuditInvalid {
+        /// The first bad record's id (empty: a line that is not a record).
+        first_bad: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl CliError {
@@ -79,6 +92,7 @@ impl CliError {
             CliError::Local(_) | CliError::Usage { .. } => EXIT_USAGE,
             CliError::Output { .. } | CliError::PolicyTestFailed { .. } => EXIT_SERVER_ERROR,
             CliError::Denied { .. } => EXIT_DENIED,
+            CliError::AuditInvalid { .. } => EXIT_AUDIT_INVALID,
         }
     }
 
@@ -90,6 +104,7 @@ impl CliError {
             CliError::Output { .. } => REASON_OUTPUT_FAILED,
             CliError::PolicyTestFailed { .. } => REASON_POLICY_TEST_FAILED,
             CliError::Denied { reason } => reason,
+            CliError::AuditInvalid { .. } => REASON_AUDIT_INVALID,
         }
     }
 
@@ -105,6 +120,7 @@ impl CliError {
     pub fn metadata(&self) -> BTreeMap<String, String> {
         match self {
             CliError::Client(error) => error.metadata(),
+            CliError::AuditInvalid { first_bad, .. } => BTreeMap::from([("first_bad".to_owned(), first_bad.clone())]),
             _ => BTreeMap::new(),
         }
     }

@@ -14,6 +14,7 @@
 //! arguments, runs [`run`] and maps the result to an exit code.
 
 pub mod admit;
+pub mod audit;
 pub mod certs;
 pub mod cluster;
 pub mod engine;
@@ -168,6 +169,9 @@ pub enum Command {
     Admit(admit::AdmitArgs),
     /// Report how an admitted call ended, for the circuit breakers.
     Outcome(admit::OutcomeArgs),
+    /// Read a member's audit log and verify its chain (exit 5 when it does not verify).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// `--consistency` values.
@@ -205,6 +209,7 @@ pub async fn run(cli: Cli, stdout: &mut dyn std::io::Write, stderr: &mut dyn std
         Command::Token(command) => token::run(command, global, &mut output).await,
         Command::Admit(args) => admit::run(args, global, &mut output).await,
         Command::Outcome(args) => admit::run_outcome(args, global, &mut output).await,
+        Command::Audit(command) => audit::run(command, global, &mut output).await,
     }
 }
 

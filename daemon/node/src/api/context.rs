@@ -191,8 +191,8 @@ impl ApiContext {
             request_id,
             method: request
                 .extensions()
-                .get::<tonic::GrpcMethod<'static>>()
-                .map(|method| method.method().to_owned())
+                .get::<crate::edge::observe::RpcMethod>()
+                .map(|method| method.0.clone())
                 .unwrap_or_default(),
         };
         let revision = Arc::clone(&call.revision);

@@ -33,6 +33,11 @@ use tracing::Instrument;
 
 /// The request-id header, read from callers and set on every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The RPC's method name (`CreateTenant`), put in the request's extensions
+/// here for the handlers (audit records name it).
+#[derive(Debug, Clone)]
+pub struct RpcMethod(pub String);
 /// Latency buckets: 0.25 ms doubling to ~8 s.
 const DURATION_BUCKET_FIRST_S: f64 = 0.000_25;
 const DURATION_BUCKETS: u16 = 16;
@@ -196,6 +201,7 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
+        request.extensions_mut().insert(RpcMethod(method.rsplit('/').next().unwrap_or_default().to_owned()));
         let request_id = self.layer.request_id(request.headers());
         let header = http::HeaderValue::from_str(&request_id).ok();
         if let Some(header) = &header {
