@@ -46,6 +46,10 @@ pub const AUDIT_CHECKPOINT_EVERY_RECORDS: u64 = 1_024;
 pub const AUDIT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 /// While failing, the writer probes the disk this often.
 pub const AUDIT_RETRY_MS: u64 = 100;
+/// How often each member pulls every other member's new audit records.
+pub const AUDIT_COPY_INTERVAL_MS: u64 = 500;
+/// Bytes of audit lines one pull answers at most.
+pub const AUDIT_PULL_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Records one `AuditService.Query` page holds at most.
 pub const AUDIT_PAGE_SIZE_MAX: usize = 1_000;
 /// Bytes of log one query page reads at most (a selective filter pages on).
@@ -290,6 +294,8 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     AUDIT_CHECKPOINT_EVERY_RECORDS,
     AUDIT_CHECKPOINT_INTERVAL_MS,
     AUDIT_RETRY_MS,
+    AUDIT_COPY_INTERVAL_MS,
+    AUDIT_PULL_BYTES_MAX,
     AUDIT_PAGE_SIZE_MAX,
     AUDIT_QUERY_SCAN_BYTES_MAX,
     ADMISSION_INPUT_BYTES_MAX,

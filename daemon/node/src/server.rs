@@ -195,11 +195,13 @@ impl NodeBuilder {
         let identity =
             Identity { node_id: config.node.id, region: config.node.region.clone(), zone: config.node.zone.clone() };
         let clock = LeaderClock::with_clock(config.raft.clock_skew_max_ms, clock);
+        let peer_channels = leader_link.channels();
         let replica = Replica::new(raft.clone(), shared, identity, leader_link, clock);
         let audit = crate::audit::AuditLog::open(&config.audit, &config.data_dir, config.node.id, &config.node.region)
             .with_context(|| format!("opening the audit log under {}", config.audit.dir(&config.data_dir).display()))?;
         let ctx = ApiContext::new(replica.clone())
             .with_audit(audit.clone())
+            .with_peer_channels(Arc::clone(&peer_channels))
             .with_watchers_max(config.watch.watchers_max)
             .with_judge(judge)
             .with_slo(&config.slo)
@@ -245,7 +247,9 @@ impl NodeBuilder {
             let ops = serve_ops(ops_listener, router, stop_rx.clone());
             tasks.push(tokio::spawn(ops));
         }
-        let peers = serve_peers(listeners.peer, replica.clone(), tls.clone(), config.clone(), stop_rx.clone());
+        tokio::spawn(crate::audit::copies::run(audit.clone(), replica.clone(), peer_channels, stop_rx.clone()));
+        let peers =
+            serve_peers(listeners.peer, replica.clone(), audit.clone(), tls.clone(), config.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(peers));
         let in_flight_requests_max = config.api.in_flight_requests_max;
         let settings = crate::edge::authn::AuthSettings {
@@ -590,6 +594,7 @@ async fn serve_grpc(
 async fn serve_peers(
     connections: Incoming,
     replica: Replica,
+    audit: crate::audit::AuditLog,
     tls: Option<TlsMaterial>,
     config: Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -613,7 +618,7 @@ async fn serve_peers(
         same_cluster_check(&config.cluster.id, &request)?;
         Ok(request)
     };
-    let service = tonic::service::interceptor::InterceptedService::new(peer_server(replica), check);
+    let service = tonic::service::interceptor::InterceptedService::new(peer_server(replica, audit), check);
     server.add_service(service).serve_with_incoming_shutdown(connections, shutdown).await.context("peer gRPC server")
 }
 

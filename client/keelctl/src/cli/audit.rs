@@ -1,5 +1,6 @@
-//! `keelctl audit`: read a member's audit log and verify its chain, on the
-//! member (`verify`) or in a copy of the files (`verify --dir`).
+//! `keelctl audit`: read the cluster's audit records (`query`: every
+//! member's, merged by time) and verify a member's chain, on the member
+//! (`verify`) or in a copy of the files (`verify --dir`).
 
 use super::error::CliError;
 use super::output::Output;
@@ -53,6 +54,9 @@ pub struct QueryArgs {
     /// Records to print at most.
     #[arg(long, default_value_t = QUERY_LIMIT_DEFAULT)]
     pub limit: usize,
+    /// Only this member's records (0: every member's, merged by time).
+    #[arg(long, default_value_t = 0)]
+    pub origin: u64,
 }
 
 /// `keelctl audit verify` arguments.
@@ -182,6 +186,7 @@ async fn query(args: QueryArgs, global: &GlobalArgs, output: &mut Output<'_>) ->
             kind: args.kind.clone(),
             page_size: QUERY_PAGE_SIZE,
             page_token,
+            origin: args.origin,
         };
         let served = client.query_audit(request).await?;
         output.served_by(&served.meta);

@@ -14,7 +14,9 @@ use base64::Engine as _;
 use keel_audit::{Kind, Record};
 use keel_kernel::Rejection;
 use keel_proto::v1 as pb;
+use prost::Message as _;
 use sha2::Digest as _;
+use std::collections::BTreeMap;
 use tonic::{Request, Response, Status};
 
 /// Records per page when the request names none.
@@ -58,26 +60,95 @@ pub fn record_to_pb(record: Record) -> pb::AuditRecord {
     }
 }
 
-/// What a page token is bound to: the filter, on this member.
-fn query_key(node: u64, filter: &Filter) -> String {
-    let described = format!("{node}\n{filter:?}");
-    format!("audit-{}", hex::encode(&sha2::Sha256::digest(described.as_bytes())[..12]))
+/// The filter a request asks for (its tenant already scoped by the caller).
+pub fn filter_of(body: &pb::QueryAuditRequest) -> Result<Filter, ApiError> {
+    let kind = match body.kind.as_str() {
+        "" => None,
+        name => Some(Kind::parse(name).ok_or_else(|| invalid("kind", "is not an audit record kind"))?),
+    };
+    Ok(Filter {
+        from_ms: body.from_ms,
+        to_ms: body.to_ms,
+        tenant: body.tenant.clone(),
+        engine: body.engine.clone(),
+        action: body.action.clone(),
+        principal: body.principal.clone(),
+        decision: body.decision.clone(),
+        with_checkpoints: kind == Some(Kind::Checkpoint),
+        kind,
+    })
 }
 
-fn after_seq(query: &str, token: &str) -> Result<u64, ApiError> {
+/// What a page token is bound to: the filter (and origin).
+fn query_key(filter: &pb::QueryAuditRequest) -> String {
+    let bound = pb::QueryAuditRequest { page_size: 0, page_token: String::new(), ..filter.clone() };
+    format!("audit-{}", hex::encode(&sha2::Sha256::digest(bound.encode_to_vec())[..12]))
+}
+
+/// Per member, the last seq a page gave (the next page reads after it).
+fn positions(query: &str, token: &str) -> Result<BTreeMap<u64, u64>, ApiError> {
     if token.is_empty() {
-        return Ok(0);
+        return Ok(BTreeMap::new());
     }
     let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or(ApiError::PageTokenInvalid)?;
-    decoded
-        .strip_prefix(query)
-        .and_then(|rest| rest.strip_prefix('\n'))
-        .and_then(|seq| seq.parse().ok())
-        .ok_or(ApiError::PageTokenInvalid)
+    let positions =
+        decoded.strip_prefix(query).and_then(|rest| rest.strip_prefix('\n')).ok_or(ApiError::PageTokenInvalid)?;
+    serde_json::from_str(positions).map_err(|_| ApiError::PageTokenInvalid)
+}
+
+/// One member's part of a page.
+struct Part {
+    node: u64,
+    records: Vec<Record>,
+    /// Where that member's log continues when `records` is empty (a scan
+    /// that read its bound without a match); 0 at its end.
+    next_after_seq: u64,
+    from_copy: bool,
+}
+
+/// Member `origin`'s records after `after`: asked of it (its own log), or
+/// read from this member's copy when it does not answer.
+async fn part_of(
+    ctx: &ApiContext,
+    origin: u64,
+    peer_addr: Option<String>,
+    body: &pb::QueryAuditRequest,
+    filter: &Filter,
+    after: u64,
+    size: usize,
+) -> Result<Part, ApiError> {
+    let own = origin == ctx.replica.identity.node_id;
+    if !own && let (Some(peer_addr), Some(channels)) = (peer_addr, &ctx.peer_channels) {
+        let request = keel_proto::raft::v1::AuditQueryRequest {
+            origin,
+            after_seq: after,
+            limit: u32::try_from(size).unwrap_or(u32::MAX),
+            filter: body.encode_to_vec(),
+        };
+        let deadline = std::time::Duration::from_millis(READ_DEADLINE_DEFAULT_MS / 2);
+        let asked = channels
+            .call(&peer_addr, deadline, request, |mut client, request| async move { client.audit_query(request).await })
+            .await;
+        if let Ok(answer) = asked
+            && answer.found
+        {
+            let records = answer.records.iter().filter_map(|line| serde_json::from_slice(line).ok()).collect();
+            return Ok(Part { node: origin, records, next_after_seq: answer.next_after_seq, from_copy: false });
+        }
+    }
+    let Some(dir) = ctx.audit.log_dir_of(origin).filter(|dir| dir.exists()) else {
+        return Ok(Part { node: origin, records: Vec::new(), next_after_seq: 0, from_copy: !own });
+    };
+    let filter = filter.clone();
+    let page = tokio::task::spawn_blocking(move || scan(&dir, after, &filter, size))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Part { node: origin, records: page.records, next_after_seq: page.next_after_seq.unwrap_or(0), from_copy: !own })
 }
 
 #[tonic::async_trait]
@@ -87,54 +158,76 @@ impl pb::audit_service_server::AuditService for AuditApi {
         request: Request<pb::QueryAuditRequest>,
     ) -> Result<Response<pb::QueryAuditResponse>, Status> {
         self.ctx
-            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
-                let audit = &call.ctx().audit;
-                let node = call.ctx().replica.identity.node_id;
-                let kind = match body.kind.as_str() {
-                    "" => None,
-                    name => Some(Kind::parse(name).ok_or_else(|| invalid("kind", "is not an audit record kind"))?),
-                };
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |mut body, call| async move {
+                let ctx = call.ctx();
+                let node = ctx.replica.identity.node_id;
                 // A tenant's token reads its tenant's records only.
-                let tenant = match call.tenant_scope() {
-                    Some(scope) => {
-                        if !body.tenant.is_empty() {
-                            call.check_tenant(&body.tenant)?;
-                        }
-                        scope.to_string()
+                if let Some(scope) = call.tenant_scope() {
+                    if !body.tenant.is_empty() {
+                        call.check_tenant(&body.tenant)?;
                     }
-                    None => body.tenant,
-                };
-                let filter = Filter {
-                    from_ms: body.from_ms,
-                    to_ms: body.to_ms,
-                    tenant,
-                    engine: body.engine,
-                    action: body.action,
-                    principal: body.principal,
-                    decision: body.decision,
-                    with_checkpoints: kind == Some(Kind::Checkpoint),
-                    kind,
-                };
+                    body.tenant = scope.to_string();
+                }
+                let filter = filter_of(&body)?;
                 let size = match body.page_size {
                     0 => PAGE_SIZE_DEFAULT,
                     n => usize::try_from(n).unwrap_or(AUDIT_PAGE_SIZE_MAX).min(AUDIT_PAGE_SIZE_MAX),
                 };
-                let query = query_key(node, &filter);
-                let after = after_seq(&query, &body.page_token)?;
-                let Some(dir) = audit.own_dir() else {
-                    return Ok(pb::QueryAuditResponse { node, ..Default::default() });
+                let query = query_key(&body);
+                let mut positions = positions(&query, &body.page_token)?;
+                let members: Vec<(u64, Option<String>)> = {
+                    let metrics = ctx.replica.raft.metrics();
+                    let metrics = metrics.borrow();
+                    let membership = metrics.membership_config.membership();
+                    let mut members: Vec<(u64, Option<String>)> =
+                        membership.nodes().map(|(id, member)| (*id, Some(member.peer_addr.clone()))).collect();
+                    if !members.iter().any(|(id, _)| *id == node) {
+                        members.push((node, None));
+                    }
+                    members
                 };
-                let page = tokio::task::spawn_blocking(move || scan(&dir, after, &filter, size))
-                    .await
-                    .map_err(ApiError::internal)?
-                    .map_err(ApiError::internal)?;
+                let members: Vec<(u64, Option<String>)> =
+                    members.into_iter().filter(|(id, _)| body.origin == 0 || *id == body.origin).collect();
+                let parts = futures::future::join_all(members.into_iter().map(|(origin, peer_addr)| {
+                    let after = positions.get(&origin).copied().unwrap_or(0);
+                    part_of(ctx, origin, peer_addr, &body, &filter, after, size)
+                }))
+                .await;
+                let mut merged = Vec::new();
+                let mut from_copies = Vec::new();
+                let mut more = false;
+                for part in parts {
+                    let part = part?;
+                    if part.from_copy {
+                        from_copies.push(part.node);
+                    }
+                    if part.records.is_empty() && part.next_after_seq != 0 {
+                        positions.insert(part.node, part.next_after_seq);
+                        more = true;
+                    }
+                    // A member with a full part may have more after it.
+                    more |= part.records.len() >= size;
+                    merged.extend(part.records);
+                }
+                merged.sort_by_key(|record| (record.time_ms, record.node, record.seq));
+                if merged.len() > size {
+                    merged.truncate(size);
+                    more = true;
+                }
+                for record in &merged {
+                    positions.insert(record.node, record.seq);
+                }
+                let next_page_token = if more {
+                    let positions = serde_json::to_string(&positions).map_err(ApiError::internal)?;
+                    page_token(&query, &positions)
+                } else {
+                    String::new()
+                };
                 Ok(pb::QueryAuditResponse {
-                    records: page.records.into_iter().map(record_to_pb).collect(),
-                    next_page_token: page
-                        .next_after_seq
-                        .map(|seq| page_token(&query, &seq.to_string()))
-                        .unwrap_or_default(),
+                    records: merged.into_iter().map(record_to_pb).collect(),
+                    next_page_token,
                     node,
+                    from_copies,
                 })
             })
             .await

@@ -114,6 +114,8 @@ pub struct ApiContext {
     pub plaintext_peers: bool,
     /// This node's audit log (admissions, mutations, security events).
     pub audit: crate::audit::AuditLog,
+    /// Channels to the other members' peer ports (audit queries fan out).
+    pub peer_channels: Option<Arc<crate::raft::peer_channels::PeerChannels>>,
 }
 
 impl ApiContext {
@@ -128,7 +130,14 @@ impl ApiContext {
             rpc_metrics: crate::edge::RpcMetrics::default(),
             plaintext_peers: false,
             audit: crate::audit::AuditLog::disabled(),
+            peer_channels: None,
         }
+    }
+
+    /// This context reaching the other members over `channels`.
+    pub fn with_peer_channels(mut self, channels: Arc<crate::raft::peer_channels::PeerChannels>) -> ApiContext {
+        self.peer_channels = Some(channels);
+        self
     }
 
     /// This context recording into `audit`.

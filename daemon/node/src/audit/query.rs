@@ -117,3 +117,47 @@ pub fn verify(dir: &Path) -> std::io::Result<Result<Summary, (Summary, keel_audi
     }
     Ok(Ok(verifier.summary().clone()))
 }
+
+/// Lines of the log in `dir` after `after_seq`, grouped by segment (first
+/// seq, newline-terminated lines), about `max_bytes` at most (always at
+/// least one line when there is one).
+pub fn pull(dir: &Path, after_seq: u64, max_bytes: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+    let segments = list(dir)?;
+    let mut chunks: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut bytes = 0usize;
+    for (index, (first_seq, path)) in segments.iter().enumerate() {
+        if let Some((next_first, _)) = segments.get(index + 1)
+            && *next_first <= after_seq.saturating_add(1)
+        {
+            continue;
+        }
+        let mut lines = Vec::new();
+        let mut full = false;
+        for_each_line(path, |line| {
+            let Ok(record) = serde_json::from_slice::<Record>(line) else {
+                // A line that is not a record stops the copy here: the
+                // puller's chain check would refuse everything after it.
+                full = true;
+                return false;
+            };
+            if record.seq <= after_seq {
+                return true;
+            }
+            if bytes > 0 && bytes + line.len() > max_bytes {
+                full = true;
+                return false;
+            }
+            bytes += line.len() + 1;
+            lines.extend_from_slice(line);
+            lines.push(b'\n');
+            true
+        })?;
+        if !lines.is_empty() {
+            chunks.push((*first_seq, lines));
+        }
+        if full {
+            break;
+        }
+    }
+    Ok(chunks)
+}

@@ -36,6 +36,12 @@ impl PeerLink {
     pub fn new(channels: Arc<PeerChannels>) -> Self {
         PeerLink { channels }
     }
+
+    /// The channels (shared with the Raft network), for other peer calls
+    /// (the audit copies).
+    pub fn channels(&self) -> Arc<PeerChannels> {
+        Arc::clone(&self.channels)
+    }
 }
 
 /// The error for a call to the leader that got no answer from it.

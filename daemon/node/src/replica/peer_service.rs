@@ -15,7 +15,7 @@
 //! no `ErrorInfo`.
 
 use super::{Replica, ReplicaError, Route, Write};
-use crate::limits::TIMEOUT_NOW_WAIT_MS_MAX;
+use crate::limits::{AUDIT_PAGE_SIZE_MAX, AUDIT_PULL_BYTES_MAX, TIMEOUT_NOW_WAIT_MS_MAX};
 use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
 use crate::raft::peer_message::{self, Envelope};
 use crate::raft::snapshot_reception::SnapshotReception;
@@ -33,8 +33,8 @@ use tracing::Instrument as _;
 
 /// The peer service for `replica`, with the gRPC message limits applied:
 /// what `server.rs` adds to the peer port's router.
-pub fn peer_server(replica: Replica) -> RaftPeerServer<RaftPeerService> {
-    RaftPeerServer::new(RaftPeerService::new(replica))
+pub fn peer_server(replica: Replica, audit: crate::audit::AuditLog) -> RaftPeerServer<RaftPeerService> {
+    RaftPeerServer::new(RaftPeerService { audit, ..RaftPeerService::new(replica) })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
 }
@@ -45,12 +45,14 @@ pub fn peer_server(replica: Replica) -> RaftPeerServer<RaftPeerService> {
 pub struct RaftPeerService {
     replica: Replica,
     reception: Arc<Mutex<SnapshotReception>>,
+    /// This member's audit log (its own records and its copies of others').
+    audit: crate::audit::AuditLog,
 }
 
 impl RaftPeerService {
     /// The service for `replica`.
     pub fn new(replica: Replica) -> Self {
-        RaftPeerService { replica, reception: Arc::default() }
+        RaftPeerService { replica, reception: Arc::default(), audit: crate::audit::AuditLog::disabled() }
     }
 
     fn reception(&self) -> std::sync::MutexGuard<'_, SnapshotReception> {
@@ -213,6 +215,52 @@ impl RaftPeer for RaftPeerService {
 
     async fn clock(&self, _request: Request<pb::ClockRequest>) -> Result<Response<pb::ClockResponse>, Status> {
         Ok(Response::new(pb::ClockResponse { wall_clock_ms: self.replica.clock.wall_now_ms() }))
+    }
+
+    async fn audit_pull(
+        &self,
+        request: Request<pb::AuditPullRequest>,
+    ) -> Result<Response<pb::AuditPullResponse>, Status> {
+        let after_seq = request.into_inner().after_seq;
+        let node = self.replica.identity.node_id;
+        let last_seq = self.audit.last_seq();
+        let Some(dir) = self.audit.own_dir() else {
+            return Ok(Response::new(pb::AuditPullResponse { node, last_seq, chunks: Vec::new() }));
+        };
+        let chunks =
+            tokio::task::spawn_blocking(move || crate::audit::query::pull(&dir, after_seq, AUDIT_PULL_BYTES_MAX))
+                .await
+                .map_err(|error| Status::internal(error.to_string()))?
+                .map_err(|error| Status::internal(format!("reading the audit log: {error}")))?;
+        let chunks = chunks.into_iter().map(|(segment, lines)| pb::AuditSegmentLines { segment, lines }).collect();
+        Ok(Response::new(pb::AuditPullResponse { node, last_seq, chunks }))
+    }
+
+    async fn audit_query(
+        &self,
+        request: Request<pb::AuditQueryRequest>,
+    ) -> Result<Response<pb::AuditQueryResponse>, Status> {
+        use prost::Message as _;
+        let body = request.into_inner();
+        let asked = keel_proto::v1::QueryAuditRequest::decode(body.filter.as_slice())
+            .map_err(|error| Status::invalid_argument(format!("audit filter: {error}")))?;
+        let filter =
+            crate::api::audit::filter_of(&asked).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let Some(dir) = self.audit.log_dir_of(body.origin).filter(|dir| dir.exists()) else {
+            return Ok(Response::new(pb::AuditQueryResponse::default()));
+        };
+        let limit = usize::try_from(body.limit).unwrap_or(AUDIT_PAGE_SIZE_MAX).clamp(1, AUDIT_PAGE_SIZE_MAX);
+        let after = body.after_seq;
+        let page = tokio::task::spawn_blocking(move || crate::audit::query::scan(&dir, after, &filter, limit))
+            .await
+            .map_err(|error| Status::internal(error.to_string()))?
+            .map_err(|error| Status::internal(format!("reading the audit log: {error}")))?;
+        let records = page.records.iter().filter_map(|record| serde_json::to_vec(record).ok()).collect();
+        Ok(Response::new(pb::AuditQueryResponse {
+            records,
+            next_after_seq: page.next_after_seq.unwrap_or(0),
+            found: true,
+        }))
     }
 
     async fn progress(&self, _request: Request<pb::ProgressRequest>) -> Result<Response<pb::ProgressResponse>, Status> {

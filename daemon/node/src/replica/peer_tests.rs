@@ -130,12 +130,11 @@ impl Node {
         );
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(
-            tonic::transport::Server::builder().add_service(peer_server(replica.clone())).serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
-                async {
+            tonic::transport::Server::builder()
+                .add_service(peer_server(replica.clone(), crate::audit::AuditLog::disabled()))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                     let _ = stop_rx.await;
-                },
-            ),
+                }),
         );
         Ok(Node { id, addr, raft, replica, log_store, snapshots, server: Some((stop_tx, server)) })
     }
@@ -466,6 +465,18 @@ impl RaftPeer for GarbagePeer {
         &self,
         _: tonic::Request<pb::ProgressRequest>,
     ) -> Result<tonic::Response<pb::ProgressResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("garbage peer"))
+    }
+    async fn audit_pull(
+        &self,
+        _: tonic::Request<pb::AuditPullRequest>,
+    ) -> Result<tonic::Response<pb::AuditPullResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("garbage peer"))
+    }
+    async fn audit_query(
+        &self,
+        _: tonic::Request<pb::AuditQueryRequest>,
+    ) -> Result<tonic::Response<pb::AuditQueryResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("garbage peer"))
     }
     async fn clock(
