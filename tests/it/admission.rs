@@ -308,7 +308,11 @@ async fn a_redis_outage_is_answered_within_the_timeout_in_each_mode_and_recovery
 
 /// The billing engine, tenant acme and a policy allowing everything at
 /// `per_minute` / `burst` for tenant × engine, on `cluster`, converged.
-async fn cluster_with_limit(cluster: &keel_chaos::cluster::Cluster, per_minute: u64, burst: u64) -> Result<()> {
+pub(crate) async fn cluster_with_limit(
+    cluster: &keel_chaos::cluster::Cluster,
+    per_minute: u64,
+    burst: u64,
+) -> Result<()> {
     let leader = cluster.leader().await?;
     let node = &cluster.nodes[leader];
     let fixture = Fixture::with_root(cluster.root.clone());

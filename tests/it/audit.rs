@@ -317,3 +317,91 @@ async fn a_tampered_copy_of_the_log_names_its_first_bad_record() -> Result<()> {
     ensure!(code == 5 && text.contains(&expected), "reordered: {code}: {text}");
     Ok(())
 }
+
+/// The gauge `name{origin}` on `node`, if reported.
+async fn copy_gauge(node: &KeelProcess, name: &str, origin: u64) -> Result<Option<u64>> {
+    let (_, metrics) = http_get(&node.ops_addr, "/metrics").await?;
+    let wanted = format!("origin=\"{origin}\"");
+    Ok(metrics
+        .lines()
+        .find(|line| line.starts_with(name) && line.contains(&wanted))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.trim().parse().ok()))
+}
+
+#[tokio::test]
+async fn any_member_answers_for_every_members_records_in_time_order_and_a_lost_disk_is_read_from_copies() -> Result<()>
+{
+    use keel_chaos::cluster::{Cluster, ClusterOptions};
+    let mut cluster = Cluster::three(ClusterOptions::default()).await?;
+    crate::admission::cluster_with_limit(&cluster, 6_000_000, 100_000).await?;
+    let mut acknowledged: Vec<BTreeSet<String>> = vec![BTreeSet::new(); 3];
+    for _ in 0..15 {
+        for (index, member) in cluster.nodes.iter().enumerate() {
+            let answer = admission(member).await?.admit(request("acme", "refund", "")).await?.into_inner();
+            ensure!(answer.allowed && !answer.audit_id.is_empty(), "{answer:?}");
+            acknowledged[index].insert(answer.audit_id);
+        }
+    }
+    // One query on one member, in pages of 7: every member's records, once, in time order.
+    let records =
+        all_records_paged(&cluster.nodes[1], pb::QueryAuditRequest { tenant: "acme".into(), ..kind("admission") }, 7)
+            .await?;
+    let ids: Vec<String> = records.iter().map(|record| record.id.clone()).collect();
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    ensure!(unique.len() == ids.len(), "a record was returned twice");
+    for set in &acknowledged {
+        ensure!(set.is_subset(&unique), "missing records of a member");
+    }
+    ensure!(records.windows(2).all(|pair| pair[0].time_ms <= pair[1].time_ms), "not in time order");
+
+    // Member 1's log is copied to both others within the stated lag.
+    let origin = 1u64;
+    let last = acknowledged[0].iter().filter_map(|id| id.strip_prefix("1-")?.parse::<u64>().ok()).max().unwrap_or(0);
+    ensure!(acknowledged[0].iter().all(|id| id.starts_with("1-")), "member 0 is node 1: {:?}", acknowledged[0]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for other in &cluster.nodes[1..] {
+        loop {
+            // The copy holds everything acknowledged.
+            if copy_gauge(other, "keel_audit_copy_last_seq", origin).await?.is_some_and(|copied| copied >= last) {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "member 1's audit log was not copied within 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    ensure!(last > 0);
+    // Member 1 dies and its disk is destroyed: its records are read from a copy.
+    cluster.nodes[0].kill_9()?;
+    std::fs::remove_dir_all(cluster.nodes[0].data_dir())?;
+    let mut client = audit_client(&cluster.nodes[2]).await?;
+    let page =
+        client.query_audit(pb::QueryAuditRequest { origin, page_size: 1000, ..kind("admission") }).await?.into_inner();
+    ensure!(page.from_copies == [origin], "{:?}", page.from_copies);
+    let recovered: BTreeSet<String> = page.records.into_iter().map(|record| record.id).collect();
+    let missing: Vec<&String> = acknowledged[0].difference(&recovered).collect();
+    ensure!(missing.is_empty(), "records of the lost member are missing from the copy: {missing:?}");
+    Ok(())
+}
+
+/// Every record matching `query` on `node`, `page_size` at a time.
+async fn all_records_paged(
+    node: &KeelProcess,
+    query: pb::QueryAuditRequest,
+    page_size: u32,
+) -> Result<Vec<pb::AuditRecord>> {
+    let mut client = audit_client(node).await?;
+    let mut records = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..10_000 {
+        let page =
+            client.query_audit(pb::QueryAuditRequest { page_size, page_token, ..query.clone() }).await?.into_inner();
+        ensure!(page.records.len() <= page_size as usize);
+        records.extend(page.records);
+        if page.next_page_token.is_empty() {
+            return Ok(records);
+        }
+        page_token = page.next_page_token;
+    }
+    anyhow::bail!("more than 10 000 pages")
+}

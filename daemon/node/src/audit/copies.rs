@@ -186,8 +186,12 @@ pub async fn run(
                     |mut client, request| async move { client.audit_pull(request).await },
                 )
                 .await;
-            let Ok(pulled) = pulled else {
-                continue;
+            let pulled = match pulled {
+                Ok(pulled) => pulled,
+                Err(error) => {
+                    tracing::debug!(origin, %error, "pulling a member's audit records failed");
+                    continue;
+                }
             };
             if pulled.node != origin {
                 continue;
