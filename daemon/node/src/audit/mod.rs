@@ -500,18 +500,19 @@ impl prometheus_client::collector::Collector for AuditLog {
             copies.iter().map(|(origin, lag)| (*origin, *lag)).collect()
         };
         if !copies.is_empty() {
-            let mut family = encoder.encode_descriptor(
-                "keel_audit_copy_lag_records",
-                "Records of another member's audit log not copied to this member, as of the last pull",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for (origin, (copied, origin_last)) in &copies {
-                let labels = [("origin", origin.to_string())];
-                let gauge = ConstGauge::new(i64::try_from(origin_last.saturating_sub(*copied)).unwrap_or(i64::MAX));
-                gauge.encode(family.encode_family(&labels)?)?;
+            {
+                let mut family = encoder.encode_descriptor(
+                    "keel_audit_copy_lag_records",
+                    "Records of another member's audit log not copied to this member, as of the last pull",
+                    None,
+                    prometheus_client::metrics::MetricType::Gauge,
+                )?;
+                for (origin, (copied, origin_last)) in &copies {
+                    let labels = [("origin", origin.to_string())];
+                    let gauge = ConstGauge::new(i64::try_from(origin_last.saturating_sub(*copied)).unwrap_or(i64::MAX));
+                    gauge.encode(family.encode_family(&labels)?)?;
+                }
             }
-            drop(family);
             let mut family = encoder.encode_descriptor(
                 "keel_audit_copy_last_seq",
                 "Seq of the last record of another member's audit log copied to this member",
