@@ -667,6 +667,23 @@ async fn a_breaker_opens_on_every_member_lets_only_its_probes_through_and_closes
     }
     seen.sort();
     ensure!(seen == ["closed→open", "half_open→closed", "open→half_open"], "breaker events: {seen:?}");
+    // The same transitions are audit records (on the member that saw each).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut recorded = Vec::new();
+        for member in [&first, &second] {
+            let mut audit = pb::audit_service_client::AuditServiceClient::new(member.channel().await?);
+            let query = pb::QueryAuditRequest { kind: "breaker".into(), ..Default::default() };
+            let page = audit.query_audit(query).await?.into_inner();
+            recorded.extend(page.records.into_iter().map(|record| record.decision));
+        }
+        recorded.sort();
+        if recorded == ["closed", "half_open", "open"] {
+            break;
+        }
+        ensure!(std::time::Instant::now() < deadline, "breaker records: {recorded:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // An outcome must be named.
     let bad = admission(&first)
         .await?

@@ -107,6 +107,7 @@ impl AdmissionApi {
         use tokio::sync::broadcast::error::RecvError;
         let mut transitions = self.limits.breakers.subscribe();
         let replica = self.ctx.replica.clone();
+        let audit = self.ctx.audit.clone();
         let is_shared = self.limits.breakers.is_shared();
         tokio::spawn(async move {
             let Ok(topic) = Name::parse("topic", crate::admission::breaker::BREAKER_TOPIC) else {
@@ -137,6 +138,17 @@ impl AdmissionApi {
                     "node_id": replica.identity.node_id,
                     "shared": is_shared,
                 });
+                // Recorded on this member, which saw the transition.
+                let record = keel_audit::Record {
+                    kind: keel_audit::Kind::Breaker,
+                    engine: engine.to_owned(),
+                    action: transition.breaker.clone(),
+                    decision: transition.to.as_str().to_owned(),
+                    reason: format!("BREAKER_{}", transition.to.as_str().to_uppercase()),
+                    detail: format!("from {} (shared through redis: {is_shared})", transition.from.as_str()),
+                    ..keel_audit::Record::default()
+                };
+                audit.record_later(audit.stamp(record));
                 let command = keel_kernel::Command::PublishEvent {
                     topic: topic.clone(),
                     tenant: None,
