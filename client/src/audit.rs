@@ -28,6 +28,17 @@ impl KeelClient {
         .await
     }
 
+    /// `AuditService.ExportAudit`: every matching record, streamed.
+    pub async fn export_audit(
+        &self,
+        request: pb::ExportAuditRequest,
+    ) -> Result<Served<tonic::Streaming<pb::ExportAuditChunk>>, ClientError> {
+        self.call("ExportAudit", Route::Nearby, request, |channel, request| async move {
+            audit_service(channel).export_audit(request).await
+        })
+        .await
+    }
+
     /// `AuditService.VerifyAudit`: the member's chain and checkpoints checked.
     pub async fn verify_audit(&self) -> Result<Served<pb::VerifyAuditResponse>, ClientError> {
         self.call("VerifyAudit", Route::Nearby, pb::VerifyAuditRequest {}, |channel, request| async move {

@@ -165,8 +165,21 @@ async fn limitador_run(
 
 /// A release dev node on `redis`, with the engine, tenant and policy.
 async fn bench_node(keeld: &Path, redis: &RedisServer, timeout_ms: &str) -> Result<KeelProcess> {
+    bench_node_with(keeld, redis, timeout_ms, &[]).await
+}
+
+/// [`bench_node`] with more environment (configuration) for keeld.
+async fn bench_node_with(
+    keeld: &Path,
+    redis: &RedisServer,
+    timeout_ms: &str,
+    envs: &[(&str, &str)],
+) -> Result<KeelProcess> {
     let args = ["--dev", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"];
     let mut node = KeelProcess::new(args.iter().map(|a| a.to_string()).collect())?.with_binary(keeld.to_path_buf());
+    for (key, value) in envs {
+        node.set_env(key, value);
+    }
     node.set_env("KEEL_REDIS__URL", &redis.url());
     node.set_env("KEEL_REDIS__TIMEOUT_MS", timeout_ms);
     // Far above any load here: every admission is charged and admitted.
@@ -371,5 +384,92 @@ pub fn render(out: &mut String, result: &AdmissionResult) {
         stop.admitted_after_kill,
         stop.p99_after_kill_us as f64 / 1000.0,
         stop.max_after_kill_us as f64 / 1000.0,
+    );
+}
+
+/// What `--audit` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditCostResult {
+    /// Unary `Admit` with audit on, per client count.
+    pub on: Vec<LoadResult>,
+    /// The same with `audit.enabled = false`, per client count.
+    pub off: Vec<LoadResult>,
+    /// Records read back through `QueryAudit` (pages of 1000), per second.
+    pub query_records_per_s: f64,
+    /// Records read in that run.
+    pub query_records: u64,
+}
+
+/// Unary `Admit` on two nodes side by side, audit on and off (each with its
+/// own Redis on this machine), at each client count; then the on-node's
+/// records read back through `QueryAudit`.
+pub async fn bench_audit_cost(keeld: PathBuf, clients: &[usize], duration: Duration) -> Result<AuditCostResult> {
+    let (redis_on, redis_off) = (RedisServer::start()?, RedisServer::start()?);
+    let on = bench_node_with(&keeld, &redis_on, "25", &[]).await.context("the audit-on node")?;
+    let off = bench_node_with(&keeld, &redis_off, "25", &[("KEEL_AUDIT__ENABLED", "false")])
+        .await
+        .context("the audit-off node")?;
+    let (mut on_results, mut off_results) = (Vec::new(), Vec::new());
+    for (run, clients) in clients.iter().copied().enumerate() {
+        for (node, results, label) in [(&on, &mut on_results, "on"), (&off, &mut off_results, "off")] {
+            let writer = Unary(pb::admission_service_client::AdmissionServiceClient::new(node.channel().await?));
+            run_load(writer.clone(), "warm", clients, Duration::from_secs(1)).await?;
+            let result = run_load(writer, &format!("audit-{label}-{run}"), clients, duration).await?;
+            eprintln!("keel: admit, audit {label}, {clients} clients: {:.0}/s", result.ops_per_s);
+            results.push(result);
+        }
+    }
+    drop(off);
+    let mut audit = pb::audit_service_client::AuditServiceClient::new(on.channel().await?);
+    let started = Instant::now();
+    let (mut records, mut page_token) = (0u64, String::new());
+    loop {
+        let request =
+            pb::QueryAuditRequest { kind: "admission".into(), page_size: 1000, page_token, ..Default::default() };
+        let page = audit.query_audit(request).await?.into_inner();
+        records += page.records.len() as u64;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    Ok(AuditCostResult {
+        on: on_results,
+        off: off_results,
+        query_records_per_s: records as f64 / elapsed,
+        query_records: records,
+    })
+}
+
+/// The `--audit` table.
+pub fn render_audit(out: &mut String, result: &AuditCostResult) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "\n## Audit cost (unary Admit, one node, Redis on the same machine)\n");
+    let _ = writeln!(
+        out,
+        "| clients | audit on /s | p50 ms | p99 ms | audit off /s | p50 ms | p99 ms | on ÷ off | p99 added ms |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for (on, off) in result.on.iter().zip(&result.off) {
+        let ratio = if off.ops_per_s > 0.0 { on.ops_per_s / off.ops_per_s } else { 0.0 };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2}× | {:.2} |",
+            on.clients,
+            on.ops_per_s,
+            on.p50_us as f64 / 1000.0,
+            on.p99_us as f64 / 1000.0,
+            off.ops_per_s,
+            off.p50_us as f64 / 1000.0,
+            off.p99_us as f64 / 1000.0,
+            ratio,
+            (on.p99_us as f64 - off.p99_us as f64) / 1000.0,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nRead back: {} admission records through `QueryAudit` (pages of 1000) at {:.0} records/s.",
+        result.query_records, result.query_records_per_s
     );
 }

@@ -92,6 +92,10 @@ pub struct Args {
     /// Redis server at each client count.
     #[arg(long)]
     pub limitador: Option<PathBuf>,
+    /// Run only the audit cost benchmark: unary admissions on two nodes,
+    /// audit on and off (at --clients), and the records read back.
+    #[arg(long)]
+    pub audit: bool,
 }
 
 impl Args {
@@ -166,6 +170,8 @@ pub struct Report {
     pub auth: Option<auth::AuthResult>,
     /// The admission benchmark, with --admission.
     pub admission: Option<admission::AdmissionResult>,
+    /// The audit cost benchmark, with --audit.
+    pub audit: Option<admission::AuditCostResult>,
 }
 
 impl Report {
@@ -181,6 +187,7 @@ impl Report {
             state: None,
             auth: None,
             admission: None,
+            audit: None,
         }
     }
 }
@@ -199,6 +206,11 @@ pub async fn run(args: &Args) -> Result<Report> {
     if args.auth {
         let auth = auth::bench_auth(keeld.clone(), &args.clients, duration).await.context("the auth benchmark")?;
         return Ok(Report { auth: Some(auth), ..Report::empty(args) });
+    }
+    if args.audit {
+        let result =
+            admission::bench_audit_cost(keeld.clone(), &args.clients, duration).await.context("the audit benchmark")?;
+        return Ok(Report { audit: Some(result), ..Report::empty(args) });
     }
     if args.admission {
         let result = admission::bench_admission(keeld.clone(), args.limitador.as_deref(), &args.clients, duration)
@@ -343,6 +355,9 @@ pub fn render_markdown(report: &Report) -> String {
     }
     if let Some(admission) = &report.admission {
         admission::render(&mut out, admission);
+    }
+    if let Some(audit) = &report.audit {
+        admission::render_audit(&mut out, audit);
     }
     if let Some(auth) = &report.auth {
         auth::render(&mut out, auth);

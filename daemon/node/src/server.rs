@@ -248,6 +248,12 @@ impl NodeBuilder {
             tasks.push(tokio::spawn(ops));
         }
         tokio::spawn(crate::audit::copies::run(audit.clone(), replica.clone(), peer_channels, stop_rx.clone()));
+        tokio::spawn(crate::audit::retention::run(
+            audit.clone(),
+            Duration::from_millis(config.audit.retention_age_ms),
+            config.audit.retention_bytes,
+            stop_rx.clone(),
+        ));
         let peers =
             serve_peers(listeners.peer, replica.clone(), audit.clone(), tls.clone(), config.clone(), stop_rx.clone());
         tasks.push(tokio::spawn(peers));

@@ -22,7 +22,48 @@ pub enum AuditCommand {
     Query(QueryArgs),
     /// Check the hash chain and signed checkpoints; names the first bad record.
     Verify(VerifyArgs),
+    /// Every matching record to stdout as JSON Lines or CSV (streamed).
+    Export(ExportArgs),
+    /// Follow new records (JSON Lines) as they are made.
+    Tail(TailArgs),
 }
+
+/// `keelctl audit export` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The filter.
+    #[command(flatten)]
+    pub filter: QueryArgs,
+    /// jsonl or csv.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ExportFormat,
+}
+
+/// `--format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON record per line.
+    Jsonl,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// `keelctl audit tail` arguments.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// The filter (`--from-ms` default: now).
+    #[command(flatten)]
+    pub filter: QueryArgs,
+    /// Stop after this many records (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Stop after this long without a new record (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub idle_exit_ms: u64,
+}
+
+/// How often `tail` asks again.
+const TAIL_POLL_MS: u64 = 500;
 
 /// `keelctl audit query` arguments (empty: any).
 #[derive(Debug, clap::Args)]
@@ -87,6 +128,8 @@ struct VerifyView {
 pub async fn run(command: AuditCommand, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
     match command {
         AuditCommand::Query(args) => query(args, global, output).await,
+        AuditCommand::Export(args) => export(args, global, output).await,
+        AuditCommand::Tail(args) => tail(args, global, output).await,
         AuditCommand::Verify(args) => {
             let view = match args.dir {
                 Some(dir) => verify_dir(&dir)?,
@@ -170,24 +213,101 @@ fn verify_dir(dir: &std::path::Path) -> Result<VerifyView, CliError> {
     })
 }
 
+impl QueryArgs {
+    /// The request for one page.
+    fn request(&self, page_token: String) -> pb::QueryAuditRequest {
+        pb::QueryAuditRequest {
+            from_ms: self.from_ms,
+            to_ms: self.to_ms,
+            tenant: self.tenant.clone(),
+            engine: self.engine.clone(),
+            action: self.action.clone(),
+            principal: self.principal.clone(),
+            decision: self.decision.clone(),
+            kind: self.kind.clone(),
+            page_size: QUERY_PAGE_SIZE,
+            page_token,
+            origin: self.origin,
+        }
+    }
+}
+
+async fn export(args: ExportArgs, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
+    let client = connect(global).await?;
+    let format = match args.format {
+        ExportFormat::Jsonl => pb::AuditExportFormat::Jsonl,
+        ExportFormat::Csv => pb::AuditExportFormat::Csv,
+    };
+    let request = pb::ExportAuditRequest { query: Some(args.filter.request(String::new())), format: format as i32 };
+    let served = client.export_audit(request).await?;
+    output.served_by(&served.meta);
+    let mut stream = served.value;
+    loop {
+        let chunk =
+            stream.message().await.map_err(|status| keel_client::error::ClientError::from_status(&status, ""))?;
+        let Some(chunk) = chunk else {
+            return Ok(());
+        };
+        output.write_stdout(&String::from_utf8_lossy(&chunk.data))?;
+    }
+}
+
+async fn tail(args: TailArgs, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
+    let client = connect(global).await?;
+    let mut filter = args.filter;
+    if filter.from_ms == 0 {
+        filter.from_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+    }
+    // Records at the cursor's ms already shown (a later query starts there again).
+    let mut shown_at_cursor = std::collections::BTreeSet::new();
+    let (mut printed, mut last_new) = (0u64, std::time::Instant::now());
+    loop {
+        let mut page_token = String::new();
+        loop {
+            let page = client.query_audit(filter.request(page_token)).await?.value;
+            for record in page.records {
+                if shown_at_cursor.contains(&record.id) {
+                    continue;
+                }
+                if record.time_ms > filter.from_ms {
+                    filter.from_ms = record.time_ms;
+                    shown_at_cursor.clear();
+                }
+                shown_at_cursor.insert(record.id.clone());
+                let line = serde_json::json!({
+                    "id": record.id, "time_ms": record.time_ms, "kind": record.kind,
+                    "principal": record.principal, "tenant": record.tenant, "engine": record.engine,
+                    "action": record.action, "decision": record.decision, "reason": record.reason,
+                    "detail": record.detail, "decision_id": record.decision_id, "revision": record.revision,
+                });
+                output.write_stdout(&format!("{line}\n"))?;
+                printed += 1;
+                last_new = std::time::Instant::now();
+                if args.count > 0 && printed >= args.count {
+                    return Ok(());
+                }
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        if args.idle_exit_ms > 0 && last_new.elapsed() >= std::time::Duration::from_millis(args.idle_exit_ms) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(TAIL_POLL_MS)).await;
+    }
+}
+
 async fn query(args: QueryArgs, global: &GlobalArgs, output: &mut Output<'_>) -> Result<(), CliError> {
     let client = connect(global).await?;
     let mut records = Vec::new();
     let mut page_token = String::new();
     loop {
-        let request = pb::QueryAuditRequest {
-            from_ms: args.from_ms,
-            to_ms: args.to_ms,
-            tenant: args.tenant.clone(),
-            engine: args.engine.clone(),
-            action: args.action.clone(),
-            principal: args.principal.clone(),
-            decision: args.decision.clone(),
-            kind: args.kind.clone(),
-            page_size: QUERY_PAGE_SIZE,
-            page_token,
-            origin: args.origin,
-        };
+        let request = args.request(page_token);
         let served = client.query_audit(request).await?;
         output.served_by(&served.meta);
         records.extend(served.value.records);

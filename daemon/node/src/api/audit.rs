@@ -151,6 +151,157 @@ async fn part_of(
     Ok(Part { node: origin, records: page.records, next_after_seq: page.next_after_seq.unwrap_or(0), from_copy: !own })
 }
 
+/// Export chunks waiting for a slow reader.
+const EXPORT_CHUNKS_QUEUED: usize = 4;
+
+/// The CSV export's columns.
+const CSV_HEADER: &str = "id,time_ms,node,region,kind,principal,tenant,engine,action,decision,reason,detail,decision_id,policy_version,revision,degraded,request_id,trace_id";
+
+fn csv_field(data: &mut Vec<u8>, text: &str) {
+    if text.contains([',', '"', '\n', '\r']) {
+        data.push(b'"');
+        data.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+        data.push(b'"');
+    } else {
+        data.extend_from_slice(text.as_bytes());
+    }
+}
+
+fn csv_row(data: &mut Vec<u8>, record: &pb::AuditRecord) {
+    let fields = [
+        record.id.clone(),
+        record.time_ms.to_string(),
+        record.node.to_string(),
+        record.region.clone(),
+        record.kind.clone(),
+        record.principal.clone(),
+        record.tenant.clone(),
+        record.engine.clone(),
+        record.action.clone(),
+        record.decision.clone(),
+        record.reason.clone(),
+        record.detail.clone(),
+        record.decision_id.clone(),
+        record.policy_version.clone(),
+        record.revision.to_string(),
+        record.degraded.clone(),
+        record.request_id.clone(),
+        record.trace_id.clone(),
+    ];
+    for (index, field) in fields.iter().enumerate() {
+        if index > 0 {
+            data.push(b',');
+        }
+        csv_field(data, field);
+    }
+    data.push(b'\n');
+}
+
+/// A wire record back as the line's record (the JSON Lines export).
+fn record_of_pb(record: &pb::AuditRecord) -> Record {
+    Record {
+        seq: record.seq,
+        prev: record.prev.clone(),
+        id: record.id.clone(),
+        time_ms: record.time_ms,
+        node: record.node,
+        region: record.region.clone(),
+        kind: Kind::parse(&record.kind).unwrap_or_default(),
+        principal: record.principal.clone(),
+        tenant: record.tenant.clone(),
+        engine: record.engine.clone(),
+        action: record.action.clone(),
+        decision: record.decision.clone(),
+        reason: record.reason.clone(),
+        detail: record.detail.clone(),
+        decision_id: record.decision_id.clone(),
+        policy_version: record.policy_version.clone(),
+        revision: record.revision,
+        degraded: record.degraded.clone(),
+        request_id: record.request_id.clone(),
+        trace_id: record.trace_id.clone(),
+        public_key: record.public_key.clone(),
+        signature: record.signature.clone(),
+    }
+}
+
+/// A tenant's token reads its tenant's records only.
+fn scope_to_caller(call: &super::context::Call<'_>, body: &mut pb::QueryAuditRequest) -> Result<(), ApiError> {
+    if let Some(scope) = call.tenant_scope() {
+        if !body.tenant.is_empty() {
+            call.check_tenant(&body.tenant)?;
+        }
+        body.tenant = scope.to_string();
+    }
+    Ok(())
+}
+
+/// One page of every member's records (or `origin`'s), merged by time.
+async fn query_page(ctx: &ApiContext, body: &pb::QueryAuditRequest) -> Result<pb::QueryAuditResponse, ApiError> {
+    let node = ctx.replica.identity.node_id;
+    let filter = filter_of(body)?;
+    let size = match body.page_size {
+        0 => PAGE_SIZE_DEFAULT,
+        n => usize::try_from(n).unwrap_or(AUDIT_PAGE_SIZE_MAX).min(AUDIT_PAGE_SIZE_MAX),
+    };
+    let query = query_key(body);
+    let mut positions = positions(&query, &body.page_token)?;
+    let members: Vec<(u64, Option<String>)> = {
+        let metrics = ctx.replica.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let mut members: Vec<(u64, Option<String>)> =
+            membership.nodes().map(|(id, member)| (*id, Some(member.peer_addr.clone()))).collect();
+        if !members.iter().any(|(id, _)| *id == node) {
+            members.push((node, None));
+        }
+        members
+    };
+    let members: Vec<(u64, Option<String>)> =
+        members.into_iter().filter(|(id, _)| body.origin == 0 || *id == body.origin).collect();
+    let parts = futures::future::join_all(members.into_iter().map(|(origin, peer_addr)| {
+        let after = positions.get(&origin).copied().unwrap_or(0);
+        part_of(ctx, origin, peer_addr, body, &filter, after, size)
+    }))
+    .await;
+    let mut merged = Vec::new();
+    let mut from_copies = Vec::new();
+    let mut more = false;
+    for part in parts {
+        let part = part?;
+        if part.from_copy {
+            from_copies.push(part.node);
+        }
+        if part.records.is_empty() && part.next_after_seq != 0 {
+            positions.insert(part.node, part.next_after_seq);
+            more = true;
+        }
+        // A member with a full part may have more after it.
+        more |= part.records.len() >= size;
+        merged.extend(part.records);
+    }
+    merged.sort_by_key(|record| (record.time_ms, record.node, record.seq));
+    if merged.len() > size {
+        merged.truncate(size);
+        more = true;
+    }
+    for record in &merged {
+        positions.insert(record.node, record.seq);
+    }
+    let next_page_token = if more {
+        let positions = serde_json::to_string(&positions).map_err(ApiError::internal)?;
+        page_token(&query, &positions)
+    } else {
+        String::new()
+    };
+    Ok(pb::QueryAuditResponse {
+        records: merged.into_iter().map(record_to_pb).collect(),
+        next_page_token,
+        node,
+        from_copies,
+    })
+}
+
 #[tonic::async_trait]
 impl pb::audit_service_server::AuditService for AuditApi {
     async fn query_audit(
@@ -159,78 +310,78 @@ impl pb::audit_service_server::AuditService for AuditApi {
     ) -> Result<Response<pb::QueryAuditResponse>, Status> {
         self.ctx
             .serve(request, READ_DEADLINE_DEFAULT_MS, |mut body, call| async move {
-                let ctx = call.ctx();
-                let node = ctx.replica.identity.node_id;
-                // A tenant's token reads its tenant's records only.
-                if let Some(scope) = call.tenant_scope() {
-                    if !body.tenant.is_empty() {
-                        call.check_tenant(&body.tenant)?;
-                    }
-                    body.tenant = scope.to_string();
-                }
-                let filter = filter_of(&body)?;
-                let size = match body.page_size {
-                    0 => PAGE_SIZE_DEFAULT,
-                    n => usize::try_from(n).unwrap_or(AUDIT_PAGE_SIZE_MAX).min(AUDIT_PAGE_SIZE_MAX),
-                };
-                let query = query_key(&body);
-                let mut positions = positions(&query, &body.page_token)?;
-                let members: Vec<(u64, Option<String>)> = {
-                    let metrics = ctx.replica.raft.metrics();
-                    let metrics = metrics.borrow();
-                    let membership = metrics.membership_config.membership();
-                    let mut members: Vec<(u64, Option<String>)> =
-                        membership.nodes().map(|(id, member)| (*id, Some(member.peer_addr.clone()))).collect();
-                    if !members.iter().any(|(id, _)| *id == node) {
-                        members.push((node, None));
-                    }
-                    members
-                };
-                let members: Vec<(u64, Option<String>)> =
-                    members.into_iter().filter(|(id, _)| body.origin == 0 || *id == body.origin).collect();
-                let parts = futures::future::join_all(members.into_iter().map(|(origin, peer_addr)| {
-                    let after = positions.get(&origin).copied().unwrap_or(0);
-                    part_of(ctx, origin, peer_addr, &body, &filter, after, size)
-                }))
-                .await;
-                let mut merged = Vec::new();
-                let mut from_copies = Vec::new();
-                let mut more = false;
-                for part in parts {
-                    let part = part?;
-                    if part.from_copy {
-                        from_copies.push(part.node);
-                    }
-                    if part.records.is_empty() && part.next_after_seq != 0 {
-                        positions.insert(part.node, part.next_after_seq);
-                        more = true;
-                    }
-                    // A member with a full part may have more after it.
-                    more |= part.records.len() >= size;
-                    merged.extend(part.records);
-                }
-                merged.sort_by_key(|record| (record.time_ms, record.node, record.seq));
-                if merged.len() > size {
-                    merged.truncate(size);
-                    more = true;
-                }
-                for record in &merged {
-                    positions.insert(record.node, record.seq);
-                }
-                let next_page_token = if more {
-                    let positions = serde_json::to_string(&positions).map_err(ApiError::internal)?;
-                    page_token(&query, &positions)
-                } else {
-                    String::new()
-                };
-                Ok(pb::QueryAuditResponse {
-                    records: merged.into_iter().map(record_to_pb).collect(),
-                    next_page_token,
-                    node,
-                    from_copies,
-                })
+                scope_to_caller(&call, &mut body)?;
+                query_page(call.ctx(), &body).await
             })
             .await
+    }
+
+    type ExportAuditStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ExportAuditChunk, Status>> + Send + 'static>>;
+
+    async fn export_audit(
+        &self,
+        request: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        // Checked like a query (scope, filter), then streamed page by page:
+        // the channel's bound is the backpressure.
+        let ctx = self.ctx.clone();
+        let checked = self
+            .ctx
+            .serve(request, READ_DEADLINE_DEFAULT_MS, |body, call| async move {
+                let format = pb::AuditExportFormat::try_from(body.format)
+                    .map_err(|_| invalid("format", "is not an audit export format"))?;
+                let mut query = body.query.unwrap_or_default();
+                scope_to_caller(&call, &mut query)?;
+                filter_of(&query)?;
+                Ok((query, format))
+            })
+            .await?;
+        let metadata = checked.metadata().clone();
+        let (mut query, format) = checked.into_inner();
+        let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_QUEUED);
+        tokio::spawn(async move {
+            query.page_size = u32::try_from(AUDIT_PAGE_SIZE_MAX).unwrap_or(u32::MAX);
+            let mut first = true;
+            loop {
+                let page = match query_page(&ctx, &query).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = sender.send(Err(ctx.fail(error))).await;
+                        return;
+                    }
+                };
+                let mut data = Vec::new();
+                if first && format == pb::AuditExportFormat::Csv {
+                    data.extend_from_slice(CSV_HEADER.as_bytes());
+                    data.push(b'\n');
+                }
+                first = false;
+                for record in &page.records {
+                    match format {
+                        pb::AuditExportFormat::Csv => csv_row(&mut data, record),
+                        _ => {
+                            if let Ok(line) = serde_json::to_vec(&record_of_pb(record)) {
+                                data.extend_from_slice(&line);
+                                data.push(b'\n');
+                            }
+                        }
+                    }
+                }
+                let records = page.records.len() as u64;
+                if sender.send(Ok(pb::ExportAuditChunk { data, records })).await.is_err() {
+                    return;
+                }
+                if page.next_page_token.is_empty() {
+                    return;
+                }
+                query.page_token = page.next_page_token;
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        let mut response = Response::new(Box::pin(stream) as Self::ExportAuditStream);
+        *response.metadata_mut() = metadata;
+        Ok(response)
     }
 
     async fn verify_audit(

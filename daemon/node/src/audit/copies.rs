@@ -75,6 +75,25 @@ impl Copy {
         Ok(Copy { dir, last })
     }
 
+    /// Moves this copy aside (`node-<id>.superseded-<unix ms>`) and starts
+    /// an empty one in its place.
+    pub fn supersede(&mut self) -> Result<(), CopyError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis())
+            .unwrap_or(0);
+        let mut aside = self.dir.clone().into_os_string();
+        aside.push(format!(".superseded-{now}"));
+        std::fs::rename(&self.dir, &aside)?;
+        std::fs::create_dir_all(&self.dir)?;
+        if let Some(parent) = self.dir.parent() {
+            sync_dir(parent)?;
+        }
+        tracing::warn!(copy = %self.dir.display(), aside = ?aside, "a member started a new audit log: its old copy is kept aside");
+        self.last = None;
+        Ok(())
+    }
+
     /// The last seq copied (0: none).
     pub fn last_seq(&self) -> u64 {
         self.last.map_or(0, |(seq, _)| seq)
@@ -194,6 +213,20 @@ pub async fn run(
                 }
             };
             if pulled.node != origin {
+                continue;
+            }
+            // A log never shrinks, and pulls carry durable lines only: a
+            // member whose last seq is below the copy's started a new log
+            // (its disk was replaced). The old copy is kept aside, not
+            // overwritten, and the new log is copied afresh next round.
+            if pulled.last_seq < lock(&copy).last_seq() {
+                let superseded = {
+                    let copy = std::sync::Arc::clone(&copy);
+                    tokio::task::spawn_blocking(move || lock(&copy).supersede()).await
+                };
+                if let Ok(Err(error)) = superseded {
+                    tracing::warn!(origin, %error, "cannot set the old audit copy aside");
+                }
                 continue;
             }
             let chunks: Vec<(u64, Vec<u8>)> =

@@ -21,6 +21,7 @@
 
 pub mod copies;
 pub mod query;
+pub mod retention;
 mod segments;
 
 pub use segments::{complete_lines, list as list_segments, node_dir};
@@ -52,11 +53,25 @@ pub struct AuditConfig {
     pub write_timeout_ms: u64,
     /// A segment is closed (and a new one started) past this size.
     pub segment_bytes: u64,
+    /// Closed segments last written longer ago than this are deleted (this
+    /// member's log and its copies; 0: kept for ever).
+    pub retention_age_ms: u64,
+    /// While a log (own or a copy) is over this many bytes its oldest
+    /// closed segments are deleted (0: no bound).
+    pub retention_bytes: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { enabled: true, dir: None, write_timeout_ms: 250, segment_bytes: 64 * 1024 * 1024 }
+        AuditConfig {
+            enabled: true,
+            dir: None,
+            write_timeout_ms: 250,
+            segment_bytes: 64 * 1024 * 1024,
+            // 90 days, 10 GiB per log.
+            retention_age_ms: 90 * 24 * 3600 * 1000,
+            retention_bytes: 10 * 1024 * 1024 * 1024,
+        }
     }
 }
 
@@ -210,6 +225,13 @@ impl AuditLog {
     /// The seq of this node's last durable record.
     pub fn last_seq(&self) -> u64 {
         self.inner.as_deref().map_or(0, |inner| inner.shared.last_seq.load(Ordering::Acquire))
+    }
+
+    /// The bytes this member's own log holds (after retention).
+    pub fn set_bytes(&self, bytes: u64) {
+        if let Some(inner) = &self.inner {
+            inner.shared.bytes.store(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Where this member's copy of `origin`'s log stands.

@@ -118,10 +118,11 @@ pub fn verify(dir: &Path) -> std::io::Result<Result<Summary, (Summary, keel_audi
     Ok(Ok(verifier.summary().clone()))
 }
 
-/// Lines of the log in `dir` after `after_seq`, grouped by segment (first
-/// seq, newline-terminated lines), about `max_bytes` at most (always at
-/// least one line when there is one).
-pub fn pull(dir: &Path, after_seq: u64, max_bytes: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+/// Lines of the log in `dir` after `after_seq` and up to `up_to` (the last
+/// durable seq: a line written but not yet synced is never copied), grouped
+/// by segment (first seq, newline-terminated lines), about `max_bytes` at
+/// most (always at least one line when there is one).
+pub fn pull(dir: &Path, after_seq: u64, up_to: u64, max_bytes: usize) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
     let segments = list(dir)?;
     let mut chunks: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut bytes = 0usize;
@@ -142,6 +143,10 @@ pub fn pull(dir: &Path, after_seq: u64, max_bytes: usize) -> std::io::Result<Vec
             };
             if record.seq <= after_seq {
                 return true;
+            }
+            if record.seq > up_to {
+                full = true;
+                return false;
             }
             if bytes > 0 && bytes + line.len() > max_bytes {
                 full = true;

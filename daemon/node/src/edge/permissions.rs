@@ -143,6 +143,7 @@ pub const RPCS: &[(&str, Guard)] = &[
     ("/keel.v1.AdmissionService/ReportOutcome", token(ADMISSION_REPORT, Scope::Tenant)),
     ("/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", token(ADMISSION_ADMIT, Scope::Tenant)),
     ("/keel.v1.AuditService/QueryAudit", token(AUDIT_READ, Scope::Tenant)),
+    ("/keel.v1.AuditService/ExportAudit", token(AUDIT_READ, Scope::Tenant)),
     ("/keel.v1.AuditService/VerifyAudit", token(AUDIT_READ, Scope::Cluster)),
 ];
 

@@ -227,11 +227,12 @@ impl RaftPeer for RaftPeerService {
         let Some(dir) = self.audit.own_dir() else {
             return Ok(Response::new(pb::AuditPullResponse { node, last_seq, chunks: Vec::new() }));
         };
-        let chunks =
-            tokio::task::spawn_blocking(move || crate::audit::query::pull(&dir, after_seq, AUDIT_PULL_BYTES_MAX))
-                .await
-                .map_err(|error| Status::internal(error.to_string()))?
-                .map_err(|error| Status::internal(format!("reading the audit log: {error}")))?;
+        let chunks = tokio::task::spawn_blocking(move || {
+            crate::audit::query::pull(&dir, after_seq, last_seq, AUDIT_PULL_BYTES_MAX)
+        })
+        .await
+        .map_err(|error| Status::internal(error.to_string()))?
+        .map_err(|error| Status::internal(format!("reading the audit log: {error}")))?;
         let chunks = chunks.into_iter().map(|(segment, lines)| pb::AuditSegmentLines { segment, lines }).collect();
         Ok(Response::new(pb::AuditPullResponse { node, last_seq, chunks }))
     }
