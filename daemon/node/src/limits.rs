@@ -52,6 +52,8 @@ pub const AUDIT_COPY_INTERVAL_MS: u64 = 500;
 pub const AUDIT_PULL_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// How often retention looks at the audit logs.
 pub const AUDIT_RETENTION_INTERVAL_MS: u64 = 60_000;
+/// Where audit query pages ended, remembered so the next page seeks there.
+pub const AUDIT_RESUME_POINTS_MAX: usize = 4_096;
 /// Records one `AuditService.Query` page holds at most.
 pub const AUDIT_PAGE_SIZE_MAX: usize = 1_000;
 /// Bytes of log one query page reads at most (a selective filter pages on).
@@ -299,6 +301,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     AUDIT_COPY_INTERVAL_MS,
     AUDIT_PULL_BYTES_MAX,
     AUDIT_RETENTION_INTERVAL_MS,
+    AUDIT_RESUME_POINTS_MAX,
     AUDIT_PAGE_SIZE_MAX,
     AUDIT_QUERY_SCAN_BYTES_MAX,
     ADMISSION_INPUT_BYTES_MAX,

@@ -2,10 +2,10 @@
 //! its chain. Readers open the segment files read-only beside the writer
 //! and stop at the last complete line.
 
-use super::segments::{for_each_line, list};
-use crate::limits::AUDIT_QUERY_SCAN_BYTES_MAX;
+use super::segments::{for_each_line, for_each_line_from, list, seq_of};
+use crate::limits::{AUDIT_QUERY_SCAN_BYTES_MAX, AUDIT_RESUME_POINTS_MAX};
 use keel_audit::{Kind, Record, Summary, Verifier};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Which records a query wants (empty fields: any).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,6 +55,30 @@ pub struct Page {
     pub next_after_seq: Option<u64>,
 }
 
+/// Where a page of a log ended: (log dir, last seq read) → (segment file,
+/// the byte after that line). The next page of the same query starts there
+/// instead of reading the segment again from its start. Bounded by
+/// `AUDIT_RESUME_POINTS_MAX` (emptied when full: a miss only costs a read).
+type ResumePoints = std::sync::Mutex<std::collections::HashMap<(PathBuf, u64), (PathBuf, u64)>>;
+
+fn resume_points() -> &'static ResumePoints {
+    static POINTS: std::sync::OnceLock<ResumePoints> = std::sync::OnceLock::new();
+    POINTS.get_or_init(Default::default)
+}
+
+fn remember(dir: &Path, seq: u64, segment: &Path, offset: u64) {
+    let mut points = resume_points().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if points.len() >= AUDIT_RESUME_POINTS_MAX {
+        points.clear();
+    }
+    points.insert((dir.to_path_buf(), seq), (segment.to_path_buf(), offset));
+}
+
+fn resume_point(dir: &Path, seq: u64) -> Option<(PathBuf, u64)> {
+    let points = resume_points().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    points.get(&(dir.to_path_buf(), seq)).cloned()
+}
+
 /// Records of the log in `dir` after `after_seq` that match `filter`: at
 /// most `limit`, reading at most `AUDIT_QUERY_SCAN_BYTES_MAX` bytes (a
 /// page may hold fewer records and still have a next page).
@@ -63,6 +87,7 @@ pub fn scan(dir: &Path, after_seq: u64, filter: &Filter, limit: usize) -> std::i
     let mut page = Page::default();
     let mut scanned = 0u64;
     let mut last_seq = after_seq;
+    let resume = resume_point(dir, after_seq);
     for (index, (_, path)) in segments.iter().enumerate() {
         // Skip segments that end before `after_seq`.
         if let Some((next_first, _)) = segments.get(index + 1)
@@ -70,8 +95,18 @@ pub fn scan(dir: &Path, after_seq: u64, filter: &Filter, limit: usize) -> std::i
         {
             continue;
         }
+        let offset = match &resume {
+            Some((segment, offset)) if segment == path => *offset,
+            _ => 0,
+        };
         let mut full = false;
-        let read = for_each_line(path, |line| {
+        let mut end = offset;
+        let read = for_each_line_from(path, offset, |line, after| {
+            end = after;
+            // Lines before the page are skipped without decoding them.
+            if seq_of(line).is_some_and(|seq| seq <= after_seq) {
+                return true;
+            }
             let Ok(record) = serde_json::from_slice::<Record>(line) else {
                 // Verification names bad lines; a query reads around them.
                 return true;
@@ -87,11 +122,13 @@ pub fn scan(dir: &Path, after_seq: u64, filter: &Filter, limit: usize) -> std::i
             !full
         })?;
         if full {
+            remember(dir, last_seq, path, end);
             page.next_after_seq = Some(last_seq);
             return Ok(page);
         }
         scanned = scanned.saturating_add(read);
         if scanned >= AUDIT_QUERY_SCAN_BYTES_MAX && index + 1 < segments.len() {
+            remember(dir, last_seq, path, end);
             page.next_after_seq = Some(last_seq);
             return Ok(page);
         }
@@ -135,16 +172,16 @@ pub fn pull(dir: &Path, after_seq: u64, up_to: u64, max_bytes: usize) -> std::io
         let mut lines = Vec::new();
         let mut full = false;
         for_each_line(path, |line| {
-            let Ok(record) = serde_json::from_slice::<Record>(line) else {
+            let Some(seq) = seq_of(line) else {
                 // A line that is not a record stops the copy here: the
                 // puller's chain check would refuse everything after it.
                 full = true;
                 return false;
             };
-            if record.seq <= after_seq {
+            if seq <= after_seq {
                 return true;
             }
-            if record.seq > up_to {
+            if seq > up_to {
                 full = true;
                 return false;
             }

@@ -69,8 +69,16 @@ pub fn complete_lines(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
 /// longer than `RECORD_BYTES_MAX` is passed cut at the bound (it cannot
 /// decode); a torn last line is not passed.
 pub fn for_each_line(path: &Path, mut each: impl FnMut(&[u8]) -> bool) -> std::io::Result<u64> {
+    for_each_line_from(path, 0, |line, _| each(line))
+}
+
+/// [`for_each_line`] from byte `offset` (the start of a line), passing each
+/// line with the offset just after it.
+pub fn for_each_line_from(path: &Path, offset: u64, mut each: impl FnMut(&[u8], u64) -> bool) -> std::io::Result<u64> {
     use std::io::BufRead;
-    let mut reader = std::io::BufReader::new(File::open(path)?);
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
     let mut line = Vec::new();
     let mut read = 0u64;
     loop {
@@ -93,10 +101,18 @@ pub fn for_each_line(path: &Path, mut each: impl FnMut(&[u8]) -> bool) -> std::i
         } else {
             return Ok(read);
         }
-        if !line.is_empty() && !each(&line) {
+        if !line.is_empty() && !each(&line, offset.saturating_add(read)) {
             return Ok(read);
         }
     }
+}
+
+/// The seq of a line, read from its first field (`{"seq":N,…`) without
+/// decoding the rest; `None` when the line does not start so.
+pub fn seq_of(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 /// The open segment the writer appends to.
