@@ -371,6 +371,10 @@ async fn any_member_answers_for_every_members_records_in_time_order_and_a_lost_d
         }
     }
     ensure!(last > 0);
+    // A member verifies its own log and its copies of the others'.
+    let verified = audit_client(&cluster.nodes[1]).await?.verify_audit(pb::VerifyAuditRequest {}).await?.into_inner();
+    let origins: Vec<u64> = verified.copies.iter().map(|copy| copy.origin).collect();
+    ensure!(verified.ok && origins == [1, 3] && verified.copies.iter().all(|copy| copy.ok), "{verified:?}");
     // Member 1 dies and its disk is destroyed: its records are read from a copy.
     cluster.nodes[0].kill_9()?;
     std::fs::remove_dir_all(cluster.nodes[0].data_dir())?;

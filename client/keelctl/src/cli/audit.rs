@@ -122,6 +122,20 @@ struct VerifyView {
     public_key: String,
     first_bad: String,
     problem: String,
+    /// The member's copies of the other members' logs (`verify` on a member).
+    copies: Vec<CopyView>,
+}
+
+/// One copy's check.
+#[derive(Debug, Serialize)]
+struct CopyView {
+    origin: u64,
+    ok: bool,
+    records: u64,
+    first_seq: u64,
+    last_seq: u64,
+    first_bad: String,
+    problem: String,
 }
 
 /// Runs an `audit` command.
@@ -148,6 +162,19 @@ pub async fn run(command: AuditCommand, global: &GlobalArgs, output: &mut Output
                         public_key: answer.public_key,
                         first_bad: answer.first_bad,
                         problem: answer.problem,
+                        copies: answer
+                            .copies
+                            .into_iter()
+                            .map(|copy| CopyView {
+                                origin: copy.origin,
+                                ok: copy.ok,
+                                records: copy.records,
+                                first_seq: copy.first_seq,
+                                last_seq: copy.last_seq,
+                                first_bad: copy.first_bad,
+                                problem: copy.problem,
+                            })
+                            .collect(),
                     }
                 }
             };
@@ -163,11 +190,24 @@ pub async fn run(command: AuditCommand, global: &GlobalArgs, output: &mut Output
                     .field("public_key", &view.public_key)
                     .field("first_bad", &view.first_bad)
                     .field("problem", &view.problem);
+                for copy in &view.copies {
+                    let state = match copy.ok {
+                        true => format!("ok, {} records, seq {}..={}", copy.records, copy.first_seq, copy.last_seq),
+                        false => format!("BAD at {}: {}", copy.first_bad, copy.problem),
+                    };
+                    table.field(&format!("copy of node {}", copy.origin), state);
+                }
                 table
             })?;
-            match view.ok {
-                true => Ok(()),
-                false => Err(CliError::AuditInvalid { first_bad: view.first_bad, problem: view.problem }),
+            if !view.ok {
+                return Err(CliError::AuditInvalid { first_bad: view.first_bad, problem: view.problem });
+            }
+            match view.copies.into_iter().find(|copy| !copy.ok) {
+                Some(copy) => Err(CliError::AuditInvalid {
+                    first_bad: copy.first_bad,
+                    problem: format!("the copy of node {}'s log: {}", copy.origin, copy.problem),
+                }),
+                None => Ok(()),
             }
         }
     }
@@ -210,6 +250,7 @@ fn verify_dir(dir: &std::path::Path) -> Result<VerifyView, CliError> {
         public_key: summary.public_key,
         first_bad: problem.as_ref().and_then(keel_audit::Problem::first_bad).unwrap_or_default(),
         problem: problem.map(|problem| problem.to_string()).unwrap_or_default(),
+        copies: Vec::new(),
     })
 }
 

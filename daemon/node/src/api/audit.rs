@@ -11,12 +11,13 @@ use super::error::ApiError;
 use crate::audit::query::{Filter, scan, verify};
 use crate::limits::{AUDIT_PAGE_SIZE_MAX, READ_DEADLINE_DEFAULT_MS};
 use base64::Engine as _;
-use keel_audit::{Kind, Record};
+use keel_audit::{Kind, Problem, Record, Summary};
 use keel_kernel::Rejection;
 use keel_proto::v1 as pb;
 use prost::Message as _;
 use sha2::Digest as _;
 use std::collections::BTreeMap;
+use std::path::Path;
 use tonic::{Request, Response, Status};
 
 /// Records per page when the request names none.
@@ -391,30 +392,82 @@ impl pb::audit_service_server::AuditService for AuditApi {
         self.ctx
             .serve(request, READ_DEADLINE_DEFAULT_MS, |_, call| async move {
                 let node = call.ctx().replica.identity.node_id;
-                let Some(dir) = call.ctx().audit.own_dir() else {
+                let (Some(own), Some(dir)) =
+                    (call.ctx().audit.own_dir(), call.ctx().audit.dir().map(Path::to_path_buf))
+                else {
                     return Ok(pb::VerifyAuditResponse { node, ok: true, ..Default::default() });
                 };
-                let verified = tokio::task::spawn_blocking(move || verify(&dir))
+                let checked = tokio::task::spawn_blocking(move || verify_all(&own, &dir))
                     .await
                     .map_err(ApiError::internal)?
                     .map_err(ApiError::internal)?;
-                let (summary, problem) = match verified {
-                    Ok(summary) => (summary, None),
-                    Err((summary, problem)) => (summary, Some(problem)),
-                };
-                Ok(pb::VerifyAuditResponse {
-                    node,
-                    ok: problem.is_none(),
-                    records: summary.records,
-                    checkpoints: summary.checkpoints,
-                    first_seq: summary.first_seq,
-                    last_seq: summary.last_seq,
-                    last_checkpoint: summary.last_checkpoint,
-                    public_key: summary.public_key,
-                    first_bad: problem.as_ref().and_then(keel_audit::Problem::first_bad).unwrap_or_default(),
-                    problem: problem.map(|problem| problem.to_string()).unwrap_or_default(),
-                })
+                Ok(checked.into_response(node))
             })
             .await
+    }
+}
+
+/// A member's own log and its copies, verified.
+struct Checked {
+    own: Result<Summary, (Summary, Problem)>,
+    copies: Vec<(u64, Result<Summary, (Summary, Problem)>)>,
+}
+
+/// Verifies `own` and every current copy under `dir/copies` (copies set
+/// aside when a member started a new log are not checked).
+fn verify_all(own: &Path, dir: &Path) -> std::io::Result<Checked> {
+    let own = verify(own)?;
+    let mut copies = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir.join("copies")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(origin) = name.to_str().and_then(|name| name.strip_prefix("node-")).and_then(|id| id.parse().ok())
+            else {
+                continue;
+            };
+            copies.push((origin, verify(&entry.path())?));
+        }
+    }
+    copies.sort_by_key(|(origin, _)| *origin);
+    Ok(Checked { own, copies })
+}
+
+impl Checked {
+    fn into_response(self, node: u64) -> pb::VerifyAuditResponse {
+        let split = |checked: Result<Summary, (Summary, Problem)>| match checked {
+            Ok(summary) => (summary, None),
+            Err((summary, problem)) => (summary, Some(problem)),
+        };
+        let (summary, problem) = split(self.own);
+        let copies = self
+            .copies
+            .into_iter()
+            .map(|(origin, checked)| {
+                let (summary, problem) = split(checked);
+                pb::AuditCopyCheck {
+                    origin,
+                    ok: problem.is_none(),
+                    records: summary.records,
+                    first_seq: summary.first_seq,
+                    last_seq: summary.last_seq,
+                    public_key: summary.public_key,
+                    first_bad: problem.as_ref().and_then(Problem::first_bad).unwrap_or_default(),
+                    problem: problem.map(|problem| problem.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        pb::VerifyAuditResponse {
+            node,
+            ok: problem.is_none(),
+            records: summary.records,
+            checkpoints: summary.checkpoints,
+            first_seq: summary.first_seq,
+            last_seq: summary.last_seq,
+            last_checkpoint: summary.last_checkpoint,
+            public_key: summary.public_key,
+            first_bad: problem.as_ref().and_then(Problem::first_bad).unwrap_or_default(),
+            problem: problem.map(|problem| problem.to_string()).unwrap_or_default(),
+            copies,
+        }
     }
 }

@@ -343,8 +343,18 @@ impl Call<'_> {
             keel_kernel::idempotency::validate_key(key)?;
         }
         let actor = self.principal.as_ref().map(|principal| principal.actor.clone());
-        if actor.is_none() && command.is_root_signed() {
-            self.preflight(&command, idempotency_key.as_ref())?;
+        if actor.is_none()
+            && command.is_root_signed()
+            && let Err(refused) = self.preflight(&command, idempotency_key.as_ref())
+        {
+            // A root-signed change refused before the log (a bad or missing
+            // signature): a security record, without making the caller wait.
+            let mut record = self.audit_record(keel_audit::Kind::Security);
+            record.decision = "refused".to_owned();
+            record.reason = refused.reason().to_owned();
+            record.detail = refused.to_string();
+            self.ctx.audit.record_later(self.ctx.audit.stamp(record));
+            return Err(refused);
         }
         // Audited before it is proposed (who, what), then its outcome: a
         // change is never made by a call whose intent is not on disk.
