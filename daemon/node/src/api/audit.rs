@@ -407,10 +407,13 @@ impl pb::audit_service_server::AuditService for AuditApi {
     }
 }
 
+/// One log verified: what it held, or that and its first problem.
+type Verified = Result<Summary, (Summary, Problem)>;
+
 /// A member's own log and its copies, verified.
 struct Checked {
-    own: Result<Summary, (Summary, Problem)>,
-    copies: Vec<(u64, Result<Summary, (Summary, Problem)>)>,
+    own: Verified,
+    copies: Vec<(u64, Verified)>,
 }
 
 /// Verifies `own` and every current copy under `dir/copies` (copies set
@@ -434,7 +437,7 @@ fn verify_all(own: &Path, dir: &Path) -> std::io::Result<Checked> {
 
 impl Checked {
     fn into_response(self, node: u64) -> pb::VerifyAuditResponse {
-        let split = |checked: Result<Summary, (Summary, Problem)>| match checked {
+        let split = |checked: Verified| match checked {
             Ok(summary) => (summary, None),
             Err((summary, problem)) => (summary, Some(problem)),
         };
