@@ -28,7 +28,7 @@ shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
   targets=(policy_put policy_evaluate manifest trust_documents peer_messages snapshot_decode request_convert token
-    judge_frames redis_replies envoy_descriptors)
+    judge_frames redis_replies envoy_descriptors audit_lines)
 fi
 jobs="${KEEL_FUZZ_JOBS:-2}"
 

@@ -354,6 +354,27 @@ async fn any_member_answers_for_every_members_records_in_time_order_and_a_lost_d
         ensure!(set.is_subset(&unique), "missing records of a member");
     }
     ensure!(records.windows(2).all(|pair| pair[0].time_ms <= pair[1].time_ms), "not in time order");
+    // A token scoped to acme, on another member: the same union, acme's only.
+    let token = cluster.token("auditor", Some("acme"), &["audit.read"])?;
+    let mut scoped =
+        pb::audit_service_client::AuditServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+            cluster.nodes[2].raw_channel().await?,
+            Bearer::new(Some(&token))?,
+        ));
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..1000 {
+        let request = pb::QueryAuditRequest { page_size: 1000, page_token, ..Default::default() };
+        let page = scoped.query_audit(request).await?.into_inner();
+        seen.extend(page.records);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    ensure!(seen.iter().all(|record| record.tenant == "acme"), "a scoped token saw another tenant's records");
+    let seen: BTreeSet<String> = seen.into_iter().filter(|record| record.kind == "admission").map(|r| r.id).collect();
+    ensure!(seen == unique, "a scoped token on another member saw {} of {} records", seen.len(), unique.len());
 
     // Member 1's log is copied to both others within the stated lag.
     let origin = 1u64;

@@ -5,6 +5,7 @@
 //!  server (assembly) · ops · api/            services
 //!  edge/                                     the client port's layers
 //!  replica/                                  this node as a member
+//!  audit/                                    the audit log, its copies and queries
 //!  raft/                                     consensus, storage, peer client
 //!  judge/ tls/ status deadline transport clock leader_clock telemetry   base
 //! ```
@@ -16,19 +17,20 @@ const FLOORS: &[(&str, &[&str])] = &[
     ("api", &["server", "ops"]),
     ("edge", &["server", "ops", "api", "replica", "raft"]),
     ("replica", &["server", "ops", "api", "edge"]),
-    ("raft", &["server", "ops", "api", "edge", "replica"]),
-    ("judge", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("tls", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("tls.rs", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("status.rs", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("deadline.rs", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("transport.rs", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("clock.rs", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("leader_clock.rs", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("telemetry", &["server", "ops", "api", "edge", "replica", "raft"]),
-    ("telemetry.rs", &["server", "ops", "api", "edge", "replica", "raft"]),
+    ("raft", &["server", "ops", "api", "edge", "replica", "audit"]),
+    ("audit", &["server", "ops", "api", "edge", "replica"]),
+    ("judge", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("tls", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("tls.rs", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("status.rs", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("deadline.rs", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("transport.rs", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("clock.rs", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("leader_clock.rs", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("telemetry", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
+    ("telemetry.rs", &["server", "ops", "api", "edge", "replica", "raft", "audit"]),
     ("ops.rs", &["server", "api"]),
-    ("limits.rs", &["server", "ops", "api", "edge", "replica", "raft", "judge", "tls", "telemetry"]),
+    ("limits.rs", &["server", "ops", "api", "edge", "replica", "raft", "audit", "judge", "tls", "telemetry"]),
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -63,21 +63,7 @@ pub fn record_to_pb(record: Record) -> pb::AuditRecord {
 
 /// The filter a request asks for (its tenant already scoped by the caller).
 pub fn filter_of(body: &pb::QueryAuditRequest) -> Result<Filter, ApiError> {
-    let kind = match body.kind.as_str() {
-        "" => None,
-        name => Some(Kind::parse(name).ok_or_else(|| invalid("kind", "is not an audit record kind"))?),
-    };
-    Ok(Filter {
-        from_ms: body.from_ms,
-        to_ms: body.to_ms,
-        tenant: body.tenant.clone(),
-        engine: body.engine.clone(),
-        action: body.action.clone(),
-        principal: body.principal.clone(),
-        decision: body.decision.clone(),
-        with_checkpoints: kind == Some(Kind::Checkpoint),
-        kind,
-    })
+    Filter::from_request(body).map_err(|_| invalid("kind", "is not an audit record kind"))
 }
 
 /// What a page token is bound to: the filter (and origin).

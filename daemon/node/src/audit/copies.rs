@@ -146,18 +146,22 @@ impl Copy {
 /// Per origin: (copied last seq, origin's last seq as last heard).
 pub type Lags = std::sync::Mutex<BTreeMap<u64, (u64, u64)>>;
 
+/// The members to copy from: (node id, peer address), read afresh each round
+/// (the replica's membership; the audit floor sits below the replica).
+pub type Members = Box<dyn Fn() -> Vec<(u64, String)> + Send + Sync>;
+
 /// Pulls every other member's new records every `AUDIT_COPY_INTERVAL_MS`
 /// until `stop`.
 pub async fn run(
     audit: super::AuditLog,
-    replica: crate::replica::Replica,
+    own: u64,
+    members: Members,
     channels: std::sync::Arc<crate::raft::peer_channels::PeerChannels>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let Some(dir) = audit.dir().map(Path::to_path_buf) else {
         return;
     };
-    let own = replica.identity.node_id;
     let mut copies: BTreeMap<u64, std::sync::Arc<std::sync::Mutex<Copy>>> = BTreeMap::new();
     let mut broken: BTreeMap<u64, bool> = BTreeMap::new();
     let interval = std::time::Duration::from_millis(AUDIT_COPY_INTERVAL_MS);
@@ -166,17 +170,7 @@ pub async fn run(
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        let members: Vec<(u64, String)> = {
-            let metrics = replica.raft.metrics();
-            let metrics = metrics.borrow();
-            metrics
-                .membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != own)
-                .map(|(id, node)| (*id, node.peer_addr.clone()))
-                .collect()
-        };
+        let members: Vec<(u64, String)> = members().into_iter().filter(|(id, _)| *id != own).collect();
         for (origin, peer_addr) in members {
             if broken.get(&origin).copied().unwrap_or(false) {
                 continue;

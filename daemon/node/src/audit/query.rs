@@ -46,6 +46,28 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// The filter of a `QueryAuditRequest` (its page fields aside); an
+    /// unknown `kind` is an error naming it.
+    pub fn from_request(body: &keel_proto::v1::QueryAuditRequest) -> Result<Filter, String> {
+        let kind = match body.kind.as_str() {
+            "" => None,
+            name => Some(Kind::parse(name).ok_or_else(|| format!("{name} is not an audit record kind"))?),
+        };
+        Ok(Filter {
+            from_ms: body.from_ms,
+            to_ms: body.to_ms,
+            tenant: body.tenant.clone(),
+            engine: body.engine.clone(),
+            action: body.action.clone(),
+            principal: body.principal.clone(),
+            decision: body.decision.clone(),
+            with_checkpoints: kind == Some(Kind::Checkpoint),
+            kind,
+        })
+    }
+}
+
 /// One page of a node's records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {

@@ -245,8 +245,7 @@ impl RaftPeer for RaftPeerService {
         let body = request.into_inner();
         let asked = keel_proto::v1::QueryAuditRequest::decode(body.filter.as_slice())
             .map_err(|error| Status::invalid_argument(format!("audit filter: {error}")))?;
-        let filter =
-            crate::api::audit::filter_of(&asked).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let filter = crate::audit::query::Filter::from_request(&asked).map_err(Status::invalid_argument)?;
         let Some(dir) = self.audit.log_dir_of(body.origin).filter(|dir| dir.exists()) else {
             return Ok(Response::new(pb::AuditQueryResponse::default()));
         };
