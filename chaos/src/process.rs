@@ -267,6 +267,15 @@ impl KeelProcess {
         Ok(())
     }
 
+    /// Stops keeld with SIGTERM (its graceful stop) and waits for it to exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().ok_or_else(|| anyhow!("keeld is not running"))?;
+        let pid = child.id().to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        Ok(child.wait()?)
+    }
+
     /// Starts keeld again on the same data dir (new ports).
     pub async fn restart(&mut self) -> Result<()> {
         self.kill_9()?;

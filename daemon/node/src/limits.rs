@@ -33,6 +33,10 @@ pub const AUTH_FAILURE_BURST: u32 = 20;
 /// Source addresses whose failures are tracked apart; beyond, they share one budget.
 pub const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
 
+/// How long a stopping leader tries to hand leadership over before it
+/// stops anyway (the cluster then elects).
+pub const SHUTDOWN_TRANSFER_MS_MAX: u64 = 3_000;
+
 // Audit (used in `audit/`).
 
 /// Record batches waiting for the audit writer; past it a must-audit call
@@ -293,6 +297,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     AUTH_FAILURES_PER_SOURCE_PER_S,
     AUTH_FAILURE_BURST,
     AUTH_FAILURE_SOURCES_MAX,
+    SHUTDOWN_TRANSFER_MS_MAX,
     AUDIT_QUEUE_MAX,
     AUDIT_BATCH_RECORDS_MAX,
     AUDIT_CHECKPOINT_EVERY_RECORDS,

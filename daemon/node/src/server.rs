@@ -292,8 +292,16 @@ impl NodeBuilder {
 }
 
 impl Node {
-    /// Stops serving and shuts Raft down.
+    /// Stops serving and shuts Raft down; a leader first hands leadership to
+    /// its most caught-up voter (at most `SHUTDOWN_TRANSFER_MS_MAX`), so a
+    /// rolling restart does not wait out an election timeout.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        let bound = Duration::from_millis(crate::limits::SHUTDOWN_TRANSFER_MS_MAX);
+        match self.replica.step_down(bound).await {
+            Ok(Some(target)) => tracing::info!(target, "stopping: leadership handed over"),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "stopping: leadership could not be handed over; the cluster elects"),
+        }
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;

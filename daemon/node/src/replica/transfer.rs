@@ -116,4 +116,32 @@ impl Replica {
         drop(guard);
         Ok(())
     }
+
+    /// Graceful stop: when this node leads and another voter exists, hands
+    /// leadership to the voter whose log matches furthest (within
+    /// `deadline`), so the cluster does not wait out an election timeout.
+    /// Answers the new leader, or `None` when there was nothing to hand over.
+    pub async fn step_down(&self, deadline: Duration) -> Result<Option<u64>, ReplicaError> {
+        let Ok(membership) = self.leader_membership() else {
+            return Ok(None);
+        };
+        let me = self.identity.node_id;
+        let target = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let matched = |id: u64| {
+                metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&id).copied().flatten())
+                    .map_or(0, |log_id| log_id.index)
+            };
+            membership.voter_ids().filter(|id| *id != me).max_by_key(|id| (matched(*id), std::cmp::Reverse(*id)))
+        };
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        self.hand_over(target, deadline).await?;
+        Ok(Some(target))
+    }
 }
