@@ -175,6 +175,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     write("envoy_descriptors", "admit", &tagged(1, &admit.encode_to_vec()))?;
+
+    // An audit log: a checkpoint, two admissions, a checkpoint.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let mut chain = keel_audit::Chain::new(1);
+    let mut log = chain.checkpoint(&key, 1_700_000_000_000, "eu-west")?;
+    log.push(b'\n');
+    for tenant in ["acme", "beta"] {
+        let record = keel_audit::Record {
+            tenant: tenant.into(),
+            engine: "billing".into(),
+            action: "charge".into(),
+            decision: "allowed".into(),
+            reason: "OK".into(),
+            ..keel_audit::Record::default()
+        };
+        log.extend(chain.seal(record)?);
+        log.push(b'\n');
+    }
+    log.extend(chain.checkpoint(&key, 1_700_000_000_001, "eu-west")?);
+    write("audit_lines", "log", &log)?;
     println!("seed corpus written under corpus/");
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! its chain. Readers open the segment files read-only beside the writer
 //! and stop at the last complete line.
 
-use super::segments::{for_each_line, for_each_line_from, list, seq_of};
+pub use super::segments::seq_of;
+use super::segments::{for_each_line, for_each_line_from, list};
 use crate::limits::{AUDIT_QUERY_SCAN_BYTES_MAX, AUDIT_RESUME_POINTS_MAX};
 use keel_audit::{Kind, Record, Summary, Verifier};
 use std::path::{Path, PathBuf};
@@ -224,4 +225,40 @@ pub fn pull(dir: &Path, after_seq: u64, up_to: u64, max_bytes: usize) -> std::io
         }
     }
     Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pull_gives_durable_lines_after_a_seq_and_stops_at_the_bound() -> anyhow::Result<()> {
+        let data = tempfile::tempdir()?;
+        let log = super::super::AuditLog::open(&super::super::AuditConfig::default(), data.path(), 9, "eu")?;
+        log.record((0..10).map(|_| Record::default()).collect()).await?;
+        let dir = log.own_dir().expect("enabled");
+        log.close();
+        // Checkpoint 1, records 2..=11, closing checkpoint 12.
+        let seqs = |chunks: &[(u64, Vec<u8>)]| -> Vec<u64> {
+            chunks
+                .iter()
+                .flat_map(|(_, lines)| lines.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()))
+                .filter_map(seq_of)
+                .collect()
+        };
+        assert_eq!(seqs(&pull(&dir, 4, 8, usize::MAX)?), [5, 6, 7, 8]);
+        assert_eq!(seqs(&pull(&dir, 0, u64::MAX, usize::MAX)?).len(), 12);
+        // A byte bound below one line still gives one line.
+        assert_eq!(seqs(&pull(&dir, 4, u64::MAX, 1)?), [5]);
+        assert!(pull(&dir, 12, u64::MAX, usize::MAX)?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_lines_seq_is_read_from_its_prefix_only() {
+        assert_eq!(seq_of(br#"{"seq":42,"prev":"00"}"#), Some(42));
+        assert_eq!(seq_of(br#"{"prev":"00","seq":42}"#), None);
+        assert_eq!(seq_of(b"garbage"), None);
+        assert_eq!(seq_of(br#"{"seq":99999999999999999999999,"#), None);
+    }
 }
