@@ -210,3 +210,95 @@ async fn a_leader_stopped_with_sigterm_hands_leadership_over_before_it_exits() -
     client.create_tenant(Fixture::tenant_request("after-stop")).await?;
     Ok(())
 }
+
+/// Every member stopped with SIGTERM and restarted, one at a time, while a
+/// writer keeps writing: no gap between acknowledged writes is as long as a
+/// leader lease (1 s here) — a stopping leader hands over instead of
+/// leaving the others to wait out the lease and an election.
+///
+/// Ignored for now: about one run in three, after a follower is stopped the
+/// cluster has no leader for ~15 s (terms climb through failed elections)
+/// although two members are up. Not the hand-over (the stopped member was
+/// a follower); to be found before the rolling-restart goal of issue 13 is
+/// claimed. Run: `cargo test -p keel-tests --test it -- --ignored a_rolling`.
+#[tokio::test]
+#[ignore = "an intermittent ~15 s leaderless window after a follower restart under writes (issue 13)"]
+async fn a_rolling_restart_under_steady_writes_pauses_them_only_for_hand_overs() -> Result<()> {
+    const GAP_MAX: Duration = Duration::from_millis(1000);
+    let mut cluster = Cluster::three(ClusterOptions::default()).await?;
+    cluster.leader().await?;
+    let mut channels = Vec::new();
+    for node in &cluster.nodes {
+        channels.push(node.channel().await?);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), 0u64);
+            let mut reasons = std::collections::BTreeMap::<String, u64>::new();
+            let mut target = 0usize;
+            for n in 0..100_000u64 {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                let mut client = tenants(channels[target].clone()).await;
+                let mut request = tonic::Request::new(Fixture::tenant_request(&format!("roll-{n}")));
+                request.set_timeout(Duration::from_millis(500));
+                match client.create_tenant(request).await {
+                    Ok(_) => acked.push(Instant::now()),
+                    Err(status) => {
+                        // Ask the next member (a stopped one, a follower without a leader yet).
+                        failed += 1;
+                        *reasons.entry(format!("{}@{target}", reason_of(&status))).or_default() += 1;
+                        target = (target + 1) % channels.len();
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            println!("failures: {reasons:?}");
+            (acked, failed)
+        })
+    };
+    for index in 0..3 {
+        let exited = cluster.nodes[index].terminate()?;
+        ensure!(exited.success(), "member {index} exited with {exited}");
+        cluster.nodes[index].restart().await?;
+        // Caught up under the writes (they never stop, so "converged" never holds):
+        // one leader for all, applied indices within a few hundred entries.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // The restarted member's own view: one health report with every
+            // member's applied index, gathered at once.
+            let health = cluster.nodes[index].status().await?.member_health;
+            let applied: Vec<u64> = health.iter().filter_map(|member| member.applied_index).collect();
+            let (low, high) = (applied.iter().min().copied().unwrap_or(0), applied.iter().max().copied().unwrap_or(0));
+            if applied.len() == 3 && high - low <= 300 {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "member {index} did not catch up: {applied:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (acked, failed) = writer.await?;
+    ensure!(acked.len() > 20, "too few writes: {}", acked.len());
+    let longest = acked.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default();
+    println!("{} writes acknowledged, {failed} attempts failed, longest gap {longest:?}", acked.len());
+    if longest >= GAP_MAX {
+        for (index, node) in cluster.nodes.iter().enumerate() {
+            let log = node.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|line| {
+                    ["hand", "leader", "elect", "vote", "WARN", "ERROR", "stopping", "shutting"]
+                        .iter()
+                        .any(|word| line.contains(word))
+                })
+                .collect();
+            println!("--- member {index}:\n{}", lines.join("\n"));
+        }
+    }
+    ensure!(longest < GAP_MAX, "writes stopped for {longest:?} during the rolling restart");
+    Ok(())
+}
