@@ -467,6 +467,17 @@ impl Verifier {
     }
 }
 
+/// The complete lines of `bytes` (a final line without its newline is torn
+/// — a write cut short, never acknowledged — and left out) and the length
+/// they span.
+pub fn complete_lines(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
+    let Some(end) = bytes.iter().rposition(|byte| *byte == b'\n') else {
+        return (Vec::new(), 0);
+    };
+    let lines = bytes[..end].split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).collect();
+    (lines, end + 1)
+}
+
 /// Verifies `text` (lines separated by `\n`; a final newline is optional).
 pub fn verify_lines(text: &[u8], pinned: Option<VerifyingKey>) -> Result<Summary, (Summary, Problem)> {
     let mut verifier = pinned.map(Verifier::pinned).unwrap_or_default();

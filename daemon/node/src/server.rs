@@ -247,12 +247,10 @@ impl NodeBuilder {
             let ops = serve_ops(ops_listener, router, stop_rx.clone());
             tasks.push(tokio::spawn(ops));
         }
-        let raft_for_members = raft.clone();
-        let members: crate::audit::copies::Members = Box::new(move || {
-            let metrics = raft_for_members.metrics();
-            let metrics = metrics.borrow();
-            metrics.membership_config.membership().nodes().map(|(id, node)| (*id, node.peer_addr.clone())).collect()
-        });
+        let members: crate::audit::copies::Members = {
+            let replica = replica.clone();
+            Box::new(move || replica.member_peers())
+        };
         tokio::spawn(crate::audit::copies::run(audit.clone(), config.node.id, members, peer_channels, stop_rx.clone()));
         tokio::spawn(crate::audit::retention::run(
             audit.clone(),

@@ -230,8 +230,7 @@ fn verify_dir(dir: &std::path::Path) -> Result<VerifyView, CliError> {
     'segments: for path in &segments {
         let bytes = std::fs::read(path).map_err(|error| usage(format!("reading {}: {error}", path.display())))?;
         // A torn last line (no newline) was never acknowledged: not checked.
-        let end = bytes.iter().rposition(|byte| *byte == b'\n').map_or(0, |end| end + 1);
-        for line in bytes[..end].split(|byte| *byte == b'\n').filter(|line| !line.is_empty()) {
+        for line in keel_audit::complete_lines(&bytes).0 {
             if let Err(found) = verifier.push(line) {
                 problem = Some(found);
                 break 'segments;

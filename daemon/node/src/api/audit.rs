@@ -11,7 +11,7 @@ use super::error::ApiError;
 use crate::audit::query::{Filter, scan, verify};
 use crate::limits::{AUDIT_PAGE_SIZE_MAX, READ_DEADLINE_DEFAULT_MS};
 use base64::Engine as _;
-use keel_audit::{Kind, Problem, Record, Summary};
+use keel_audit::{Problem, Record, Summary};
 use keel_kernel::Rejection;
 use keel_proto::v1 as pb;
 use prost::Message as _;
@@ -154,13 +154,13 @@ fn csv_field(data: &mut Vec<u8>, text: &str) {
     }
 }
 
-fn csv_row(data: &mut Vec<u8>, record: &pb::AuditRecord) {
+fn csv_row(data: &mut Vec<u8>, record: &Record) {
     let fields = [
         record.id.clone(),
         record.time_ms.to_string(),
         record.node.to_string(),
         record.region.clone(),
-        record.kind.clone(),
+        record.kind.as_str().to_owned(),
         record.principal.clone(),
         record.tenant.clone(),
         record.engine.clone(),
@@ -184,34 +184,6 @@ fn csv_row(data: &mut Vec<u8>, record: &pb::AuditRecord) {
     data.push(b'\n');
 }
 
-/// A wire record back as the line's record (the JSON Lines export).
-fn record_of_pb(record: &pb::AuditRecord) -> Record {
-    Record {
-        seq: record.seq,
-        prev: record.prev.clone(),
-        id: record.id.clone(),
-        time_ms: record.time_ms,
-        node: record.node,
-        region: record.region.clone(),
-        kind: Kind::parse(&record.kind).unwrap_or_default(),
-        principal: record.principal.clone(),
-        tenant: record.tenant.clone(),
-        engine: record.engine.clone(),
-        action: record.action.clone(),
-        decision: record.decision.clone(),
-        reason: record.reason.clone(),
-        detail: record.detail.clone(),
-        decision_id: record.decision_id.clone(),
-        policy_version: record.policy_version.clone(),
-        revision: record.revision,
-        degraded: record.degraded.clone(),
-        request_id: record.request_id.clone(),
-        trace_id: record.trace_id.clone(),
-        public_key: record.public_key.clone(),
-        signature: record.signature.clone(),
-    }
-}
-
 /// A tenant's token reads its tenant's records only.
 fn scope_to_caller(call: &super::context::Call<'_>, body: &mut pb::QueryAuditRequest) -> Result<(), ApiError> {
     if let Some(scope) = call.tenant_scope() {
@@ -224,7 +196,26 @@ fn scope_to_caller(call: &super::context::Call<'_>, body: &mut pb::QueryAuditReq
 }
 
 /// One page of every member's records (or `origin`'s), merged by time.
-async fn query_page(ctx: &ApiContext, body: &pb::QueryAuditRequest) -> Result<pb::QueryAuditResponse, ApiError> {
+struct MergedPage {
+    records: Vec<Record>,
+    next_page_token: String,
+    node: u64,
+    from_copies: Vec<u64>,
+}
+
+impl MergedPage {
+    fn into_response(self) -> pb::QueryAuditResponse {
+        pb::QueryAuditResponse {
+            records: self.records.into_iter().map(record_to_pb).collect(),
+            next_page_token: self.next_page_token,
+            node: self.node,
+            from_copies: self.from_copies,
+        }
+    }
+}
+
+/// One page of every member's records (or `origin`'s), merged by time.
+async fn query_page(ctx: &ApiContext, body: &pb::QueryAuditRequest) -> Result<MergedPage, ApiError> {
     let node = ctx.replica.identity.node_id;
     let filter = filter_of(body)?;
     let size = match body.page_size {
@@ -233,17 +224,11 @@ async fn query_page(ctx: &ApiContext, body: &pb::QueryAuditRequest) -> Result<pb
     };
     let query = query_key(body);
     let mut positions = positions(&query, &body.page_token)?;
-    let members: Vec<(u64, Option<String>)> = {
-        let metrics = ctx.replica.raft.metrics();
-        let metrics = metrics.borrow();
-        let membership = metrics.membership_config.membership();
-        let mut members: Vec<(u64, Option<String>)> =
-            membership.nodes().map(|(id, member)| (*id, Some(member.peer_addr.clone()))).collect();
-        if !members.iter().any(|(id, _)| *id == node) {
-            members.push((node, None));
-        }
-        members
-    };
+    let mut members: Vec<(u64, Option<String>)> =
+        ctx.replica.member_peers().into_iter().map(|(id, peer_addr)| (id, Some(peer_addr))).collect();
+    if !members.iter().any(|(id, _)| *id == node) {
+        members.push((node, None));
+    }
     let members: Vec<(u64, Option<String>)> =
         members.into_iter().filter(|(id, _)| body.origin == 0 || *id == body.origin).collect();
     let parts = futures::future::join_all(members.into_iter().map(|(origin, peer_addr)| {
@@ -281,12 +266,7 @@ async fn query_page(ctx: &ApiContext, body: &pb::QueryAuditRequest) -> Result<pb
     } else {
         String::new()
     };
-    Ok(pb::QueryAuditResponse {
-        records: merged.into_iter().map(record_to_pb).collect(),
-        next_page_token,
-        node,
-        from_copies,
-    })
+    Ok(MergedPage { records: merged, next_page_token, node, from_copies })
 }
 
 #[tonic::async_trait]
@@ -298,7 +278,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
         self.ctx
             .serve(request, READ_DEADLINE_DEFAULT_MS, |mut body, call| async move {
                 scope_to_caller(&call, &mut body)?;
-                query_page(call.ctx(), &body).await
+                query_page(call.ctx(), &body).await.map(MergedPage::into_response)
             })
             .await
     }
@@ -348,7 +328,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
                     match format {
                         pb::AuditExportFormat::Csv => csv_row(&mut data, record),
                         _ => {
-                            if let Ok(line) = serde_json::to_vec(&record_of_pb(record)) {
+                            if let Ok(line) = serde_json::to_vec(record) {
                                 data.extend_from_slice(&line);
                                 data.push(b'\n');
                             }

@@ -12,6 +12,7 @@
 //! written; a torn tail (a crash inside a batch, never acknowledged) is cut
 //! off when the writer opens the log.
 
+pub use keel_audit::complete_lines;
 use keel_audit::{Chain, RECORD_BYTES_MAX};
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek, SeekFrom, Write};
@@ -52,16 +53,6 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     }
     segments.sort();
     Ok(segments)
-}
-
-/// The complete lines of `bytes` (a final line without its newline is torn
-/// and left out) and the length they span.
-pub fn complete_lines(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
-    let Some(end) = bytes.iter().rposition(|byte| *byte == b'\n') else {
-        return (Vec::new(), 0);
-    };
-    let lines = bytes[..end].split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).collect();
-    (lines, end + 1)
 }
 
 /// Calls `each` with every complete line of the segment at `path` (without

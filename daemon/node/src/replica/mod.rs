@@ -290,6 +290,13 @@ impl Replica {
     pub fn voter_count(&self) -> usize {
         self.raft.metrics().borrow().membership_config.membership().voter_ids().count().max(1)
     }
+
+    /// Every member (voters and learners) this member knows: (id, peer address).
+    pub fn member_peers(&self) -> Vec<(u64, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().nodes().map(|(id, node)| (*id, node.peer_addr.clone())).collect()
+    }
 }
 
 #[cfg(test)]
