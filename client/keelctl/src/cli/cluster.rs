@@ -1,5 +1,6 @@
-//! `keelctl cluster`: the serving node's view of the cluster, and
-//! membership changes.
+//! `keelctl cluster`: the serving node's view of the cluster, membership
+//! changes, and `check` (a probe write, a read back through another member
+//! and every member's digest compared; see `cluster/check.rs`).
 //!
 //! `join`, `promote` and `remove` go to the leader (the client follows
 //! `NOT_LEADER`, and retries while another membership change is in
@@ -16,11 +17,18 @@ use keel_client::pb;
 use keel_client::served::Served;
 use serde::Serialize;
 
+pub mod check;
+
 /// `keelctl cluster …`
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
     /// Role, term, leader, indices, state digest, counts and members.
     Status,
+    /// Check that the members form one working cluster: write a probe
+    /// tenant, read it back linearizably through another member, and wait
+    /// until every member reports the same state digest at one revision
+    /// (exit 6 and the reason otherwise). What `helm test` runs.
+    Check(check::CheckArgs),
     /// Add a node as a learner: it receives the log but does not vote until
     /// promoted. Answers once the learner has caught up (or at the deadline,
     /// while it keeps catching up).
@@ -289,6 +297,7 @@ pub async fn run(command: ClusterCommand, global: &GlobalArgs, output: &mut Outp
             output.served_by(&served.meta);
             Ok(())
         }
+        ClusterCommand::Check(args) => check::run(args, global, output).await,
         ClusterCommand::Join(args) => {
             let member = args.to_member();
             let served = connect(global).await?.add_learner(member).await?;

@@ -11,7 +11,8 @@
 //! for its own usage errors), [`EXIT_UNAVAILABLE`] when the cluster could
 //! not be reached or did not answer in time, [`EXIT_DENIED`] when `admit`
 //! was answered with a denial, [`EXIT_AUDIT_INVALID`] when `audit verify`
-//! found a bad record.
+//! found a bad record, [`EXIT_CHECK_FAILED`] when `cluster check` found the
+//! members disagreeing.
 
 use keel_client::error::{ClientError, ErrorClass, REASON_INVALID_INPUT};
 use keel_client::local_error::LocalError;
@@ -28,6 +29,10 @@ pub const EXIT_UNAVAILABLE: u8 = 3;
 pub const EXIT_DENIED: u8 = 4;
 /// Exit code when `audit verify` found a bad record.
 pub const EXIT_AUDIT_INVALID: u8 = 5;
+/// Exit code when `cluster check` found the cluster not working as one.
+pub const EXIT_CHECK_FAILED: u8 = 6;
+/// Reason reported when `cluster check` failed.
+pub const REASON_CLUSTER_CHECK_FAILED: &str = "CLUSTER_CHECK_FAILED";
 /// Reason reported when `audit verify` found a bad record.
 pub const REASON_AUDIT_INVALID: &str = "AUDIT_INVALID";
 /// Reason reported when writing the output failed.
@@ -70,6 +75,9 @@ pub enum CliError {
         /// The denial's reason.
         reason: String,
     },
+    /// `cluster check` found the members not working as one cluster.
+    #[error(transparent)]
+    CheckFailed(#[from] super::cluster::check::CheckFailure),
     /// `audit verify` found a bad record.
     #[error("the audit log does not verify: {problem}")]
     AuditInvalid {
@@ -93,6 +101,7 @@ impl CliError {
             CliError::Output { .. } | CliError::PolicyTestFailed { .. } => EXIT_SERVER_ERROR,
             CliError::Denied { .. } => EXIT_DENIED,
             CliError::AuditInvalid { .. } => EXIT_AUDIT_INVALID,
+            CliError::CheckFailed(_) => EXIT_CHECK_FAILED,
         }
     }
 
@@ -105,6 +114,7 @@ impl CliError {
             CliError::PolicyTestFailed { .. } => REASON_POLICY_TEST_FAILED,
             CliError::Denied { reason } => reason,
             CliError::AuditInvalid { .. } => REASON_AUDIT_INVALID,
+            CliError::CheckFailed(_) => REASON_CLUSTER_CHECK_FAILED,
         }
     }
 
@@ -121,6 +131,9 @@ impl CliError {
         match self {
             CliError::Client(error) => error.metadata(),
             CliError::AuditInvalid { first_bad, .. } => BTreeMap::from([("first_bad".to_owned(), first_bad.clone())]),
+            CliError::CheckFailed(failure) => {
+                failure.node_id().map(|id| BTreeMap::from([("node_id".to_owned(), id.to_string())])).unwrap_or_default()
+            }
             _ => BTreeMap::new(),
         }
     }
