@@ -14,6 +14,7 @@ mod compose;
 mod events;
 mod fixture;
 mod harness;
+mod helm;
 mod keelctl;
 mod limits;
 mod load_shedding;
