@@ -12,6 +12,9 @@
 # nsswitch.conf so name lookups go to files then DNS) and /var/lib/keel owned
 # by that user. Running it again with the same binaries gives the same image
 # (docker's build cache). The last line printed is the image id.
+# Kubernetes nodes without a registry: load it with `kind load docker-image`,
+# `minikube image load` or `docker save | ctr -n k8s.io images import -` and
+# run it with imagePullPolicy Never (deploy/README.md, helm/keel/README.md).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
