@@ -246,3 +246,22 @@ async fn region_flag_sends_serializable_reads_to_that_region() {
     assert_eq!(stderr, "(served by node 2 in region us at revision 12)\n");
     assert_eq!((seed.n_get_key_calls(), near.n_get_key_calls()), (0, 1));
 }
+
+#[tokio::test]
+async fn cluster_check_refuses_a_cluster_with_the_wrong_voter_count_before_writing_anything() {
+    let node = FakeNode::start(1, vec![], vec![]).await;
+    let learner = keel_client::fake_node::fake_member(2, "local", "127.0.0.1:2", "127.0.0.1:3", false);
+    node.set_cluster(vec![node.member(true), learner], 1);
+    let (code, stdout, stderr) = keelctl(&node.address, &["cluster", "check", "--expect-voters", "3"]).await;
+    assert_eq!(code, super::error::EXIT_CHECK_FAILED, "{stderr}");
+    assert_eq!(stdout, "");
+    let member = node.address.trim_start_matches("http://");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: CLUSTER_CHECK_FAILED: the cluster has 1 voters, expected 3 (members: 1:{member}, 2:127.0.0.1:2)\n"
+        )
+    );
+    let zero = Cli::try_parse_from(["keelctl", "cluster", "check", "--deadline-ms", "0"]);
+    assert!(zero.is_err(), "a zero deadline is a usage error");
+}
