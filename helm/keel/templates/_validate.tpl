@@ -35,6 +35,11 @@ its own). Each failure names the value, as keeld's config errors name the key.
 {{- if and $v.redis.tls.existingSecret (not (or (hasPrefix "rediss://" $v.redis.url) $v.redis.existingSecret $v.redis.clusterUrls)) -}}
 {{- fail "redis.tls.existingSecret: set only with a rediss:// redis.url, redis.existingSecret or redis.clusterUrls" -}}
 {{- end -}}
+{{- /* On an upgrade (not in `helm template`, where lookup finds nothing): the size is fixed at install. */ -}}
+{{- $live := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "keel.fullname" .) -}}
+{{- if and $live $live.spec (ne (int $live.spec.replicas) $replicas) -}}
+{{- fail (printf "replicas: the release runs %d members; changing it to %d would not change the Raft membership (see the chart README, Scaling)" (int $live.spec.replicas) $replicas) -}}
+{{- end -}}
 {{- if gt (len (include "keel.memberHost" (list . (sub $replicas 1)))) 253 -}}
 {{- fail "clusterDomain: member DNS names would be longer than 253 characters; shorten the release name, fullnameOverride or clusterDomain" -}}
 {{- end -}}
