@@ -558,9 +558,9 @@ fn the_values_schema_and_the_chart_refuse_bad_values_naming_the_value() -> Resul
     Ok(())
 }
 
-/// Every value in values.yaml, as a dotted path to a leaf (a list or an
-/// empty map counts as a leaf).
-fn leaf_paths(value: &Value, prefix: &str, paths: &mut Vec<String>) {
+/// Every value in values.yaml: its dotted path to a leaf (a list or an
+/// empty map counts as a leaf) and its default as the README shows it.
+fn leaf_paths(value: &Value, prefix: &str, paths: &mut Vec<(String, String)>) {
     match value.as_object() {
         Some(map) if !map.is_empty() => {
             for (key, child) in map {
@@ -568,7 +568,14 @@ fn leaf_paths(value: &Value, prefix: &str, paths: &mut Vec<String>) {
                 leaf_paths(child, &path, paths);
             }
         }
-        _ => paths.push(prefix.to_owned()),
+        _ => {
+            let shown = match value {
+                Value::String(text) if text.is_empty() => "\"\"".to_owned(),
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            paths.push((prefix.to_owned(), shown));
+        }
     }
 }
 
@@ -584,9 +591,12 @@ fn the_chart_readme_lists_every_value_with_its_default() -> Result<()> {
     leaf_paths(values, "", &mut paths);
     let readme = std::fs::read_to_string(chart_dir().join("README.md"))?;
     let table_rows: Vec<&str> = readme.lines().filter(|line| line.starts_with("| `")).collect();
-    let missing: Vec<&String> =
-        paths.iter().filter(|path| !table_rows.iter().any(|row| row.starts_with(&format!("| `{path}` |")))).collect();
-    ensure!(missing.is_empty(), "README.md's values table lacks {missing:?}");
+    let missing: Vec<String> = paths
+        .iter()
+        .filter(|(path, shown)| !table_rows.iter().any(|row| row.starts_with(&format!("| `{path}` | `{shown}` |"))))
+        .map(|(path, shown)| format!("{path} (default `{shown}`)"))
+        .collect();
+    ensure!(missing.is_empty(), "README.md's values table lacks or misstates {missing:?}");
     // And the schema knows every value (its objects refuse unknown keys).
     tools.template(&[]).map(|_| ())
 }
