@@ -70,6 +70,9 @@ pub struct ClusterOptions {
     pub redis: Option<RedisTarget>,
     /// `redis.on_unavailable` (default: keeld's, `fail_closed`).
     pub redis_on_unavailable: Option<&'static str>,
+    /// The dead-member rule: `cluster.remove_unreachable_after_ms` and
+    /// `cluster.min_voters` (default: off).
+    pub dead_member_rule: Option<(u64, usize)>,
 }
 
 /// Where members share admission state.
@@ -309,7 +312,7 @@ impl Cluster {
                 "[node]\nid = {id}\nregion = \"{region}\"\nzone = \"{zone}\"\n\
                  [listen]\nclient = \"{client}\"\npeer = \"{peer}\"\nops = \"{ops}\"\n\
                  [trust]\nroot_public_keys = [\"{root_pub}\"]\napi_token_public_keys = [\"{api_pub}\"]\n\
-                 [cluster]\nid = \"{cluster_id}\"\n\
+                 [cluster]\nid = \"{cluster_id}\"\n{dead_member_rule}\
                  {raft}{tls}{telemetry}{members_toml}",
                 id = member.id,
                 region = member.region,
@@ -320,6 +323,12 @@ impl Cluster {
                 root_pub = root_pub.display(),
                 api_pub = api_pub.display(),
                 raft = raft_section(tuning),
+                dead_member_rule = match options.dead_member_rule {
+                    Some((after_ms, min_voters)) => {
+                        format!("remove_unreachable_after_ms = {after_ms}\nmin_voters = {min_voters}\n")
+                    }
+                    None => String::new(),
+                },
                 telemetry = telemetry_section(options.telemetry)
                     + &redis_section(options.redis.as_ref(), options.redis_on_unavailable),
                 tls = match &ca {

@@ -390,6 +390,9 @@ impl ClusterService for FakeState {
             tenant_count: 0,
             boot_time_ms: 1_767_225_600_000,
             member_health: Vec::new(),
+            standing: "member".into(),
+            standing_detail: String::new(),
+            member_changes: Vec::new(),
         }))
     }
 

@@ -23,6 +23,7 @@ mod membership;
 mod otlp_receiver;
 mod policy;
 mod registry_graph;
+mod rejoin;
 mod robustness;
 mod single_node;
 mod telemetry;

@@ -131,7 +131,13 @@ impl Default for WatchConfig {
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Raft node id, unique in the cluster, > 0.
+    #[serde(default)]
     pub id: u64,
+    /// Takes the node id from a name ending in `-<ordinal>` (a StatefulSet
+    /// pod's name, from the downward API): id = ordinal + 1, so `keel-0` is
+    /// node 1. Replaces `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_from_name: Option<String>,
     /// Region name.
     pub region: String,
     /// Zone name.
@@ -237,6 +243,25 @@ pub struct ClusterConfig {
     /// membership (from then on only current members are admitted).
     #[serde(default)]
     pub existing_members: Vec<String>,
+    /// The dead-member rule: the leader removes a voter it has not heard
+    /// from for this long (ms), when at least `min_voters` voters remain and
+    /// a majority of them answer. 0: off (the default; the Helm chart turns
+    /// it on). A removed member that comes back rejoins by itself.
+    #[serde(default)]
+    pub remove_unreachable_after_ms: u64,
+    /// The dead-member rule never leaves fewer voters than this.
+    #[serde(default = "min_voters_default")]
+    pub min_voters: usize,
+}
+
+/// `cluster.min_voters` unless configured: three voters survive one loss.
+pub const MIN_VOTERS_DEFAULT: usize = 3;
+/// The shortest `cluster.remove_unreachable_after_ms`: well past any
+/// election and restart, so a member restarting is not removed for it.
+pub const REMOVE_UNREACHABLE_AFTER_MS_MIN: u64 = 3_000;
+
+fn min_voters_default() -> usize {
+    MIN_VOTERS_DEFAULT
 }
 
 impl Default for ClusterConfig {
@@ -246,6 +271,8 @@ impl Default for ClusterConfig {
             initial_members: Vec::new(),
             initial_state: InitialState::default(),
             existing_members: Vec::new(),
+            remove_unreachable_after_ms: 0,
+            min_voters: MIN_VOTERS_DEFAULT,
         }
     }
 }
@@ -271,10 +298,22 @@ pub struct MemberConfig {
     pub client_addr: String,
     /// host:port peers use.
     pub peer_addr: String,
-    /// Region name.
+    /// Region name. Empty (or left out): the member says for itself
+    /// (its `node.region`, e.g. from a Kubernetes node label).
+    #[serde(default)]
     pub region: String,
-    /// Zone name.
+    /// Zone name; empty as for `region`.
+    #[serde(default)]
     pub zone: String,
+}
+
+/// The node id a name ending in `-<ordinal>` gives: ordinal + 1.
+pub fn id_from_name(name: &str) -> Option<u64> {
+    let (_, ordinal) = name.rsplit_once('-')?;
+    if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ordinal.parse::<u64>().ok()?.checked_add(1)
 }
 
 /// Members of one cluster at most (a Raft group beyond this is a design smell).
@@ -322,7 +361,13 @@ impl Default for Config {
         Config {
             dev: false,
             data_dir: PathBuf::from(DEV_DATA_DIR),
-            node: NodeConfig { id: 1, region: "local".into(), zone: "local-a".into(), clock_offset_ms: 0 },
+            node: NodeConfig {
+                id: 1,
+                id_from_name: None,
+                region: "local".into(),
+                zone: "local-a".into(),
+                clock_offset_ms: 0,
+            },
             listen: ListenConfig {
                 client: loopback(CLIENT_PORT_DEFAULT),
                 peer: loopback(PEER_PORT_DEFAULT),
@@ -387,9 +432,22 @@ impl Config {
         }
         let env = Env::prefixed("KEEL_").split("__").ignore(CLIENT_ENV_KEYS);
         figment = figment.merge(env).merge(overrides);
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.resolve_node_id()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Sets `node.id` from `node.id_from_name`, if given.
+    fn resolve_node_id(&mut self) -> Result<(), ConfigError> {
+        let Some(name) = &self.node.id_from_name else {
+            return Ok(());
+        };
+        let id = id_from_name(name).ok_or_else(|| {
+            invalid("node.id_from_name", format!("{name:?} does not end in -<ordinal> (e.g. keel-0)"))
+        })?;
+        self.node.id = id;
+        Ok(())
     }
 
     /// Checks relationships and ranges; errors name the key.
@@ -503,6 +561,7 @@ impl Config {
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         const KEY: &str = "cluster.initial_members";
+        self.validate_dead_member_rule()?;
         let members = &self.cluster.initial_members;
         if self.cluster.initial_state == InitialState::Existing {
             if self.dev {
@@ -550,6 +609,9 @@ impl Config {
                 }
             }
             for (what, value) in [("region", &member.region), ("zone", &member.zone)] {
+                if value.is_empty() {
+                    continue;
+                }
                 keel_kernel::Name::parse("name", value)
                     .map_err(|rejection| invalid(KEY, format!("member {} {what}: {rejection}", member.id)))?;
             }
@@ -557,7 +619,8 @@ impl Config {
         let me = members.iter().find(|member| member.id == self.node.id).ok_or_else(|| {
             invalid(KEY, format!("this node (node.id = {}) is not among the initial members", self.node.id))
         })?;
-        if me.region != self.node.region || me.zone != self.node.zone {
+        let disagrees = |listed: &str, own: &str| !listed.is_empty() && listed != own;
+        if disagrees(&me.region, &self.node.region) || disagrees(&me.zone, &self.node.zone) {
             return Err(invalid(
                 KEY,
                 format!(
@@ -565,6 +628,26 @@ impl Config {
                     me.id, me.region, me.zone, self.node.region, self.node.zone
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_dead_member_rule(&self) -> Result<(), ConfigError> {
+        let after = self.cluster.remove_unreachable_after_ms;
+        if after != 0 && after < REMOVE_UNREACHABLE_AFTER_MS_MIN {
+            return Err(invalid(
+                "cluster.remove_unreachable_after_ms",
+                format!("{after} is below {REMOVE_UNREACHABLE_AFTER_MS_MIN} (0 turns the rule off)"),
+            ));
+        }
+        if after != 0 && after < self.raft.election_timeout_max_ms.saturating_mul(3) {
+            return Err(invalid(
+                "cluster.remove_unreachable_after_ms",
+                "must be at least 3 × raft.election_timeout_max_ms: a member is not dead for missing one election",
+            ));
+        }
+        if self.cluster.min_voters == 0 {
+            return Err(invalid("cluster.min_voters", "must be at least 1"));
         }
         Ok(())
     }
@@ -684,6 +767,49 @@ mod tests {
             let flags = Figment::from(Serialized::default("dev", true));
             let error = Config::load(None, flags).expect_err("inverted timeouts").to_string();
             assert!(error.contains("raft.election_timeout_max_ms"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_statefulset_pod_name_gives_the_node_id_and_members_may_leave_their_place_out() {
+        assert_eq!(id_from_name("keel-0"), Some(1));
+        assert_eq!(id_from_name("my-release-keel-4"), Some(5));
+        for bad in ["keel", "keel-", "keel-x", "keel-+1", "keel-1a", "-", "keel-18446744073709551615"] {
+            assert_eq!(id_from_name(bad), None, "{bad}");
+        }
+        Jail::expect_with(|jail| {
+            let members = "[[cluster.initial_members]]\nid = 1\nclient_addr = \"127.0.0.1:7400\"\npeer_addr = \"127.0.0.1:7401\"\n\
+                           [[cluster.initial_members]]\nid = 2\nclient_addr = \"127.0.0.2:7400\"\npeer_addr = \"127.0.0.2:7401\"\n\
+                           [[cluster.initial_members]]\nid = 3\nclient_addr = \"127.0.0.3:7400\"\npeer_addr = \"127.0.0.3:7401\"\n";
+            jail.create_file(
+                "keel.toml",
+                &format!("[node]\nregion = \"r\"\nzone = \"z\"\n[trust]\nroot_public_keys = [\"root.pub\"]\n{members}"),
+            )?;
+            jail.set_env("KEEL_NODE__ID_FROM_NAME", "keel-1");
+            jail.set_env("KEEL_NODE__ZONE", "eu-west-1c");
+            jail.set_env("KEEL_CLUSTER__REMOVE_UNREACHABLE_AFTER_MS", "300000");
+            jail.set_env("KEEL_CLUSTER__MIN_VOTERS", "2");
+            let config = Config::load(Some(Path::new("keel.toml")), no_flags()).map_err(|e| e.to_string())?;
+            assert_eq!(config.node.id, 2);
+            assert_eq!(config.node.zone, "eu-west-1c");
+            assert_eq!(config.cluster.remove_unreachable_after_ms, 300_000);
+            assert_eq!(config.cluster.min_voters, 2);
+
+            jail.set_env("KEEL_NODE__ID_FROM_NAME", "keel-7");
+            let error = Config::load(Some(Path::new("keel.toml")), no_flags()).expect_err("not a member").to_string();
+            assert!(error.contains("initial_members"), "{error}");
+            jail.set_env("KEEL_NODE__ID_FROM_NAME", "keel");
+            let error = Config::load(Some(Path::new("keel.toml")), no_flags()).expect_err("no ordinal").to_string();
+            assert!(error.contains("node.id_from_name"), "{error}");
+            jail.set_env("KEEL_NODE__ID_FROM_NAME", "keel-0");
+            jail.set_env("KEEL_CLUSTER__REMOVE_UNREACHABLE_AFTER_MS", "500");
+            let error = Config::load(Some(Path::new("keel.toml")), no_flags()).expect_err("too eager").to_string();
+            assert!(error.contains("cluster.remove_unreachable_after_ms"), "{error}");
+            jail.set_env("KEEL_CLUSTER__REMOVE_UNREACHABLE_AFTER_MS", "0");
+            jail.set_env("KEEL_CLUSTER__MIN_VOTERS", "0");
+            let error = Config::load(Some(Path::new("keel.toml")), no_flags()).expect_err("no voters").to_string();
+            assert!(error.contains("cluster.min_voters"), "{error}");
             Ok(())
         });
     }

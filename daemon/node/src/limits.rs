@@ -36,6 +36,10 @@ pub const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
 /// How long a stopping leader tries to hand leadership over before it
 /// stops anyway (the cluster then elects).
 pub const SHUTDOWN_TRANSFER_MS_MAX: u64 = 3_000;
+/// How long a stopping node waits for its servers to finish the calls in
+/// flight (watch streams, clients that keep connections open) before it
+/// stops them.
+pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 5_000;
 
 // Audit (used in `audit/`).
 
@@ -260,6 +264,14 @@ pub const TRANSFER_LEASE_MARGIN_MS: u64 = 100;
 /// need a snapshot before it has caught up).
 pub const MEMBERSHIP_DEADLINE_DEFAULT_MS: u64 = 30_000;
 
+// Members that replace themselves (used in `replica/rejoin.rs`, `replica/replace.rs`).
+
+/// Longest field (address, place, incarnation) of a Rejoin request a member accepts.
+pub const REJOIN_FIELD_BYTES_MAX: usize = 256;
+/// Longest a rejoining learner may take to catch up before the step fails
+/// (the member asks again, and the replacement resumes from the learner).
+pub const REJOIN_CATCH_UP_MS_MAX: u64 = 120_000;
+
 // Leadership transfer: the target (used in `replica/peer_service.rs`).
 
 /// The longest a TimeoutNow may ask this node to wait before campaigning
@@ -298,6 +310,7 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     AUTH_FAILURE_BURST,
     AUTH_FAILURE_SOURCES_MAX,
     SHUTDOWN_TRANSFER_MS_MAX,
+    SHUTDOWN_DRAIN_MS_MAX,
     AUDIT_QUEUE_MAX,
     AUDIT_BATCH_RECORDS_MAX,
     AUDIT_CHECKPOINT_EVERY_RECORDS,
@@ -370,6 +383,8 @@ pub const NODE_LIMITS: &[(&str, u64)] = &node_limits![
     TRANSFER_LEASE_MARGIN_MS,
     MEMBERSHIP_DEADLINE_DEFAULT_MS,
     TIMEOUT_NOW_WAIT_MS_MAX,
+    REJOIN_FIELD_BYTES_MAX,
+    REJOIN_CATCH_UP_MS_MAX,
     DEADLINE_MAX_MS,
     CLOCK_CHECK_INTERVAL_MS,
     CLOCK_PROBE_DEADLINE_MS,

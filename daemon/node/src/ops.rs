@@ -87,6 +87,17 @@ pub fn not_ready_reason(status: &NodeStatus) -> Option<&'static str> {
     if status.config_conflict.is_some() {
         return Some("configuration conflict (see /diagz config_conflict)");
     }
+    match status.standing.standing {
+        crate::replica::rejoin::Standing::Member => {}
+        crate::replica::rejoin::Standing::Deciding => {
+            return Some(
+                "fresh data dir: asking the members whether a cluster ran without it (status standing_detail)",
+            );
+        }
+        crate::replica::rejoin::Standing::Rejoining => {
+            return Some("rejoining: the leader replaces this member's old incarnation (status standing_detail)");
+        }
+    }
     if status.leader_id.is_none() {
         return Some("no leader known");
     }

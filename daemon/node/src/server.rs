@@ -178,18 +178,15 @@ impl NodeBuilder {
 
         let members = initial_members(&config, listeners.client_addr.clone());
         let is_fresh = !raft.is_initialized().await?;
-        if is_fresh {
-            // Every member lists the same initial members; the lowest id writes the
-            // first membership entry and the others learn it from its leader.
-            let initializer = members.keys().next().copied().unwrap_or(config.node.id);
-            if config.cluster.initial_state == InitialState::Existing {
-                tracing::info!("joining an existing cluster: waiting to be added as a learner");
-            } else if initializer == config.node.id {
-                tracing::info!(node_id = config.node.id, n_members = members.len(), "initialising a new cluster");
-                raft.initialize(members.clone()).await.context("initialising the cluster")?;
-            } else {
-                tracing::info!(initializer, "new node: waiting for the cluster's initial membership");
-            }
+        // With initial members, a fresh store first asks them whether a
+        // cluster ran without it (replica::rejoin decides, and initialises
+        // on the lowest id); a lone node initialises itself at once.
+        let has_peers = !config.cluster.initial_members.is_empty();
+        if is_fresh && config.cluster.initial_state == InitialState::Existing {
+            tracing::info!("joining an existing cluster: waiting to be added as a learner");
+        } else if is_fresh && !has_peers {
+            tracing::info!(node_id = config.node.id, "initialising a new single-member cluster");
+            raft.initialize(members.clone()).await.context("initialising the cluster")?;
         }
 
         let identity =
@@ -210,14 +207,40 @@ impl NodeBuilder {
         let mut api_token_keys = api_token_keys(&config)?;
         api_token_keys.extend(dev_credentials.as_ref().map(|credentials| credentials.api_spec.clone()));
         tokio::spawn(bootstrap_trust(replica.clone(), roots, api_token_keys));
-        if is_fresh
-            && config.cluster.initial_state == InitialState::New
-            && members.keys().next() != Some(&config.node.id)
-        {
-            tokio::spawn(check_initial_membership(replica.clone(), members));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        if has_peers && config.cluster.initial_state == InitialState::New {
+            if is_fresh && members.keys().next() != Some(&config.node.id) {
+                tokio::spawn(check_initial_membership(replica.clone(), members.clone()));
+            }
+            let me = members.get(&config.node.id).cloned().unwrap_or_else(|| KeelNode {
+                client_addr: config.advertise.client.clone().unwrap_or_else(|| listeners.client_addr.clone()),
+                peer_addr: config.advertised_peer(),
+                region: String::new(),
+                zone: String::new(),
+            });
+            let me = KeelNode { region: config.node.region.clone(), zone: config.node.zone.clone(), ..me };
+            if is_fresh {
+                // Before the peer port serves a vote: a fresh store may hold a lost vote.
+                replica.set_standing(crate::replica::rejoin::Standing::Deciding, "starting".into());
+            } else {
+                let quiet = crate::replica::rejoin::quiet_start_ms(
+                    config.raft.election_timeout_max_ms,
+                    config.raft.heartbeat_interval_ms,
+                );
+                tokio::spawn(crate::replica::rejoin::quiet_start(replica.clone(), Duration::from_millis(quiet)));
+            }
+            let plan = crate::replica::rejoin::RejoinPlan { me, initial_members: members, is_fresh };
+            tokio::spawn(crate::replica::rejoin::run(replica.clone(), plan, stop_rx.clone()));
+        }
+        if config.cluster.remove_unreachable_after_ms > 0 {
+            tokio::spawn(crate::replica::replace::run_dead_member_rule(
+                replica.clone(),
+                Duration::from_millis(config.cluster.remove_unreachable_after_ms),
+                config.cluster.min_voters,
+                stop_rx.clone(),
+            ));
         }
 
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(crate::replica::clock_check::run(replica.clone(), stop_rx.clone()));
         if let Some(credentials) = dev_credentials {
             tokio::spawn(refresh_dev_token(credentials, Arc::clone(&replica.clock), stop_rx.clone()));
@@ -293,16 +316,28 @@ impl Node {
     /// Stops serving and shuts Raft down; a leader first hands leadership to
     /// its most caught-up voter (at most `SHUTDOWN_TRANSFER_MS_MAX`), so a
     /// rolling restart does not wait out an election timeout.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let bound = Duration::from_millis(crate::limits::SHUTDOWN_TRANSFER_MS_MAX);
         match self.replica.step_down(bound).await {
             Ok(Some(target)) => tracing::info!(target, "stopping: leadership handed over"),
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "stopping: leadership could not be handed over; the cluster elects"),
         }
+        // A stopping member takes no further part in elections: it would
+        // win one (its log is complete) while its servers drain, and take
+        // the cluster's leadership away with it when it exits.
+        self.replica.raft.runtime_config().elect(false);
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        let drain = Duration::from_millis(crate::limits::SHUTDOWN_DRAIN_MS_MAX);
+        let drained = tokio::time::timeout(drain, futures::future::join_all(self.tasks.iter_mut())).await;
+        if drained.is_err() {
+            tracing::warn!(
+                drain_ms = drain.as_millis() as u64,
+                "stopping: calls still in flight after the drain bound; cutting them off"
+            );
+            for task in &self.tasks {
+                task.abort();
+            }
         }
         self.replica.raft.shutdown().await.map_err(|error| anyhow::anyhow!("raft shutdown: {error}"))
     }
@@ -382,15 +417,29 @@ fn initial_members(config: &Config, bound_client_addr: String) -> BTreeMap<u64, 
         .initial_members
         .iter()
         .map(|member| {
+            // A member listed without a place says its own (its node.region/zone).
+            let own = |listed: &str, own: &str| {
+                if listed.is_empty() && member.id == config.node.id { own.to_owned() } else { listed.to_owned() }
+            };
             let node = KeelNode {
                 client_addr: member.client_addr.clone(),
                 peer_addr: member.peer_addr.clone(),
-                region: member.region.clone(),
-                zone: member.zone.clone(),
+                region: own(&member.region, &config.node.region),
+                zone: own(&member.zone, &config.node.zone),
             };
             (member.id, node)
         })
         .collect()
+}
+
+/// Whether the cluster's entry for a member matches its configured one:
+/// the same addresses, and the same place where both name one.
+fn matches_configured(configured: &KeelNode, actual: &KeelNode) -> bool {
+    let place = |listed: &str, actual: &str| listed.is_empty() || actual.is_empty() || listed == actual;
+    configured.client_addr == actual.client_addr
+        && configured.peer_addr == actual.peer_addr
+        && place(&configured.region, &actual.region)
+        && place(&configured.zone, &actual.zone)
 }
 
 /// How long a fresh member waits to learn the cluster's first membership before checking.
@@ -412,8 +461,11 @@ async fn check_initial_membership(replica: Replica, expected: BTreeMap<u64, Keel
     };
     let membership = metrics.membership_config.membership().clone();
     let actual: BTreeMap<u64, KeelNode> = membership.nodes().map(|(id, node)| (*id, node.clone())).collect();
-    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-    if actual != expected || voters != expected.keys().copied().collect() {
+    // Members and addresses, not who votes: a replacement or the dead-member
+    // rule may have a member as a learner for a while.
+    let agrees = actual.len() == expected.len()
+        && expected.iter().all(|(id, node)| actual.get(id).is_some_and(|actual| matches_configured(node, actual)));
+    if !agrees {
         let conflict = format!(
             "cluster.initial_members disagrees with the cluster's membership: configured {:?}, cluster has {:?}",
             expected.keys().collect::<Vec<_>>(),

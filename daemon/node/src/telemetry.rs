@@ -308,7 +308,13 @@ mod tests {
 
     #[test]
     fn the_resource_names_the_node() {
-        let node = NodeConfig { id: 7, region: "eu-west".into(), zone: "eu-west-a".into(), clock_offset_ms: 0 };
+        let node = NodeConfig {
+            id: 7,
+            id_from_name: None,
+            region: "eu-west".into(),
+            zone: "eu-west-a".into(),
+            clock_offset_ms: 0,
+        };
         let resource = resource(&TelemetryConfig::default(), &node);
         let get = |key: &'static str| resource.get(&opentelemetry::Key::from_static_str(key)).map(|v| v.to_string());
         assert_eq!(get("service.name").as_deref(), Some(SERVICE_NAME_DEFAULT));

@@ -172,6 +172,19 @@ fn status_to_pb(status: NodeStatus, member_health: Vec<pb::MemberHealth>) -> pb:
         engine_version_count: count(status.engine_version_count),
         tenant_count: count(status.tenant_count),
         boot_time_ms: i64::try_from(status.boot_time_ms).unwrap_or(i64::MAX),
+        standing: status.standing.standing.as_str().to_owned(),
+        standing_detail: status.standing.detail,
+        member_changes: status
+            .member_changes
+            .into_iter()
+            .map(|change| pb::MemberChange {
+                node_id: change.node_id,
+                kind: change.kind.to_owned(),
+                at_ms: change.at_ms,
+                revision: change.revision,
+                detail: change.detail,
+            })
+            .collect(),
     }
 }
 

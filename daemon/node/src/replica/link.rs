@@ -96,6 +96,23 @@ pub trait LeaderLink: Send + Sync + 'static {
         None
     }
 
+    /// Asks the member at `peer_addr` what cluster it knows (its Progress
+    /// answer); `None` if it does not answer within `deadline`.
+    async fn standing(&self, _peer_addr: &str, _deadline: Duration) -> Option<super::rejoin::PeerView> {
+        None
+    }
+
+    /// Asks the member at `peer_addr` to have this member replaced; `None`
+    /// if it does not answer within `deadline`.
+    async fn rejoin(
+        &self,
+        _peer_addr: &str,
+        _ask: &super::rejoin::RejoinAsk,
+        _deadline: Duration,
+    ) -> Option<super::rejoin::RejoinAnswer> {
+        None
+    }
+
     /// Asks the member at `peer_addr` for its wall clock (Unix ms); `None`
     /// if it does not answer within `deadline`.
     async fn wall_clock(&self, _peer_addr: &str, _deadline: Duration) -> Option<u64> {

@@ -229,7 +229,7 @@ fn write_error(error: RaftError<NodeId, ClientWriteError<NodeId, KeelNode>>) -> 
 }
 
 /// Runs a membership write within `deadline`.
-async fn within<T>(
+pub(super) async fn within<T>(
     deadline: Duration,
     write: impl std::future::Future<Output = Result<T, RaftError<NodeId, ClientWriteError<NodeId, KeelNode>>>>,
 ) -> Result<T, ReplicaError> {

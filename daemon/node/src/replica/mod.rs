@@ -26,6 +26,8 @@ pub mod peer_link;
 pub mod peer_service;
 #[cfg(test)]
 mod peer_tests;
+pub mod rejoin;
+pub mod replace;
 pub mod status;
 pub mod transfer;
 
@@ -110,6 +112,10 @@ pub struct Replica {
     /// (retryable) and the ones in flight are done before the transfer reads
     /// the log's end.
     write_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Whether this member may vote (see `rejoin`).
+    standing: Arc<std::sync::Mutex<rejoin::StandingState>>,
+    /// As leader: members being replaced, and automatic changes made (see `replace`).
+    pub replacements: Arc<replace::Replacements>,
 }
 
 impl Replica {
@@ -130,6 +136,8 @@ impl Replica {
             config_conflict: Arc::default(),
             is_transferring: Arc::default(),
             write_gate: Arc::default(),
+            standing: Arc::default(),
+            replacements: Arc::default(),
         }
     }
 

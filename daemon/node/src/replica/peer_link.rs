@@ -15,6 +15,7 @@
 //! not serve the peer methods (an older build) answers `NOT_LEADER` with its
 //! client address, so the client goes there itself.
 
+use super::rejoin::{PeerView, RejoinAnswer, RejoinAsk, Step};
 use super::{Forwarded, LeaderLink, MemberProgress, ReplicaError, Write};
 use crate::raft::KeelNode;
 use crate::raft::peer_channels::{PeerCallError, PeerChannels, duration_ms};
@@ -104,6 +105,49 @@ impl LeaderLink for PeerLink {
             .await
             .ok()?;
         Some(MemberProgress { applied_index: answer.applied_index, state_digest: answer.state_digest })
+    }
+
+    async fn standing(&self, peer_addr: &str, deadline: Duration) -> Option<PeerView> {
+        let answer = self
+            .channels
+            .call(peer_addr, deadline, pb::ProgressRequest {}, |mut client, request| async move {
+                client.progress(request).await
+            })
+            .await
+            .ok()?;
+        Some(PeerView {
+            node_id: answer.node_id,
+            initialized: answer.initialized,
+            last_applied_index: answer.last_applied_index,
+            leader_id: (answer.leader_id != 0).then_some(answer.leader_id),
+            leader_peer_addr: answer.leader_peer_addr,
+            voter_ids: answer.voter_ids,
+            is_settled: answer.is_settled,
+        })
+    }
+
+    async fn rejoin(&self, peer_addr: &str, ask: &RejoinAsk, deadline: Duration) -> Option<RejoinAnswer> {
+        let request = pb::RejoinRequest {
+            node_id: ask.node_id,
+            client_addr: ask.node.client_addr.clone(),
+            peer_addr: ask.node.peer_addr.clone(),
+            region: ask.node.region.clone(),
+            zone: ask.node.zone.clone(),
+            incarnation: ask.incarnation.clone(),
+        };
+        let answer = self
+            .channels
+            .call(peer_addr, deadline, request, |mut client, request| async move { client.rejoin(request).await })
+            .await
+            .ok()?;
+        Some(RejoinAnswer {
+            is_leader: answer.is_leader,
+            leader_id: (answer.leader_id != 0).then_some(answer.leader_id),
+            leader_peer_addr: answer.leader_peer_addr,
+            step: Step::parse(&answer.step),
+            voter_index: answer.voter_index,
+            detail: answer.detail,
+        })
     }
 
     async fn forward(

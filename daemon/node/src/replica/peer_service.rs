@@ -14,16 +14,19 @@
 //! `unencodable` and nowhere else: peers are not API clients, so they get
 //! no `ErrorInfo`.
 
+use super::rejoin::RejoinAsk;
 use super::{Replica, ReplicaError, Route, Write};
+use crate::limits::REJOIN_FIELD_BYTES_MAX;
 use crate::limits::{AUDIT_PAGE_SIZE_MAX, AUDIT_PULL_BYTES_MAX, TIMEOUT_NOW_WAIT_MS_MAX};
 use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
+use crate::raft::KeelNode;
 use crate::raft::peer_message::{self, Envelope};
 use crate::raft::snapshot_reception::SnapshotReception;
 use crate::raft::{KeelRaft, TypeConfig};
 use keel_kernel::limits::GRPC_MESSAGE_BYTES_MAX;
 use keel_proto::raft::v1 as pb;
 use keel_proto::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, VoteRequest, VoteResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Mutex};
@@ -103,6 +106,13 @@ impl RaftPeer for RaftPeerService {
 
     async fn vote(&self, request: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
         let rpc: VoteRequest<u64> = open(request)?;
+        if let Some(why) = self.refuses_vote(&rpc) {
+            tracing::info!(candidate = ?rpc.vote.leader_id().voted_for(), term = rpc.vote.leader_id().term, why, "vote refused");
+            // Not granted, and the candidate's own vote back: it counts no
+            // vote from here and learns nothing that would move its term.
+            let refused = VoteResponse { vote: rpc.vote, vote_granted: false, last_log_id: None };
+            return answer(&Ok::<_, openraft::error::RaftError<u64>>(refused));
+        }
         answer(&self.raft().vote(rpc).await)
     }
 
@@ -265,14 +275,94 @@ impl RaftPeer for RaftPeerService {
 
     async fn progress(&self, _request: Request<pb::ProgressRequest>) -> Result<Response<pb::ProgressResponse>, Status> {
         let (applied_index, digest) = self.replica.shared.digest();
-        let term = self.raft().metrics().borrow().current_term;
+        let metrics = self.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let leader_peer_addr = metrics
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|node| node.peer_addr.clone()))
+            .unwrap_or_default();
         Ok(Response::new(pb::ProgressResponse {
             node_id: self.replica.identity.node_id,
             applied_index,
             state_digest: digest.to_string(),
-            term,
+            term: metrics.current_term,
+            initialized: membership.voter_ids().next().is_some(),
+            last_applied_index: metrics.last_applied.map(|log_id| log_id.index).unwrap_or(0),
+            leader_id: metrics.current_leader.unwrap_or(0),
+            leader_peer_addr,
+            voter_ids: membership.voter_ids().collect(),
+            is_settled: self.replica.is_settled(),
         }))
     }
+
+    async fn rejoin(&self, request: Request<pb::RejoinRequest>) -> Result<Response<pb::RejoinResponse>, Status> {
+        let request = request.into_inner();
+        let ask = RejoinAsk {
+            node_id: request.node_id,
+            node: KeelNode {
+                client_addr: request.client_addr,
+                peer_addr: request.peer_addr,
+                region: request.region,
+                zone: request.zone,
+            },
+            incarnation: request.incarnation,
+        };
+        if let Some(problem) = rejoin_ask_problem(&ask) {
+            return Err(Status::invalid_argument(problem));
+        }
+        let answer = self.replica.answer_rejoin(ask);
+        Ok(Response::new(pb::RejoinResponse {
+            is_leader: answer.is_leader,
+            leader_id: answer.leader_id.unwrap_or(0),
+            leader_peer_addr: answer.leader_peer_addr,
+            step: answer.step.as_str().to_owned(),
+            voter_index: answer.voter_index,
+            detail: answer.detail,
+        }))
+    }
+}
+
+impl RaftPeerService {
+    /// Why this member refuses `rpc` without asking Raft: it is deciding or
+    /// rejoining (it may hold a lost vote), or the candidate is not in its
+    /// membership (a removed member campaigning would only disrupt).
+    fn refuses_vote(&self, rpc: &VoteRequest<u64>) -> Option<&'static str> {
+        if !self.replica.is_settled() {
+            return Some("this member is deciding or rejoining");
+        }
+        let candidate = rpc.vote.leader_id().voted_for()?;
+        let metrics = self.raft().metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let knows_members = membership.voter_ids().next().is_some();
+        (knows_members && membership.get_node(&candidate).is_none()).then_some("the candidate is not a member")
+    }
+}
+
+/// What is wrong with a Rejoin request, if anything: every field is bounded
+/// and the addresses are `host:port`.
+fn rejoin_ask_problem(ask: &RejoinAsk) -> Option<String> {
+    if ask.node_id == 0 {
+        return Some("node_id must be greater than 0".into());
+    }
+    let fields = [
+        ("client_addr", &ask.node.client_addr),
+        ("peer_addr", &ask.node.peer_addr),
+        ("region", &ask.node.region),
+        ("zone", &ask.node.zone),
+        ("incarnation", &ask.incarnation),
+    ];
+    for (name, value) in fields {
+        if value.len() > REJOIN_FIELD_BYTES_MAX {
+            return Some(format!("{name} is {} bytes; at most {REJOIN_FIELD_BYTES_MAX}", value.len()));
+        }
+    }
+    for (name, value) in [("client_addr", &ask.node.client_addr), ("peer_addr", &ask.node.peer_addr)] {
+        if !value.contains(':') {
+            return Some(format!("{name} {value:?} is not host:port"));
+        }
+    }
+    None
 }
 
 /// Starts an election on this node (a leadership transfer's target).

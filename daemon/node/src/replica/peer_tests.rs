@@ -485,6 +485,12 @@ impl RaftPeer for GarbagePeer {
     ) -> Result<tonic::Response<pb::ClockResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("garbage peer"))
     }
+    async fn rejoin(
+        &self,
+        _: tonic::Request<pb::RejoinRequest>,
+    ) -> Result<tonic::Response<pb::RejoinResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("garbage peer"))
+    }
 }
 
 #[tokio::test]

@@ -116,6 +116,10 @@ pub struct NodeStatus {
     pub snapshot: crate::raft::shared_state::SnapshotStats,
     /// Idempotency keys remembered.
     pub idempotency_keys: usize,
+    /// Whether this member votes, and what it waits for if not.
+    pub standing: super::rejoin::StandingState,
+    /// Automatic membership changes made while leading.
+    pub member_changes: Vec<super::replace::MemberChange>,
 }
 
 impl NodeStatus {
@@ -172,6 +176,8 @@ impl NodeStatus {
             event_history_compacted_through: kernel.history().compacted_through(),
             snapshot: replica.shared.snapshot_stats(),
             idempotency_keys: kernel.idempotency().len(),
+            standing: replica.standing(),
+            member_changes: replica.replacements.changes(),
         }
     }
 }

@@ -1,0 +1,535 @@
+//! Members that replace themselves: the member's side.
+//!
+//! Raft's safety rests on what a voter persisted: its vote and its log. A
+//! member whose data dir was lost (a Kubernetes pod on a new volume) would,
+//! started as before, vote with a forgotten vote and count as a holder of
+//! entries it no longer has. So a member that starts with an empty Raft
+//! store and a list of initial members first asks the others what exists:
+//!
+//! ```text
+//!  fresh store ─► Deciding (refuses every vote, never campaigns)
+//!     probe every initial member (Progress) every REJOIN_PROBE_INTERVAL_MS
+//!     ├─ someone applied a committed entry ─► a cluster ran without this data ─► Rejoining
+//!     ├─ initializer, a majority of the initial members answer "uninitialised" ─► initialize ─► Member
+//!     ├─ someone holds the first membership (nothing committed yet), or a majority is fresh ─► Member
+//!     └─ otherwise wait (it cannot tell yet)
+//!  Rejoining (refuses votes, never campaigns)
+//!     ask the leader (Rejoin RPC) every REJOIN_ASK_INTERVAL_MS; the leader replaces the old
+//!     incarnation (replica::replace): remove voter ─► learner ─► caught up ─► promote
+//!     └─ done at index i, and this member applied a membership ≥ i listing it as voter ─► Member
+//! ```
+//!
+//! An initial member that finds itself a learner (the dead-member rule
+//! demoted it while it was away), or that finds, after having no leader for
+//! `LEADERLESS_CHECK_AFTER_MS`, that the cluster's leader no longer lists it
+//! as a voter, asks the same way (a member removed by hand is refused).
+//!
+//! Refusing votes is always safe in Raft; campaigning is switched off with
+//! openraft's runtime `elect` switch. Nothing here changes the log itself:
+//! every membership change is the leader's, through the log.
+
+use super::Replica;
+use crate::raft::KeelNode;
+use rand::RngCore;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How often an undecided member asks the others.
+pub const REJOIN_PROBE_INTERVAL_MS: u64 = 250;
+/// How long one probe of one member may take.
+pub const REJOIN_PROBE_DEADLINE_MS: u64 = 500;
+/// How often a rejoining member asks the leader how far its replacement got.
+pub const REJOIN_ASK_INTERVAL_MS: u64 = 500;
+/// How long one Rejoin call may take.
+pub const REJOIN_ASK_DEADLINE_MS: u64 = 2_000;
+/// A member without a leader for this long checks that it is still a member.
+pub const LEADERLESS_CHECK_AFTER_MS: u64 = 3_000;
+/// An undecided or rejoining member says why at most this often in its log.
+const WAITING_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// Whether this member may vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// A voter or learner like any other.
+    Member,
+    /// A fresh data dir asking the others whether a cluster ran without it.
+    Deciding,
+    /// Being replaced by the leader: refuses votes until promoted again.
+    Rejoining,
+}
+
+impl Standing {
+    /// The name in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Member => "member",
+            Standing::Deciding => "deciding",
+            Standing::Rejoining => "rejoining",
+        }
+    }
+}
+
+/// This member's standing and what it waits for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StandingState {
+    /// The standing.
+    pub standing: Standing,
+    /// What it waits for (empty for a member).
+    pub detail: String,
+}
+
+impl Default for StandingState {
+    fn default() -> Self {
+        StandingState { standing: Standing::Member, detail: String::new() }
+    }
+}
+
+/// What a member says of the cluster it knows (its Progress answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerView {
+    /// Its node id.
+    pub node_id: u64,
+    /// It holds a membership.
+    pub initialized: bool,
+    /// openraft's last applied index there.
+    pub last_applied_index: u64,
+    /// The leader it knows.
+    pub leader_id: Option<u64>,
+    /// That leader's peer address (empty if unknown).
+    pub leader_peer_addr: String,
+    /// The voters of the membership it holds.
+    pub voter_ids: Vec<u64>,
+    /// It may vote (not deciding or rejoining itself).
+    pub is_settled: bool,
+}
+
+/// A member's request to be replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejoinAsk {
+    /// Who asks.
+    pub node_id: u64,
+    /// Where it runs now.
+    pub node: KeelNode,
+    /// Random per replacement.
+    pub incarnation: String,
+}
+
+/// How far a replacement got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Another membership change goes first.
+    Queued,
+    /// Removing the old incarnation as a voter.
+    Removing,
+    /// The learner is receiving the log.
+    CatchingUp,
+    /// Making it a voter.
+    Promoting,
+    /// A voter again.
+    Done,
+    /// The leader will not replace it (see the detail).
+    Refused,
+    /// A step failed; asking again starts over.
+    Failed,
+}
+
+impl Step {
+    /// The wire and status name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Queued => "queued",
+            Step::Removing => "removing",
+            Step::CatchingUp => "catching_up",
+            Step::Promoting => "promoting",
+            Step::Done => "done",
+            Step::Refused => "refused",
+            Step::Failed => "failed",
+        }
+    }
+
+    /// The step named `name`; unknown names read as failed.
+    pub fn parse(name: &str) -> Step {
+        [Step::Queued, Step::Removing, Step::CatchingUp, Step::Promoting, Step::Done, Step::Refused]
+            .into_iter()
+            .find(|step| step.as_str() == name)
+            .unwrap_or(Step::Failed)
+    }
+}
+
+/// The leader's answer to a [`RejoinAsk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejoinAnswer {
+    /// The answering member leads.
+    pub is_leader: bool,
+    /// The leader it knows.
+    pub leader_id: Option<u64>,
+    /// That leader's peer address.
+    pub leader_peer_addr: String,
+    /// How far the replacement got.
+    pub step: Step,
+    /// With `Done`: the index of the membership that promoted it.
+    pub voter_index: u64,
+    /// Why, for refusals and failures.
+    pub detail: String,
+}
+
+/// What an undecided member does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Write the first membership (only the initializer).
+    Initialize,
+    /// Take part as a member: no cluster ran without it.
+    Settle,
+    /// A cluster ran without this data: be replaced.
+    Rejoin,
+    /// Not enough answers to tell; why.
+    Wait(String),
+}
+
+/// Decides from the answers of the other initial members (`answers`; the
+/// silent ones left out) what a member with a fresh store does.
+/// `initial_members` counts every initial member, this one included.
+pub fn decide(is_initializer: bool, initial_members: usize, answers: &[PeerView]) -> Decision {
+    // Positive evidence that a cluster ran: a committed entry was applied.
+    // This member's store is empty, so whatever it held is lost.
+    if answers.iter().any(|view| view.initialized && view.last_applied_index > 0) {
+        return Decision::Rejoin;
+    }
+    // Someone holds the first membership but nothing was committed: the
+    // cluster is starting now.
+    if answers.iter().any(|view| view.initialized) {
+        return Decision::Settle;
+    }
+    let fresh = answers.iter().filter(|view| !view.initialized).count() + 1;
+    let majority = initial_members / 2 + 1;
+    if fresh >= majority {
+        // A majority of the initial members hold nothing: no cluster can have
+        // committed anything (that needs a majority holding it).
+        return if is_initializer { Decision::Initialize } else { Decision::Settle };
+    }
+    Decision::Wait(format!(
+        "{fresh} of {initial_members} initial members answered with an empty store (this one included); \
+         a majority ({majority}) must, or one must report a running cluster"
+    ))
+}
+
+/// What the member-side task needs.
+pub struct RejoinPlan {
+    /// This member's addresses and place as it runs now.
+    pub me: KeelNode,
+    /// Every initial member, this one included.
+    pub initial_members: BTreeMap<u64, KeelNode>,
+    /// The store was empty at start.
+    pub is_fresh: bool,
+}
+
+impl Replica {
+    /// This member's standing.
+    pub fn standing(&self) -> StandingState {
+        self.standing.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Whether this member may vote and campaign.
+    pub fn is_settled(&self) -> bool {
+        self.standing().standing == Standing::Member
+    }
+
+    /// Sets the standing (and whether this member campaigns).
+    pub fn set_standing(&self, standing: Standing, detail: String) {
+        // Campaigning follows the standing; refusing votes reads it per vote.
+        self.raft.runtime_config().elect(standing == Standing::Member);
+        let mut state = self.standing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.standing != standing {
+            tracing::info!(standing = standing.as_str(), %detail, "member standing changed");
+        }
+        *state = StandingState { standing, detail };
+    }
+
+    /// Asks every other initial member what it knows, at once.
+    async fn survey(&self, plan: &RejoinPlan) -> Vec<PeerView> {
+        let deadline = Duration::from_millis(REJOIN_PROBE_DEADLINE_MS);
+        let me = self.identity.node_id;
+        let probes = plan
+            .initial_members
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(_, node)| self.link().standing(&node.peer_addr, deadline));
+        futures::future::join_all(probes).await.into_iter().flatten().collect()
+    }
+}
+
+/// A new incarnation id: 128 random bits, hex.
+fn new_incarnation() -> String {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// A restarted member (its store intact) does not campaign for this long
+/// after start unless it hears from a leader first: the leader's replication
+/// to it may be backing off (up to `PEER_BACKOFF_MAX_MS`) while its own
+/// election timer runs, and openraft 0.9 has no pre-vote, so an early
+/// campaign would raise its term and depose a healthy leader (the rolling
+/// restart's leaderless windows). Not campaigning is always safe.
+pub fn quiet_start_ms(election_timeout_max_ms: u64, heartbeat_interval_ms: u64) -> u64 {
+    election_timeout_max_ms + crate::limits::PEER_BACKOFF_MAX_MS + 2 * heartbeat_interval_ms
+}
+
+/// Holds a restarted member's campaigns back for `quiet` or until it
+/// follows a leader, whichever comes first.
+pub async fn quiet_start(replica: Replica, quiet: Duration) {
+    let me = replica.identity.node_id;
+    replica.raft.runtime_config().elect(false);
+    let waited = replica
+        .raft
+        .wait(Some(quiet))
+        .metrics(|metrics| metrics.current_leader.is_some_and(|id| id != me), "another member leading after restart")
+        .await;
+    if let Ok(metrics) = waited {
+        tracing::info!(leader = ?metrics.current_leader, "restarted: following a leader");
+    }
+    // Unless the standing says otherwise meanwhile (a rejoin found later).
+    if replica.is_settled() {
+        replica.raft.runtime_config().elect(true);
+    }
+}
+
+/// The member side, until `stop`: decides what a fresh store means, rejoins
+/// when it must, and later watches for having been removed.
+pub async fn run(replica: Replica, plan: RejoinPlan, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let me = replica.identity.node_id;
+    let initializer = plan.initial_members.keys().next().copied() == Some(me);
+    let mut must_rejoin = false;
+    if plan.is_fresh {
+        replica.set_standing(Standing::Deciding, "asking the initial members whether a cluster ran".into());
+        let mut last_said = None::<tokio::time::Instant>;
+        loop {
+            let answers = replica.survey(&plan).await;
+            match decide(initializer, plan.initial_members.len(), &answers) {
+                Decision::Initialize => {
+                    tracing::info!(node_id = me, n_members = plan.initial_members.len(), "initialising a new cluster");
+                    match replica.raft.initialize(plan.initial_members.clone()).await {
+                        Ok(()) => {}
+                        // Another start of this process got there (or a membership arrived meanwhile).
+                        Err(openraft::error::RaftError::APIError(error)) => {
+                            tracing::info!(%error, "the cluster was initialised meanwhile")
+                        }
+                        Err(openraft::error::RaftError::Fatal(fatal)) => {
+                            tracing::error!(%fatal, "raft stopped while initialising");
+                            return;
+                        }
+                    }
+                    replica.set_standing(Standing::Member, String::new());
+                    break;
+                }
+                Decision::Settle => {
+                    tracing::info!("fresh data dir, and no cluster ran without it: taking part as a new member");
+                    replica.set_standing(Standing::Member, String::new());
+                    break;
+                }
+                Decision::Rejoin => {
+                    must_rejoin = true;
+                    break;
+                }
+                Decision::Wait(why) => {
+                    if last_said.is_none_or(|at| at.elapsed() >= Duration::from_millis(WAITING_LOG_INTERVAL_MS)) {
+                        tracing::warn!(%why, "fresh data dir: cannot tell yet whether a cluster ran without it");
+                        last_said = Some(tokio::time::Instant::now());
+                    }
+                    replica.set_standing(Standing::Deciding, why);
+                }
+            }
+            if sleep_or_stop(&mut stop, REJOIN_PROBE_INTERVAL_MS).await {
+                return;
+            }
+        }
+    }
+    loop {
+        if must_rejoin && !rejoin(&replica, &plan, &mut stop).await {
+            return;
+        }
+        if !watch(&replica, &plan, &mut stop).await {
+            return;
+        }
+        must_rejoin = true;
+    }
+}
+
+/// Watches a settled member until it must rejoin (true) or `stop` (false):
+/// an initial member the dead-member rule demoted to a learner asks to be a
+/// voter again; one without a leader for a while checks it was not removed.
+async fn watch(replica: &Replica, plan: &RejoinPlan, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    let me = replica.identity.node_id;
+    let mut leaderless_since = None::<tokio::time::Instant>;
+    loop {
+        if sleep_or_stop(stop, REJOIN_PROBE_INTERVAL_MS * 4).await {
+            return false;
+        }
+        let (has_leader, is_learner) = {
+            let metrics = replica.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            let is_learner = membership.get_node(&me).is_some() && !membership.voter_ids().any(|id| id == me);
+            (metrics.current_leader.is_some(), is_learner)
+        };
+        if has_leader && is_learner {
+            tracing::warn!("this initial member is a learner now (the dead-member rule demoted it): rejoining");
+            return true;
+        }
+        if has_leader {
+            leaderless_since = None;
+            continue;
+        }
+        let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < Duration::from_millis(LEADERLESS_CHECK_AFTER_MS) {
+            continue;
+        }
+        let answers = replica.survey(plan).await;
+        let removed = answers
+            .iter()
+            .any(|view| view.leader_id == Some(view.node_id) && view.is_settled && !view.voter_ids.contains(&me));
+        if removed {
+            tracing::warn!("the cluster's leader no longer lists this member as a voter: rejoining");
+            return true;
+        }
+        leaderless_since = Some(tokio::time::Instant::now());
+    }
+}
+
+/// Rejoining until the leader promoted this member and it applied that
+/// membership; false when stopped.
+async fn rejoin(replica: &Replica, plan: &RejoinPlan, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    let me = replica.identity.node_id;
+    let ask = RejoinAsk { node_id: me, node: plan.me.clone(), incarnation: new_incarnation() };
+    tracing::warn!(
+        incarnation = %ask.incarnation,
+        "a cluster ran without this member's data: refusing votes and asking the leader to replace the old incarnation"
+    );
+    replica.set_standing(Standing::Rejoining, "looking for the leader".into());
+    let deadline = Duration::from_millis(REJOIN_ASK_DEADLINE_MS);
+    let mut last_said = None::<tokio::time::Instant>;
+    let mut voter_index = None::<u64>;
+    loop {
+        if let Some(index) = voter_index {
+            let metrics = replica.raft.metrics().borrow().clone();
+            let membership = &metrics.membership_config;
+            let applied = membership.log_id().map(|log_id| log_id.index).unwrap_or(0);
+            if applied >= index && membership.membership().voter_ids().any(|id| id == me) {
+                tracing::info!(voter_index = index, "rejoined: a voter again");
+                replica.set_standing(Standing::Member, String::new());
+                return true;
+            }
+        } else {
+            let answer = ask_leader(replica, plan, &ask, deadline).await;
+            let detail = match &answer {
+                Some(answer) if answer.step == Step::Done => {
+                    voter_index = Some(answer.voter_index);
+                    format!("promoted at index {}; applying it", answer.voter_index)
+                }
+                Some(answer) => format!("{}: {}", answer.step.as_str(), answer.detail),
+                None => "no leader answered".to_owned(),
+            };
+            if last_said.is_none_or(|at| at.elapsed() >= Duration::from_millis(WAITING_LOG_INTERVAL_MS)) {
+                tracing::info!(%detail, "rejoining");
+                last_said = Some(tokio::time::Instant::now());
+            }
+            replica.set_standing(Standing::Rejoining, detail);
+        }
+        if sleep_or_stop(stop, REJOIN_ASK_INTERVAL_MS).await {
+            return false;
+        }
+    }
+}
+
+/// Sends `ask` to the leader: the one this member follows, else the one the
+/// others name; `None` when no leader answered.
+async fn ask_leader(replica: &Replica, plan: &RejoinPlan, ask: &RejoinAsk, deadline: Duration) -> Option<RejoinAnswer> {
+    let known = {
+        let metrics = replica.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .current_leader
+            .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|node| node.peer_addr.clone()))
+    };
+    let mut candidates: Vec<String> = known.into_iter().collect();
+    if candidates.is_empty() {
+        let answers = replica.survey(plan).await;
+        candidates.extend(
+            answers.iter().filter(|view| !view.leader_peer_addr.is_empty()).map(|view| view.leader_peer_addr.clone()),
+        );
+        candidates.sort();
+        candidates.dedup();
+    }
+    for peer_addr in candidates {
+        let Some(answer) = replica.link().rejoin(&peer_addr, ask, deadline).await else {
+            continue;
+        };
+        if answer.is_leader {
+            return Some(answer);
+        }
+        if !answer.leader_peer_addr.is_empty()
+            && answer.leader_peer_addr != peer_addr
+            && let Some(answer) = replica.link().rejoin(&answer.leader_peer_addr, ask, deadline).await
+            && answer.is_leader
+        {
+            return Some(answer);
+        }
+    }
+    None
+}
+
+/// Sleeps `ms`; true if `stop` fired (or its sender is gone) meanwhile.
+async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, ms: u64) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => *stop.borrow(),
+        changed = stop.changed() => changed.is_err() || *stop.borrow(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(node_id: u64) -> PeerView {
+        PeerView { node_id, is_settled: true, ..PeerView::default() }
+    }
+
+    fn holding(node_id: u64, last_applied_index: u64) -> PeerView {
+        PeerView { node_id, initialized: true, last_applied_index, voter_ids: vec![1, 2, 3], ..fresh(node_id) }
+    }
+
+    #[test]
+    fn a_committed_entry_anywhere_means_rejoin() {
+        assert_eq!(decide(true, 3, &[holding(2, 7)]), Decision::Rejoin);
+        assert_eq!(decide(false, 3, &[fresh(1), holding(3, 1)]), Decision::Rejoin);
+    }
+
+    #[test]
+    fn the_initializer_needs_a_majority_of_empty_stores() {
+        assert!(matches!(decide(true, 3, &[]), Decision::Wait(_)));
+        assert_eq!(decide(true, 3, &[fresh(2)]), Decision::Initialize);
+        assert!(matches!(decide(true, 5, &[fresh(2)]), Decision::Wait(_)));
+        assert_eq!(decide(true, 5, &[fresh(2), fresh(3)]), Decision::Initialize);
+        assert_eq!(decide(true, 1, &[]), Decision::Initialize);
+    }
+
+    #[test]
+    fn others_settle_on_a_starting_cluster_or_an_empty_majority() {
+        assert_eq!(decide(false, 3, &[holding(1, 0)]), Decision::Settle);
+        assert_eq!(decide(false, 3, &[fresh(1)]), Decision::Settle);
+        assert!(matches!(decide(false, 5, &[fresh(1)]), Decision::Wait(_)));
+        assert!(matches!(decide(false, 3, &[]), Decision::Wait(_)));
+    }
+
+    #[test]
+    fn steps_round_trip_and_unknown_names_fail() {
+        for step in [Step::Queued, Step::Removing, Step::CatchingUp, Step::Promoting, Step::Done, Step::Refused] {
+            assert_eq!(Step::parse(step.as_str()), step);
+        }
+        assert_eq!(Step::parse("exploded"), Step::Failed);
+    }
+}
