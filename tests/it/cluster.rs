@@ -295,7 +295,7 @@ async fn a_rolling_restart_under_steady_writes_pauses_them_only_for_hand_overs()
                     ["hand", "leader", "elect", "vote", "WARN", "ERROR", "stopping", "shutting", "serving", "standing"]
                         .iter()
                         .any(|word| line.contains(word))
-                        || std::env::var_os("KEEL_TEST_FULL_LOGS").is_some()
+                        || std::env::var_os("KEELTEST_FULL_LOGS").is_some()
                             && !line.contains("openraft::replication")
                             && !line.contains("replication_handler")
                 })

@@ -20,7 +20,8 @@ pub const OPS_PORT_DEFAULT: u16 = 7402;
 /// Data directory of `keeld --dev`.
 pub const DEV_DATA_DIR: &str = "./keel-data";
 /// Environment variables with the `KEEL_` prefix that belong to `keelctl`, not keeld.
-const CLIENT_ENV_KEYS: &[&str] = &["endpoints", "output", "timeout_ms", "region", "ca_file", "cert_file", "key_file"];
+const CLIENT_ENV_KEYS: &[&str] =
+    &["endpoints", "output", "timeout_ms", "region", "ca_file", "cert_file", "key_file", "token", "cluster_id"];
 
 /// Raft timing bounds (checked by `validate`).
 pub const HEARTBEAT_INTERVAL_MS_MIN: u64 = 10;
@@ -699,6 +700,9 @@ mod tests {
             jail.set_env("KEEL_ENDPOINTS", "http://127.0.0.1:7400");
             jail.set_env("KEEL_REGION", "us-east");
             jail.set_env("KEEL_CA_FILE", "ca.crt");
+            // keelctl's, in the same shell: not keeld's keys.
+            jail.set_env("KEEL_TOKEN", "token-file");
+            jail.set_env("KEEL_CLUSTER_ID", "keel");
             let flags = Figment::from(Serialized::default("node.id", 9));
             let config = Config::load(Some(Path::new("keel.toml")), flags).map_err(|e| e.to_string())?;
             assert_eq!(config.node.id, 9);
