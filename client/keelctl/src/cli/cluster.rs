@@ -140,6 +140,29 @@ pub struct ClusterStatusView {
     /// Each member's health as the serving node probed it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<MemberHealthView>,
+    /// Whether the serving member votes: `member`, `deciding`, `rejoining`.
+    pub standing: String,
+    /// What a deciding or rejoining member waits for.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub standing_detail: String,
+    /// Automatic membership changes the serving node made while leading.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub member_changes: Vec<MemberChangeView>,
+}
+
+/// An automatic membership change as shown.
+#[derive(Debug, Serialize)]
+pub struct MemberChangeView {
+    /// The member.
+    pub node_id: u64,
+    /// `replaced` or `removed`.
+    pub kind: String,
+    /// When, Unix ms (the leader's clock).
+    pub at_ms: u64,
+    /// The membership's log index.
+    pub revision: u64,
+    /// What happened.
+    pub detail: String,
 }
 
 /// A member's health as shown.
@@ -245,6 +268,19 @@ impl ClusterStatusView {
                     state_digest: h.state_digest.clone(),
                 })
                 .collect(),
+            standing: if status.standing.is_empty() { "member".to_owned() } else { status.standing.clone() },
+            standing_detail: status.standing_detail.clone(),
+            member_changes: status
+                .member_changes
+                .iter()
+                .map(|change| MemberChangeView {
+                    node_id: change.node_id,
+                    kind: change.kind.clone(),
+                    at_ms: change.at_ms,
+                    revision: change.revision,
+                    detail: change.detail.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -266,6 +302,11 @@ impl ClusterStatusView {
             .field("engine_versions", self.engine_version_count)
             .field("tenants", self.tenant_count)
             .field("boot_time", format_rfc3339(self.boot_time_ms));
+        if self.standing_detail.is_empty() {
+            fields.field("standing", &self.standing);
+        } else {
+            fields.field("standing", format!("{} ({})", self.standing, self.standing_detail));
+        }
         let mut rendered = format!("{}\n{}", fields.render(), member_table(&self.members, self.leader_id).render());
         if !self.health.is_empty() {
             let mut health = Table::with_header(&["NODE_ID", "REACHABLE", "APPLIED_INDEX", "STATE_DIGEST"]);
@@ -278,6 +319,19 @@ impl ClusterStatusView {
                 ]);
             }
             rendered = format!("{rendered}\n{}", health.render());
+        }
+        if !self.member_changes.is_empty() {
+            let mut changes = Table::with_header(&["NODE_ID", "CHANGE", "AT", "REVISION", "DETAIL"]);
+            for change in &self.member_changes {
+                changes.row([
+                    change.node_id.to_string(),
+                    change.kind.clone(),
+                    format_rfc3339(i64::try_from(change.at_ms).unwrap_or(i64::MAX)),
+                    change.revision.to_string(),
+                    change.detail.clone(),
+                ]);
+            }
+            rendered = format!("{rendered}\n{}", changes.render());
         }
         rendered
     }
