@@ -81,7 +81,7 @@ async fn a_tls_cluster_replicates_over_mtls() -> Result<()> {
 }
 
 /// A client of a member's peer port presenting `identity` (trusting the cluster CA).
-async fn peer_client(
+pub(crate) async fn peer_client(
     cluster: &Cluster,
     peer_addr: &str,
     identity: Identity,

@@ -6,9 +6,11 @@
 //! stays writable, and the member rejoins when it comes back.
 
 use crate::cluster_harness::{Cluster, ClusterOptions};
-use crate::fixture::Fixture;
+use crate::cluster_membership::peer_client;
+use crate::fixture::{Fixture, reason_of};
 use anyhow::{Context, Result, bail, ensure};
 use keel_chaos::process::AuthChannel as Channel;
+use keel_proto::raft::v1 as raft_pb;
 use keel_proto::v1 as pb;
 use std::time::{Duration, Instant};
 
@@ -195,5 +197,77 @@ async fn the_dead_member_rule_removes_a_member_gone_for_good_and_it_rejoins_when
     cluster.converged().await?;
     let events = member_events(&cluster, victim).await?;
     ensure!(events.iter().any(|e| e["kind"] == "removed" && e["node_id"] == victim_id), "{events:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_member_cannot_ask_the_leader_to_replace_another() -> Result<()> {
+    let cluster = Cluster::three(ClusterOptions { is_tls: true, ..ClusterOptions::default() }).await?;
+    let leader = cluster.leader().await?;
+    let (asker, victim) = ((leader + 1) % 3, (leader + 2) % 3);
+    let statuses = cluster.statuses().await?;
+    let member = |index: usize| -> Result<pb::Member> {
+        statuses[leader].members.iter().find(|m| m.node_id == cluster.ids[index]).cloned().context("member")
+    };
+    let (victim_member, leader_peer) = (member(victim)?, member(leader)?.peer_addr);
+    let (cert, key) = cluster.member_identity(asker)?;
+    let mut client = peer_client(&cluster, &leader_peer, tonic::transport::Identity::from_pem(&cert, &key)).await?;
+    // The asker's certificate does not name the victim's host: refused, nothing changes.
+    let mut request = tonic::Request::new(raft_pb::RejoinRequest {
+        node_id: victim_member.node_id,
+        client_addr: victim_member.client_addr.clone(),
+        peer_addr: victim_member.peer_addr.clone(),
+        incarnation: "hostile".into(),
+    });
+    request.metadata_mut().insert("keel-cluster-id", cluster.cluster_id.parse()?);
+    let refused = client.rejoin(request).await.err().context("a Rejoin for another member was accepted")?;
+    ensure!(refused.code() == tonic::Code::PermissionDenied, "{refused:?}");
+    ensure!(reason_of(&refused) == "PEER_NOT_MEMBER", "{refused:?}");
+    // Oversized fields: INVALID_ARGUMENT before anything else.
+    let mut request = tonic::Request::new(raft_pb::RejoinRequest {
+        node_id: victim_member.node_id,
+        client_addr: victim_member.client_addr.clone(),
+        peer_addr: "x".repeat(10_000),
+        incarnation: "big".into(),
+    });
+    request.metadata_mut().insert("keel-cluster-id", cluster.cluster_id.parse()?);
+    let refused = client.rejoin(request).await.err().context("an oversized Rejoin was accepted")?;
+    ensure!(refused.code() == tonic::Code::InvalidArgument, "{refused:?}");
+    let statuses = cluster.statuses().await?;
+    ensure!(statuses.iter().all(|s| s.members.iter().all(|m| m.is_voter)), "membership changed: {statuses:?}");
+    ensure!(statuses.iter().all(|s| s.member_changes.is_empty()), "a change was made: {statuses:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_member_stopped_while_it_rejoins_decides_again_after_a_restart() -> Result<()> {
+    let mut cluster = Cluster::three(ClusterOptions::default()).await?;
+    let leader = cluster.leader().await?;
+    write_tenants(&cluster, leader, "before", 10).await?;
+    let victim = (leader + 1) % 3;
+    cluster.nodes[victim].kill_9()?;
+    let data_dir = cluster.nodes[victim].data_dir();
+    std::fs::remove_dir_all(&data_dir)?;
+    // Started (not waited for): killed again while it is still unsettled.
+    cluster.nodes[victim].launch().await?;
+    let marker = data_dir.join("UNSETTLED");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !marker.exists() {
+        ensure!(Instant::now() < until, "no UNSETTLED marker in {}", data_dir.display());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.nodes[victim].kill_9()?;
+    // Its store may hold entries or a vote by now; the marker says they
+    // cannot be trusted, so the next start decides (and rejoins) again.
+    let still_unsettled = marker.exists();
+    let log_before = cluster.nodes[victim].log().len();
+    cluster.nodes[victim].restart().await?;
+    wait_voters(&cluster, victim, &[1, 2, 3], REJOIN_DEADLINE).await?;
+    let log = cluster.nodes[victim].log().get(log_before..).unwrap_or_default().to_owned();
+    if still_unsettled {
+        ensure!(log.contains("\"deciding\""), "restarted unsettled but did not decide again:\n{log}");
+    }
+    ensure!(!marker.exists(), "the marker outlived the rejoin");
+    cluster.converged().await?;
     Ok(())
 }

@@ -182,6 +182,11 @@ impl NodeBuilder {
         // cluster ran without it (replica::rejoin decides, and initialises
         // on the lowest id); a lone node initialises itself at once.
         let has_peers = !config.cluster.initial_members.is_empty();
+        // A fresh store, or an earlier start that had not settled (it may have
+        // received entries or a vote since): decide before voting.
+        let must_decide = has_peers
+            && config.cluster.initial_state == InitialState::New
+            && (is_fresh || crate::replica::rejoin::is_unsettled(&config.data_dir));
         if is_fresh && config.cluster.initial_state == InitialState::Existing {
             tracing::info!("joining an existing cluster: waiting to be added as a learner");
         } else if is_fresh && !has_peers {
@@ -209,27 +214,31 @@ impl NodeBuilder {
         tokio::spawn(bootstrap_trust(replica.clone(), roots, api_token_keys));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         if has_peers && config.cluster.initial_state == InitialState::New {
-            if is_fresh && members.keys().next() != Some(&config.node.id) {
+            if must_decide && members.keys().next() != Some(&config.node.id) {
                 tokio::spawn(check_initial_membership(replica.clone(), members.clone()));
             }
-            let me = members.get(&config.node.id).cloned().unwrap_or_else(|| KeelNode {
-                client_addr: config.advertise.client.clone().unwrap_or_else(|| listeners.client_addr.clone()),
-                peer_addr: config.advertised_peer(),
-                region: String::new(),
-                zone: String::new(),
-            });
-            let me = KeelNode { region: config.node.region.clone(), zone: config.node.zone.clone(), ..me };
-            if is_fresh {
-                // Before the peer port serves a vote: a fresh store may hold a lost vote.
+            // Validation put this node among the initial members.
+            let me = members.get(&config.node.id).cloned().context("this node is not among cluster.initial_members")?;
+            // Both before the peer port serves anything.
+            if must_decide {
+                // Durable first: from here on a restart decides again.
+                crate::replica::rejoin::mark_unsettled(&config.data_dir)
+                    .with_context(|| format!("writing the UNSETTLED marker in {}", config.data_dir.display()))?;
                 replica.set_standing(crate::replica::rejoin::Standing::Deciding, "starting".into());
             } else {
+                replica.elect.hold(&replica.raft, crate::replica::rejoin::Hold::Quiet, true);
                 let quiet = crate::replica::rejoin::quiet_start_ms(
                     config.raft.election_timeout_max_ms,
                     config.raft.heartbeat_interval_ms,
                 );
                 tokio::spawn(crate::replica::rejoin::quiet_start(replica.clone(), Duration::from_millis(quiet)));
             }
-            let plan = crate::replica::rejoin::RejoinPlan { me, initial_members: members, is_fresh };
+            let plan = crate::replica::rejoin::RejoinPlan {
+                me,
+                initial_members: members,
+                must_decide,
+                data_dir: config.data_dir.clone(),
+            };
             tokio::spawn(crate::replica::rejoin::run(replica.clone(), plan, stop_rx.clone()));
         }
         if config.cluster.remove_unreachable_after_ms > 0 {
@@ -326,7 +335,7 @@ impl Node {
         // A stopping member takes no further part in elections: it would
         // win one (its log is complete) while its servers drain, and take
         // the cluster's leadership away with it when it exits.
-        self.replica.raft.runtime_config().elect(false);
+        self.replica.elect.hold(&self.replica.raft, crate::replica::rejoin::Hold::Stopping, true);
         let _ = self.stop.send(true);
         let drain = Duration::from_millis(crate::limits::SHUTDOWN_DRAIN_MS_MAX);
         let drained = tokio::time::timeout(drain, futures::future::join_all(self.tasks.iter_mut())).await;

@@ -146,8 +146,10 @@ impl Replica {
     }
 
     /// Waits until the leader's replication to `node_id` has matched `index`;
-    /// `DEADLINE_EXCEEDED` after `deadline` (the member keeps catching up).
+    /// `DEADLINE_EXCEEDED` after `deadline` (the member keeps catching up),
+    /// `NOT_LEADER` at once if this node stops leading meanwhile.
     pub async fn wait_caught_up(&self, node_id: NodeId, index: u64, deadline: Duration) -> Result<(), ReplicaError> {
+        let me = self.identity.node_id;
         let matched = |metrics: &openraft::RaftMetrics<NodeId, KeelNode>| {
             metrics
                 .replication
@@ -155,12 +157,17 @@ impl Replica {
                 .and_then(|replication| replication.get(&node_id).copied().flatten())
                 .is_some_and(|log_id| log_id.index >= index)
         };
-        self.raft
+        let metrics = self
+            .raft
             .wait(Some(deadline))
-            .metrics(matched, "member caught up")
+            .metrics(|metrics| matched(metrics) || metrics.current_leader != Some(me), "member caught up")
             .await
-            .map(|_| ())
-            .map_err(|error| wait_error(error, deadline))
+            .map_err(|error| wait_error(error, deadline))?;
+        if matched(&metrics) {
+            return Ok(());
+        }
+        // Stopped leading (and may lead again by now: the wait is over either way).
+        Err(self.leader_membership().err().unwrap_or_else(|| ReplicaError::not_leader(None, None)))
     }
 }
 

@@ -114,6 +114,8 @@ pub struct Replica {
     write_gate: Arc<tokio::sync::RwLock<()>>,
     /// Whether this member may vote (see `rejoin`).
     standing: Arc<std::sync::Mutex<rejoin::StandingState>>,
+    /// Whether this member campaigns: every reason to hold back, in one place.
+    pub elect: Arc<rejoin::ElectSwitch>,
     /// As leader: members being replaced, and automatic changes made (see `replace`).
     pub replacements: Arc<replace::Replacements>,
 }
@@ -137,6 +139,7 @@ impl Replica {
             is_transferring: Arc::default(),
             write_gate: Arc::default(),
             standing: Arc::default(),
+            elect: Arc::default(),
             replacements: Arc::default(),
         }
     }

@@ -123,16 +123,16 @@ impl LeaderLink for PeerLink {
             leader_peer_addr: answer.leader_peer_addr,
             voter_ids: answer.voter_ids,
             is_settled: answer.is_settled,
+            last_log_index: answer.last_log_index,
+            term: answer.term,
         })
     }
 
     async fn rejoin(&self, peer_addr: &str, ask: &RejoinAsk, deadline: Duration) -> Option<RejoinAnswer> {
         let request = pb::RejoinRequest {
             node_id: ask.node_id,
-            client_addr: ask.node.client_addr.clone(),
-            peer_addr: ask.node.peer_addr.clone(),
-            region: ask.node.region.clone(),
-            zone: ask.node.zone.clone(),
+            client_addr: ask.client_addr.clone(),
+            peer_addr: ask.peer_addr.clone(),
             incarnation: ask.incarnation.clone(),
         };
         let answer = self

@@ -19,7 +19,6 @@ use super::{Replica, ReplicaError, Route, Write};
 use crate::limits::REJOIN_FIELD_BYTES_MAX;
 use crate::limits::{AUDIT_PAGE_SIZE_MAX, AUDIT_PULL_BYTES_MAX, TIMEOUT_NOW_WAIT_MS_MAX};
 use crate::limits::{READ_DEADLINE_DEFAULT_MS, WRITE_DEADLINE_DEFAULT_MS};
-use crate::raft::KeelNode;
 use crate::raft::peer_message::{self, Envelope};
 use crate::raft::snapshot_reception::SnapshotReception;
 use crate::raft::{KeelRaft, TypeConfig};
@@ -29,6 +28,7 @@ use keel_proto::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
 use openraft::raft::{AppendEntriesRequest, VoteRequest, VoteResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -184,6 +184,13 @@ impl RaftPeer for RaftPeerService {
             let metrics = metrics.borrow();
             metrics.current_term == term && metrics.current_leader == Some(leader_id)
         };
+        // A member that may hold a lost vote or log never campaigns, not even
+        // when handed leadership (openraft's trigger ignores the elect switch):
+        // the hand-over then times out and the cluster elects.
+        if !self.replica.is_settled() {
+            tracing::warn!(from_leader = leader_id, "ignored a TimeoutNow: this member is deciding or rejoining");
+            return Ok(Response::new(pb::TimeoutNowResponse {}));
+        }
         if !is_current {
             tracing::warn!(
                 from_leader = request.leader_id,
@@ -292,23 +299,32 @@ impl RaftPeer for RaftPeerService {
             leader_peer_addr,
             voter_ids: membership.voter_ids().collect(),
             is_settled: self.replica.is_settled(),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
         }))
     }
 
     async fn rejoin(&self, request: Request<pb::RejoinRequest>) -> Result<Response<pb::RejoinResponse>, Status> {
+        // Over TLS the caller must be the member it asks for: its certificate
+        // names the host of the peer address it gives (the leader then checks
+        // that address against the membership). Plaintext peers are loopback only.
+        let peer_certs = request.peer_certs();
         let request = request.into_inner();
         let ask = RejoinAsk {
             node_id: request.node_id,
-            node: KeelNode {
-                client_addr: request.client_addr,
-                peer_addr: request.peer_addr,
-                region: request.region,
-                zone: request.zone,
-            },
+            client_addr: request.client_addr,
+            peer_addr: request.peer_addr,
             incarnation: request.incarnation,
         };
         if let Some(problem) = rejoin_ask_problem(&ask) {
             return Err(Status::invalid_argument(problem));
+        }
+        if let Some(certs) = peer_certs {
+            let host =
+                crate::tls::peer_host(&ask.peer_addr).map_err(|error| Status::invalid_argument(error.to_string()))?;
+            if let Err(error) = crate::tls::check_peer_certificates(Some(certs.as_slice()), &BTreeSet::from([host])) {
+                tracing::warn!(node_id = ask.node_id, %error, "a Rejoin for another member's address was refused");
+                return Err(crate::status::to_status(&error));
+            }
         }
         let answer = self.replica.answer_rejoin(ask);
         Ok(Response::new(pb::RejoinResponse {
@@ -345,19 +361,13 @@ fn rejoin_ask_problem(ask: &RejoinAsk) -> Option<String> {
     if ask.node_id == 0 {
         return Some("node_id must be greater than 0".into());
     }
-    let fields = [
-        ("client_addr", &ask.node.client_addr),
-        ("peer_addr", &ask.node.peer_addr),
-        ("region", &ask.node.region),
-        ("zone", &ask.node.zone),
-        ("incarnation", &ask.incarnation),
-    ];
+    let fields = [("client_addr", &ask.client_addr), ("peer_addr", &ask.peer_addr), ("incarnation", &ask.incarnation)];
     for (name, value) in fields {
         if value.len() > REJOIN_FIELD_BYTES_MAX {
             return Some(format!("{name} is {} bytes; at most {REJOIN_FIELD_BYTES_MAX}", value.len()));
         }
     }
-    for (name, value) in [("client_addr", &ask.node.client_addr), ("peer_addr", &ask.node.peer_addr)] {
+    for (name, value) in [("client_addr", &ask.client_addr), ("peer_addr", &ask.peer_addr)] {
         if !value.contains(':') {
             return Some(format!("{name} {value:?} is not host:port"));
         }

@@ -7,17 +7,25 @@
 //! store and a list of initial members first asks the others what exists:
 //!
 //! ```text
-//!  fresh store ─► Deciding (refuses every vote, never campaigns)
+//!  fresh store (or the UNSETTLED marker of an earlier start) ─► write UNSETTLED (fsync)
+//!  ─► Deciding (refuses every vote, never campaigns)
 //!     probe every initial member (Progress) every REJOIN_PROBE_INTERVAL_MS
-//!     ├─ someone applied a committed entry ─► a cluster ran without this data ─► Rejoining
-//!     ├─ initializer, a majority of the initial members answer "uninitialised" ─► initialize ─► Member
-//!     ├─ someone holds the first membership (nothing committed yet), or a majority is fresh ─► Member
+//!     ├─ someone holds more than the first membership (a log entry past it, a committed vote,
+//!     │    an applied entry) ─► a cluster ran without this data ─► Rejoining
+//!     ├─ someone holds the first membership and nothing more ─► the cluster is starting ─► Member
+//!     ├─ every other initial member answers with an empty store ─► a new cluster:
+//!     │    the lowest id initialises ─► Member
 //!     └─ otherwise wait (it cannot tell yet)
 //!  Rejoining (refuses votes, never campaigns)
 //!     ask the leader (Rejoin RPC) every REJOIN_ASK_INTERVAL_MS; the leader replaces the old
-//!     incarnation (replica::replace): remove voter ─► learner ─► caught up ─► promote
-//!     └─ done at index i, and this member applied a membership ≥ i listing it as voter ─► Member
+//!     incarnation (replica::replace): remove voter (kept as learner) ─► caught up ─► promote
+//!     └─ done at index i, and this member holds a membership ≥ i listing it as voter ─► Member
+//!  Member ─► remove UNSETTLED
 //! ```
+//!
+//! The marker makes the decision survive a crash: once a deciding member
+//! received anything its store is no longer empty, and without the marker a
+//! restart would take it for a member that kept its data.
 //!
 //! An initial member that finds itself a learner (the dead-member rule
 //! demoted it while it was away), or that finds, after having no leader for
@@ -46,6 +54,50 @@ pub const REJOIN_ASK_DEADLINE_MS: u64 = 2_000;
 pub const LEADERLESS_CHECK_AFTER_MS: u64 = 3_000;
 /// An undecided or rejoining member says why at most this often in its log.
 const WAITING_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// The file whose presence says "this member has not settled": it must
+/// decide (or rejoin) again after a restart.
+pub const UNSETTLED_MARKER: &str = "UNSETTLED";
+/// After the leader said done, how long a member waits to hold the
+/// promoting membership before it asks again.
+const PROMOTION_WAIT_MS: u64 = 30_000;
+/// How long a member waits after a refusal before asking again.
+const REFUSED_RETRY_MS: u64 = 5_000;
+
+/// Why this member must not campaign now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Deciding or rejoining.
+    Unsettled,
+    /// Restarted, not yet following a leader.
+    Quiet,
+    /// Shutting down.
+    Stopping,
+    /// Handing leadership over (its own timer must not win it back).
+    HandingOver,
+}
+
+/// openraft's runtime `elect` switch, set from every reason to hold back at
+/// once, so one reason ending never turns campaigning on while another holds.
+#[derive(Debug, Default)]
+pub struct ElectSwitch {
+    holds: std::sync::Mutex<[bool; 4]>,
+}
+
+impl ElectSwitch {
+    /// Sets (`on`) or clears one hold and applies the result to `raft`.
+    pub fn hold(&self, raft: &crate::raft::KeelRaft, hold: Hold, on: bool) {
+        let mut holds = self.holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        holds[hold as usize] = on;
+        // Applied under the lock: two callers cannot apply in the wrong order.
+        raft.runtime_config().elect(!holds.iter().any(|held| *held));
+    }
+
+    /// Whether `hold` is set.
+    pub fn is_held(&self, hold: Hold) -> bool {
+        self.holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())[hold as usize]
+    }
+}
 
 /// Whether this member may vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -94,6 +146,10 @@ pub struct PeerView {
     pub initialized: bool,
     /// openraft's last applied index there.
     pub last_applied_index: u64,
+    /// The index of its last log entry (0: only the first membership, or none).
+    pub last_log_index: u64,
+    /// Its term.
+    pub term: u64,
     /// The leader it knows.
     pub leader_id: Option<u64>,
     /// That leader's peer address (empty if unknown).
@@ -109,8 +165,10 @@ pub struct PeerView {
 pub struct RejoinAsk {
     /// Who asks.
     pub node_id: u64,
-    /// Where it runs now.
-    pub node: KeelNode,
+    /// The address clients use now.
+    pub client_addr: String,
+    /// The address peers use now.
+    pub peer_addr: String,
     /// Random per replacement.
     pub incarnation: String,
 }
@@ -191,26 +249,50 @@ pub enum Decision {
 /// silent ones left out) what a member with a fresh store does.
 /// `initial_members` counts every initial member, this one included.
 pub fn decide(is_initializer: bool, initial_members: usize, answers: &[PeerView]) -> Decision {
-    // Positive evidence that a cluster ran: a committed entry was applied.
-    // This member's store is empty, so whatever it held is lost.
-    if answers.iter().any(|view| view.initialized && view.last_applied_index > 0) {
+    // Evidence that a cluster ran: a second term, or anything past the first
+    // membership (index 0) and the first leader's blank entry (index 1). This
+    // member's store is empty, so whatever it held of that is lost.
+    //
+    // The first term is the cluster's start, and joining it is safe: the
+    // only candidate in term 1 is the initializer (the others learn the
+    // membership from its appends as leader), so a vote this member may have
+    // cast there and forgotten went to that same leader; the most it may have
+    // held is the blank entry, which changes no state. Without this window a
+    // member a few hundred ms slower to start than the others is replaced.
+    let ran =
+        |view: &PeerView| view.initialized && (view.term > 1 || view.last_log_index > 1 || view.last_applied_index > 1);
+    if answers.iter().any(ran) {
         return Decision::Rejoin;
     }
-    // Someone holds the first membership but nothing was committed: the
+    // Someone holds the first membership and at most the first term: the
     // cluster is starting now.
     if answers.iter().any(|view| view.initialized) {
         return Decision::Settle;
     }
+    // A new cluster only when every initial member answers with an empty
+    // store: with some silent, this could be the wiped majority of a cluster
+    // whose survivors are down, and a second cluster under the same name
+    // would fork it when they return.
     let fresh = answers.iter().filter(|view| !view.initialized).count() + 1;
-    let majority = initial_members / 2 + 1;
-    if fresh >= majority {
-        // A majority of the initial members hold nothing: no cluster can have
-        // committed anything (that needs a majority holding it).
-        return if is_initializer { Decision::Initialize } else { Decision::Settle };
+    if fresh == initial_members {
+        if !is_initializer {
+            return Decision::Settle;
+        }
+        // The initializer writes the membership once the others settled
+        // (they do on seeing every store empty): its first election, which
+        // openraft starts at once, then finds voters, and none of them meets
+        // a running cluster and has itself replaced.
+        let settled = answers.iter().filter(|view| view.is_settled).count() + 1;
+        if settled == initial_members {
+            return Decision::Initialize;
+        }
+        return Decision::Wait(format!(
+            "every store is empty; {settled} of {initial_members} initial members settled, waiting for the rest"
+        ));
     }
     Decision::Wait(format!(
         "{fresh} of {initial_members} initial members answered with an empty store (this one included); \
-         a majority ({majority}) must, or one must report a running cluster"
+         all must before a new cluster starts, or one must report a running cluster"
     ))
 }
 
@@ -220,8 +302,34 @@ pub struct RejoinPlan {
     pub me: KeelNode,
     /// Every initial member, this one included.
     pub initial_members: BTreeMap<u64, KeelNode>,
-    /// The store was empty at start.
-    pub is_fresh: bool,
+    /// The store was empty at start, or an earlier start had not settled:
+    /// decide before voting.
+    pub must_decide: bool,
+    /// The data dir (for the UNSETTLED marker).
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Whether an earlier start left the UNSETTLED marker in `data_dir`.
+pub fn is_unsettled(data_dir: &std::path::Path) -> bool {
+    data_dir.join(UNSETTLED_MARKER).exists()
+}
+
+/// Writes the UNSETTLED marker durably (the file and its directory synced):
+/// from here on a restart decides again.
+pub fn mark_unsettled(data_dir: &std::path::Path) -> std::io::Result<()> {
+    let path = data_dir.join(UNSETTLED_MARKER);
+    let file = std::fs::File::create(&path)?;
+    file.sync_all()?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// Removes the UNSETTLED marker durably.
+fn clear_unsettled(data_dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(data_dir.join(UNSETTLED_MARKER)) {
+        Ok(()) => std::fs::File::open(data_dir)?.sync_all(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 impl Replica {
@@ -238,7 +346,7 @@ impl Replica {
     /// Sets the standing (and whether this member campaigns).
     pub fn set_standing(&self, standing: Standing, detail: String) {
         // Campaigning follows the standing; refusing votes reads it per vote.
-        self.raft.runtime_config().elect(standing == Standing::Member);
+        self.elect.hold(&self.raft, Hold::Unsettled, standing != Standing::Member);
         let mut state = self.standing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.standing != standing {
             tracing::info!(standing = standing.as_str(), %detail, "member standing changed");
@@ -246,16 +354,25 @@ impl Replica {
         *state = StandingState { standing, detail };
     }
 
-    /// Asks every other initial member what it knows, at once.
+    /// Asks every other initial member what it knows, at once; keeps only
+    /// answers from the member asked (one member reached at two addresses
+    /// counts once).
     async fn survey(&self, plan: &RejoinPlan) -> Vec<PeerView> {
         let deadline = Duration::from_millis(REJOIN_PROBE_DEADLINE_MS);
         let me = self.identity.node_id;
-        let probes = plan
-            .initial_members
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .map(|(_, node)| self.link().standing(&node.peer_addr, deadline));
+        let probes = plan.initial_members.iter().filter(|(id, _)| **id != me).map(|(id, node)| async move {
+            self.link().standing(&node.peer_addr, deadline).await.filter(|view| view.node_id == *id)
+        });
         futures::future::join_all(probes).await.into_iter().flatten().collect()
+    }
+
+    /// This member settled: it votes again, and a restart need not decide.
+    fn settle(&self, plan: &RejoinPlan) {
+        if let Err(error) = clear_unsettled(&plan.data_dir) {
+            // It stays unsettled after a restart: safe, one extra decision.
+            tracing::warn!(%error, "could not remove the UNSETTLED marker");
+        }
+        self.set_standing(Standing::Member, String::new());
     }
 }
 
@@ -277,10 +394,10 @@ pub fn quiet_start_ms(election_timeout_max_ms: u64, heartbeat_interval_ms: u64) 
 }
 
 /// Holds a restarted member's campaigns back for `quiet` or until it
-/// follows a leader, whichever comes first.
+/// follows another member, whichever comes first. The caller set the
+/// `Quiet` hold before the peer port served anything.
 pub async fn quiet_start(replica: Replica, quiet: Duration) {
     let me = replica.identity.node_id;
-    replica.raft.runtime_config().elect(false);
     let waited = replica
         .raft
         .wait(Some(quiet))
@@ -289,10 +406,7 @@ pub async fn quiet_start(replica: Replica, quiet: Duration) {
     if let Ok(metrics) = waited {
         tracing::info!(leader = ?metrics.current_leader, "restarted: following a leader");
     }
-    // Unless the standing says otherwise meanwhile (a rejoin found later).
-    if replica.is_settled() {
-        replica.raft.runtime_config().elect(true);
-    }
+    replica.elect.hold(&replica.raft, Hold::Quiet, false);
 }
 
 /// The member side, until `stop`: decides what a fresh store means, rejoins
@@ -301,7 +415,7 @@ pub async fn run(replica: Replica, plan: RejoinPlan, mut stop: tokio::sync::watc
     let me = replica.identity.node_id;
     let initializer = plan.initial_members.keys().next().copied() == Some(me);
     let mut must_rejoin = false;
-    if plan.is_fresh {
+    if plan.must_decide {
         replica.set_standing(Standing::Deciding, "asking the initial members whether a cluster ran".into());
         let mut last_said = None::<tokio::time::Instant>;
         loop {
@@ -320,12 +434,12 @@ pub async fn run(replica: Replica, plan: RejoinPlan, mut stop: tokio::sync::watc
                             return;
                         }
                     }
-                    replica.set_standing(Standing::Member, String::new());
+                    replica.settle(&plan);
                     break;
                 }
                 Decision::Settle => {
                     tracing::info!("fresh data dir, and no cluster ran without it: taking part as a new member");
-                    replica.set_standing(Standing::Member, String::new());
+                    replica.settle(&plan);
                     break;
                 }
                 Decision::Rejoin => {
@@ -401,7 +515,12 @@ async fn watch(replica: &Replica, plan: &RejoinPlan, stop: &mut tokio::sync::wat
 /// membership; false when stopped.
 async fn rejoin(replica: &Replica, plan: &RejoinPlan, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     let me = replica.identity.node_id;
-    let ask = RejoinAsk { node_id: me, node: plan.me.clone(), incarnation: new_incarnation() };
+    let ask = RejoinAsk {
+        node_id: me,
+        client_addr: plan.me.client_addr.clone(),
+        peer_addr: plan.me.peer_addr.clone(),
+        incarnation: new_incarnation(),
+    };
     tracing::warn!(
         incarnation = %ask.incarnation,
         "a cluster ran without this member's data: refusing votes and asking the leader to replace the old incarnation"
@@ -409,25 +528,39 @@ async fn rejoin(replica: &Replica, plan: &RejoinPlan, stop: &mut tokio::sync::wa
     replica.set_standing(Standing::Rejoining, "looking for the leader".into());
     let deadline = Duration::from_millis(REJOIN_ASK_DEADLINE_MS);
     let mut last_said = None::<tokio::time::Instant>;
-    let mut voter_index = None::<u64>;
+    // The promoting index the leader answered, and since when it is awaited.
+    let mut promoted = None::<(u64, tokio::time::Instant)>;
     loop {
-        if let Some(index) = voter_index {
+        let mut pause = REJOIN_ASK_INTERVAL_MS;
+        if let Some((index, since)) = promoted {
+            // Held (appended), not necessarily applied: a membership entry
+            // takes effect when appended, and holding it means holding the
+            // whole log before it.
             let metrics = replica.raft.metrics().borrow().clone();
             let membership = &metrics.membership_config;
-            let applied = membership.log_id().map(|log_id| log_id.index).unwrap_or(0);
-            if applied >= index && membership.membership().voter_ids().any(|id| id == me) {
+            let held = membership.log_id().map(|log_id| log_id.index).unwrap_or(0);
+            if held >= index && membership.membership().voter_ids().any(|id| id == me) {
                 tracing::info!(voter_index = index, "rejoined: a voter again");
-                replica.set_standing(Standing::Member, String::new());
+                replica.settle(plan);
                 return true;
+            }
+            if since.elapsed() >= Duration::from_millis(PROMOTION_WAIT_MS) {
+                // The membership moved on before it reached this member: ask again.
+                promoted = None;
             }
         } else {
             let answer = ask_leader(replica, plan, &ask, deadline).await;
             let detail = match &answer {
                 Some(answer) if answer.step == Step::Done => {
-                    voter_index = Some(answer.voter_index);
-                    format!("promoted at index {}; applying it", answer.voter_index)
+                    promoted = Some((answer.voter_index, tokio::time::Instant::now()));
+                    format!("promoted at index {}; receiving it", answer.voter_index)
                 }
-                Some(answer) => format!("{}: {}", answer.step.as_str(), answer.detail),
+                Some(answer) => {
+                    if answer.step == Step::Refused {
+                        pause = REFUSED_RETRY_MS;
+                    }
+                    format!("{}: {}", answer.step.as_str(), answer.detail)
+                }
                 None => "no leader answered".to_owned(),
             };
             if last_said.is_none_or(|at| at.elapsed() >= Duration::from_millis(WAITING_LOG_INTERVAL_MS)) {
@@ -436,7 +569,7 @@ async fn rejoin(replica: &Replica, plan: &RejoinPlan, stop: &mut tokio::sync::wa
             }
             replica.set_standing(Standing::Rejoining, detail);
         }
-        if sleep_or_stop(stop, REJOIN_ASK_INTERVAL_MS).await {
+        if sleep_or_stop(stop, pause).await {
             return false;
         }
     }
@@ -445,14 +578,7 @@ async fn rejoin(replica: &Replica, plan: &RejoinPlan, stop: &mut tokio::sync::wa
 /// Sends `ask` to the leader: the one this member follows, else the one the
 /// others name; `None` when no leader answered.
 async fn ask_leader(replica: &Replica, plan: &RejoinPlan, ask: &RejoinAsk, deadline: Duration) -> Option<RejoinAnswer> {
-    let known = {
-        let metrics = replica.raft.metrics();
-        let metrics = metrics.borrow();
-        metrics
-            .current_leader
-            .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|node| node.peer_addr.clone()))
-    };
-    let mut candidates: Vec<String> = known.into_iter().collect();
+    let mut candidates: Vec<String> = replica.leader_peer_addr().into_iter().collect();
     if candidates.is_empty() {
         let answers = replica.survey(plan).await;
         candidates.extend(
@@ -480,7 +606,7 @@ async fn ask_leader(replica: &Replica, plan: &RejoinPlan, ask: &RejoinAsk, deadl
 }
 
 /// Sleeps `ms`; true if `stop` fired (or its sender is gone) meanwhile.
-async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, ms: u64) -> bool {
+pub(super) async fn sleep_or_stop(stop: &mut tokio::sync::watch::Receiver<bool>, ms: u64) -> bool {
     if *stop.borrow() {
         return true;
     }
@@ -498,31 +624,57 @@ mod tests {
         PeerView { node_id, is_settled: true, ..PeerView::default() }
     }
 
-    fn holding(node_id: u64, last_applied_index: u64) -> PeerView {
-        PeerView { node_id, initialized: true, last_applied_index, voter_ids: vec![1, 2, 3], ..fresh(node_id) }
+    fn holding(node_id: u64, last_log_index: u64) -> PeerView {
+        PeerView { node_id, initialized: true, last_log_index, voter_ids: vec![1, 2, 3], ..fresh(node_id) }
     }
 
     #[test]
-    fn a_committed_entry_anywhere_means_rejoin() {
+    fn anything_past_the_first_term_anywhere_means_rejoin() {
         assert_eq!(decide(true, 3, &[holding(2, 7)]), Decision::Rejoin);
-        assert_eq!(decide(false, 3, &[fresh(1), holding(3, 1)]), Decision::Rejoin);
+        assert_eq!(decide(false, 3, &[fresh(1), holding(3, 2)]), Decision::Rejoin);
+        // A second term, even with nothing more in the log.
+        let second_term = PeerView { term: 2, ..holding(1, 1) };
+        assert_eq!(decide(false, 3, &[second_term, fresh(3)]), Decision::Rejoin);
+        // Applied on a member whose own log was compacted away.
+        let applied = PeerView { last_applied_index: 9, ..holding(1, 0) };
+        assert_eq!(decide(false, 3, &[applied]), Decision::Rejoin);
+        // The first leader and its blank entry: still the start.
+        let started = PeerView { term: 1, ..holding(1, 1) };
+        assert_eq!(decide(false, 3, &[started, fresh(3)]), Decision::Settle);
     }
 
     #[test]
-    fn the_initializer_needs_a_majority_of_empty_stores() {
+    fn a_new_cluster_needs_every_initial_member_empty() {
         assert!(matches!(decide(true, 3, &[]), Decision::Wait(_)));
-        assert_eq!(decide(true, 3, &[fresh(2)]), Decision::Initialize);
-        assert!(matches!(decide(true, 5, &[fresh(2)]), Decision::Wait(_)));
-        assert_eq!(decide(true, 5, &[fresh(2), fresh(3)]), Decision::Initialize);
+        assert!(matches!(decide(true, 3, &[fresh(2)]), Decision::Wait(_)));
+        assert_eq!(decide(true, 3, &[fresh(2), fresh(3)]), Decision::Initialize);
+        // ... once the others settled.
+        let deciding = PeerView { is_settled: false, ..fresh(3) };
+        assert!(matches!(decide(true, 3, &[fresh(2), deciding]), Decision::Wait(_)));
+        assert!(matches!(decide(true, 5, &[fresh(2), fresh(3), fresh(4)]), Decision::Wait(_)));
         assert_eq!(decide(true, 1, &[]), Decision::Initialize);
+        // Two of three wiped while the survivor is down: no second cluster.
+        assert!(matches!(decide(false, 3, &[fresh(1)]), Decision::Wait(_)));
     }
 
     #[test]
-    fn others_settle_on_a_starting_cluster_or_an_empty_majority() {
+    fn others_settle_on_a_starting_cluster_or_all_empty() {
         assert_eq!(decide(false, 3, &[holding(1, 0)]), Decision::Settle);
-        assert_eq!(decide(false, 3, &[fresh(1)]), Decision::Settle);
-        assert!(matches!(decide(false, 5, &[fresh(1)]), Decision::Wait(_)));
+        assert_eq!(decide(false, 3, &[fresh(1), fresh(3)]), Decision::Settle);
         assert!(matches!(decide(false, 3, &[]), Decision::Wait(_)));
+    }
+
+    #[test]
+    fn the_election_switch_campaigns_only_when_nothing_holds() {
+        let switch = ElectSwitch::default();
+        let holds = |switch: &ElectSwitch| {
+            [Hold::Unsettled, Hold::Quiet, Hold::Stopping, Hold::HandingOver].map(|hold| switch.is_held(hold))
+        };
+        assert_eq!(holds(&switch), [false; 4]);
+        let mut state = switch.holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state[Hold::Quiet as usize] = true;
+        drop(state);
+        assert_eq!(holds(&switch), [false, true, false, false]);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!        ▼
 //!  one membership job at a time (a replacement or a dead-member removal):
 //!    voter? ─► remaining voters answer (a majority of them)? ─► RemoveVoters(retain as learner)
-//!    wait until the learner matched the leader's log ─► promote ─► done at the promoting index
+//!    event {kind: "replacing"} at index t ─► wait until the learner matched t
+//!    ─► promote ─► done at the promoting index
 //!    ─► event `keel-members` {kind: "replaced"} and status `member_changes`
 //!
 //!  dead-member rule (leader, every DEAD_MEMBER_CHECK_INTERVAL_MS, when remove_unreachable_after_ms > 0):
@@ -57,10 +58,13 @@ pub struct MemberChange {
 
 #[derive(Debug)]
 struct Job {
+    /// The incarnation asking last: a task replaces that one.
     incarnation: String,
     step: Step,
     voter_index: u64,
     detail: String,
+    /// A task for this member is queued or running (at most one per member).
+    has_task: bool,
 }
 
 #[derive(Debug, Default)]
@@ -82,8 +86,12 @@ impl Replacements {
         self.book.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn set_step(&self, node_id: NodeId, step: Step, detail: impl Into<String>) {
-        if let Some(job) = self.book().jobs.get_mut(&node_id) {
+    /// Records how far the replacement of `incarnation` got (nothing if a
+    /// newer incarnation asks meanwhile: its task starts over).
+    fn set_step(&self, node_id: NodeId, incarnation: &str, step: Step, detail: impl Into<String>) {
+        if let Some(job) = self.book().jobs.get_mut(&node_id)
+            && job.incarnation == incarnation
+        {
             job.step = step;
             job.detail = detail.into();
         }
@@ -104,20 +112,19 @@ impl Replacements {
 }
 
 impl Replica {
-    fn leader_hint(&self) -> (Option<NodeId>, String) {
+    /// The peer address of the leader this member knows.
+    pub fn leader_peer_addr(&self) -> Option<String> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        let leader = metrics.current_leader;
-        let addr = leader
-            .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|node| node.peer_addr.clone()))
-            .unwrap_or_default();
-        (leader, addr)
+        let leader = metrics.current_leader?;
+        metrics.membership_config.membership().get_node(&leader).map(|node| node.peer_addr.clone())
     }
 
     /// The leader's answer to a member asking to be replaced; starts the
     /// replacement if it is new.
     pub fn answer_rejoin(&self, ask: RejoinAsk) -> RejoinAnswer {
-        let (leader_id, leader_peer_addr) = self.leader_hint();
+        let leader_id = self.raft.metrics().borrow().current_leader;
+        let leader_peer_addr = self.leader_peer_addr().unwrap_or_default();
         let answer = |is_leader: bool, step: Step, voter_index: u64, detail: String| RejoinAnswer {
             is_leader,
             leader_id,
@@ -142,78 +149,129 @@ impl Replica {
                 format!("node {} is not a member (removed by hand?); join it with keelctl cluster join", ask.node_id),
             );
         };
-        if known.peer_addr != ask.node.peer_addr || known.client_addr != ask.node.client_addr {
+        if known.peer_addr != ask.peer_addr || known.client_addr != ask.client_addr {
             return answer(
                 true,
                 Step::Refused,
                 0,
                 format!(
                     "node {} is at client={} peer={} but asks from client={} peer={}; remove it and join it by hand",
-                    ask.node_id, known.client_addr, known.peer_addr, ask.node.client_addr, ask.node.peer_addr
+                    ask.node_id, known.client_addr, known.peer_addr, ask.client_addr, ask.peer_addr
                 ),
             );
         }
         let mut book = self.replacements.book();
-        if let Some(job) = book.jobs.get(&ask.node_id)
-            && job.incarnation == ask.incarnation
-            && job.step != Step::Failed
-        {
+        let job = book.jobs.entry(ask.node_id).or_insert_with(|| Job {
+            incarnation: String::new(),
+            step: Step::Failed,
+            voter_index: 0,
+            detail: String::new(),
+            has_task: false,
+        });
+        if job.incarnation == ask.incarnation && job.step != Step::Failed {
             return answer(true, job.step, job.voter_index, job.detail.clone());
         }
         tracing::warn!(node_id = ask.node_id, incarnation = %ask.incarnation, "a member asks to be replaced");
-        book.jobs.insert(
-            ask.node_id,
-            Job { incarnation: ask.incarnation.clone(), step: Step::Queued, voter_index: 0, detail: String::new() },
-        );
-        drop(book);
-        let replica = self.clone();
-        tokio::spawn(async move { replica.run_replacement(ask).await });
+        job.incarnation = ask.incarnation.clone();
+        job.step = Step::Queued;
+        job.voter_index = 0;
+        job.detail = String::new();
+        // One task per member: a queued or running one picks up the newest
+        // incarnation when it starts (or again when it finishes).
+        if !job.has_task {
+            job.has_task = true;
+            let replica = self.clone();
+            let (node_id, peer_addr) = (ask.node_id, ask.peer_addr.clone());
+            tokio::spawn(async move { replica.run_replacement(node_id, peer_addr).await });
+        }
         answer(true, Step::Queued, 0, String::new())
     }
 
-    async fn run_replacement(&self, ask: RejoinAsk) {
+    /// Replaces `node_id` until the incarnation it replaced is the newest
+    /// that asked (one membership job at a time across the cluster's members).
+    async fn run_replacement(&self, node_id: NodeId, peer_addr: String) {
         let _one_at_a_time = self.replacements.job.lock().await;
-        let node_id = ask.node_id;
-        match self.replace(&ask).await {
-            Ok(revision) => {
-                let detail = format!("incarnation {} promoted", ask.incarnation);
-                tracing::info!(node_id, revision, "member replaced: a voter again");
-                if let Some(job) = self.replacements.book().jobs.get_mut(&node_id) {
-                    job.step = Step::Done;
-                    job.voter_index = revision;
-                    job.detail = detail.clone();
+        loop {
+            let Some(incarnation) = self.replacements.book().jobs.get(&node_id).map(|job| job.incarnation.clone())
+            else {
+                return;
+            };
+            let outcome = self.replace(node_id, &peer_addr, &incarnation).await;
+            // Some(change to publish) when this incarnation's outcome stands.
+            let settled = {
+                let mut book = self.replacements.book();
+                let Some(job) = book.jobs.get_mut(&node_id) else {
+                    return;
+                };
+                if job.incarnation != incarnation {
+                    None // a newer incarnation asked meanwhile: replace that one
+                } else {
+                    job.has_task = false;
+                    Some(match outcome {
+                        Ok(revision) => {
+                            let detail = format!("incarnation {incarnation} promoted");
+                            tracing::info!(node_id, revision, "member replaced: a voter again");
+                            job.step = Step::Done;
+                            job.voter_index = revision;
+                            job.detail = detail.clone();
+                            Some(MemberChange { node_id, kind: "replaced", at_ms: 0, revision, detail })
+                        }
+                        Err(detail) => {
+                            tracing::warn!(node_id, %detail, "replacing a member failed; it will ask again");
+                            job.step = Step::Failed;
+                            job.detail = detail;
+                            None
+                        }
+                    })
                 }
-                self.record_change(MemberChange { node_id, kind: "replaced", at_ms: 0, revision, detail }).await;
+            };
+            match settled {
+                None => continue,
+                Some(Some(change)) => self.record_change(change).await,
+                Some(None) => {}
             }
-            Err(detail) => {
-                tracing::warn!(node_id, %detail, "replacing a member failed; it will ask again");
-                self.replacements.set_step(node_id, Step::Failed, detail);
-            }
+            return;
         }
     }
 
-    /// Remove (if a voter), add as a learner (if absent), catch up, promote.
-    async fn replace(&self, ask: &RejoinAsk) -> Result<u64, String> {
-        let node_id = ask.node_id;
+    /// Remove as a voter (kept as a learner), catch up, promote; the
+    /// promoting membership's index.
+    async fn replace(&self, node_id: NodeId, peer_addr: &str, incarnation: &str) -> Result<u64, String> {
         let deadline = Duration::from_millis(MEMBERSHIP_CHANGE_DEADLINE_MS);
+        let step = |step: Step, detail: String| self.replacements.set_step(node_id, incarnation, step, detail);
         let membership = self.leader_membership().map_err(|error| error.to_string())?;
+        // Still at the address it asked from (it may have been removed by hand meanwhile).
+        if membership.get_node(&node_id).is_none_or(|known| known.peer_addr != peer_addr) {
+            return Err(format!("node {node_id} is no longer a member at {peer_addr}"));
+        }
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if voters.contains(&node_id) {
             let remaining: Vec<NodeId> = voters.iter().copied().filter(|id| *id != node_id).collect();
             self.check_majority_answers(&remaining)?;
-            self.replacements.set_step(node_id, Step::Removing, "removing the old incarnation as a voter");
+            step(Step::Removing, "removing the old incarnation as a voter".into());
             let change = ChangeMembers::RemoveVoters(BTreeSet::from([node_id]));
             // retain: it stays a learner, so the log keeps flowing to it.
             super::membership::within(deadline, self.raft.change_membership(change, true))
                 .await
                 .map_err(|error| format!("removing the voter: {error}"))?;
         }
-        let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
-        self.replacements.set_step(node_id, Step::CatchingUp, format!("receiving the log up to index {target}"));
+        // A fresh entry to catch up to: the leader's progress for this member
+        // may still be the old incarnation's until a heartbeat meets the
+        // empty log, so the target must lie past it.
+        let event = MemberChange {
+            node_id,
+            kind: "replacing",
+            at_ms: 0,
+            revision: 0,
+            detail: format!("incarnation {incarnation}: catching up before it votes"),
+        };
+        let target =
+            self.publish_change(&event).await.map_err(|error| format!("recording the replacement: {error}"))?;
+        step(Step::CatchingUp, format!("receiving the log up to index {target}"));
         self.wait_caught_up(node_id, target, Duration::from_millis(REJOIN_CATCH_UP_MS_MAX))
             .await
             .map_err(|error| format!("catching up: {error}"))?;
-        self.replacements.set_step(node_id, Step::Promoting, "making it a voter");
+        step(Step::Promoting, "making it a voter".into());
         let written = self.promote(node_id, deadline).await.map_err(|error| format!("promoting: {error}"))?;
         Ok(written.revision)
     }
@@ -247,9 +305,14 @@ impl Replica {
     async fn record_change(&self, mut change: MemberChange) {
         change.at_ms = self.clock.wall_now_ms();
         self.replacements.record(change.clone());
-        let Ok(topic) = keel_kernel::Name::parse("topic", MEMBER_EVENTS_TOPIC) else {
-            return;
-        };
+        if let Err(error) = self.publish_change(&change).await {
+            tracing::warn!(%error, node_id = change.node_id, "a membership change was not published as an event");
+        }
+    }
+
+    /// Publishes `change` as a `keel-members` event; its revision.
+    async fn publish_change(&self, change: &MemberChange) -> Result<u64, super::ReplicaError> {
+        let topic = keel_kernel::Name::parse("topic", MEMBER_EVENTS_TOPIC).map_err(super::ReplicaError::Rejected)?;
         let payload = serde_json::json!({
             "kind": change.kind,
             "node_id": change.node_id,
@@ -263,15 +326,16 @@ impl Replica {
             payload: payload.to_string().into_bytes(),
         };
         let write = super::Write { command, idempotency_key: None, actor: None };
-        if let Err(error) = self.propose(write, Duration::from_millis(MEMBER_EVENT_DEADLINE_MS)).await {
-            tracing::warn!(%error, node_id = change.node_id, "a membership change was not published as an event");
-        }
+        let (_, revision) = self.propose(write, Duration::from_millis(MEMBER_EVENT_DEADLINE_MS)).await?;
+        Ok(revision)
     }
 
     /// One pass of the dead-member rule on the leader: removes at most one
     /// voter silent for longer than `after` (counted within this
     /// leadership, which began `leading_for` ago).
     async fn apply_dead_member_rule(&self, after: Duration, min_voters: usize, leading_for: Duration) {
+        // The checks below see the membership as it is once no other job runs.
+        let _one_at_a_time = self.replacements.job.lock().await;
         let Ok(membership) = self.leader_membership() else {
             return;
         };
@@ -298,7 +362,6 @@ impl Replica {
             tracing::debug!(dead, %why, "a voter is unreachable, but the rest cannot remove it now");
             return;
         }
-        let _one_at_a_time = self.replacements.job.lock().await;
         let silent_ms = u64::try_from(silent_for(&dead).as_millis()).unwrap_or(u64::MAX);
         tracing::warn!(node_id = dead, silent_ms, "dead-member rule: removing a voter that does not answer");
         let change = ChangeMembers::RemoveVoters(BTreeSet::from([dead]));
@@ -328,15 +391,9 @@ pub async fn run_dead_member_rule(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut leading_since = None::<tokio::time::Instant>;
-    let interval = Duration::from_millis(DEAD_MEMBER_CHECK_INTERVAL_MS);
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    return;
-                }
-            }
+        if super::rejoin::sleep_or_stop(&mut stop, DEAD_MEMBER_CHECK_INTERVAL_MS).await {
+            return;
         }
         let leads = replica.raft.metrics().borrow().current_leader == Some(replica.identity.node_id);
         if !leads {

@@ -21,6 +21,7 @@ use std::time::Duration;
 /// are accepted again, whatever happened.
 struct TransferGuard {
     raft: KeelRaft,
+    elect: Arc<super::rejoin::ElectSwitch>,
     is_transferring: Arc<AtomicBool>,
     _writes_held: tokio::sync::OwnedRwLockWriteGuard<()>,
 }
@@ -31,17 +32,15 @@ impl TransferGuard {
     /// not campaign against the target (a young leader refuses the target's
     /// first vote by its own lease and would otherwise win back with it).
     fn pause_heartbeats(&self) {
-        let runtime = self.raft.runtime_config();
-        runtime.heartbeat(false);
-        runtime.elect(false);
+        self.raft.runtime_config().heartbeat(false);
+        self.elect.hold(&self.raft, super::rejoin::Hold::HandingOver, true);
     }
 }
 
 impl Drop for TransferGuard {
     fn drop(&mut self) {
-        let runtime = self.raft.runtime_config();
-        runtime.heartbeat(true);
-        runtime.elect(true);
+        self.raft.runtime_config().heartbeat(true);
+        self.elect.hold(&self.raft, super::rejoin::Hold::HandingOver, false);
         self.is_transferring.store(false, Ordering::Release);
     }
 }
@@ -62,6 +61,7 @@ impl Replica {
         };
         Ok(TransferGuard {
             raft: self.raft.clone(),
+            elect: Arc::clone(&self.elect),
             is_transferring: self.is_transferring.clone(),
             _writes_held: writes_held,
         })
