@@ -61,6 +61,9 @@ pub const UNSETTLED_MARKER: &str = "UNSETTLED";
 /// After the leader said done, how long a member waits to hold the
 /// promoting membership before it asks again.
 const PROMOTION_WAIT_MS: u64 = 30_000;
+/// How long the initializer waits for the others to settle once every store
+/// answered empty, before it initialises anyway.
+pub const INITIALIZE_SETTLE_WAIT_MS: u64 = 5_000;
 /// How long a member waits after a refusal before asking again.
 const REFUSED_RETRY_MS: u64 = 5_000;
 
@@ -248,7 +251,10 @@ pub enum Decision {
 /// Decides from the answers of the other initial members (`answers`; the
 /// silent ones left out) what a member with a fresh store does.
 /// `initial_members` counts every initial member, this one included.
-pub fn decide(is_initializer: bool, initial_members: usize, answers: &[PeerView]) -> Decision {
+/// `all_empty_for` is how long every initial member has been answering
+/// with an empty store (the initializer waits up to
+/// `INITIALIZE_SETTLE_WAIT_MS` of it for the others to settle).
+pub fn decide(is_initializer: bool, initial_members: usize, answers: &[PeerView], all_empty_for: Duration) -> Decision {
     // Evidence that a cluster ran: a second term, or anything past the first
     // membership (index 0) and the first leader's blank entry (index 1). This
     // member's store is empty, so whatever it held of that is lost.
@@ -281,9 +287,11 @@ pub fn decide(is_initializer: bool, initial_members: usize, answers: &[PeerView]
         // The initializer writes the membership once the others settled
         // (they do on seeing every store empty): its first election, which
         // openraft starts at once, then finds voters, and none of them meets
-        // a running cluster and has itself replaced.
+        // a running cluster and has itself replaced. A member that cannot
+        // settle (it cannot reach everyone) is waited for a while only: it
+        // is replaced later instead.
         let settled = answers.iter().filter(|view| view.is_settled).count() + 1;
-        if settled == initial_members {
+        if settled == initial_members || all_empty_for >= Duration::from_millis(INITIALIZE_SETTLE_WAIT_MS) {
             return Decision::Initialize;
         }
         return Decision::Wait(format!(
@@ -418,9 +426,18 @@ pub async fn run(replica: Replica, plan: RejoinPlan, mut stop: tokio::sync::watc
     if plan.must_decide {
         replica.set_standing(Standing::Deciding, "asking the initial members whether a cluster ran".into());
         let mut last_said = None::<tokio::time::Instant>;
+        let mut all_empty_since = None::<tokio::time::Instant>;
         loop {
             let answers = replica.survey(&plan).await;
-            match decide(initializer, plan.initial_members.len(), &answers) {
+            let is_all_empty =
+                answers.len() + 1 == plan.initial_members.len() && answers.iter().all(|view| !view.initialized);
+            let all_empty_for = if is_all_empty {
+                all_empty_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
+            } else {
+                all_empty_since = None;
+                Duration::ZERO
+            };
+            match decide(initializer, plan.initial_members.len(), &answers, all_empty_for) {
                 Decision::Initialize => {
                     tracing::info!(node_id = me, n_members = plan.initial_members.len(), "initialising a new cluster");
                     match replica.raft.initialize(plan.initial_members.clone()).await {
@@ -630,38 +647,41 @@ mod tests {
 
     #[test]
     fn anything_past_the_first_term_anywhere_means_rejoin() {
-        assert_eq!(decide(true, 3, &[holding(2, 7)]), Decision::Rejoin);
-        assert_eq!(decide(false, 3, &[fresh(1), holding(3, 2)]), Decision::Rejoin);
+        assert_eq!(decide(true, 3, &[holding(2, 7)], Duration::ZERO), Decision::Rejoin);
+        assert_eq!(decide(false, 3, &[fresh(1), holding(3, 2)], Duration::ZERO), Decision::Rejoin);
         // A second term, even with nothing more in the log.
         let second_term = PeerView { term: 2, ..holding(1, 1) };
-        assert_eq!(decide(false, 3, &[second_term, fresh(3)]), Decision::Rejoin);
+        assert_eq!(decide(false, 3, &[second_term, fresh(3)], Duration::ZERO), Decision::Rejoin);
         // Applied on a member whose own log was compacted away.
         let applied = PeerView { last_applied_index: 9, ..holding(1, 0) };
-        assert_eq!(decide(false, 3, &[applied]), Decision::Rejoin);
+        assert_eq!(decide(false, 3, &[applied], Duration::ZERO), Decision::Rejoin);
         // The first leader and its blank entry: still the start.
         let started = PeerView { term: 1, ..holding(1, 1) };
-        assert_eq!(decide(false, 3, &[started, fresh(3)]), Decision::Settle);
+        assert_eq!(decide(false, 3, &[started, fresh(3)], Duration::ZERO), Decision::Settle);
     }
 
     #[test]
     fn a_new_cluster_needs_every_initial_member_empty() {
-        assert!(matches!(decide(true, 3, &[]), Decision::Wait(_)));
-        assert!(matches!(decide(true, 3, &[fresh(2)]), Decision::Wait(_)));
-        assert_eq!(decide(true, 3, &[fresh(2), fresh(3)]), Decision::Initialize);
+        assert!(matches!(decide(true, 3, &[], Duration::ZERO), Decision::Wait(_)));
+        assert!(matches!(decide(true, 3, &[fresh(2)], Duration::ZERO), Decision::Wait(_)));
+        assert_eq!(decide(true, 3, &[fresh(2), fresh(3)], Duration::ZERO), Decision::Initialize);
         // ... once the others settled.
         let deciding = PeerView { is_settled: false, ..fresh(3) };
-        assert!(matches!(decide(true, 3, &[fresh(2), deciding]), Decision::Wait(_)));
-        assert!(matches!(decide(true, 5, &[fresh(2), fresh(3), fresh(4)]), Decision::Wait(_)));
-        assert_eq!(decide(true, 1, &[]), Decision::Initialize);
+        assert!(matches!(decide(true, 3, &[fresh(2), deciding.clone()], Duration::ZERO), Decision::Wait(_)));
+        // ... or after a while without them (one that cannot reach everyone is replaced later).
+        let waited = Duration::from_millis(INITIALIZE_SETTLE_WAIT_MS);
+        assert_eq!(decide(true, 3, &[fresh(2), deciding], waited), Decision::Initialize);
+        assert!(matches!(decide(true, 5, &[fresh(2), fresh(3), fresh(4)], Duration::ZERO), Decision::Wait(_)));
+        assert_eq!(decide(true, 1, &[], Duration::ZERO), Decision::Initialize);
         // Two of three wiped while the survivor is down: no second cluster.
-        assert!(matches!(decide(false, 3, &[fresh(1)]), Decision::Wait(_)));
+        assert!(matches!(decide(false, 3, &[fresh(1)], Duration::ZERO), Decision::Wait(_)));
     }
 
     #[test]
     fn others_settle_on_a_starting_cluster_or_all_empty() {
-        assert_eq!(decide(false, 3, &[holding(1, 0)]), Decision::Settle);
-        assert_eq!(decide(false, 3, &[fresh(1), fresh(3)]), Decision::Settle);
-        assert!(matches!(decide(false, 3, &[]), Decision::Wait(_)));
+        assert_eq!(decide(false, 3, &[holding(1, 0)], Duration::ZERO), Decision::Settle);
+        assert_eq!(decide(false, 3, &[fresh(1), fresh(3)], Duration::ZERO), Decision::Settle);
+        assert!(matches!(decide(false, 3, &[], Duration::ZERO), Decision::Wait(_)));
     }
 
     #[test]
