@@ -8,10 +8,11 @@
 //!
 //! Skipped, passing, when no Docker engine answers.
 
+use crate::commands::run;
 use crate::harness::{keelctl_bin, keeld_bin};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Longest any single docker or compose command may take.
@@ -25,44 +26,9 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// Runs `command` to completion within `deadline`, killing it past that.
-fn run(command: &mut Command, deadline: Duration) -> Result<Output> {
-    let description = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawn {description}"))?;
-    let started = Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            return child.wait_with_output().with_context(|| format!("wait for {description}"));
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output()?;
-            bail!(
-                "{description} did not finish within {deadline:?}; stderr: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Runs `command` and requires success; returns stdout.
 fn run_ok(command: &mut Command) -> Result<String> {
-    let description = format!("{command:?}");
-    let output = run(command, COMMAND_DEADLINE)?;
-    ensure!(
-        output.status.success(),
-        "{description} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    crate::commands::run_ok(command, COMMAND_DEADLINE)
 }
 
 /// `docker compose` when the v2 plugin is there, else `docker-compose`.

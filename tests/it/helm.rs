@@ -22,12 +22,13 @@
 mod cluster_check;
 mod docker_members;
 
+use crate::commands::{run, run_with_input};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Longest one helm, validator or python run may take.
 const TOOL_DEADLINE: Duration = Duration::from_secs(120);
@@ -195,50 +196,6 @@ fn chart_dir() -> PathBuf {
 /// A member's DNS name under the headless Service.
 pub(crate) fn member_host(index: usize) -> String {
     format!("{FULLNAME}-{index}.{FULLNAME}-headless.{NAMESPACE}.svc.cluster.local")
-}
-
-/// Runs `command` to completion within `deadline`, killing it past that.
-pub(crate) fn run(command: &mut Command, deadline: Duration) -> Result<Output> {
-    run_with_input(command, &[], deadline)
-}
-
-/// [`run`] with `input` on stdin.
-pub(crate) fn run_with_input(command: &mut Command, input: &[u8], deadline: Duration) -> Result<Output> {
-    let description = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawn {description}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input).with_context(|| format!("stdin of {description}"))?;
-    }
-    // Readers on threads, so a child filling a pipe never stalls the deadline.
-    let stdout = child.stdout.take().context("stdout")?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            bytes
-        })
-    };
-    let (stdout, stderr) = (read(Box::new(stdout)), read(Box::new(stderr)));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{description} did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let join = |handle: std::thread::JoinHandle<Vec<u8>>| handle.join().unwrap_or_default();
-    Ok(Output { status, stdout: join(stdout), stderr: join(stderr) })
 }
 
 fn as_strs(value: &Value) -> Vec<&str> {

@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod cluster_harness;
 mod cluster_membership;
+mod commands;
 mod compose;
 mod events;
 mod fixture;

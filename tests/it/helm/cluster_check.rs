@@ -35,7 +35,7 @@ fn check(cluster: &Cluster, dir: &std::path::Path, token: &str, args: &[&str]) -
         .arg(&token_file)
         .args(["--timeout-ms", "10000", "--output", "json", "cluster", "check"])
         .args(args);
-    super::run(&mut command, KEELCTL_DEADLINE)
+    crate::commands::run(&mut command, KEELCTL_DEADLINE)
 }
 
 fn text(bytes: &[u8]) -> String {

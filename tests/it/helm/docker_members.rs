@@ -20,7 +20,8 @@
 //! drop guard. Skipped, passing, when no Docker engine answers or the chart
 //! tools are absent.
 
-use super::{FULLNAME, HelmTools, NAMESPACE, Rendered, member_host, repo_root, run};
+use super::{FULLNAME, HelmTools, NAMESPACE, Rendered, member_host, repo_root};
+use crate::commands::run;
 use crate::harness::{keelctl_bin, keeld_bin};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
@@ -73,16 +74,7 @@ impl DockerRun {
 
 /// Runs `command` and requires success; returns stdout.
 fn run_ok(command: &mut Command) -> Result<String> {
-    let description = format!("{command:?}");
-    let output = run(command, DOCKER_DEADLINE)?;
-    ensure!(
-        output.status.success(),
-        "{description} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    crate::commands::run_ok(command, DOCKER_DEADLINE)
 }
 
 /// What a Secret named in the pod specs holds: key → bytes.

@@ -97,24 +97,12 @@ impl LeaderLink for PeerLink {
     }
 
     async fn progress(&self, peer_addr: &str, deadline: Duration) -> Option<MemberProgress> {
-        let answer = self
-            .channels
-            .call(peer_addr, deadline, pb::ProgressRequest {}, |mut client, request| async move {
-                client.progress(request).await
-            })
-            .await
-            .ok()?;
+        let answer = self.progress_answer(peer_addr, deadline).await?;
         Some(MemberProgress { applied_index: answer.applied_index, state_digest: answer.state_digest })
     }
 
     async fn standing(&self, peer_addr: &str, deadline: Duration) -> Option<PeerView> {
-        let answer = self
-            .channels
-            .call(peer_addr, deadline, pb::ProgressRequest {}, |mut client, request| async move {
-                client.progress(request).await
-            })
-            .await
-            .ok()?;
+        let answer = self.progress_answer(peer_addr, deadline).await?;
         Some(PeerView {
             node_id: answer.node_id,
             initialized: answer.initialized,
@@ -168,6 +156,16 @@ impl LeaderLink for PeerLink {
 }
 
 impl PeerLink {
+    /// A member's answer to `Progress`, or `None` if it does not answer within `deadline`.
+    async fn progress_answer(&self, peer_addr: &str, deadline: Duration) -> Option<pb::ProgressResponse> {
+        self.channels
+            .call(peer_addr, deadline, pb::ProgressRequest {}, |mut client, request| async move {
+                client.progress(request).await
+            })
+            .await
+            .ok()
+    }
+
     /// Sends `value` to the leader with `send` and returns what the leader
     /// answered — its own outcome or its own `ReplicaError` — or the error
     /// for an answer that never came or could not be read.
