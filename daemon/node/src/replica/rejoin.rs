@@ -685,19 +685,6 @@ mod tests {
     }
 
     #[test]
-    fn the_election_switch_campaigns_only_when_nothing_holds() {
-        let switch = ElectSwitch::default();
-        let holds = |switch: &ElectSwitch| {
-            [Hold::Unsettled, Hold::Quiet, Hold::Stopping, Hold::HandingOver].map(|hold| switch.is_held(hold))
-        };
-        assert_eq!(holds(&switch), [false; 4]);
-        let mut state = switch.holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        state[Hold::Quiet as usize] = true;
-        drop(state);
-        assert_eq!(holds(&switch), [false, true, false, false]);
-    }
-
-    #[test]
     fn steps_round_trip_and_unknown_names_fail() {
         for step in [Step::Queued, Step::Removing, Step::CatchingUp, Step::Promoting, Step::Done, Step::Refused] {
             assert_eq!(Step::parse(step.as_str()), step);
