@@ -1,9 +1,11 @@
 //! Keel's out-of-process tooling: launchers for real `keeld` processes and
 //! clusters on loopback ([`process`], [`cluster`]), used by `tests/`, and the
 //! `keel-bench` benchmark ([`bench`]) that runs the same write workload
-//! against Keel and etcd side by side on one machine.
+//! against Keel and etcd side by side on one machine, and the
+//! `keel-campaign` chaos rounds ([`campaign`]).
 
 pub mod bench;
+pub mod campaign;
 pub mod cluster;
 pub mod etcd;
 pub mod process;

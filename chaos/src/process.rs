@@ -299,8 +299,9 @@ impl KeelProcess {
         Ok(endpoint.connect().await?)
     }
 
-    /// One `ClusterService.GetStatus`, with the token.
-    async fn status_once(&self) -> Result<pb::ClusterStatus> {
+    /// One `ClusterService.GetStatus`, with the token, as it is (under
+    /// steady writes the digest trails the applied index).
+    pub async fn status_once(&self) -> Result<pb::ClusterStatus> {
         let mut client = pb::cluster_service_client::ClusterServiceClient::new(self.channel().await?);
         Ok(client.get_status(pb::GetStatusRequest {}).await?.into_inner())
     }
