@@ -5,6 +5,16 @@
 //! `keel-campaign` chaos rounds ([`campaign`]).
 
 pub mod bench;
+
+/// Runs `work` until it ends or Ctrl-C (then an error): the tools' `main`.
+/// Returning drops what `work` started (clusters: processes killed, temp
+/// dirs removed), also on Ctrl-C.
+pub async fn until_interrupted<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::select! {
+        outcome = work => outcome,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+    }
+}
 pub mod campaign;
 pub mod cluster;
 pub mod etcd;

@@ -51,6 +51,18 @@ pub(crate) fn run_with_input(command: &mut Command, input: &[u8], deadline: Dura
     Ok(Output { status, stdout: join(stdout), stderr: join(stderr) })
 }
 
+/// Whether a Docker engine answers (tests that need one skip without it).
+pub(crate) fn docker_answers() -> bool {
+    run(Command::new("docker").arg("info"), Duration::from_secs(20)).is_ok_and(|output| output.status.success())
+}
+
+/// A suffix for names (containers, networks, images, projects) no other
+/// test run on this machine uses at the same time.
+pub(crate) fn unique_suffix() -> Result<String> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+    Ok(format!("{}-{nanos}", std::process::id()))
+}
+
 /// [`run`], requiring success; returns stdout.
 pub(crate) fn run_ok(command: &mut Command, deadline: Duration) -> Result<String> {
     let description = format!("{command:?}");

@@ -8,7 +8,7 @@
 //!
 //! Skipped, passing, when no Docker engine answers.
 
-use crate::commands::run;
+use crate::commands::{docker_answers, run, unique_suffix};
 use crate::harness::{keelctl_bin, keeld_bin};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -110,19 +110,13 @@ fn leader_of(container: &str, host: &str) -> Option<u64> {
 
 #[test]
 fn three_containers_in_two_regions_serve_a_write_and_a_linearizable_read() -> Result<()> {
-    let engine_answers =
-        run(Command::new("docker").arg("info"), Duration::from_secs(20)).is_ok_and(|output| output.status.success());
     let compose = compose_program();
-    let (true, Some(compose)) = (engine_answers, compose) else {
+    let (true, Some(compose)) = (docker_answers(), compose) else {
         println!("skipping compose smoke test: no Docker engine answers");
         return Ok(());
     };
     let started = Instant::now();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos()
-    );
+    let unique = unique_suffix()?;
     let project = Project {
         compose,
         name: format!("keel-it-{unique}"),

@@ -8,11 +8,7 @@ use keel_chaos::campaign::{CampaignArgs, render_markdown, run};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = CampaignArgs::parse();
-    // Returning drops the cluster: processes are killed and temp dirs removed, also on Ctrl-C.
-    let report = tokio::select! {
-        report = run(&args) => report?,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
-    };
+    let report = keel_chaos::until_interrupted(run(&args)).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

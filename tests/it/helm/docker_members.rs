@@ -21,7 +21,7 @@
 //! tools are absent.
 
 use super::{FULLNAME, HelmTools, NAMESPACE, Rendered, member_host, repo_root};
-use crate::commands::run;
+use crate::commands::{docker_answers, run, unique_suffix};
 use crate::harness::{keelctl_bin, keeld_bin};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
@@ -333,10 +333,6 @@ fn configmaps(rendered: &Rendered) -> BTreeMap<String, SecretData> {
         .collect()
 }
 
-fn docker_answers() -> bool {
-    run(Command::new("docker").arg("info"), Duration::from_secs(20)).is_ok_and(|output| output.status.success())
-}
-
 #[test]
 fn the_rendered_members_form_a_cluster_that_passes_the_helm_test_check() -> Result<()> {
     let Some(tools) = HelmTools::find("the rendered members in Docker") else { return Ok(()) };
@@ -345,11 +341,7 @@ fn the_rendered_members_form_a_cluster_that_passes_the_helm_test_check() -> Resu
         return Ok(());
     }
     let started = Instant::now();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos()
-    );
+    let unique = unique_suffix()?;
     let tag = format!("helm-it-{unique}");
     let mut docker =
         DockerRun { containers: Vec::new(), network: format!("keel-helm-it-{unique}"), image: format!("keel:{tag}") };
